@@ -1,0 +1,162 @@
+"""The operator contract of SPEC §5: argument checks, dtypes and the optional in-op preprocessing.
+
+Every backend takes ``(q, k, v, g, b, w, scale=None, initial_state=None, output_final_state=False,
+cu_seqlens=None, *, extras)`` and returns ``(o, final_state)``. This module turns bad input into a
+``ValueError`` (``TypeError`` for dtypes) that names the argument, what it got and what was
+expected, and applies the keyword-only extras that backends share: the in-op L2 norm of q and k and
+the in-op gate ``g = -exp(A_log) * softplus(g_raw + dt_bias)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["Dims", "check_inputs", "compute_dtype", "l2norm", "gate_from_raw"]
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Sizes of one call, in the notation of SPEC §1."""
+
+    B: int
+    T: int
+    H: int
+    HV: int
+    K: int
+    V: int
+    N: int  # number of sequences: B, or len(cu_seqlens) - 1 when packed
+
+    @property
+    def G(self) -> int:
+        """Value heads per key head (GVA group size)."""
+        return self.HV // self.H
+
+
+def _shape(x: Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in x.shape) + "]"
+
+
+def _check_tensor(name: str, x: object, rank: int, float_only: bool = True) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if float_only and not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32, float64), got {x.dtype}")
+    if x.dim() != rank:
+        raise ValueError(f"{name} must have rank {rank}, got shape {_shape(x)}")
+    return x
+
+
+def check_inputs(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    b: Tensor,
+    w: Tensor,
+    scale: float | None,
+    initial_state: Tensor | None,
+    cu_seqlens: Tensor | None,
+    A_log: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    check_values: bool = True,
+) -> Dims:
+    """Validate one call against SPEC §5 and return its sizes.
+
+    ``check_values`` also inspects tensor contents (cu_seqlens monotonic, g <= 0); that costs a
+    device synchronisation, so fast backends may turn it off on their hot path.
+    """
+    _check_tensor("q", q, 4)
+    B, T, H, K = q.shape
+    for name, x in (("k", k), ("g", g), ("b", b)):
+        _check_tensor(name, x, 4)
+        if x.shape != q.shape:
+            raise ValueError(f"{name} must have the shape of q [B, T, H, K] = {_shape(q)}, got {_shape(x)}")
+    _check_tensor("v", v, 4)
+    if v.shape[:2] != q.shape[:2]:
+        raise ValueError(
+            f"v must have shape [B, T, HV, V] with B, T = {B}, {T} as in q, got {_shape(v)}"
+        )
+    HV, V = v.shape[2], v.shape[3]
+    if HV % H != 0:
+        raise ValueError(f"v has HV = {HV} value heads, which must be a multiple of H = {H} key heads (GVA)")
+    _check_tensor("w", w, 4)
+    if w.shape != v.shape:
+        raise ValueError(f"w must have the shape of v [B, T, HV, V] = {_shape(v)}, got {_shape(w)}")
+    if min(H, K, V) < 1:
+        raise ValueError(f"H, K and V must be positive, got H={H}, K={K}, V={V}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"q, k and v must share one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    device = q.device
+    for name, x in (("k", k), ("v", v), ("g", g), ("b", b), ("w", w)):
+        if x.device != device:
+            raise ValueError(f"{name} is on {x.device}, expected q's device {device}")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+
+    N = B
+    if cu_seqlens is not None:
+        _check_tensor("cu_seqlens", cu_seqlens, 1, float_only=False)
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
+        if B != 1:
+            raise ValueError(f"cu_seqlens requires B == 1 (sequences packed along T), got q of shape {_shape(q)}")
+        if cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens must hold N+1 >= 2 offsets, got shape {_shape(cu_seqlens)}")
+        if cu_seqlens.device != device:
+            raise ValueError(f"cu_seqlens is on {cu_seqlens.device}, expected q's device {device}")
+        N = cu_seqlens.numel() - 1
+        if check_values:
+            cs = cu_seqlens.tolist()
+            if cs[0] != 0 or cs[-1] != T or any(a > c for a, c in zip(cs[:-1], cs[1:])):
+                raise ValueError(
+                    f"cu_seqlens must be non-decreasing from 0 to T = {T}, got {cs if len(cs) <= 16 else cs[:16]}"
+                )
+    if initial_state is not None:
+        _check_tensor("initial_state", initial_state, 4)
+        if tuple(initial_state.shape) != (N, HV, K, V):
+            raise ValueError(
+                f"initial_state must have shape [N, HV, K, V] = [{N}, {HV}, {K}, {V}], got {_shape(initial_state)}"
+            )
+        if initial_state.device != device:
+            raise ValueError(f"initial_state is on {initial_state.device}, expected q's device {device}")
+    if dt_bias is not None and A_log is None:
+        raise ValueError("dt_bias was given without A_log: the in-op gate needs A_log")
+    if A_log is not None:
+        _check_tensor("A_log", A_log, 1)
+        if A_log.shape[0] != H:
+            raise ValueError(f"A_log must have shape [H] = [{H}], got {_shape(A_log)}")
+        if dt_bias is not None:
+            if not isinstance(dt_bias, Tensor) or not dt_bias.is_floating_point():
+                raise TypeError("dt_bias must be a floating torch.Tensor")
+            if dt_bias.numel() != H * K or dt_bias.dim() not in (1, 2):
+                raise ValueError(f"dt_bias must have shape [H*K] = [{H * K}] or [H, K], got {_shape(dt_bias)}")
+    elif check_values and g.numel() > 0:
+        g_max = g.max().item()
+        if not g_max <= 0:
+            raise ValueError(f"g is a log-decay and must be <= 0 everywhere, got max(g) = {g_max}")
+    return Dims(B=B, T=T, H=H, HV=HV, K=K, V=V, N=N)
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """float64 stays float64 (the ground truth); every other dtype is computed in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """x / sqrt(sum(x^2) + eps) over the last axis, computed in x's compute dtype."""
+    xf = x.to(compute_dtype(x))
+    return (xf * torch.rsqrt((xf * xf).sum(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def gate_from_raw(g_raw: Tensor, A_log: Tensor, dt_bias: Tensor | None) -> Tensor:
+    """SPEC §6 gate: g = -exp(A_log) * softplus(g_raw + dt_bias), in float32 (float64 stays)."""
+    dt = compute_dtype(g_raw)
+    H, K = g_raw.shape[-2], g_raw.shape[-1]
+    x = g_raw.to(dt)
+    if dt_bias is not None:
+        x = x + dt_bias.to(dt).reshape(H, K)
+    return -torch.exp(A_log.to(dt)).reshape(H, 1) * F.softplus(x)

@@ -1,0 +1,38 @@
+"""Shape-checked public operators: named argument errors first, then jaxtyping + beartype.
+
+``shape_checked(fn)`` wraps an operator so that a call first runs ``check_inputs`` (which names
+the offending argument in a ``ValueError``/``TypeError``) and then the jaxtyping/beartype check of
+``fn``'s annotations, so the annotations are checked documentation, never decoration.
+"""
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TypeVar
+
+from beartype import beartype
+from jaxtyping import jaxtyped
+
+from ._contract import check_inputs
+
+F = TypeVar("F", bound=Callable)
+
+__all__ = ["shape_checked"]
+
+
+def shape_checked(fn: F) -> F:
+    checked = jaxtyped(typechecker=beartype)(fn)
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        check_inputs(
+            a["q"], a["k"], a["v"], a["g"], a["b"], a["w"], a["scale"], a["initial_state"], a["cu_seqlens"],
+            A_log=a.get("A_log"), dt_bias=a.get("dt_bias"),
+        )
+        return checked(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
