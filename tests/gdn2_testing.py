@@ -1,0 +1,68 @@
+"""Shared test helpers: the tolerance table of SPEC §7, one comparison helper, input factories."""
+
+import torch
+from torch import Tensor
+
+#: relative RMS error bounds against the float64 token-by-token reference (SPEC §7).
+#: path -> (outputs and final state, dq/dk/dv, dg/db/dw/dh0)
+TOLERANCES: dict[str, tuple[float, float, float]] = {
+    "reference-float64": (1e-10, 1e-10, 1e-10),
+    "reference-float32": (1e-5, 1e-5, 1e-4),
+    "triton-float32": (2e-3, 3e-3, 5e-3),
+    "triton-bfloat16": (1e-2, 2e-2, 3e-2),
+    "triton-float16": (1e-2, 2e-2, 3e-2),
+}
+
+#: which column of TOLERANCES bounds each named quantity
+KIND = {"o": 0, "ht": 0, "q": 1, "k": 1, "v": 1, "g": 2, "b": 2, "w": 2, "h0": 2, "A_log": 2, "dt_bias": 2}
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel_rms(actual: Tensor, expected: Tensor) -> float:
+    a, e = actual.double(), expected.double()
+    return ((a - e).pow(2).mean().sqrt() / e.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+
+
+def assert_close(name: str, actual: Tensor, expected: Tensor, tol: float) -> None:
+    """Fail unless actual is finite, has expected's shape, and rel-RMS(actual, expected) <= tol."""
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(actual).all(), f"{name}: non-finite values ({(~torch.isfinite(actual)).sum()} of them)"
+    err = rel_rms(actual, expected)
+    max_abs = (actual.double() - expected.double()).abs().max().item() if actual.numel() else 0.0
+    assert err <= tol, f"{name}: rel-RMS {err:.3e} > tol {tol:.1e} (max-abs {max_abs:.3e})"
+
+
+def assert_all_close(results: dict[str, Tensor], expected: dict[str, Tensor], path: str) -> None:
+    """Compare every named quantity with its SPEC §7 bound for ``path`` (e.g. "triton-bfloat16")."""
+    tols = TOLERANCES[path]
+    for name, exp in expected.items():
+        assert_close(name, results[name], exp, tols[KIND[name]])
+
+
+def make_inputs(
+    B: int, T: int, H: int, HV: int, K: int, V: int, *, dtype=torch.float64, device=DEVICE,
+    initial_state: bool = True, N: int | None = None, g_min: float = -2.0, b_max: float = 2.0,
+    seed: int | None = None,
+) -> dict[str, Tensor]:
+    """Fresh random inputs of SPEC §5 (never zeros): unit-norm keys, g in [g_min, 0), b in [0, b_max]."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(torch.seed() if seed is None else seed)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)
+    u = lambda *s: torch.rand(*s, generator=gen, dtype=torch.float64)
+    k = torch.nn.functional.normalize(r(B, T, H, K), dim=-1)
+    out = {
+        "q": r(B, T, H, K), "k": k, "v": r(B, T, HV, V),
+        "g": g_min * u(B, T, H, K).clamp_min(1e-3), "b": b_max * u(B, T, H, K), "w": u(B, T, HV, V),
+    }
+    out = {n: x.to(device=device, dtype=dtype if n in "qkv" else (torch.float32 if dtype != torch.float64 else dtype))
+           for n, x in out.items()}
+    if initial_state:
+        out["initial_state"] = r(N or B, HV, K, V).to(device=device, dtype=torch.float32 if dtype != torch.float64
+                                                       else torch.float64)
+    return out
+
+
+def poison(x: Tensor) -> Tensor:
+    """Fill with NaN (integers with a huge value) so an unwritten element fails loudly."""
+    return x.fill_(float("nan")) if x.is_floating_point() else x.fill_(2**30)
