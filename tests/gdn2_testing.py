@@ -20,6 +20,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def rel_rms(actual: Tensor, expected: Tensor) -> float:
+    if actual.numel() == 0:
+        return 0.0
     a, e = actual.double(), expected.double()
     return ((a - e).pow(2).mean().sqrt() / e.pow(2).mean().sqrt().clamp_min(1e-30)).item()
 

@@ -51,20 +51,23 @@ def _check_tensor(name: str, x: object, rank: int, float_only: bool = True) -> T
 
 
 def check_inputs(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    g: Tensor,
-    b: Tensor,
-    w: Tensor,
-    scale: float | None,
-    initial_state: Tensor | None,
-    cu_seqlens: Tensor | None,
-    A_log: Tensor | None = None,
-    dt_bias: Tensor | None = None,
+    q: object,
+    k: object,
+    v: object,
+    g: object,
+    b: object,
+    w: object,
+    scale: object,
+    initial_state: object,
+    cu_seqlens: object,
+    A_log: object = None,
+    dt_bias: object = None,
     check_values: bool = True,
 ) -> Dims:
     """Validate one call against SPEC §5 and return its sizes.
+
+    Arguments are typed ``object`` on purpose: this function is the type check, and its errors name
+    the argument, what it got and what was expected.
 
     ``check_values`` also inspects tensor contents (cu_seqlens monotonic, g <= 0); that costs a
     device synchronisation, so fast backends may turn it off on their hot path.
