@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+
 from gdn2.ops import chunk_gdn2, fused_recurrent_gdn2, recurrent_gdn2
 from gdn2.ops.chunk import chunk_intra_t, chunk_local_cumsum, pairwise_decay, solve_unit_lower
+
 from gdn2_testing import TOLERANCES, assert_close, make_inputs, rel_rms
 
 F64 = TOLERANCES["reference-float64"]
