@@ -1,0 +1,70 @@
+"""Causal depthwise short convolution (paper Fig. 1; SPEC §6), packed-sequence and cache aware.
+
+    y_t = SiLU( Σ_{s=0}^{W-1} weight[:, W-1-s] ⊙ x_{t-s} ),   x_{t-s} = 0 before the sequence starts
+
+(or the cached inputs of the previous call, when decoding). W is ``conv_size``. With ``cu_seqlens``
+the input is one packed row of N sequences and no tap reaches across a boundary. The conv state of
+one sequence is its last W-1 inputs, oldest first, so prefill followed by token-by-token decoding
+equals one call on the whole sequence.
+"""
+
+import torch
+import torch.nn.functional as F
+from beartype import beartype
+from jaxtyping import Float, Integer, jaxtyped
+from torch import Tensor, nn
+
+__all__ = ["ShortConvolution"]
+
+
+class ShortConvolution(nn.Module):
+    """Depthwise causal Conv1d over T with a SiLU, for ``channels`` channels and ``conv_size`` taps."""
+
+    def __init__(self, channels: int, conv_size: int) -> None:
+        super().__init__()
+        self.channels, self.conv_size = channels, conv_size
+        # nn.Conv1d's own initialisation (Kaiming-uniform, fan-in W); depthwise, no bias.
+        self.weight = nn.Parameter(nn.Conv1d(channels, channels, conv_size, groups=channels, bias=False).weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, conv_size={self.conv_size}"
+
+    @jaxtyped(typechecker=beartype)
+    def forward(
+        self,
+        x: Float[Tensor, "B T D"],
+        state: Float[Tensor, "N D Wm1"] | None = None,
+        cu_seqlens: Integer[Tensor, " Np1"] | None = None,
+    ) -> tuple[Float[Tensor, "B T D"], Float[Tensor, "N D Wm1"]]:
+        """Returns ``(y, new_state)``; ``state`` holds the previous W-1 inputs of each sequence."""
+        W = self.conv_size
+        if cu_seqlens is None:
+            N, T, D = x.shape
+            past = x.new_zeros(N, W - 1, D) if state is None else state.transpose(1, 2).to(x.dtype)
+            ext = torch.cat([past, x], dim=1)                                   # [B, W-1+T, D]
+            y = F.conv1d(ext.transpose(1, 2), self.weight.to(x.dtype), groups=D).transpose(1, 2)
+            new_state = ext[:, ext.shape[1] - (W - 1):].transpose(1, 2)         # [B, D, W-1]
+            return F.silu(y), new_state.contiguous()
+        return self._packed(x, state, cu_seqlens)
+
+    def _packed(self, x: Tensor, state: Tensor | None, cu_seqlens: Tensor) -> tuple[Tensor, Tensor]:
+        """The same taps on one packed row: tap s of token t reads x_{t-s} only inside t's sequence."""
+        W, D, T = self.conv_size, x.shape[2], x.shape[1]
+        N = cu_seqlens.numel() - 1
+        starts, lengths = cu_seqlens[:-1].long(), cu_seqlens.diff().long()
+        seq = torch.repeat_interleave(torch.arange(N, device=x.device), lengths, output_size=T)  # [T]
+        pos = torch.arange(T, device=x.device) - starts[seq]                   # position inside its sequence
+        past = x.new_zeros(N, D, W - 1) if state is None else state.to(x.dtype)
+        # Sequence n extended by its past is past_n (W-1 rows) then x_n; one table holds both, and
+        # row e of extended sequence n is source[index(n, e)].
+        source = torch.cat([past.transpose(1, 2).reshape(N * (W - 1), D), x[0]])   # [N(W-1) + T, D]
+
+        def index(n: Tensor, e: Tensor) -> Tensor:
+            return torch.where(e >= W - 1, N * (W - 1) + starts[n] + e - (W - 1), n * (W - 1) + e)
+
+        weight = self.weight.to(x.dtype)[:, 0]                                  # [D, W]
+        y = sum(weight[:, W - 1 - s] * source[index(seq, pos + (W - 1) - s)] for s in range(W))  # [T, D]
+        n_all = torch.arange(N, device=x.device)
+        tail = [source[index(n_all, lengths + j)] for j in range(W - 1)]          # W-1 of [N, D]
+        new_state = torch.stack(tail, dim=-1) if tail else x.new_zeros(N, D, 0)   # [N, D, W-1]
+        return F.silu(y)[None], new_state

@@ -1,0 +1,241 @@
+"""A small byte-level causal language model built from GDN2 layers (the paper's hybrid, optionally).
+
+    h_0 = Embed(bytes),   h ← h + Mixer(RMSNorm(h)),   h ← h + SwiGLU(RMSNorm(h)),   logits = RMSNorm(h) Embedᵀ
+
+Each block's mixer is a :class:`~gdn2.layer.GDN2` layer, or, at the indices listed in
+``GDN2LMConfig.swa_layers``, sliding-window softmax attention (SDPA with a causal banded mask, RoPE),
+which the paper interleaves for its hybrid. Decoding keeps a constant amount of state per layer:
+the GDN2 recurrent and convolution states, and at most ``swa_window − 1`` keys and values.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from beartype import beartype
+from jaxtyping import Float, Integer, Shaped, jaxtyped
+from torch import Tensor, nn
+
+from .cache import Cache, WindowState
+from .layer import GDN2, init_linear
+from .norm import RMSNorm
+
+__all__ = ["GDN2LMConfig", "GDN2LM", "SlidingWindowAttention", "SwiGLU"]
+
+
+@dataclass
+class GDN2LMConfig:
+    """Sizes of :class:`GDN2LM`. The defaults train on two CPU cores in about two minutes."""
+
+    vocab_size: int = 256
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    head_dim: int = 64
+    num_v_heads: int | None = None
+    expand_v: float = 1.0
+    conv_size: int = 4
+    allow_neg_eigval: bool = False
+    mlp_ratio: float = 8 / 3
+    swa_layers: tuple[int, ...] = field(default_factory=tuple)
+    swa_window: int = 64
+    swa_heads: int = 4
+    norm_eps: float = 1e-5
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.swa_layers = tuple(self.swa_layers)
+        for name in ("vocab_size", "hidden_size", "num_layers", "swa_window", "swa_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        bad = [i for i in self.swa_layers if isinstance(i, bool) or not isinstance(i, int)
+               or not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f"swa_layers must be layer indices in [0, {self.num_layers}), got {list(self.swa_layers)}")
+        if self.swa_layers and self.hidden_size % (2 * self.swa_heads) != 0:
+            raise ValueError(
+                f"hidden_size = {self.hidden_size} must be a multiple of 2·swa_heads = {2 * self.swa_heads} (RoPE)"
+            )
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SwiGLU(nn.Module):
+    """W_down (SiLU(W_gate x) ⊙ W_up x), the width rounded up to a multiple of 16."""
+
+    def __init__(self, hidden_size: int, ratio: float) -> None:
+        super().__init__()
+        inner = 16 * -(-int(hidden_size * ratio) // 16)
+        self.gate_proj = nn.Linear(hidden_size, inner, bias=False)
+        self.up_proj = nn.Linear(hidden_size, inner, bias=False)
+        self.down_proj = nn.Linear(inner, hidden_size, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def _rope(x: Tensor, pos: Tensor, base: float = 10000.0) -> Tensor:
+    """Rotary position embedding of x [B, heads, T, d] at integer positions pos [B, T]."""
+    d = x.shape[-1]
+    inv = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)   # [d/2]
+    ang = pos.to(torch.float32)[:, None, :, None] * inv                               # [B, 1, T, d/2]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class SlidingWindowAttention(nn.Module):
+    """Causal softmax attention over the last ``window`` tokens (itself included), RoPE positions.
+
+    Decoding keeps the last ``window − 1`` token slots per sequence: constant memory. Positions count
+    the valid tokens of each sequence, so padding never shifts them.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, window: int, layer_idx: int | None = None) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.window = num_heads, hidden_size // num_heads, window
+        self.layer_idx = layer_idx
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(
+        self, x: Tensor, attention_mask: Tensor | None = None, cache: Cache | None = None, use_cache: bool = False
+    ) -> Tensor:
+        B, T, D = x.shape
+        h, d = self.num_heads, self.head_dim
+        if use_cache and cache is None:
+            raise ValueError("use_cache=True needs a cache to update: pass cache=gdn2.Cache()")
+        valid = (torch.ones(B, T, dtype=torch.bool, device=x.device) if attention_mask is None
+                 else attention_mask[:, attention_mask.shape[1] - T:].to(x.device).bool())   # [B, T]
+        past = cache.get(self.layer_idx) if cache is not None else None
+        seen = past.seen if past is not None else torch.zeros(B, dtype=torch.long, device=x.device)
+        pos = seen[:, None] + valid.long().cumsum(1) - 1                                    # [B, T]
+        split = lambda y: y.view(B, T, h, d).transpose(1, 2)                                # [B, h, T, d]
+        q = _rope(split(self.q_proj(x)), pos.clamp_min(0))
+        k = _rope(split(self.k_proj(x)), pos.clamp_min(0))
+        v = split(self.v_proj(x))
+        if past is not None:
+            k_all, v_all = torch.cat([past.k, k], 2), torch.cat([past.v, v], 2)             # [B, h, L+T, d]
+            valid_all, pos_all = torch.cat([past.valid, valid], 1), torch.cat([past.pos, pos], 1)
+        else:
+            k_all, v_all, valid_all, pos_all = k, v, valid, pos
+        L = k_all.shape[2] - T
+        dist = pos[:, :, None] - pos_all[:, None, :]                                        # [B, T, L+T]
+        allowed = valid_all[:, None, :] & (dist >= 0) & (dist < self.window)
+        allowed[:, :, L:] &= torch.ones(T, T, dtype=torch.bool, device=x.device).tril()     # causal in slots
+        # A padded query sees only itself (its output is never used): no row is empty, no NaN.
+        allowed[:, :, L:] |= torch.eye(T, dtype=torch.bool, device=x.device) & ~valid[:, :, None]
+        o = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=allowed[:, None])     # [B, h, T, d]
+        if use_cache:
+            keep = self.window - 1
+            cache.update(self.layer_idx, WindowState(
+                k=k_all[:, :, k_all.shape[2] - keep:] if keep else k_all[:, :, :0],
+                v=v_all[:, :, v_all.shape[2] - keep:] if keep else v_all[:, :, :0],
+                valid=valid_all[:, valid_all.shape[1] - keep:] if keep else valid_all[:, :0],
+                pos=pos_all[:, pos_all.shape[1] - keep:] if keep else pos_all[:, :0],
+                seen=seen + valid.long().sum(1),
+            ))
+        return self.o_proj(o.transpose(1, 2).reshape(B, T, D)) * valid[..., None]
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: mixer (GDN2 or sliding-window attention), then SwiGLU."""
+
+    def __init__(self, config: GDN2LMConfig, layer_idx: int) -> None:
+        super().__init__()
+        c = config
+        self.mixer_norm = RMSNorm(c.hidden_size, c.norm_eps)
+        if layer_idx in c.swa_layers:
+            self.mixer = SlidingWindowAttention(c.hidden_size, c.swa_heads, c.swa_window, layer_idx)
+            init_linear(self.mixer)
+        else:
+            self.mixer = GDN2(c.hidden_size, c.num_heads, c.head_dim, c.num_v_heads, c.expand_v, c.conv_size,
+                              allow_neg_eigval=c.allow_neg_eigval, norm_eps=c.norm_eps, backend=c.backend,
+                              layer_idx=layer_idx)
+        self.mlp_norm = RMSNorm(c.hidden_size, c.norm_eps)
+        self.mlp = SwiGLU(c.hidden_size, c.mlp_ratio)
+        init_linear(self.mlp)
+
+    def forward(self, h: Tensor, attention_mask: Tensor | None, cache: Cache | None, use_cache: bool) -> Tensor:
+        h = h + self.mixer(self.mixer_norm(h), attention_mask, cache, use_cache)
+        return h + self.mlp(self.mlp_norm(h))
+
+
+class GDN2LM(nn.Module):
+    """Byte-level causal LM: embedding (vocab 256), N blocks, final RMSNorm, output head tied to the embedding."""
+
+    def __init__(self, config: GDN2LMConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or GDN2LMConfig()
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.norm_eps)
+
+    @jaxtyped(typechecker=beartype)
+    def forward(
+        self,
+        input_ids: Integer[Tensor, "B T"],
+        attention_mask: Shaped[Tensor, "B Tm"] | None = None,
+        cache: Cache | None = None,
+        use_cache: bool = False,
+    ) -> Float[Tensor, "B T vocab"]:
+        """Logits [B, T, vocab_size]; with ``use_cache`` every layer's decoding state is updated in place."""
+        if input_ids.numel() and not (0 <= int(input_ids.min()) and int(input_ids.max()) < self.config.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), got "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        h = self.embed(input_ids)
+        for block in self.blocks:
+            h = block(h, attention_mask, cache, use_cache)
+        return self.norm(h) @ self.embed.weight.T
+
+    def loss(self, input_ids: Integer[Tensor, "B T"]) -> Tensor:
+        """Mean next-byte cross-entropy (nats) of ``input_ids[:, 1:]`` given the prefixes."""
+        logits = self(input_ids[:, :-1])
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Integer[Tensor, "B T"],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        cache: Cache | None = None,
+    ) -> Integer[Tensor, "B T_out"]:
+        """Prefill the prompt, then sample one token at a time with constant memory per token.
+
+        ``temperature = 0`` is greedy. Pass a :class:`~gdn2.cache.Cache` to inspect the decoding state.
+        Returns the prompt followed by ``max_new_tokens`` sampled tokens.
+        """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if input_ids.shape[1] < 1:
+            raise ValueError("input_ids must hold at least one prompt token")
+        was_training = self.training
+        self.eval()
+        cache = Cache() if cache is None else cache
+        out, logits = [input_ids], self(input_ids, cache=cache, use_cache=True)[:, -1]
+        for i in range(max_new_tokens):
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                scaled = logits.float() / temperature
+                if top_k is not None:
+                    kth = scaled.topk(min(top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
+                    scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+                nxt = torch.multinomial(scaled.softmax(-1), 1, generator=generator)
+            out.append(nxt)
+            if i + 1 < max_new_tokens:
+                logits = self(nxt, cache=cache, use_cache=True)[:, -1]
+        self.train(was_training)
+        return torch.cat(out, dim=1)
