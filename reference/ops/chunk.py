@@ -35,11 +35,14 @@ __all__ = [
 
 
 # ---- stage 1: local cumulative decay ------------------------------------------------------------
+# --8<-- [start:chunk_local_cumsum]
 def chunk_local_cumsum(g: Float[Tensor, "*lead NC C K"]) -> Float[Tensor, "*lead NC C K"]:
     """G_r = Σ_{i≤r} g_i inside each chunk (the state is carried across chunks separately)."""
     return g.cumsum(-2)
+# --8<-- [end:chunk_local_cumsum]
 
 
+# --8<-- [start:pairwise_decay]
 def pairwise_decay(G: Float[Tensor, "*lead C K"], strict: bool) -> Float[Tensor, "*lead C C K"]:
     """exp(G_r − G_s) for r > s (strict) or r ≥ s, and 0 above: always ≤ 1, never exp(−G) alone.
 
@@ -51,17 +54,21 @@ def pairwise_decay(G: Float[Tensor, "*lead C K"], strict: bool) -> Float[Tensor,
     diff = G[..., :, None, :] - G[..., None, :, :]                     # [..., C, C, K]
     diff = torch.where(causal[:, :, None], diff, torch.full_like(diff, float("-inf")))
     return torch.exp(diff)
+# --8<-- [end:pairwise_decay]
 
 
 # ---- stage 2: intra-chunk T and A = (I + T)^-1 --------------------------------------------------
+# --8<-- [start:chunk_intra_t]
 def chunk_intra_t(
     k: Float[Tensor, "*lead C K"], b: Float[Tensor, "*lead C K"], G: Float[Tensor, "*lead C K"]
 ) -> Float[Tensor, "*lead C C"]:
     """T_rs = Σ_d b_rd k_rd k_sd exp(G_rd − G_sd) for r > s, else 0 (the gated key interactions)."""
     decay = pairwise_decay(G, strict=True)                              # [..., C, C, K]
     return torch.einsum("...rd,...sd,...rsd->...rs", b * k, k, decay)
+# --8<-- [end:chunk_intra_t]
 
 
+# --8<-- [start:solve_unit_lower]
 def solve_unit_lower(T: Float[Tensor, "*lead C C"]) -> Float[Tensor, "*lead C C"]:
     """A = (I + T)⁻¹ for strictly lower T, by forward substitution: A_r = e_r − Σ_{s<r} T_rs A_s."""
     C = T.shape[-1]
@@ -71,9 +78,11 @@ def solve_unit_lower(T: Float[Tensor, "*lead C C"]) -> Float[Tensor, "*lead C C"
         prev = torch.stack(rows, dim=-2)                                # [..., r, C]
         rows.append(eye[..., r, :] - torch.einsum("...s,...sc->...c", T[..., r, :r], prev))
     return torch.stack(rows, dim=-2)
+# --8<-- [end:solve_unit_lower]
 
 
 # ---- stage 3: WY auxiliaries ----------------------------------------------------------------------
+# --8<-- [start:chunk_wy]
 def chunk_wy(
     A: Float[Tensor, "N H NC C C"],
     k: Float[Tensor, "N H NC C K"],
@@ -86,9 +95,11 @@ def chunk_wy(
     Y = A @ (torch.exp(G) * b * k)
     U = A[:, :, None] @ (w * v)
     return Y, U
+# --8<-- [end:chunk_wy]
 
 
 # ---- stage 4: state passing -----------------------------------------------------------------------
+# --8<-- [start:chunk_state_passing]
 def chunk_state_passing(
     k: Float[Tensor, "N H NC C K"],
     G: Float[Tensor, "N H NC C K"],
@@ -111,9 +122,11 @@ def chunk_state_passing(
         residuals.append(R)
         S = gamma_C[:, :, None, n, :, None] * S + k_tail[:, :, None, n].transpose(-1, -2) @ R
     return torch.stack(starts, dim=3), torch.stack(residuals, dim=3), S
+# --8<-- [end:chunk_state_passing]
 
 
 # ---- stage 5: output ------------------------------------------------------------------------------
+# --8<-- [start:chunk_output]
 def chunk_output(
     q: Float[Tensor, "N H NC C K"],
     k: Float[Tensor, "N H NC C K"],
@@ -126,8 +139,10 @@ def chunk_output(
     q_gamma = scale * torch.exp(G) * q                                  # [N, H, NC, C, K]
     A_qk = scale * torch.einsum("...rd,...sd,...rsd->...rs", q, k, pairwise_decay(G, strict=False))
     return q_gamma[:, :, None] @ S0 + A_qk[:, :, None] @ R
+# --8<-- [end:chunk_output]
 
 
+# --8<-- [start:chunk_forward]
 def chunk_forward(q, k, v, g, b, w, scale, h0):
     """All five stages on the chunked layout (key side [N, H, NC, C, K], value side [N, H, Gr, NC, C, V]).
 
@@ -139,9 +154,11 @@ def chunk_forward(q, k, v, g, b, w, scale, h0):
     S0, R, ht = chunk_state_passing(k, G, Y, U, h0)                     # (4)
     o = chunk_output(q, k, G, S0, R, scale)                             # (5)
     return o, ht, (G, A, Y, U, S0, R)
+# --8<-- [end:chunk_forward]
 
 
 # ---- layout: [B, T, heads, dim] <-> chunked, padded per sequence ----------------------------------
+# --8<-- [start:to_chunks]
 def to_chunks(x: Tensor, cu_seqlens: Tensor | None, C: int, H: int) -> Tensor:
     """[B, T, HX, D] -> [N, H, HX/H, NC, C, D], each sequence zero-padded to a multiple of C.
 
@@ -158,6 +175,7 @@ def to_chunks(x: Tensor, cu_seqlens: Tensor | None, C: int, H: int) -> Tensor:
         padded[n, : s.shape[0]] = s
     N, HX, D = padded.shape[0], x.shape[2], x.shape[3]
     return padded.view(N, NC, C, H, HX // H, D).permute(0, 3, 4, 1, 2, 5)
+# --8<-- [end:to_chunks]
 
 
 def from_chunks(y: Tensor, cu_seqlens: Tensor | None, T: int) -> Tensor:

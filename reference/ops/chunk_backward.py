@@ -19,6 +19,7 @@ from .chunk import chunk_forward, pairwise_decay
 __all__ = ["ChunkGDN2Function", "chunk_bwd_state", "chunk_bwd_local"]
 
 
+# --8<-- [start:chunk_bwd_state]
 def chunk_bwd_state(
     q_gamma: Float[Tensor, "N H NC C K"],
     k_tail: Float[Tensor, "N H NC C K"],
@@ -47,16 +48,20 @@ def chunk_bwd_state(
               + gamma_C[:, :, None, n, :, None] * dS
               - Y[:, :, None, n].transpose(-1, -2) @ dR)
     return torch.stack(ends, dim=3), torch.stack(dRs, dim=3), dS
+# --8<-- [end:chunk_bwd_state]
 
 
+# --8<-- [start:pairwise_grads]
 def _pairwise_grads(dM, x_r, x_s, decay):
     """Gradients of M_rs = Σ_d x_rd x'_sd exp(G_rd − G_sd) given dM: (dx_r, dx'_s, dG)."""
     P = dM[..., None] * x_r[..., :, None, :] * x_s[..., None, :, :] * decay   # [..., C, C, K]
     dx_r = torch.einsum("...rs,...sd,...rsd->...rd", dM, x_s, decay)
     dx_s = torch.einsum("...rs,...rd,...rsd->...sd", dM, x_r, decay)
     return dx_r, dx_s, P.sum(-2) - P.sum(-3)
+# --8<-- [end:pairwise_grads]
 
 
+# --8<-- [start:chunk_bwd_local]
 def chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do):
     """Every local gradient of every chunk, given the state-path gradients (vectorised over chunks).
 
@@ -69,12 +74,15 @@ def chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do):
     Z = w * v                                                          # [N, H, Gr, NC, C, V]
     E = gamma * b * k                                                  # Ē, [N, H, NC, C, K]
 
+    # --8<-- [start:bwd_output_state]
     # output path: O = Q_γ S_0 + A_qk R
     dq_gamma = (do @ S0.transpose(-1, -2)).sum(2)                      # [N, H, NC, C, K]
     dA_qk = (do @ R.transpose(-1, -2)).sum(2).tril()                   # [N, H, NC, C, C]
     # state path: S_C = Diag(γ_C) S_0 + K_tailᵀ R
     dk_tail = (R @ dS_end.transpose(-1, -2)).sum(2)                    # [N, H, NC, C, K]
     dgamma_C = (S0 * dS_end).sum(-1).sum(2)                            # [N, H, NC, K]
+    # --8<-- [end:bwd_output_state]
+    # --8<-- [start:bwd_wy]
     # WY path: R = U − Y S_0 with U = A Z, Y = A Ē; dA gathers both sides with their gates
     dY = -(dR @ S0.transpose(-1, -2)).sum(2)                           # [N, H, NC, C, K]
     dA = (dR @ Z.transpose(-1, -2)).sum(2) + dY @ E.transpose(-1, -2)  # dU Zᵀ + dY Ēᵀ
@@ -82,7 +90,9 @@ def chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do):
     dZ = At[:, :, None] @ dR                                           # Aᵀ dU
     dE = At @ dY                                                       # Aᵀ dY
     dT = -(At @ dA @ At).tril(-1)                                      # through A = (I + T)⁻¹
+    # --8<-- [end:bwd_wy]
 
+    # --8<-- [start:bwd_gates]
     dv, dw = dZ * w, dZ * v
     db = dE * gamma * k
     dk = dE * gamma * b + dk_tail * decay_tail
@@ -100,9 +110,12 @@ def chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do):
     dG = dG + dgamma * gamma
     dG[..., -1, :] += dgamma_C * gamma_C
     dg = dG.flip(-2).cumsum(-2).flip(-2)                               # G = cumsum(g) within the chunk
+    # --8<-- [end:bwd_gates]
     return dq, dk, dg, db, dv, dw
+# --8<-- [end:chunk_bwd_local]
 
 
+# --8<-- [start:ChunkGDN2Function]
 class ChunkGDN2Function(torch.autograd.Function):
     """Autograd Function on the chunked layout: forward by the five stages, backward by hand.
 
@@ -131,3 +144,4 @@ class ChunkGDN2Function(torch.autograd.Function):
                                           gamma[..., -1, :], Y, A_qk, do, dht)
         dq, dk, dg, db, dv, dw = chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do)
         return dq, dk, dg, db, dv, dw, dh0, None
+# --8<-- [end:ChunkGDN2Function]

@@ -17,6 +17,7 @@ from ._typing import shape_checked
 __all__ = ["recurrent_gdn2", "fused_recurrent_gdn2", "recurrent_step"]
 
 
+# --8<-- [start:recurrent_step]
 def recurrent_step(
     S: Float[Tensor, "N HV K V"],
     q: Float[Tensor, "N HV K"],
@@ -33,6 +34,7 @@ def recurrent_step(
     S_new = S_bar + k[..., :, None] * (w * v - r)[..., None, :]  # write the gated value minus the read
     o = torch.einsum("nhkv,nhk->nhv", S_new, scale * q)      # read out with the query
     return o, S_new
+# --8<-- [end:recurrent_step]
 
 
 def _split_sequences(x: Tensor, cu_seqlens: Tensor | None) -> list[Tensor]:
@@ -76,6 +78,7 @@ def _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_se
     return o, final_state
 
 
+# --8<-- [start:recurrent_gdn2]
 @shape_checked
 def recurrent_gdn2(
     q: Float[Tensor, "B T H K"],
@@ -103,8 +106,10 @@ def recurrent_gdn2(
     o, final_state = _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
                                 use_qk_l2norm_in_kernel, A_log, dt_bias)
     return o.to(q.dtype), final_state
+# --8<-- [end:recurrent_gdn2]
 
 
+# --8<-- [start:fused_recurrent_gdn2]
 @shape_checked
 def fused_recurrent_gdn2(
     q: Float[Tensor, "B T H K"],
@@ -130,3 +135,4 @@ def fused_recurrent_gdn2(
     o, final_state = _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
                                 use_qk_l2norm_in_kernel, A_log, dt_bias)
     return o.to(q.dtype), final_state
+# --8<-- [end:fused_recurrent_gdn2]
