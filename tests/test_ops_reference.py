@@ -12,6 +12,7 @@ F64 = TOLERANCES["reference-float64"]
 NAMES = ("q", "k", "v", "g", "b", "w", "initial_state")
 
 
+# --8<-- [start:run_with_grads]
 def run_with_grads(op, inputs, do, dht, **kw):
     """Forward, then gradients of <o, do> + <ht, dht> for every input."""
     leaves = {n: x.detach().clone().requires_grad_() for n, x in inputs.items()}
@@ -19,21 +20,26 @@ def run_with_grads(op, inputs, do, dht, **kw):
     loss = (o * do).sum() + (ht * dht).sum()
     grads = torch.autograd.grad(loss, list(leaves.values()))
     return o, ht, dict(zip(leaves, grads))
+# --8<-- [end:run_with_grads]
 
 
+# --8<-- [start:check_against_recurrence]
 def check_against_recurrence(inputs, tol=F64, **kw):
     o_ref, ht_ref = recurrent_gdn2(**inputs, output_final_state=True, cu_seqlens=kw.get("cu_seqlens"))
     o, ht = chunk_gdn2(**inputs, output_final_state=True, **kw)
     assert_close("o", o, o_ref, tol[0])
     assert_close("ht", ht, ht_ref, tol[0])
+# --8<-- [end:check_against_recurrence]
 
 
 # ---- chunk vs recurrence ----------------------------------------------------------------------------
+# --8<-- [start:test_chunk_equals_recurrence]
 @pytest.mark.parametrize("T", [1, 7, 63, 64, 65, 200])
 @pytest.mark.parametrize("C", [16, 32, 64])
 def test_chunk_equals_recurrence(T, C):
     inputs = make_inputs(2, T, 2, 2, 8, 8)
     check_against_recurrence(inputs, chunk_size=C)
+# --8<-- [end:test_chunk_equals_recurrence]
 
 
 @pytest.mark.parametrize(
@@ -57,6 +63,7 @@ def test_chunk_without_initial_state_and_final_state_off():
     assert_close("o", o, o_ref, F64[0])
 
 
+# --8<-- [start:test_cu_seqlens_packing_equals_one_by_one]
 @pytest.mark.parametrize("C", [16, 64])
 def test_cu_seqlens_packing_equals_one_by_one(C):
     lengths = [1, 17, 0, 40, 16]
@@ -69,6 +76,7 @@ def test_cu_seqlens_packing_equals_one_by_one(C):
         o_n, ht_n = recurrent_gdn2(**one, initial_state=inputs["initial_state"][n : n + 1], output_final_state=True)
         assert_close(f"o[seq {n}]", o[:, s:e], o_n, F64[0])
         assert_close(f"ht[seq {n}]", ht[n : n + 1], ht_n, F64[0])
+# --8<-- [end:test_cu_seqlens_packing_equals_one_by_one]
 
 
 def test_float32_reference_within_tolerance():
@@ -83,12 +91,14 @@ def test_float32_reference_within_tolerance():
         assert_close(f"{op.__name__}.ht", ht, ht64, tol[0])
 
 
+# --8<-- [start:test_fused_recurrent_equals_recurrent]
 def test_fused_recurrent_equals_recurrent():
     inputs = make_inputs(3, 9, 2, 4, 8, 4)
     o, ht = fused_recurrent_gdn2(**inputs, output_final_state=True)
     o_ref, ht_ref = recurrent_gdn2(**inputs, output_final_state=True)
     assert_close("o", o, o_ref, F64[0])
     assert_close("ht", ht, ht_ref, F64[0])
+# --8<-- [end:test_fused_recurrent_equals_recurrent]
 
 
 def test_half_precision_inputs_return_their_dtype():
@@ -122,6 +132,7 @@ def test_in_op_l2norm_and_gate_equal_preprocessing(op):
 
 
 # ---- the tied-gate reductions of SPEC §2, against independent recurrences -------------------------------
+# --8<-- [start:kda_recurrence]
 def kda_recurrence(q, k, v, alpha, beta, S, scale):
     """KDA (Kimi Delta Attention): S_t = (I − β k kᵀ) Diag(α) S + β k vᵀ, written independently."""
     outs = []
@@ -130,8 +141,10 @@ def kda_recurrence(q, k, v, alpha, beta, S, scale):
         S = S - beta[t] * torch.outer(k[t], k[t] @ S) + beta[t] * torch.outer(k[t], v[t])
         outs.append(S.T @ (scale * q[t]))
     return torch.stack(outs), S
+# --8<-- [end:kda_recurrence]
 
 
+# --8<-- [start:gated_deltanet_recurrence]
 def gated_deltanet_recurrence(q, k, v, a, beta, S, scale):
     """Gated DeltaNet with a scalar decay a_t: S_t = a_t (I − β k kᵀ) S + β k vᵀ."""
     outs = []
@@ -139,8 +152,10 @@ def gated_deltanet_recurrence(q, k, v, a, beta, S, scale):
         S = a[t] * (S - beta[t] * torch.outer(k[t], k[t] @ S)) + beta[t] * torch.outer(k[t], v[t])
         outs.append(S.T @ (scale * q[t]))
     return torch.stack(outs), S
+# --8<-- [end:gated_deltanet_recurrence]
 
 
+# --8<-- [start:test_tied_gate_reductions]
 @pytest.mark.parametrize("case", ["kda", "gated_deltanet", "deltanet", "pure_decay"])
 def test_tied_gate_reductions(case):
     T, K, V = 30, 8, 6
@@ -174,6 +189,7 @@ def test_tied_gate_reductions(case):
                    output_final_state=True)
         assert_close(f"{op.__name__}.o", o[0, :, 0], o_ref, F64[0])
         assert_close(f"{op.__name__}.ht", ht[0, 0], S_ref, F64[0])
+# --8<-- [end:test_tied_gate_reductions]
 
 
 # ---- gradients ----------------------------------------------------------------------------------------------
@@ -188,6 +204,7 @@ def test_gradcheck_recurrence():
     assert torch.autograd.gradcheck(f, leaves)
 
 
+# --8<-- [start:test_gradcheck_manual_backward]
 def test_gradcheck_manual_backward():
     x = make_inputs(1, 9, 1, 2, 3, 2)
     leaves = [x[n].clone().requires_grad_() for n in NAMES]
@@ -196,8 +213,10 @@ def test_gradcheck_manual_backward():
         return chunk_gdn2(*args[:6], initial_state=args[6], output_final_state=True, chunk_size=4)
 
     assert torch.autograd.gradcheck(f, leaves)
+# --8<-- [end:test_gradcheck_manual_backward]
 
 
+# --8<-- [start:test_manual_backward_equals_autograd_of_recurrence]
 @pytest.mark.parametrize(
     "B,T,H,HV,K,V,C",
     [
@@ -215,6 +234,7 @@ def test_manual_backward_equals_autograd_of_recurrence(B, T, H, HV, K, V, C):
     assert_close("o", o_c, o_r, F64[0])
     for name in NAMES:
         assert_close(f"d{name}", g_c[name], g_r[name], F64[1])
+# --8<-- [end:test_manual_backward_equals_autograd_of_recurrence]
 
 
 def test_manual_backward_varlen_and_extras():
@@ -231,6 +251,7 @@ def test_manual_backward_varlen_and_extras():
 
 
 # ---- numerics: strong decay, causality -----------------------------------------------------------------------
+# --8<-- [start:test_strong_decay_is_finite_and_exact]
 def test_strong_decay_is_finite_and_exact():
     inputs = make_inputs(1, 150, 1, 2, 8, 8, g_min=-20.0)
     inputs["g"][:, 64:128] = -1e4                       # whole chunks at -1e4
@@ -242,6 +263,7 @@ def test_strong_decay_is_finite_and_exact():
     assert_close("ht", ht_c, ht_r, F64[0])
     for name in NAMES:
         assert_close(f"d{name}", g_c[name], g_r[name], F64[1])
+# --8<-- [end:test_strong_decay_is_finite_and_exact]
 
 
 def test_strong_decay_float32_is_finite():
@@ -253,6 +275,7 @@ def test_strong_decay_float32_is_finite():
     assert_close("ht", ht, ht_ref, TOLERANCES["reference-float32"][0])
 
 
+# --8<-- [start:test_causality_outputs_and_gradients]
 @pytest.mark.parametrize("op", [recurrent_gdn2, chunk_gdn2])
 def test_causality_outputs_and_gradients(op):
     T, cut = 70, 50                                      # the cut falls inside a partly filled chunk
@@ -270,9 +293,11 @@ def test_causality_outputs_and_gradients(op):
     grads = [torch.autograd.grad((o * do).sum(), list(lv.values())) for o, lv in zip(outs, leaves)]
     for name, g0, g1 in zip(inputs, *grads):
         assert torch.allclose(g0[:, :cut], g1[:, :cut], rtol=0, atol=1e-12), f"d{name} changed before the cut"
+# --8<-- [end:test_causality_outputs_and_gradients]
 
 
 # ---- stages --------------------------------------------------------------------------------------------------
+# --8<-- [start:test_forward_substitution_is_the_inverse]
 def test_forward_substitution_is_the_inverse():
     C = 32
     T = torch.randn(3, C, C, dtype=torch.float64).tril(-1) * 0.3
@@ -281,15 +306,19 @@ def test_forward_substitution_is_the_inverse():
     assert_close("A", A, torch.linalg.inv(eye + T), 1e-12)
     assert torch.equal(A.triu(1), torch.zeros_like(A)) and torch.equal(A.diagonal(dim1=-2, dim2=-1),
                                                                       torch.ones(3, C, dtype=torch.float64))
+# --8<-- [end:test_forward_substitution_is_the_inverse]
 
 
+# --8<-- [start:test_pairwise_decay_is_causal_bounded_and_finite]
 def test_pairwise_decay_is_causal_bounded_and_finite():
     g = -100 * torch.rand(4, 64, 8, dtype=torch.float64)       # G reaches -6400: exp(-G) would overflow
     D = pairwise_decay(chunk_local_cumsum(g), strict=False)
     assert torch.isfinite(D).all() and (D <= 1).all() and (D >= 0).all()
     assert torch.equal(D.permute(0, 3, 1, 2).triu(1), torch.zeros(4, 8, 64, 64, dtype=torch.float64))
+# --8<-- [end:test_pairwise_decay_is_causal_bounded_and_finite]
 
 
+# --8<-- [start:test_intra_t_matches_its_definition]
 def test_intra_t_matches_its_definition():
     C, K = 8, 4
     k, b, g = torch.randn(C, K, dtype=torch.float64), torch.rand(C, K, dtype=torch.float64), -torch.rand(C, K,
@@ -301,6 +330,7 @@ def test_intra_t_matches_its_definition():
         for s in range(r):
             expected[r, s] = (b[r] * k[r] * k[s] * (G[r] - G[s]).exp()).sum()
     assert_close("T", T, expected, 1e-14)
+# --8<-- [end:test_intra_t_matches_its_definition]
 
 
 # ---- contract: validation and no mutation -------------------------------------------------------------------
