@@ -1,0 +1,102 @@
+"""The Triton backend's chunkwise operator ``chunk_gdn2`` (SPEC §3, §5) and its autograd Function.
+
+The Function is small on purpose: ``forward`` runs :func:`gdn2.fast.chunk_fwd.chunk_gdn2_fwd`
+and saves the inputs; the backward recomputes the intermediates it needs with that driver
+(``save=True``), so nothing chunk-sized stays alive between forward and backward.
+"""
+
+import os
+
+import torch
+from jaxtyping import Float, Integer
+from torch import Tensor
+
+from gdn2.ops._contract import check_inputs
+
+from .chunk_fwd import chunk_gdn2_fwd
+from .utils import MAX_HEAD_DIM
+
+__all__ = ["chunk_gdn2", "ChunkGDN2Function"]
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+class ChunkGDN2Function(torch.autograd.Function):
+    """Autograd wrapper: Triton forward; the backward lives in ``fast/chunk_bwd.py``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
+                scale, output_final_state, use_qk_l2norm_in_kernel, chunk_size):
+        o, final_state = chunk_gdn2_fwd(
+            q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens, chunk_indices,
+            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias,
+            chunk_size=chunk_size,
+        )[:2]
+        ctx.save_for_backward(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices)
+        ctx.scale = scale
+        ctx.use_qk_l2norm_in_kernel = use_qk_l2norm_in_kernel
+        ctx.chunk_size = chunk_size
+        return o, final_state
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        raise NotImplementedError("Triton backward: see fast/chunk_bwd.py")
+
+
+def check_triton_inputs(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor | None) -> None:
+    """What the Triton kernels need beyond SPEC §5: 16/32-bit q, k, v, K and V <= 256, GPU tensors."""
+    if q.dtype not in _DTYPES:
+        raise TypeError(f"q, k, v must be float16, bfloat16 or float32 for the Triton backend, got {q.dtype}")
+    K, V = q.shape[3], v.shape[3]
+    if K > MAX_HEAD_DIM or V > MAX_HEAD_DIM:
+        raise ValueError(f"the Triton backend supports K, V <= {MAX_HEAD_DIM}, got K={K}, V={V}")
+    if not q.is_cuda and not _INTERPRET:
+        raise ValueError(f"the Triton backend needs CUDA tensors, got q on {q.device} "
+                         "(or set TRITON_INTERPRET=1 before importing gdn2.fast to interpret on the CPU)")
+
+
+def contiguous(x: Tensor | None) -> Tensor | None:
+    return x if x is None or x.is_contiguous() else x.contiguous()
+
+
+def chunk_gdn2(
+    q: Float[Tensor, "B T H K"],
+    k: Float[Tensor, "B T H K"],
+    v: Float[Tensor, "B T HV V"],
+    g: Float[Tensor, "B T H K"],
+    b: Float[Tensor, "B T H K"],
+    w: Float[Tensor, "B T HV V"],
+    scale: float | None = None,
+    initial_state: Float[Tensor, "N HV K V"] | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: Integer[Tensor, " Np1"] | None = None,
+    *,
+    use_qk_l2norm_in_kernel: bool = False,
+    A_log: Float[Tensor, " H"] | None = None,
+    dt_bias: Float[Tensor, "..."] | None = None,
+    chunk_size: int = 64,
+    chunk_indices: Integer[Tensor, "NC 2"] | None = None,
+) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
+    """Chunkwise Gated DeltaNet-2 in Triton: same contract as :func:`gdn2.ops.chunk_gdn2` (SPEC §5).
+
+    ``chunk_size`` is 16, 32 or 64. With ``cu_seqlens``, pass ``chunk_indices =
+    gdn2.fast.utils.prepare_chunk_indices(cu_seqlens, chunk_size, T)`` computed once per batch to
+    skip a few small launches; either way the call never synchronises with the host.
+    Cost: two kernel launches; about 4·C·K + 2·C·V + 6·K·V FLOPs per token and value head, and
+    about 3× the bytes of reading the inputs and writing o once (see ``benchmarks/NOTES.md``).
+    """
+    check_inputs(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias, check_values=False)
+    check_triton_inputs(q, k, v, cu_seqlens)
+    if isinstance(chunk_size, bool) or chunk_size not in (16, 32, 64):
+        raise ValueError(f"chunk_size must be 16, 32 or 64 for the Triton backend, got {chunk_size!r}")
+    scale = q.shape[3] ** -0.5 if scale is None else float(scale)
+    if dt_bias is not None:
+        dt_bias = dt_bias.reshape(-1)
+    q, k, v, g, b, w, A_log, dt_bias, initial_state = map(
+        contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state))
+    o, final_state = ChunkGDN2Function.apply(
+        q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
+        scale, bool(output_final_state), bool(use_qk_l2norm_in_kernel), chunk_size,
+    )
+    return o, final_state

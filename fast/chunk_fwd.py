@@ -1,0 +1,460 @@
+"""Triton kernels of the chunkwise forward (SPEC §3) and their Python driver :func:`chunk_gdn2_fwd`.
+
+The five reference stages of ``gdn2.ops.chunk`` run in two kernels, fused where fusing saves bytes:
+
+    chunk_intra_wy_fwd_kernel      (1) local cumulative decay, (2) T, A = (I + T)⁻¹ and A_qk,
+                                   (3) WY auxiliaries Y = A Ē, U = A Z, plus Q_γ and K_tail
+    chunk_state_output_fwd_kernel  (4) state passing R = U − Y S₀, S_C = Diag(γ_C) S₀ + K_tailᵀ R,
+                                   (5) output O = Q_γ S₀ + A_qk R
+
+Kernel 1 is parallel over chunks; kernel 2 walks the chunks of one sequence in order, one program
+per (value-column block, sequence, value head). Fusing (1)-(3) keeps G, T and A on chip (they never
+touch memory unless the backward asks for them); fusing (4)-(5) means the chunk start states S₀
+never go to memory: the output reads S₀ while it is still in registers.
+
+Numerics (SPEC §3): every exponential is exp(G_r − G_s) with r ≥ s, so ≤ 1. Off-diagonal 16×16
+sub-blocks factor it through an anchor token a = the first row of the row sub-block
+(exp(G_r − G_a)·exp(G_a − G_s), both factors ≤ 1, a is never after a row token nor before a column
+token); diagonal sub-blocks form the pairwise factors elementwise, as running products
+Π_{s<t≤r} α_t. Padded rows of a partly filled last chunk load as zeros (k = b = q = 0, g = 0).
+"""
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .utils import empty, prepare_chunk_indices
+
+__all__ = ["ChunkForward", "chunk_gdn2_fwd", "chunk_intra_wy_fwd_kernel", "chunk_state_output_fwd_kernel"]
+
+SUB: tl.constexpr = tl.constexpr(16)  # sub-chunk size of the safe intra-chunk exponentials
+
+
+@triton.jit
+def _gate(g_raw, A_log_h, bias):
+    """SPEC §6 gate in float32: g = −exp(A_log)·softplus(g_raw + dt_bias) (softplus linear above 20)."""
+    x = g_raw + bias
+    return -tl.exp(A_log_h) * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+
+
+@triton.jit
+def _block_diag(x3, NS: tl.constexpr, BT: tl.constexpr):
+    """[NS, 16, 16] diagonal blocks -> the [BT, BT] block-diagonal matrix they form."""
+    o_i = tl.arange(0, NS)
+    x4 = tl.where(o_i[:, None, None, None] == o_i[None, None, :, None], x3[:, :, None, :], 0.0)
+    return tl.reshape(x4, [BT, BT])
+
+
+@triton.jit
+def _load_gate(g, off, mask, i_h, o_k, m_k, A_log, dt_bias, K: tl.constexpr,
+               USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr):
+    """Load a tile of g (float32); with USE_GATE apply the in-kernel gate. Masked entries are 0."""
+    b_g = tl.load(g + off, mask=mask, other=0.0).to(tl.float32)
+    if USE_GATE:
+        b_bias = tl.zeros_like(b_g)
+        if HAS_DT_BIAS:
+            b_bias += tl.load(dt_bias + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_g = tl.where(mask, _gate(b_g, tl.load(A_log + i_h).to(tl.float32), b_bias), 0.0)
+    return b_g
+
+
+# --8<-- [start:chunk_intra_wy_fwd_kernel]
+@triton.jit
+def chunk_intra_wy_fwd_kernel(
+    q, k, v, g, b, w,        # inputs: q, k, g, b [B, T, H, K]; v, w [B, T, HV, V]
+    A_log, dt_bias,          # in-kernel gate: A_log [H], dt_bias [H*K] (read only with USE_GATE)
+    Y, Qg, Kt, Aqk, U,       # outputs: Y, Qg, Kt [B, T, H, K], Aqk [B, T, H, BT] (q's dtype); U [B, T, HV, V]
+    gC,                      # output: γ_C = exp(G_C) per chunk slot [NSLOT, H, K], float32
+    G_out, A_out,            # saved with SAVE: G [B, T, H, K] and A [B, T, H, BT], float32
+    q_rstd, k_rstd,          # saved with SAVE and L2NORM: 1/‖q‖, 1/‖k‖ [B, T, H], float32
+    cu_seqlens,              # [N+1] sequence offsets (IS_VARLEN)
+    chunk_indices,           # [NSLOT, 2] (sequence, chunk) per program, sequence -1 = no work (IS_VARLEN)
+    scale, T,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, NS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr,
+    IS_VARLEN: tl.constexpr, SAVE: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """Stages (1)-(3) for one chunk of one key head: G, T, A, A_qk, Y, Q_γ, K_tail, γ_C and U.
+
+    Grid: (number of chunks, B·H); with cu_seqlens, (T // BT + N, H) and ``chunk_indices`` maps a
+    program to its (sequence, chunk). Each program loads its chunk's q, k, g, b tiles [BT, BK] (three
+    passes over K; the second and third hit L2) and, for each of the HV/H value heads of its group,
+    v and w tiles [BT, BV]. On chip: T, A_qk and A (BT×BT float32) and the diagonal sub-blocks
+    [BT/16, 16, 16]; none of them goes to memory except A_qk (and A, G with SAVE).
+    FLOPs per chunk: 4·BT²·K (T and A_qk off-diagonal, (NS−1)/NS of it useful) + 32·BT·K (diagonal
+    sub-blocks) + ~2·NS·BT³ (inverse) + 2·BT²·K (Y) + 2·(HV/H)·BT²·V (U).
+    Bytes per token: reads q, k, b (2·K each in 16-bit), g (4·K), v, w (2·V each per value head);
+    writes Y, Q_γ, K_tail (2·K each), A_qk (2·BT), U (2·V per value head) and γ_C (4·K/BT).
+    """
+    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_c * 2)
+        i_t = tl.load(chunk_indices + i_c * 2 + 1)
+        if i_n < 0:
+            return
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        slot = bos // BT + i_n + i_t
+    else:
+        i_t = i_c
+        bos = i_b.to(tl.int64) * T
+        eos = bos + T
+        slot = i_b * tl.cdiv(T, BT) + i_t
+    t0 = bos + i_t * BT                      # first token of the chunk (global row)
+    L = tl.minimum(eos - t0, BT)             # valid rows of the chunk
+
+    o_t = tl.arange(0, BT)
+    m_t = o_t < L
+    blk = o_t // SUB                         # sub-chunk of every row
+    o_s = tl.arange(0, SUB)
+    o_i = tl.arange(0, NS)
+    base = (t0 * H + i_h) * K                # element offset of (t0, i_h, 0) on the key side
+    p_row = base + o_t[:, None] * (H * K)         # [BT, 1]
+    rows3 = o_i[:, None, None] * SUB + o_s[None, :, None]   # [NS, 16, 1] chunk row of (sub-chunk, row)
+
+    # ---- L2 norm of q and k (per token, over all K channels) -----------------------------------
+    b_rq = tl.full([BT], 1.0, tl.float32)
+    b_rk = tl.full([BT], 1.0, tl.float32)
+    if L2NORM:
+        b_sq = tl.zeros([BT], tl.float32)
+        b_sk = tl.zeros([BT], tl.float32)
+        for i_k in range(tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            m = m_t[:, None] & (o_k < K)[None, :]
+            b_q = tl.load(q + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+            b_k = tl.load(k + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+            b_sq += tl.sum(b_q * b_q, 1)
+            b_sk += tl.sum(b_k * b_k, 1)
+        b_rq = tl.rsqrt(b_sq + 1e-6)
+        b_rk = tl.rsqrt(b_sk + 1e-6)
+        if SAVE:
+            tl.store(q_rstd + (t0 + o_t) * H + i_h, b_rq, mask=m_t)
+            tl.store(k_rstd + (t0 + o_t) * H + i_h, b_rk, mask=m_t)
+
+    # ---- stage (1)+(2): G, then T and A_qk (off-diagonal sub-blocks by anchors, diagonal elementwise)
+    b_Toff = tl.zeros([BT, BT], tl.float32)
+    b_Aoff = tl.zeros([BT, BT], tl.float32)
+    b_Td = tl.zeros([NS, SUB, SUB], tl.float32)
+    b_Ad = tl.zeros([NS, SUB, SUB], tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        m = m_t[:, None] & m_k[None, :]
+        b_q = tl.load(q + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+        b_k = tl.load(k + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+        b_b = tl.load(b + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+        b_g = _load_gate(g, p_row + o_k[None, :], m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                         K, USE_GATE, HAS_DT_BIAS)
+        b_G = tl.cumsum(b_g, 0)                                     # (1) G_r = Σ_{i≤r} g_i
+        if SAVE:
+            tl.store(G_out + p_row + o_k[None, :], b_G, mask=m)
+        b_bk = b_b * b_k
+        if NS > 1:
+            # rows of sub-chunk i against columns of sub-chunks < i, anchored at row a = 16·i
+            for i in tl.static_range(1, NS):
+                b_Ga = tl.sum(tl.where((o_t == i * SUB)[:, None], b_G, 0.0), 0)          # [BK]
+                b_er = tl.exp(tl.where((blk == i)[:, None], b_G - b_Ga[None, :], float("-inf")))
+                b_ec = tl.exp(tl.where((blk < i)[:, None], b_Ga[None, :] - b_G, float("-inf")))
+                b_kc = tl.trans(b_k * b_ec)                                              # [BK, BT]
+                b_Toff += tl.dot(b_bk * b_er, b_kc, input_precision=DOT_PREC)
+                b_Aoff += tl.dot(b_q * b_er, b_kc, input_precision=DOT_PREC)
+        # diagonal sub-blocks: P[i, s] = exp(G_r − G_s) = Π_{s<t≤r} α_t as a running product over r
+        m3 = (rows3 < L) & m_k[None, None, :]
+        b_k3 = tl.load(k + base + rows3 * (H * K) + o_k[None, None, :], mask=m3, other=0.0).to(tl.float32)
+        b_P = tl.full([NS, SUB, BK], 1.0, tl.float32)
+        for r in tl.static_range(SUB):
+            rows_r = o_i * SUB + r                                                       # [NS]
+            m_r = (rows_r < L)[:, None] & m_k[None, :]
+            p_r = base + rows_r[:, None] * (H * K) + o_k[None, :]
+            b_gr = _load_gate(g, p_r, m_r, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                              K, USE_GATE, HAS_DT_BIAS)
+            b_kr = tl.load(k + p_r, mask=m_r, other=0.0).to(tl.float32)
+            b_br = tl.load(b + p_r, mask=m_r, other=0.0).to(tl.float32)
+            b_qr = tl.load(q + p_r, mask=m_r, other=0.0).to(tl.float32)
+            b_P = tl.where((o_s == r)[None, :, None], 1.0, b_P * tl.exp(b_gr)[:, None, :])
+            b_kP = b_k3 * b_P                                                            # [NS, 16, BK]
+            b_tT = tl.sum((b_br * b_kr)[:, None, :] * b_kP, 2)                           # [NS, 16]
+            b_tA = tl.sum(b_qr[:, None, :] * b_kP, 2)
+            is_row = (o_s == r)[None, :, None]
+            b_Td += tl.where(is_row & (o_s < r)[None, None, :], b_tT[:, None, :], 0.0)
+            b_Ad += tl.where(is_row & (o_s <= r)[None, None, :], b_tA[:, None, :], 0.0)
+    if L2NORM:
+        b_rk3 = tl.reshape(b_rk, [NS, SUB])
+        b_rq3 = tl.reshape(b_rq, [NS, SUB])
+        b_Toff *= b_rk[:, None] * b_rk[None, :]
+        b_Aoff *= b_rq[:, None] * b_rk[None, :]
+        b_Td *= b_rk3[:, :, None] * b_rk3[:, None, :]
+        b_Ad *= b_rq3[:, :, None] * b_rk3[:, None, :]
+
+    b_Aqk = scale * (b_Aoff + _block_diag(b_Ad, NS, BT))
+    p_A = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :]
+    tl.store(Aqk + p_A, b_Aqk.to(Aqk.dtype.element_ty), mask=m_t[:, None])
+
+    # ---- stage (2): A = (I + T)⁻¹: diagonal blocks by forward substitution, then block Horner
+    b_Ai = tl.where((o_s[:, None] == o_s[None, :])[None, :, :], 1.0, tl.zeros([NS, SUB, SUB], tl.float32))
+    for j in tl.static_range(1, SUB):
+        b_tj = tl.sum(tl.where((o_s == j)[None, :, None], b_Td, 0.0), 1)                 # row j: [NS, 16]
+        b_new = tl.where((o_s == j)[None, :], 1.0, 0.0) - tl.sum(b_tj[:, :, None] * b_Ai, 1)
+        b_Ai = tl.where((o_s == j)[None, :, None], b_new[:, None, :], b_Ai)
+    b_A = _block_diag(b_Ai, NS, BT)                                                     # D = (I + T_d)⁻¹
+    if NS > 1:
+        # (I + T)⁻¹ = (I + M)⁻¹ D with M = D T_off strictly block-lower, so M^NS = 0:
+        # (I + M)⁻¹ = I − M (I − M (I − ...)), NS − 1 factors of M.
+        b_I = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
+        b_M = tl.dot(b_A, b_Toff, input_precision=DOT_PREC)
+        b_X = b_I - b_M
+        for _ in tl.static_range(NS - 2):
+            b_X = b_I - tl.dot(b_M, b_X, input_precision=DOT_PREC)
+        b_A = tl.dot(b_X, b_A, input_precision=DOT_PREC)
+    if SAVE:
+        tl.store(A_out + p_A, b_A, mask=m_t[:, None])
+
+    # ---- stage (3): Y = A (γ⊙b⊙k), Q_γ = scale·γ⊙q, K_tail = exp(G_C − G)⊙k, γ_C
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        m = m_t[:, None] & m_k[None, :]
+        b_q = tl.load(q + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+        b_k = tl.load(k + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32) * b_rk[:, None]
+        b_b = tl.load(b + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+        b_g = _load_gate(g, p_row + o_k[None, :], m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                         K, USE_GATE, HAS_DT_BIAS)
+        b_G = tl.cumsum(b_g, 0)
+        b_GC = tl.sum(b_g, 0)                                        # G of the last valid row
+        b_gamma = tl.exp(b_G)
+        b_Y = tl.dot(b_A, b_gamma * b_b * b_k, input_precision=DOT_PREC)
+        tl.store(Y + p_row + o_k[None, :], b_Y.to(Y.dtype.element_ty), mask=m)
+        tl.store(Qg + p_row + o_k[None, :], (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty),
+                 mask=m)
+        tl.store(Kt + p_row + o_k[None, :], (tl.exp(b_GC[None, :] - b_G) * b_k).to(Kt.dtype.element_ty), mask=m)
+        tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(b_GC), mask=m_k)
+
+    # ---- stage (3): U = A (w⊙v) for every value head of the group (GVA: the inverse is shared)
+    for i_g in range(HV // H):
+        i_hv = i_h * (HV // H) + i_g
+        p_vrow = (t0 * HV + i_hv) * V + o_t[:, None] * (HV * V)
+        for i_v in range(tl.cdiv(V, BV)):
+            o_v = i_v * BV + tl.arange(0, BV)
+            m = m_t[:, None] & (o_v < V)[None, :]
+            b_v = tl.load(v + p_vrow + o_v[None, :], mask=m, other=0.0).to(tl.float32)
+            b_w = tl.load(w + p_vrow + o_v[None, :], mask=m, other=0.0).to(tl.float32)
+            b_U = tl.dot(b_A, b_w * b_v, input_precision=DOT_PREC)
+            tl.store(U + p_vrow + o_v[None, :], b_U.to(U.dtype.element_ty), mask=m)
+# --8<-- [end:chunk_intra_wy_fwd_kernel]
+
+
+# --8<-- [start:chunk_state_output_fwd_kernel]
+@triton.jit
+def chunk_state_output_fwd_kernel(
+    Y, Qg, Kt, Aqk, U, gC,   # from chunk_intra_wy_fwd_kernel (layouts there)
+    h0,                      # initial state [N, HV, K, V] float32 (HAS_H0)
+    o,                       # output [B, T, HV, V] in q's dtype
+    ht,                      # final state [N, HV, K, V] float32 (STORE_FINAL)
+    h_out, R_out,            # saved with SAVE: start state of every chunk slot [NSLOT, HV, K, V] float32,
+                             # residual writes R [B, T, HV, V] in q's dtype
+    cu_seqlens,              # [N+1] sequence offsets (IS_VARLEN)
+    T,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """Stages (4)+(5): walk one sequence's chunks in order for one value head and V-column block.
+
+    Grid: (cdiv(V, BV), N·HV). The state block S [BK, BV] (float32) stays in registers for the whole
+    sequence; per chunk the program loads Y, Q_γ, K_tail [BT, K], A_qk [BT, BT] (shared by the
+    value heads of a group and the V blocks, so mostly L2 hits), U [BT, BV] and γ_C [K], and writes
+    O [BT, BV]. Per chunk it does four products: R = U − Y S, O = Q_γ S + A_qk R,
+    S ← Diag(γ_C) S + K_tailᵀ R, i.e. 2·BT·BV·(3K + BT) FLOPs; the two on the S → R → S path are
+    the sequential critical path. Bytes per token and value head: 2·V (U) + 2·V (O) read/written
+    once, plus the key-side tiles re-read from L2 by each of the cdiv(V, BV) blocks.
+    """
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_hv = i_nh // HV, i_nh % HV
+    i_h = i_hv // (HV // H)
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        slot0 = bos // BT + i_n
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+        slot0 = i_n * tl.cdiv(T, BT)
+    NT = tl.cdiv(eos - bos, BT)
+
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    p_S = o_k[:, None] * V + o_v[None, :]                          # [BK, BV] offsets inside one state
+
+    b_S = tl.zeros([BK, BV], tl.float32)
+    if HAS_H0:
+        b_S += tl.load(h0 + (i_n * HV + i_hv).to(tl.int64) * K * V + p_S, mask=m_kv, other=0.0).to(tl.float32)
+    for i_t in range(NT):
+        t0 = bos + i_t * BT
+        m_t = o_t < eos - t0
+        if SAVE:
+            tl.store(h_out + ((slot0 + i_t) * HV + i_hv).to(tl.int64) * K * V + p_S, b_S, mask=m_kv)
+        p_key = (t0 * H + i_h) * K + o_t[:, None] * (H * K) + o_k[None, :]       # [BT, BK]
+        p_keyT = (t0 * H + i_h) * K + o_t[None, :] * (H * K) + o_k[:, None]      # [BK, BT]
+        p_val = (t0 * HV + i_hv) * V + o_t[:, None] * (HV * V) + o_v[None, :]    # [BT, BV]
+        m_key = m_t[:, None] & m_k[None, :]
+        m_val = m_t[:, None] & m_v[None, :]
+        b_y = tl.load(Y + p_key, mask=m_key, other=0.0)
+        b_qg = tl.load(Qg + p_key, mask=m_key, other=0.0)
+        b_ktT = tl.load(Kt + p_keyT, mask=m_k[:, None] & m_t[None, :], other=0.0)
+        b_a = tl.load(Aqk + (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+        b_u = tl.load(U + p_val, mask=m_val, other=0.0).to(tl.float32)
+        b_gc = tl.load(gC + ((slot0 + i_t) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+
+        b_Sd = b_S.to(b_y.dtype)
+        b_R = b_u - tl.dot(b_y, b_Sd, input_precision=DOT_PREC)          # (4) R = U − Y S₀
+        b_Rd = b_R.to(b_y.dtype)
+        b_o = tl.dot(b_qg, b_Sd, input_precision=DOT_PREC)                # (5) O = Q_γ S₀ + A_qk R
+        b_o = tl.dot(b_a, b_Rd, acc=b_o, input_precision=DOT_PREC)
+        tl.store(o + p_val, b_o.to(o.dtype.element_ty), mask=m_val)
+        if SAVE:
+            tl.store(R_out + p_val, b_Rd, mask=m_val)
+        b_S = b_S * b_gc[:, None] + tl.dot(b_ktT, b_Rd, input_precision=DOT_PREC)  # (4) S_C
+    if STORE_FINAL:
+        tl.store(ht + (i_n * HV + i_hv).to(tl.int64) * K * V + p_S, b_S, mask=m_kv)
+# --8<-- [end:chunk_state_output_fwd_kernel]
+
+
+class ChunkForward(NamedTuple):
+    """What :func:`chunk_gdn2_fwd` returns. Layouts are token-major like the inputs.
+
+    Always: ``o`` [B, T, HV, V] (q's dtype) and ``final_state`` [N, HV, K, V] float32 or None.
+    With ``save=True`` (else None), the intermediates a backward needs (SPEC §3 symbols; C = chunk
+    size; a chunk of sequence n starts at token ``bos_n + i_t·C``; rows past the sequence end hold
+    zeros or are unwritten):
+
+    - ``G`` [B, T, H, K] float32: chunk-local cumulative log-decay G_r (after the in-kernel gate).
+    - ``A`` [B, T, H, C] float32: row r of chunk i_t's A = (I + T)⁻¹ sits at token t0 + r.
+    - ``Aqk`` [B, T, H, C] q's dtype: scale·q_r k_s exp(G_r − G_s) for s ≤ r, 0 above (same layout).
+    - ``Y`` [B, T, H, K], ``Qg`` (= scale·γ⊙q) [B, T, H, K], ``Kt`` (= exp(G_C − G)⊙k) [B, T, H, K],
+      ``U`` [B, T, HV, V], ``R`` (= U − Y S₀) [B, T, HV, V]: q's dtype.
+    - ``gC`` [NSLOT, H, K] float32: γ_C = exp(G of the chunk's last token).
+    - ``h`` [NSLOT, HV, K, V] float32: the state S₀ at the start of every chunk.
+    - ``q_rstd``, ``k_rstd`` [B, T, H] float32: 1/sqrt(‖x‖² + 1e-6) (only with the in-kernel L2 norm;
+      q, k above are then the normalised ones, e.g. Qg uses q·q_rstd).
+    - ``chunk_indices`` (int32 [NSLOT, 2], varlen only): see :func:`gdn2.fast.utils.prepare_chunk_indices`.
+
+    Chunk slots: without cu_seqlens, chunk i_t of sequence n is slot n·ceil(T/C) + i_t (NSLOT =
+    B·ceil(T/C)); with cu_seqlens it is bos_n // C + n + i_t (NSLOT = T // C + N; slots between
+    sequences are unused).
+    """
+
+    o: Tensor
+    final_state: Tensor | None
+    G: Tensor | None = None
+    A: Tensor | None = None
+    Aqk: Tensor | None = None
+    Y: Tensor | None = None
+    Qg: Tensor | None = None
+    Kt: Tensor | None = None
+    U: Tensor | None = None
+    R: Tensor | None = None
+    gC: Tensor | None = None
+    h: Tensor | None = None
+    q_rstd: Tensor | None = None
+    k_rstd: Tensor | None = None
+    chunk_indices: Tensor | None = None
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def chunk_gdn2_fwd(
+    q: Tensor, k: Tensor, v: Tensor, g: Tensor, b: Tensor, w: Tensor,
+    scale: float,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: Tensor | None = None,
+    chunk_indices: Tensor | None = None,
+    *,
+    use_qk_l2norm_in_kernel: bool = False,
+    A_log: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    chunk_size: int = 64,
+    save: bool = False,
+    state_block_v: int | None = None,
+) -> ChunkForward:
+    """Run the chunkwise forward on validated, contiguous inputs (see :class:`ChunkForward`).
+
+    No checks and no host synchronisation here (the public ``chunk_gdn2`` validates). ``A_log``
+    given means g is the raw gate; ``chunk_size`` is 16, 32 or 64; ``save`` keeps the intermediates
+    for a backward; ``state_block_v`` overrides the V-block width of the state kernel (tuning).
+    """
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    BT = chunk_size
+    dev = q.device
+    is_varlen = cu_seqlens is not None
+    N = cu_seqlens.numel() - 1 if is_varlen else B
+    if is_varlen:
+        if chunk_indices is None:
+            chunk_indices = prepare_chunk_indices(cu_seqlens, BT, T)
+        n_slots = T // BT + N
+        grid1 = (n_slots, H)
+    else:
+        n_slots = B * triton.cdiv(T, BT)
+        grid1 = (triton.cdiv(T, BT), B * H)
+    BKp, BVp = max(16, _next_pow2(K)), max(16, _next_pow2(V))
+    BK1, BV1 = min(64, BKp), min(64, BVp)
+    dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
+    dt = q.dtype
+
+    Y, Qg, Kt = (empty((B, T, H, K), dt, dev) for _ in range(3))
+    Aqk = empty((B, T, H, BT), dt, dev)
+    U = empty((B, T, HV, V), dt, dev)
+    gC = empty((n_slots, H, K), torch.float32, dev)
+    G_out = empty((B, T, H, K), torch.float32, dev) if save else None
+    A_out = empty((B, T, H, BT), torch.float32, dev) if save else None
+    l2 = use_qk_l2norm_in_kernel
+    q_rstd = empty((B, T, H), torch.float32, dev) if save and l2 else None
+    k_rstd = empty((B, T, H), torch.float32, dev) if save and l2 else None
+    chunk_intra_wy_fwd_kernel[grid1](
+        q, k, v, g, b, w, A_log, dt_bias,
+        Y, Qg, Kt, Aqk, U, gC, G_out, A_out, q_rstd, k_rstd,
+        cu_seqlens, chunk_indices, scale, T,
+        H=H, HV=HV, K=K, V=V, BT=BT, NS=BT // 16, BK=BK1, BV=BV1,
+        USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=l2,
+        IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec,
+        num_warps=4, num_stages=1,
+    )
+
+    o = empty((B, T, HV, V), dt, dev)
+    ht = empty((N, HV, K, V), torch.float32, dev) if output_final_state else None
+    h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
+    R = empty((B, T, HV, V), dt, dev) if save else None
+    BV2 = state_block_v or _state_block_v(N * HV, BVp, K)
+    grid2 = (triton.cdiv(V, BV2), N * HV)
+    chunk_state_output_fwd_kernel[grid2](
+        Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, cu_seqlens, T,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKp, BV=BV2,
+        HAS_H0=initial_state is not None, STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save,
+        DOT_PREC=dot_prec, num_warps=4, num_stages=2 if K <= 128 else 1,
+    )
+    if not save:
+        return ChunkForward(o, ht)
+    return ChunkForward(o, ht, G_out, A_out, Aqk, Y, Qg, Kt, U, R, gC, h, q_rstd, k_rstd, chunk_indices)
+
+
+def _state_block_v(programs: int, BVp: int, K: int) -> int:
+    """V-block width of the state kernel: wide blocks when there are many (sequence, head) pairs,
+    narrow ones (more programs, shorter critical path each) when a few long sequences must fill the GPU."""
+    for bv in (64, 32):
+        if bv <= BVp and programs * triton.cdiv(BVp, bv) >= 264:
+            return bv
+    return 16 if K <= 128 else 32
+

@@ -1,0 +1,57 @@
+"""Small helpers of the Triton backend: availability, output allocation, packed-sequence chunk indices.
+
+Nothing here imports Triton, so ``import gdn2.fast`` works on any machine.
+"""
+
+import importlib.util
+import os
+
+import torch
+from torch import Tensor
+
+__all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "MAX_HEAD_DIM"]
+
+#: largest K and V the kernels accept (one state tile of K x BV stays in registers)
+MAX_HEAD_DIM = 256
+
+#: Tests set this to True: every buffer a kernel must fill starts as NaN, so an unwritten
+#: element fails loudly (SPEC §7). Never set on the hot path of real use.
+POISON_OUTPUTS = False
+
+
+def unavailable_reason() -> str | None:
+    """None when the Triton kernels can run here, else one sentence saying why not."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (pip install triton, Linux x86-64 only)"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible (set TRITON_INTERPRET=1 to run the kernels on Triton's CPU interpreter)"
+    return None
+
+
+def empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.empty``, NaN-filled when :data:`POISON_OUTPUTS` is set (tests)."""
+    x = torch.empty(shape, dtype=dtype, device=device)
+    return x.fill_(float("nan")) if POISON_OUTPUTS else x
+
+
+def prepare_chunk_indices(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
+    """Map every chunk of a packed batch to (sequence n, chunk i_t inside it), without a host sync.
+
+    Returns an int32 tensor [T // C + N, 2] on cu_seqlens' device. The number of chunks,
+    Σ_n ceil(len_n / C), is at most T // C + N, so the grid is sized by that bound and the unused
+    trailing rows hold n = -1 (their programs return at once). Compute it once per batch and pass
+    it as ``chunk_indices=`` to every layer's call.
+    """
+    C = chunk_size
+    N = cu_seqlens.numel() - 1
+    cu = cu_seqlens.to(torch.int64)
+    n_chunks = (cu[1:] - cu[:-1] + C - 1) // C                      # [N]
+    ends = n_chunks.cumsum(0)                                       # chunk offset of sequence n + 1
+    j = torch.arange(T // C + N, device=cu.device)                  # global chunk slot
+    n = torch.searchsorted(ends, j, right=True)                     # first n with ends[n] > j
+    valid = n < N
+    n_c = n.clamp(max=N - 1)
+    i_t = j - (ends[n_c] - n_chunks[n_c])
+    return torch.stack([torch.where(valid, n, -1), torch.where(valid, i_t, 0)], dim=1).to(torch.int32)
