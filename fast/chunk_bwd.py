@@ -1,0 +1,650 @@
+"""The gate-aware chunkwise backward of GDN2 in Triton (SPEC §4; paper appendix B).
+
+Four kernels, named after the stages of the reference backward (``gdn2.ops.chunk_backward``):
+
+    prep      per chunk:  Q_γ = scale·γ⊙Q,  K_tail = exp(G_C − G)⊙K,  Y = A (γ⊙B⊙K)
+    state     chunks in reverse, per value head and V block:
+                  dR = A_qkᵀ dO + K_tail dS,   dS ← Diag(γ_C) dS + Q_γᵀ dO − Yᵀ dR
+    local_wy  per chunk and key head (the group's value heads summed on chip):
+                  dQ_γ = dO S₀ᵀ, dK_tail = R dSᵀ, dY = −dR S₀ᵀ, dZ = Aᵀ dR, dĒ = Aᵀ dY,
+                  dA = dR Zᵀ + dY Ēᵀ (the gates inside the products), dT = −strict_lower(Aᵀ dA Aᵀ)
+    local_pairwise  per chunk and key head: the gradients of the two pairwise products
+                  A_qk = scale·Σ_d q k exp(G_r − G_s) (r ≥ s) and T = Σ_d b k k exp(G_r − G_s) (r > s),
+                  the reverse cumulative sum dg = revcumsum(dG) inside the chunk, and the
+                  backward of the in-op gate and the in-op L2 norm.
+
+Every decay factor is exp(G_r − G_s) with r ≥ s, so it is ≤ 1. Between sub-chunks of BC = 16
+tokens it is split at an anchor row a with s ≤ a ≤ r, exp(G_r − G_a)·exp(G_a − G_s), both ≤ 1; the
+anchor is a row of the program's own block (its first row for the row side, its last valid row for
+the column side), so a later token never changes an earlier gradient. Inside a sub-chunk the
+factors are formed element by element. Padded rows (T not a multiple of the chunk) are masked
+before they can meet an exponential.
+
+Layouts (token-major, as the forward's): key side [B, T, H, K], value side [B, T, HV, V], per-chunk
+matrices [B, T, H, BT] (row r of the chunk, column s), per-chunk states [NT_total, HV, K, V]. With
+``cu_seqlens`` B = 1 and the chunks of all sequences are enumerated by ``chunk_indices`` [NT_total, 2]
+(sequence, chunk inside it) and ``chunk_offsets`` [N + 1] (first chunk of each sequence).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["chunk_gdn2_bwd", "BC"]
+
+#: sub-chunk size of the pairwise kernel (tl.dot needs at least 16 rows)
+BC = 16
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # float32 inputs: full-precision products (tf32 would take most of the 3e-3 budget of SPEC §7);
+    # 16-bit inputs: the operands are 16-bit and this setting is unused.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+@triton.jit
+def _exp_where(x, m):
+    """exp(x) where m holds, else 0; masked lanes never reach the exponential (no inf on padding)."""
+    return tl.where(m, tl.exp(tl.where(m, x, 0.)), 0.)
+
+
+# --8<-- [start:chunk_bwd_prep_kernel]
+@triton.jit(do_not_specialize=["T"])
+def chunk_bwd_prep_kernel(
+    q,              # [B, T, H, K] queries (L2-normalised when the op normalises)
+    k,              # [B, T, H, K] keys
+    b,              # [B, T, H, K] erase gate
+    G,              # [B, T, H, K] float32, chunk-local cumulative log-decay
+    A,              # [B, T, H, BT] WY inverse (I + T)^-1, row r of its chunk
+    qg,             # out [B, T, H, K] scale·γ⊙q
+    kt,             # out [B, T, H, K] exp(G_C − G)⊙k
+    Y,              # out [B, T, H, K] A (γ⊙b⊙k)
+    cu_seqlens,     # [N + 1] int or None
+    chunk_indices,  # [NT_total, 2] int32 or None
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    PREC: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    """The chunk's operands of the reverse state pass, formed once instead of once per V block.
+
+    Grid (NT_total, B·H). Each program loads A [BT, BT] and, per K block of BK, q, k, b, G
+    [BT, BK]; it writes Q_γ, K_tail and Y = A Ē. FLOPs 2·BT²·K per chunk and key head; bytes per
+    key-side element: three input-dtype reads, one float32 read and three input-dtype writes.
+    """
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    DT = q.dtype.element_ty
+    o_t = i_t * BT + tl.arange(0, BT)
+    o_c = tl.arange(0, BT)
+    m_t = o_t < T
+    last = tl.minimum(T, i_t * BT + BT) - 1
+    p_A = A + ((bos + o_t[:, None]) * H + i_h) * BT + o_c[None, :]
+    b_A = tl.load(p_A, mask=m_t[:, None] & (i_t * BT + o_c[None, :] < T), other=0.).to(DT)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        m_tk = m_t[:, None] & m_k[None, :]
+        off = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+        b_q = tl.load(q + off, mask=m_tk, other=0.).to(tl.float32)
+        b_k = tl.load(k + off, mask=m_tk, other=0.).to(tl.float32)
+        b_b = tl.load(b + off, mask=m_tk, other=0.).to(tl.float32)
+        b_G = tl.load(G + off, mask=m_tk, other=0.)
+        b_Gl = tl.load(G + ((bos + last) * H + i_h) * K + o_k, mask=m_k, other=0.)
+        b_gam = _exp_where(b_G, m_tk)                          # γ ≤ 1
+        b_Y = tl.dot(b_A, (b_gam * b_b * b_k).to(DT), input_precision=PREC)
+        tl.store(Y + off, b_Y.to(Y.dtype.element_ty), mask=m_tk)
+        tl.store(qg + off, (scale * b_gam * b_q).to(qg.dtype.element_ty), mask=m_tk)
+        tl.store(kt + off, (_exp_where(b_Gl[None, :] - b_G, m_tk) * b_k).to(kt.dtype.element_ty), mask=m_tk)
+# --8<-- [end:chunk_bwd_prep_kernel]
+
+
+# --8<-- [start:chunk_bwd_state_kernel]
+@triton.jit(do_not_specialize=["T"])
+def chunk_bwd_state_kernel(
+    qg,             # [B, T, H, K] scale·γ⊙q
+    kt,             # [B, T, H, K] exp(G_C − G)⊙k
+    Y,              # [B, T, H, K] A Ē
+    G,              # [B, T, H, K] float32 chunk-local cumulative log-decay (for γ_C)
+    Aqk,            # [B, T, H, BT] A_qk = scale·Σ_d q k exp(G_r − G_s), lower incl. diagonal
+    do,             # [B, T, HV, V] output gradient
+    dht,            # [N, HV, K, V] float32 final-state gradient, or None
+    dS_end,         # out [NT_total, HV, K, V] gradient of each chunk's end state
+    dR,             # out [B, T, HV, V] gradient of the residual writes R
+    dh0,            # out [N, HV, K, V] float32 initial-state gradient, or None
+    cu_seqlens,     # [N + 1] int or None
+    chunk_offsets,  # [N + 1] int32 or None
+    T,
+    H: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PREC: tl.constexpr,
+    USE_DHT: tl.constexpr,
+    USE_DH0: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    """Reverse state passing: walk the chunks of one sequence backwards.
+
+    Grid (V/BV, N·HV). The state gradient dS [BK ≥ K, BV] stays on chip (float32) for the whole
+    sequence; per chunk the program loads Q_γ, K_tail, Y [BT, K], A_qk [BT, BT] and dO [BT, BV]
+    and writes dS (the chunk's end-state gradient) and dR [BT, BV]. FLOPs per chunk and value head:
+    2·BT²·V + 6·BT·K·V; bytes: the key-side operands once per V block, dO read and dR written once,
+    one state-sized write per chunk.
+    """
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_hv = i_nh // HV, i_nh % HV
+    i_h = i_hv // (HV // H)
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+        boh = tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        boh = i_n.to(tl.int64) * tl.cdiv(T, BT)
+    NT = tl.cdiv(T, BT)
+    DT = do.dtype.element_ty
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    o_c = tl.arange(0, BT)
+    m_k = o_k < K
+    m_v = o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    off_s = (o_k[:, None] * V + o_v[None, :]).to(tl.int64)
+
+    b_dS = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_DHT:
+        b_dS += tl.load(dht + (i_n * HV + i_hv).to(tl.int64) * K * V + off_s, mask=m_kv, other=0.)
+    for i_s in range(NT):
+        i_t = NT - 1 - i_s
+        tl.store(dS_end + ((boh + i_t) * HV + i_hv) * K * V + off_s, b_dS.to(dS_end.dtype.element_ty), mask=m_kv)
+        o_t = i_t * BT + o_c
+        m_t = o_t < T
+        last = tl.minimum(T, i_t * BT + BT) - 1
+        m_tk = m_t[:, None] & m_k[None, :]
+        m_tv = m_t[:, None] & m_v[None, :]
+        off_k = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+        off_v = ((bos + o_t[:, None]) * HV + i_hv) * V + o_v[None, :]
+        b_qg = tl.load(qg + off_k, mask=m_tk, other=0.).to(DT)
+        b_kt = tl.load(kt + off_k, mask=m_tk, other=0.).to(DT)
+        b_Y = tl.load(Y + off_k, mask=m_tk, other=0.).to(DT)
+        b_gC = tl.exp(tl.load(G + ((bos + last) * H + i_h) * K + o_k, mask=m_k, other=0.))
+        b_do = tl.load(do + off_v, mask=m_tv, other=0.)
+        # A_qkᵀ, element [s, r] = A_qk[r, s], kept for s ≤ r
+        p_AT = Aqk + ((bos + o_t[None, :]) * H + i_h) * BT + o_c[:, None]
+        b_AT = tl.load(p_AT, mask=m_t[None, :] & (o_c[:, None] <= o_c[None, :]), other=0.).to(DT)
+        b_dR = tl.dot(b_AT, b_do, input_precision=PREC)
+        b_dR += tl.dot(b_kt, b_dS.to(DT), input_precision=PREC)
+        tl.store(dR + off_v, b_dR.to(dR.dtype.element_ty), mask=m_tv)
+        b_dS = b_dS * b_gC[:, None]
+        b_dS += tl.dot(tl.trans(b_qg), b_do, input_precision=PREC)
+        b_dS -= tl.dot(tl.trans(b_Y), b_dR.to(DT), input_precision=PREC)
+    if USE_DH0:
+        tl.store(dh0 + (i_n * HV + i_hv).to(tl.int64) * K * V + off_s, b_dS, mask=m_kv)
+# --8<-- [end:chunk_bwd_state_kernel]
+
+
+# --8<-- [start:chunk_bwd_local_wy_kernel]
+@triton.jit(do_not_specialize=["T"])
+def chunk_bwd_local_wy_kernel(
+    q,              # [B, T, H, K] queries
+    k,              # [B, T, H, K] keys
+    b,              # [B, T, H, K] erase gate
+    G,              # [B, T, H, K] float32 chunk-local cumulative log-decay
+    v,              # [B, T, HV, V] values
+    w,              # [B, T, HV, V] write gate
+    A,              # [B, T, H, BT] WY inverse
+    h,              # [NT_total, HV, K, V] start state S₀ of every chunk
+    R,              # [B, T, HV, V] residual writes R = U − Y S₀
+    do,             # [B, T, HV, V] output gradient
+    dR,             # [B, T, HV, V] gradient of R (from the state kernel)
+    dS_end,         # [NT_total, HV, K, V] gradient of every chunk's end state
+    dq,             # out [B, T, H, K] float32, state/WY part of dq
+    dk,             # out [B, T, H, K] float32, state/WY part of dk
+    db,             # out [B, T, H, K] float32, WY part of db
+    dG,             # out [B, T, H, K] float32, gradient of the cumulative decay G (before the reverse cumsum)
+    dv,             # out [B, T, HV, V] final dv
+    dw,             # out [B, T, HV, V] final dw
+    dM,             # out [B, T, H, BT] float32 gradient of A_qk (lower incl. diagonal)
+    dT,             # out [B, T, H, BT] float32 gradient of T (strictly lower)
+    cu_seqlens,     # [N + 1] int or None
+    chunk_indices,  # [NT_total, 2] int32 or None
+    scale,
+    T,
+    H: tl.constexpr,
+    HV: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PREC: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    """Local gradients of one chunk through the output, state and WY paths (no pairwise decay).
+
+    Grid (NT_total, B·H): one program per chunk and key head walks the HV/H value heads of its
+    group, so the key-side gradients of GVA are summed on chip and never materialised per value
+    head. On chip: A [BT, BT], the accumulators dA and dA_qk [BT, BT] and, per K block, dQ_γ,
+    dK_tail, dY [BT, BK]. Per value head and (K, V) block it loads S₀ and dS [BK, BV] and
+    R, dR, dO [BT, BV]. The gates enter dA inside the products: dA = dR (w⊙v)ᵀ + dY (γ⊙b⊙k)ᵀ.
+    FLOPs per chunk and value head about 2·BT·K·V·3 + 2·BT²·V·3 (+ 2·BT²·K·2 + 4·BT³ per key
+    head); bytes: two state-sized reads, five [BT, V] reads and two writes per value head, four
+    float32 [BT, K] and two float32 [BT, BT] writes per key head.
+    """
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    GROUP: tl.constexpr = HV // H
+    if IS_VARLEN:
+        i_tg = i_t.to(tl.int64)
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_tg = i_b.to(tl.int64) * tl.cdiv(T, BT) + i_t
+        bos = i_b.to(tl.int64) * T
+    DT = do.dtype.element_ty
+    o_t = i_t * BT + tl.arange(0, BT)
+    o_c = tl.arange(0, BT)
+    m_t = o_t < T
+    m_tt = m_t[:, None] & (i_t * BT + o_c[None, :] < T)
+    last = tl.minimum(T, i_t * BT + BT) - 1
+    off_A = ((bos + o_t[:, None]) * H + i_h) * BT + o_c[None, :]
+    b_A = tl.load(A + off_A, mask=m_tt, other=0.).to(DT)
+    b_AT = tl.trans(b_A)
+
+    b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dM = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        m_tk = m_t[:, None] & m_k[None, :]
+        b_dqg = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dkt = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dY = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dgC = tl.zeros([BK], dtype=tl.float32)
+        for i_g in range(GROUP):
+            i_hv = i_h * GROUP + i_g
+            for i_v in range(tl.cdiv(V, BV)):
+                o_v = i_v * BV + tl.arange(0, BV)
+                m_v = o_v < V
+                m_tv = m_t[:, None] & m_v[None, :]
+                m_kv = m_k[:, None] & m_v[None, :]
+                off_v = ((bos + o_t[:, None]) * HV + i_hv) * V + o_v[None, :]
+                off_h = (i_tg * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
+                b_h = tl.load(h + off_h, mask=m_kv, other=0.)
+                b_dh = tl.load(dS_end + off_h, mask=m_kv, other=0.)
+                b_R = tl.load(R + off_v, mask=m_tv, other=0.).to(DT)
+                b_dR = tl.load(dR + off_v, mask=m_tv, other=0.).to(DT)
+                b_do = tl.load(do + off_v, mask=m_tv, other=0.)
+                b_dgC += tl.sum(b_h.to(tl.float32) * b_dh.to(tl.float32), axis=1)
+                b_dqg += tl.dot(b_do, tl.trans(b_h.to(DT)), input_precision=PREC)
+                b_dkt += tl.dot(b_R, tl.trans(b_dh.to(DT)), input_precision=PREC)
+                b_dY -= tl.dot(b_dR, tl.trans(b_h.to(DT)), input_precision=PREC)
+                if i_k == 0:
+                    b_v = tl.load(v + off_v, mask=m_tv, other=0.).to(tl.float32)
+                    b_w = tl.load(w + off_v, mask=m_tv, other=0.).to(tl.float32)
+                    b_dA += tl.dot(b_dR, tl.trans((b_w * b_v).to(DT)), input_precision=PREC)
+                    b_dM += tl.dot(b_do, tl.trans(b_R), input_precision=PREC)
+                    b_dZ = tl.dot(b_AT, b_dR, input_precision=PREC)
+                    tl.store(dv + off_v, (b_dZ * b_w).to(dv.dtype.element_ty), mask=m_tv)
+                    tl.store(dw + off_v, (b_dZ * b_v).to(dw.dtype.element_ty), mask=m_tv)
+        off_k = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+        b_q = tl.load(q + off_k, mask=m_tk, other=0.).to(tl.float32)
+        b_k = tl.load(k + off_k, mask=m_tk, other=0.).to(tl.float32)
+        b_b = tl.load(b + off_k, mask=m_tk, other=0.).to(tl.float32)
+        b_G = tl.load(G + off_k, mask=m_tk, other=0.)
+        b_Gl = tl.load(G + ((bos + last) * H + i_h) * K + o_k, mask=m_k, other=0.)
+        b_gam = _exp_where(b_G, m_tk)
+        b_dec = _exp_where(b_Gl[None, :] - b_G, m_tk)     # exp(G_C − G_r) ≤ 1
+        b_E = b_gam * b_b * b_k
+        b_dA += tl.dot(b_dY.to(DT), tl.trans(b_E.to(DT)), input_precision=PREC)
+        b_dE = tl.dot(b_AT, b_dY.to(DT), input_precision=PREC)
+        b_dq = b_dqg * scale * b_gam
+        b_dkt = b_dkt * b_dec
+        b_dG = b_dE * b_E + b_dq * b_q - b_dkt * b_k
+        b_dG += tl.where((o_t == last)[:, None], (tl.sum(b_dkt * b_k, axis=0) + b_dgC * tl.exp(b_Gl))[None, :], 0.)
+        tl.store(dq + off_k, b_dq, mask=m_tk)
+        tl.store(dk + off_k, b_dE * b_gam * b_b + b_dkt, mask=m_tk)
+        tl.store(db + off_k, b_dE * b_gam * b_k, mask=m_tk)
+        tl.store(dG + off_k, b_dG, mask=m_tk)
+    # through A = (I + T)^-1: only the strictly lower part of dA reaches the strictly lower dT
+    m_lo = (o_c[:, None] > o_c[None, :]) & m_tt
+    b_dA = tl.where(m_lo, b_dA, 0.).to(DT)
+    b_dT = tl.dot(b_dA, b_AT, input_precision=PREC).to(DT)
+    b_dT = -tl.dot(b_AT, b_dT, input_precision=PREC)
+    tl.store(dT + off_A, tl.where(m_lo, b_dT, 0.), mask=m_t[:, None])
+    tl.store(dM + off_A, tl.where((o_c[:, None] >= o_c[None, :]) & m_tt, scale * b_dM, 0.), mask=m_t[:, None])
+# --8<-- [end:chunk_bwd_local_wy_kernel]
+
+
+# --8<-- [start:chunk_bwd_local_pairwise_kernel]
+@triton.jit(do_not_specialize=["T"])
+def chunk_bwd_local_pairwise_kernel(
+    q,              # [B, T, H, K] queries as the forward used them (normalised when the op normalises)
+    k,              # [B, T, H, K] keys, likewise
+    b,              # [B, T, H, K] erase gate
+    G,              # [B, T, H, K] float32 chunk-local cumulative log-decay
+    dM,             # [B, T, H, BT] float32 scale·dA_qk
+    dT,             # [B, T, H, BT] float32 dT
+    dq,             # [B, T, H, K] float32 partial dq from the WY kernel
+    dk,             # [B, T, H, K] float32 partial dk
+    db,             # [B, T, H, K] float32 partial db
+    dG,             # [B, T, H, K] float32 partial dG
+    dq_out,         # out [B, T, H, K] final dq (w.r.t. the raw q when L2NORM)
+    dk_out,         # out [B, T, H, K] final dk
+    db_out,         # out [B, T, H, K] final db
+    dg_out,         # out [B, T, H, K] final dg (w.r.t. the raw gate when GATE)
+    q_raw,          # [B, T, H, K] q before the in-op L2 norm, or None
+    k_raw,          # [B, T, H, K] k before the in-op L2 norm, or None
+    g_raw,          # [B, T, H, K] raw gate input, or None
+    A_log,          # [H] float, or None
+    dt_bias,        # [H·K] float, or None
+    dA_log_part,    # out [NT_total, H] float32 per-chunk partial sums of dA_log, or None
+    ddt_part,       # out [NT_total, H, K] float32 per-chunk partial sums of ddt_bias, or None
+    cu_seqlens,     # [N + 1] int or None
+    chunk_indices,  # [NT_total, 2] int32 or None
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
+    BK: tl.constexpr,
+    PREC: tl.constexpr,
+    L2NORM: tl.constexpr,
+    GATE: tl.constexpr,
+    HAS_DT_BIAS: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    """Gradients of the pairwise products A_qk and T, then the chunk's final dq, dk, db, dg.
+
+    Grid (NT_total, B·H); BK ≥ K, so a program holds whole rows (the L2-norm backward needs the
+    row's dot product). It walks the BT/BC sub-chunks of its chunk from last to first, so the
+    reverse cumulative sum dg = Σ_{r' ≥ r} dG_{r'} is a running sum. For sub-chunk i:
+    rows side (s in earlier sub-chunks), anchor a = first row of i:
+        dq_i += exp(G_i − G_a) ⊙ Σ_j dM_ij (k_j ⊙ exp(G_a − G_j)),  d(bk)_i likewise with dT;
+    column side (r in later sub-chunks), anchor a' = last valid row of i:
+        dk_i += exp(G_a' − G_i) ⊙ Σ_l (dM_liᵀ (q_l ⊙ e_l) + dT_liᵀ (b_l k_l ⊙ e_l)),  e_l = exp(G_l − G_a');
+    diagonal block: BC rank-one updates with exp(G_r − G_s), r ≥ s, formed per element.
+    dG gains q⊙dq + bk⊙d(bk) on the row side and −k⊙dk on the column side. On chip: ~8 [BC, BK]
+    float32 tiles. FLOPs per chunk ≈ 2·BT²·K·2 (the two products, both sides) plus BT·BC·K
+    exponentials; bytes: the key side and the two [BT, BT] gradients re-read from L2 a few times,
+    the four partials read and four final gradients written once.
+    """
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_tg = i_t
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_tg = i_b * tl.cdiv(T, BT) + i_t
+        bos = i_b.to(tl.int64) * T
+    NC: tl.constexpr = BT // BC
+    DT = q.dtype.element_ty
+    last = tl.minimum(T, i_t * BT + BT) - 1
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_b = tl.arange(0, BC)
+    stride_t = H * K           # token stride of the key side
+    stride_m = H * BT          # token stride of dM, dT
+    base_k = (bos * H + i_h) * K
+    base_m = (bos * H + i_h) * BT
+
+    b_carry = tl.zeros([BK], dtype=tl.float32)
+    if GATE:
+        b_A_log = tl.load(A_log + i_h).to(tl.float32)
+        b_decay_rate = tl.exp(b_A_log)
+        b_dAl = tl.zeros([BK], dtype=tl.float32)
+        b_ddt = tl.zeros([BK], dtype=tl.float32)
+        if HAS_DT_BIAS:
+            b_bias = tl.load(dt_bias + i_h * K + o_k, mask=m_k, other=0.).to(tl.float32)
+    for i_s in range(NC):
+        i_i = NC - 1 - i_s
+        o_i = i_t * BT + i_i * BC + o_b                      # token index of the rows, inside the sequence
+        m_i = o_i < T
+        m_ik = m_i[:, None] & m_k[None, :]
+        off_i = base_k + o_i[:, None].to(tl.int64) * stride_t + o_k[None, :]
+        b_q = tl.load(q + off_i, mask=m_ik, other=0.).to(tl.float32)
+        b_k = tl.load(k + off_i, mask=m_ik, other=0.).to(tl.float32)
+        b_b = tl.load(b + off_i, mask=m_ik, other=0.).to(tl.float32)
+        b_G = tl.load(G + off_i, mask=m_ik, other=0.)
+        b_dq = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dq (row side + diagonal)
+        b_dbk = tl.zeros([BC, BK], dtype=tl.float32)      # pairwise d(b⊙k)
+        b_dk = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dk, column side + diagonal
+        off_mi = base_m + o_i[:, None].to(tl.int64) * stride_m
+
+        # rows side: s in sub-chunks j < i, anchor a = first row of i (clamped to the last valid row)
+        if i_i > 0:
+            a = tl.minimum(i_t * BT + i_i * BC, last)
+            b_Ga = tl.load(G + base_k + a.to(tl.int64) * stride_t + o_k, mask=m_k, other=0.)
+            for i_j in range(0, i_i):
+                o_j = i_t * BT + i_j * BC + o_b
+                m_jk = (o_j < T)[:, None] & m_k[None, :]
+                off_j = base_k + o_j[:, None].to(tl.int64) * stride_t + o_k[None, :]
+                b_kj = tl.load(k + off_j, mask=m_jk, other=0.).to(tl.float32)
+                b_Gj = tl.load(G + off_j, mask=m_jk, other=0.)
+                b_kd = (b_kj * _exp_where(b_Ga[None, :] - b_Gj, m_jk)).to(DT)
+                p_ij = off_mi + i_j * BC + o_b[None, :]
+                b_dMij = tl.load(dM + p_ij, mask=m_i[:, None], other=0.).to(DT)
+                b_dTij = tl.load(dT + p_ij, mask=m_i[:, None], other=0.).to(DT)
+                b_dq += tl.dot(b_dMij, b_kd, input_precision=PREC)
+                b_dbk += tl.dot(b_dTij, b_kd, input_precision=PREC)
+            b_ea = _exp_where(b_G - b_Ga[None, :], m_ik)
+            b_dq *= b_ea
+            b_dbk *= b_ea
+
+        # column side: r in sub-chunks l > i, anchor a' = last valid row of i
+        if i_i < NC - 1:
+            a2 = tl.minimum(i_t * BT + i_i * BC + BC - 1, last)
+            b_Ga2 = tl.load(G + base_k + a2.to(tl.int64) * stride_t + o_k, mask=m_k, other=0.)
+            for i_l in range(i_i + 1, NC):
+                o_l = i_t * BT + i_l * BC + o_b
+                m_l = o_l < T
+                m_lk = m_l[:, None] & m_k[None, :]
+                off_l = base_k + o_l[:, None].to(tl.int64) * stride_t + o_k[None, :]
+                b_ql = tl.load(q + off_l, mask=m_lk, other=0.).to(tl.float32)
+                b_kl = tl.load(k + off_l, mask=m_lk, other=0.).to(tl.float32)
+                b_bl = tl.load(b + off_l, mask=m_lk, other=0.).to(tl.float32)
+                b_Gl = tl.load(G + off_l, mask=m_lk, other=0.)
+                b_el = _exp_where(b_Gl - b_Ga2[None, :], m_lk)
+                # [BC (cols of i), BC (rows of l)] = dM_liᵀ
+                p_li = base_m + o_l[None, :].to(tl.int64) * stride_m + i_i * BC + o_b[:, None]
+                b_dMli = tl.load(dM + p_li, mask=m_l[None, :], other=0.).to(DT)
+                b_dTli = tl.load(dT + p_li, mask=m_l[None, :], other=0.).to(DT)
+                b_dk += tl.dot(b_dMli, (b_ql * b_el).to(DT), input_precision=PREC)
+                b_dk += tl.dot(b_dTli, (b_bl * b_kl * b_el).to(DT), input_precision=PREC)
+            b_dk *= _exp_where(b_Ga2[None, :] - b_G, m_ik)
+
+        # diagonal block: exp(G_r − G_s) for r ≥ s inside sub-chunk i, element by element
+        for c in range(BC):
+            s = i_t * BT + i_i * BC + c
+            m_sk = m_k & (s + 0 * o_k < T)
+            off_s = base_k + s.to(tl.int64) * stride_t + o_k
+            b_ks = tl.load(k + off_s, mask=m_sk, other=0.).to(tl.float32)
+            b_Gs = tl.load(G + off_s, mask=m_sk, other=0.)
+            p_c = off_mi + i_i * BC + c
+            b_mc = tl.load(dM + p_c, mask=m_i[:, None], other=0.)   # [BC, 1] dM[r, s]
+            b_tc = tl.load(dT + p_c, mask=m_i[:, None], other=0.)   # [BC, 1] dT[r, s], zero for r ≤ s
+            m_rs = m_ik & (o_i >= s)[:, None]
+            b_dec = _exp_where(b_G - b_Gs[None, :], m_rs)
+            b_dq += b_mc * b_ks[None, :] * b_dec
+            b_dbk += b_tc * b_ks[None, :] * b_dec
+            b_dks = tl.sum((b_mc * b_q + b_tc * b_b * b_k) * b_dec, axis=0)
+            b_dk += tl.where((o_i == s)[:, None], b_dks[None, :], 0.)
+
+        # combine with the WY partials; dG: +q⊙dq + bk⊙d(bk) (rows), −k⊙dk (columns)
+        b_dG = tl.load(dG + off_i, mask=m_ik, other=0.) + b_q * b_dq + b_b * b_k * b_dbk - b_k * b_dk
+        b_dG = tl.where(m_ik, b_dG, 0.)
+        b_dqt = tl.load(dq + off_i, mask=m_ik, other=0.) + b_dq
+        b_dkt = tl.load(dk + off_i, mask=m_ik, other=0.) + b_dk + b_dbk * b_b
+        b_dbt = tl.load(db + off_i, mask=m_ik, other=0.) + b_dbk * b_k
+        b_dg = tl.cumsum(b_dG, axis=0, reverse=True) + b_carry[None, :]
+        b_carry += tl.sum(b_dG, axis=0)
+        if GATE:
+            # g = −exp(A_log)·softplus(x), x = g_raw + dt_bias
+            b_x = tl.load(g_raw + off_i, mask=m_ik, other=0.).to(tl.float32)
+            if HAS_DT_BIAS:
+                b_x += b_bias[None, :]
+            b_ex = tl.exp(tl.minimum(b_x, 20.))
+            b_sp = tl.where(b_x > 20., b_x, tl.where(b_x < -15., b_ex, tl.log(1. + b_ex)))
+            b_dx = tl.where(m_ik, -b_dg * b_decay_rate * tl.sigmoid(b_x), 0.)
+            b_dAl += tl.sum(tl.where(m_ik, -b_dg * b_decay_rate * b_sp, 0.), axis=0)
+            b_ddt += tl.sum(b_dx, axis=0)
+            b_dg = b_dx
+        if L2NORM:
+            # y = x·rsqrt(Σx² + eps): dx = r (dy − y (y·dy))
+            b_xq = tl.load(q_raw + off_i, mask=m_ik, other=0.).to(tl.float32)
+            b_rq = tl.rsqrt(tl.sum(b_xq * b_xq, axis=1) + 1e-6)[:, None]
+            b_yq = b_xq * b_rq
+            b_dqt = b_rq * (b_dqt - b_yq * tl.sum(b_yq * b_dqt, axis=1)[:, None])
+            b_xk = tl.load(k_raw + off_i, mask=m_ik, other=0.).to(tl.float32)
+            b_rk = tl.rsqrt(tl.sum(b_xk * b_xk, axis=1) + 1e-6)[:, None]
+            b_yk = b_xk * b_rk
+            b_dkt = b_rk * (b_dkt - b_yk * tl.sum(b_yk * b_dkt, axis=1)[:, None])
+        tl.store(dq_out + off_i, b_dqt.to(dq_out.dtype.element_ty), mask=m_ik)
+        tl.store(dk_out + off_i, b_dkt.to(dk_out.dtype.element_ty), mask=m_ik)
+        tl.store(db_out + off_i, b_dbt.to(db_out.dtype.element_ty), mask=m_ik)
+        tl.store(dg_out + off_i, b_dg.to(dg_out.dtype.element_ty), mask=m_ik)
+    if GATE:
+        tl.store(dA_log_part + i_tg * H + i_h, tl.sum(b_dAl, axis=0))
+        tl.store(ddt_part + (i_tg * H + i_h) * K + o_k, b_ddt, mask=m_k)
+# --8<-- [end:chunk_bwd_local_pairwise_kernel]
+
+
+def chunk_layout(cu_seqlens: torch.Tensor | None, B: int, T: int, BT: int):
+    """(chunk_indices [NT_total, 2] int32 or None, chunk_offsets [N + 1] int32 or None, NT_total)."""
+    if cu_seqlens is None:
+        return None, None, B * triton.cdiv(T, BT)
+    lens = cu_seqlens[1:] - cu_seqlens[:-1]
+    n_chunks = (lens + BT - 1) // BT                                            # [N]
+    chunk_offsets = torch.cat([n_chunks.new_zeros(1), n_chunks.cumsum(0)]).to(torch.int32)
+    NT_total = int(chunk_offsets[-1].item())
+    seq = torch.repeat_interleave(torch.arange(len(lens), device=cu_seqlens.device), n_chunks,
+                                  output_size=NT_total)
+    pos = torch.arange(NT_total, device=cu_seqlens.device) - chunk_offsets[:-1].long()[seq]
+    return torch.stack([seq, pos], 1).to(torch.int32).contiguous(), chunk_offsets, NT_total
+
+
+def chunk_gdn2_bwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    b: torch.Tensor,
+    w: torch.Tensor,
+    G: torch.Tensor,
+    A: torch.Tensor,
+    Aqk: torch.Tensor,
+    h: torch.Tensor,
+    R: torch.Tensor,
+    do: torch.Tensor,
+    dht: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int = 64,
+    q_raw: torch.Tensor | None = None,
+    k_raw: torch.Tensor | None = None,
+    g_raw: torch.Tensor | None = None,
+    A_log: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    g_dtype: torch.dtype = torch.float32,
+    chunk_indices: torch.Tensor | None = None,
+    chunk_offsets: torch.Tensor | None = None,
+):
+    """Gradients of the chunkwise GDN2 operator from the forward's intermediates.
+
+    Inputs: q, k as the forward used them (after the in-op L2 norm, if any) [B, T, H, K]; v, w
+    [B, T, HV, V]; b [B, T, H, K]; G the float32 chunk-local cumulative log-decay [B, T, H, K];
+    A = (I + T)⁻¹ and A_qk [B, T, H, BT]; h the start state of every chunk [NT_total, HV, K, V];
+    R the residual writes [B, T, HV, V]; do [B, T, HV, V]; dht [N, HV, K, V] or None. With
+    ``q_raw``/``k_raw`` the L2-norm backward is applied; with ``g_raw`` and ``A_log`` (and
+    ``dt_bias``) the gate backward. Returns (dq, dk, dv, dg, db, dw, dh0, dA_log, ddt_bias); the
+    last three are None where they have no input.
+    """
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    BT = chunk_size
+    N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+    if chunk_indices is None and cu_seqlens is not None:
+        chunk_indices, chunk_offsets, NT_total = chunk_layout(cu_seqlens, B, T, BT)
+    else:
+        NT_total = h.shape[0]
+    varlen = cu_seqlens is not None
+    NT_grid = NT_total if varlen else triton.cdiv(T, BT)     # chunks on grid axis 0 (B on axis 1)
+    BK = max(16, triton.next_power_of_2(K))
+    prec = _dot_precision(q.dtype)
+    f32 = torch.float32
+
+    # prep: Q_γ, K_tail, Y once per chunk and key head
+    qg, kt, Y = torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
+    BKp = min(BK, 64)
+    chunk_bwd_prep_kernel[(NT_grid, B * H)](
+        q, k, b, G, A, qg, kt, Y, cu_seqlens, chunk_indices, scale, T,
+        H=H, K=K, BT=BT, BK=BKp, PREC=prec, IS_VARLEN=varlen, num_warps=4,
+    )
+
+    # state: reverse state passing
+    dS_end = torch.empty(NT_total, HV, K, V, dtype=h.dtype, device=q.device)
+    dR = torch.empty_like(v)
+    dh0 = torch.empty(N, HV, K, V, dtype=f32, device=q.device) if initial_state is not None else None
+    BV = min(64 if BK <= 128 else 32, max(16, triton.next_power_of_2(V)))
+    chunk_bwd_state_kernel[(triton.cdiv(V, BV), N * HV)](
+        qg, kt, Y, G, Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, chunk_offsets, T,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=prec,
+        USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=varlen,
+        num_warps=4 if BK <= 128 else 8, num_stages=2,
+    )
+
+    # local, WY part
+    dq_p = torch.empty(B, T, H, K, dtype=f32, device=q.device)
+    dk_p, db_p, dG_p = torch.empty_like(dq_p), torch.empty_like(dq_p), torch.empty_like(dq_p)
+    dv, dw = torch.empty_like(v), torch.empty_like(w)
+    dM = torch.empty(B, T, H, BT, dtype=f32, device=q.device)
+    dT = torch.empty_like(dM)
+    BKw = min(BK, 64)
+    BVw = min(64, max(16, triton.next_power_of_2(V)))
+    chunk_bwd_local_wy_kernel[(NT_grid, B * H)](
+        q, k, b, G, v, w, A, h, R, do, dR, dS_end, dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT,
+        cu_seqlens, chunk_indices, scale, T,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKw, BV=BVw, PREC=prec, IS_VARLEN=varlen, num_warps=4,
+    )
+
+    # local, pairwise part + reverse cumsum + gate and L2-norm backward
+    l2 = q_raw is not None
+    gate = g_raw is not None
+    dq = torch.empty_like(q_raw if l2 else q)
+    dk = torch.empty_like(k_raw if l2 else k)
+    db = torch.empty_like(b)
+    dg = torch.empty(B, T, H, K, dtype=g_raw.dtype if gate else g_dtype, device=q.device)
+    dA_log_part = torch.empty(NT_total, H, dtype=f32, device=q.device) if gate else None
+    ddt_part = torch.empty(NT_total, H, K, dtype=f32, device=q.device) if gate else None
+    chunk_bwd_local_pairwise_kernel[(NT_grid, B * H)](
+        q, k, b, G, dM, dT, dq_p, dk_p, db_p, dG_p, dq, dk, db, dg,
+        q_raw, k_raw, g_raw, A_log, dt_bias, dA_log_part, ddt_part, cu_seqlens, chunk_indices, T,
+        H=H, K=K, BT=BT, BC=BC, BK=BK, PREC=prec, L2NORM=l2, GATE=gate, HAS_DT_BIAS=dt_bias is not None,
+        IS_VARLEN=varlen, num_warps=4 if BK <= 128 else 8,
+    )
+    dA_log = ddt_bias = None
+    if gate:
+        dA_log = dA_log_part.sum(0).to(A_log.dtype)
+        if dt_bias is not None:
+            ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype)
+    return dq, dk, dv, dg, db, dw, dh0, dA_log, ddt_bias
