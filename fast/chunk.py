@@ -5,6 +5,7 @@ and saves the inputs; the backward recomputes the intermediates it needs with th
 (``save=True``), so nothing chunk-sized stays alive between forward and backward.
 """
 
+import functools
 import os
 
 import torch
@@ -16,7 +17,7 @@ from gdn2.ops._contract import check_inputs
 from .chunk_fwd import chunk_gdn2_fwd
 from .utils import MAX_HEAD_DIM
 
-__all__ = ["chunk_gdn2", "ChunkGDN2Function"]
+__all__ = ["chunk_gdn2", "ChunkGDN2Function", "validated"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -44,7 +45,7 @@ class ChunkGDN2Function(torch.autograd.Function):
         raise NotImplementedError("Triton backward: see fast/chunk_bwd.py")
 
 
-def check_triton_inputs(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor | None) -> None:
+def check_triton_inputs(q: Tensor, v: Tensor) -> None:
     """What the Triton kernels need beyond SPEC §5: 16/32-bit q, k, v, K and V <= 256, GPU tensors."""
     if q.dtype not in _DTYPES:
         raise TypeError(f"q, k, v must be float16, bfloat16 or float32 for the Triton backend, got {q.dtype}")
@@ -60,6 +61,25 @@ def contiguous(x: Tensor | None) -> Tensor | None:
     return x if x is None or x.is_contiguous() else x.contiguous()
 
 
+def validated(fn):
+    """Run the SPEC §5 checks (no device sync) and the Triton limits before ``fn`` is entered.
+
+    The checks come first so that bad input gets the contract's named ValueError/TypeError even
+    where the jaxtyping annotations of ``fn`` are enforced (the test suite's import hook).
+    """
+
+    @functools.wraps(fn)
+    def op(q, k, v, g, b, w, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, *,
+           use_qk_l2norm_in_kernel=False, A_log=None, dt_bias=None, **extras):
+        check_inputs(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias, check_values=False)
+        check_triton_inputs(q, v)
+        return fn(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
+                  use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, **extras)
+
+    return op
+
+
+@validated
 def chunk_gdn2(
     q: Float[Tensor, "B T H K"],
     k: Float[Tensor, "B T H K"],
@@ -86,8 +106,6 @@ def chunk_gdn2(
     Cost: two kernel launches; about 4·C·K + 2·C·V + 6·K·V FLOPs per token and value head, and
     about 3× the bytes of reading the inputs and writing o once (see ``benchmarks/NOTES.md``).
     """
-    check_inputs(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias, check_values=False)
-    check_triton_inputs(q, k, v, cu_seqlens)
     if isinstance(chunk_size, bool) or chunk_size not in (16, 32, 64):
         raise ValueError(f"chunk_size must be 16, 32 or 64 for the Triton backend, got {chunk_size!r}")
     scale = q.shape[3] ** -0.5 if scale is None else float(scale)

@@ -19,7 +19,7 @@ token); diagonal sub-blocks form the pairwise factors elementwise, as running pr
 Π_{s<t≤r} α_t. Padded rows of a partly filled last chunk load as zeros (k = b = q = 0, g = 0).
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, no_type_check
 
 import torch
 import triton
@@ -34,6 +34,7 @@ SUB: tl.constexpr = tl.constexpr(16)  # sub-chunk size of the safe intra-chunk e
 
 
 @triton.jit
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def _gate(g_raw, A_log_h, bias):
     """SPEC §6 gate in float32: g = −exp(A_log)·softplus(g_raw + dt_bias) (softplus linear above 20)."""
     x = g_raw + bias
@@ -41,6 +42,7 @@ def _gate(g_raw, A_log_h, bias):
 
 
 @triton.jit
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def _block_diag(x3, NS: tl.constexpr, BT: tl.constexpr):
     """[NS, 16, 16] diagonal blocks -> the [BT, BT] block-diagonal matrix they form."""
     o_i = tl.arange(0, NS)
@@ -49,6 +51,7 @@ def _block_diag(x3, NS: tl.constexpr, BT: tl.constexpr):
 
 
 @triton.jit
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def _load_gate(g, off, mask, i_h, o_k, m_k, A_log, dt_bias, K: tl.constexpr,
                USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr):
     """Load a tile of g (float32); with USE_GATE apply the in-kernel gate. Masked entries are 0."""
@@ -63,6 +66,7 @@ def _load_gate(g, off, mask, i_h, o_k, m_k, A_log, dt_bias, K: tl.constexpr,
 
 # --8<-- [start:chunk_intra_wy_fwd_kernel]
 @triton.jit
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def chunk_intra_wy_fwd_kernel(
     q, k, v, g, b, w,        # inputs: q, k, g, b [B, T, H, K]; v, w [B, T, HV, V]
     A_log, dt_bias,          # in-kernel gate: A_log [H], dt_bias [H*K] (read only with USE_GATE)
@@ -250,6 +254,7 @@ def chunk_intra_wy_fwd_kernel(
 
 # --8<-- [start:chunk_state_output_fwd_kernel]
 @triton.jit
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def chunk_state_output_fwd_kernel(
     Y, Qg, Kt, Aqk, U, gC,   # from chunk_intra_wy_fwd_kernel (layouts there)
     h0,                      # initial state [N, HV, K, V] float32 (HAS_H0)

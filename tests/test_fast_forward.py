@@ -1,0 +1,208 @@
+"""The Triton chunkwise forward (gdn2.fast.chunk_gdn2) against the float64 reference (SPEC §3, §5, §7).
+
+On the CPU the kernels run through Triton's interpreter at tiny shapes (float32 and float16 only:
+the interpreter's tl.dot is wrong on bfloat16 operands); the tests marked ``gpu`` run realistic
+shapes in bfloat16 on a CUDA GPU.
+"""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gdn2.fast
+from gdn2.ops import chunk_gdn2 as ref_chunk_gdn2
+from gdn2.ops import recurrent_gdn2
+
+from gdn2_testing import DEVICE, TOLERANCES, assert_close, make_inputs
+
+pytestmark = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None,
+                                reason=str(gdn2.fast.unavailable_reason()))
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+NAMES = ("q", "k", "v", "g", "b", "w", "initial_state")
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    """Every buffer the Triton driver allocates starts as NaN (SPEC §7)."""
+    import gdn2.fast.utils
+
+    monkeypatch.setattr(gdn2.fast.utils, "POISON_OUTPUTS", True)
+
+
+def cast(inputs: dict, dtype: torch.dtype) -> tuple[dict, dict]:
+    """(inputs for the kernel: q, k, v in dtype, gates float32; the same values in float64)."""
+    low = {n: x.to(dtype) if n in "qkv" else x.float() for n, x in inputs.items()}
+    return low, {n: x.double() for n, x in low.items()}
+
+
+def check(inputs: dict, dtype: torch.dtype, oracle=recurrent_gdn2, **kw):
+    """Run the Triton op on ``inputs`` cast to dtype; compare o and ht with the float64 oracle."""
+    low, exact = cast(inputs, dtype)
+    extras = {n: kw[n].double() for n in ("A_log", "dt_bias") if kw.get(n) is not None}
+    ref_kw = {n: x for n, x in kw.items() if n not in ("chunk_size", "chunk_indices")}
+    o_ref, ht_ref = oracle(**exact, output_final_state=True, **{**ref_kw, **extras})
+    o, ht = gdn2.fast.chunk_gdn2(**low, output_final_state=True, **kw)
+    assert o.dtype == dtype and ht.dtype == torch.float32
+    tol = TOLERANCES[{torch.float32: "triton-float32", torch.float16: "triton-float16",
+                      torch.bfloat16: "triton-bfloat16"}[dtype]][0]
+    assert_close("o", o, o_ref, tol)
+    assert_close("ht", ht, ht_ref, tol)
+    return o, ht
+
+
+# ---- CPU interpreter (and GPU): every option at tiny shapes ---------------------------------------
+@pytest.mark.parametrize(
+    "B,T,H,HV,K,V,C,dtype",
+    [
+        pytest.param(2, 40, 2, 2, 16, 16, 16, "fp32", id="B2-T40-H2-K16-V16-C16-fp32"),
+        pytest.param(1, 130, 1, 1, 32, 16, 64, "fp32", id="B1-T130-H1-K32-V16-C64-fp32"),
+        pytest.param(2, 65, 1, 2, 32, 32, 32, "fp16", id="B2-T65-H1-HV2-K32-V32-C32-fp16"),
+        pytest.param(1, 64, 2, 4, 16, 32, 64, "fp32", id="B1-T64-H2-HV4-K16-V32-C64-gva"),
+        pytest.param(1, 1, 1, 1, 16, 16, 16, "fp32", id="B1-T1-K16-V16-C16-one-token"),
+        pytest.param(1, 33, 1, 1, 20, 12, 32, "fp32", id="B1-T33-K20-V12-C32-unaligned-dims"),
+    ],
+)
+def test_chunk_matches_recurrence(B, T, H, HV, K, V, C, dtype):
+    check(make_inputs(B, T, H, HV, K, V), DT[dtype], chunk_size=C)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_chunk_options_together(dtype):
+    """Packed sequences (one empty), GVA, initial state, in-kernel L2 norm and gate, all at once."""
+    H, K = 2, 16
+    inputs = make_inputs(1, 77, H, 4, K, 16, N=4)
+    inputs["g"] = torch.randn_like(inputs["g"])              # raw gate: any sign
+    inputs["q"], inputs["k"] = 3 * inputs["q"], 0.2 * inputs["k"]
+    cu = torch.tensor([0, 5, 5, 40, 77], device=DEVICE)
+    A_log = torch.rand(H, device=DEVICE, dtype=torch.float64).float()
+    dt_bias = torch.randn(H * K, device=DEVICE).float()
+    check(inputs, DT[dtype], cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias,
+          chunk_size=32)
+
+
+def test_chunk_precomputed_chunk_indices_and_no_state():
+    from gdn2.fast.utils import prepare_chunk_indices
+
+    inputs = make_inputs(1, 50, 1, 1, 16, 16, N=3, initial_state=False)
+    cu = torch.tensor([0, 17, 33, 50], device=DEVICE, dtype=torch.int32)
+    idx = prepare_chunk_indices(cu, 16, 50)
+    # lengths 17, 16, 17: 2 + 1 + 2 chunks in 50 // 16 + 3 = 6 slots, the last unused (-1)
+    assert idx[:, 0].tolist() == [0, 0, 1, 2, 2, -1] and idx[:, 1].tolist() == [0, 1, 0, 0, 1, 0]
+    check(inputs, torch.float32, cu_seqlens=cu, chunk_size=16, chunk_indices=idx)
+    low, _ = cast(inputs, torch.float32)
+    o, ht = gdn2.fast.chunk_gdn2(**low, cu_seqlens=cu)
+    assert ht is None and torch.isfinite(o).all()
+
+
+@pytest.mark.parametrize("g_min", [-20.0, -1e4], ids=["g-20", "g-1e4"])
+def test_chunk_strong_decay_stays_finite_and_accurate(g_min):
+    """exp(−G) overflows float32 after one chunk here; pairwise factors must not (SPEC §3)."""
+    inputs = make_inputs(1, 70, 1, 1, 16, 16, g_min=g_min)
+    check(inputs, torch.float32, chunk_size=32)
+
+
+def test_chunk_is_causal():
+    """Changing the last tokens (wildly) changes no earlier output, in a partly filled last chunk."""
+    inputs = make_inputs(1, 45, 1, 1, 16, 16)
+    low, _ = cast(inputs, torch.float32)
+    o1, _ = gdn2.fast.chunk_gdn2(**low, chunk_size=32)
+    t = 40
+    for n, scale in (("k", 50.0), ("v", -30.0), ("b", 7.0), ("w", 9.0)):
+        low[n][:, t:] = scale * low[n][:, t:].abs()
+    low["g"][:, t:] = -1e4
+    o2, _ = gdn2.fast.chunk_gdn2(**low, chunk_size=32)
+    assert torch.equal(o1[:, :t], o2[:, :t])
+    assert not torch.equal(o1[:, t:], o2[:, t:])
+
+
+def test_chunk_does_not_mutate_inputs():
+    inputs = make_inputs(1, 20, 1, 1, 16, 16)
+    low, _ = cast(inputs, torch.float32)
+    before = {n: x.clone() for n, x in low.items()}
+    gdn2.fast.chunk_gdn2(**low, output_final_state=True, chunk_size=16)
+    for n in low:
+        assert torch.equal(low[n], before[n]), n
+
+
+def test_chunk_bad_inputs_raise_named_errors():
+    low, _ = cast(make_inputs(1, 8, 1, 1, 16, 16), torch.float32)
+    with pytest.raises(ValueError, match="chunk_size"):
+        gdn2.fast.chunk_gdn2(**low, chunk_size=48)
+    with pytest.raises(TypeError, match="float16, bfloat16 or float32"):
+        gdn2.fast.chunk_gdn2(**{n: x.double() for n, x in low.items()})
+    with pytest.raises(ValueError, match="w must have the shape of v"):
+        gdn2.fast.chunk_gdn2(**{**low, "w": low["w"][..., :8]})
+    big, _ = cast(make_inputs(1, 2, 1, 1, 272, 16), torch.float32)
+    with pytest.raises(ValueError, match="K, V <= 256"):
+        gdn2.fast.chunk_gdn2(**big)
+
+
+def test_import_is_lazy_and_registered():
+    """``import gdn2.fast`` imports no Triton; the registry finds both operators."""
+    code = "import sys, gdn2, gdn2.fast; assert 'triton' not in sys.modules; print(gdn2.fast.unavailable_reason())"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    from gdn2.backends import get_backend
+
+    module = get_backend("triton")
+    assert module.chunk_gdn2 is gdn2.fast.chunk_gdn2 and callable(module.fused_recurrent_gdn2)
+
+
+# ---- GPU: realistic shapes in bfloat16 ------------------------------------------------------------
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize(
+    "B,T,H,HV,K,V",
+    [
+        pytest.param(2, 300, 2, 2, 128, 128, id="B2-T300-H2-K128-V128-bf16"),
+        pytest.param(1, 500, 2, 4, 256, 256, id="B1-T500-H2-HV4-K256-V256-bf16"),
+        pytest.param(1, 257, 2, 2, 64, 128, id="B1-T257-H2-K64-V128-bf16"),
+    ],
+)
+def test_gpu_chunk_matches_recurrence(B, T, H, HV, K, V):
+    check(make_inputs(B, T, H, HV, K, V, dtype=torch.float64), torch.bfloat16)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("T", [4096, 16384])
+def test_gpu_chunk_long_matches_float64_chunk(T):
+    """Long sequences against gdn2.ops.chunk_gdn2 in float64 (tested equal to the recurrence)."""
+    check(make_inputs(1, T, 2, 2, 128, 128, dtype=torch.float64), torch.bfloat16, oracle=ref_chunk_gdn2)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_chunk_float32_and_options():
+    H, K = 4, 128
+    inputs = make_inputs(1, 1193, H, 8, K, 128, N=5, dtype=torch.float64)
+    cu = torch.tensor([0, 1, 64, 128, 193, 1193], device=DEVICE)
+    inputs["g"] = torch.randn_like(inputs["g"])
+    A_log = torch.rand(H, device=DEVICE).float()
+    dt_bias = torch.randn(H * K, device=DEVICE).float()
+    for dtype in (torch.float32, torch.bfloat16):
+        check(inputs, dtype, oracle=ref_chunk_gdn2, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log,
+              dt_bias=dt_bias)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("g_min", [-20.0, -1e4], ids=["g-20", "g-1e4"])
+def test_gpu_chunk_strong_decay(g_min):
+    check(make_inputs(2, 1000, 2, 2, 128, 128, g_min=g_min, dtype=torch.float64), torch.bfloat16,
+          oracle=ref_chunk_gdn2)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_chunk_is_causal():
+    low, _ = cast(make_inputs(1, 1000, 4, 4, 128, 128), torch.bfloat16)
+    o1, h1 = gdn2.fast.chunk_gdn2(**low)
+    t = 990
+    low["k"][:, t:] *= 40
+    low["v"][:, t:] *= -40
+    low["g"][:, t:] = -1e4
+    o2, _ = gdn2.fast.chunk_gdn2(**low)
+    assert torch.equal(o1[:, :t], o2[:, :t])
