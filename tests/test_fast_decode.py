@@ -1,0 +1,95 @@
+"""The Triton decoding operator (gdn2.fast.fused_recurrent_gdn2) against the float64 recurrence."""
+
+import pytest
+import torch
+
+import gdn2.fast
+from gdn2.ops import recurrent_gdn2
+
+from gdn2_testing import DEVICE, TOLERANCES, assert_close, make_inputs
+
+pytestmark = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None,
+                                reason=str(gdn2.fast.unavailable_reason()))
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PATH = {torch.float32: "triton-float32", torch.float16: "triton-float16", torch.bfloat16: "triton-bfloat16"}
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    import gdn2.fast.utils
+
+    monkeypatch.setattr(gdn2.fast.utils, "POISON_OUTPUTS", True)
+
+
+def cast(inputs, dtype):
+    low = {n: x.to(dtype) if n in "qkv" else x.float() for n, x in inputs.items()}
+    return low, {n: x.double() for n, x in low.items()}
+
+
+def check(inputs, dtype, **kw):
+    low, exact = cast(inputs, dtype)
+    ref_kw = {n: (x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x) for n, x in kw.items()}
+    o_ref, ht_ref = recurrent_gdn2(**exact, output_final_state=True, **ref_kw)
+    o, ht = gdn2.fast.fused_recurrent_gdn2(**low, output_final_state=True, **kw)
+    assert o.dtype == dtype and ht.dtype == torch.float32
+    tol = TOLERANCES[PATH[dtype]][0]
+    assert_close("o", o, o_ref, tol)
+    assert_close("ht", ht, ht_ref, tol)
+
+
+@pytest.mark.parametrize(
+    "B,T,H,HV,K,V,dtype",
+    [
+        pytest.param(3, 1, 2, 2, 16, 16, "fp32", id="B3-T1-H2-K16-V16-fp32-decode"),
+        pytest.param(2, 9, 1, 3, 32, 16, "fp16", id="B2-T9-H1-HV3-K32-V16-fp16-prefill"),
+        pytest.param(1, 5, 2, 2, 20, 40, "fp32", id="B1-T5-H2-K20-V40-fp32-unaligned"),
+    ],
+)
+def test_decode_matches_recurrence(B, T, H, HV, K, V, dtype):
+    check(make_inputs(B, T, H, HV, K, V), DT[dtype])
+
+
+def test_decode_options_together():
+    """Packed sequences (one empty), GVA, in-kernel L2 norm and gate, strong decay."""
+    H, K = 2, 16
+    inputs = make_inputs(1, 12, H, 4, K, 16, N=3, g_min=-1e4)
+    inputs["g"] = torch.randn_like(inputs["g"]) * 5
+    check(inputs, torch.float32, cu_seqlens=torch.tensor([0, 4, 4, 12], device=DEVICE),
+          use_qk_l2norm_in_kernel=True, A_log=torch.rand(H, device=DEVICE), dt_bias=torch.randn(H * K, device=DEVICE))
+
+
+def test_decode_steps_chain_to_the_sequence():
+    """T decode calls, each carrying the state, equal one call over all T tokens."""
+    low, _ = cast(make_inputs(2, 6, 1, 2, 16, 16), torch.float32)
+    o_all, h_all = gdn2.fast.fused_recurrent_gdn2(**low, output_final_state=True)
+    state, outs = low["initial_state"], []
+    for t in range(6):
+        step = {n: x[:, t:t + 1] for n, x in low.items() if n != "initial_state"}
+        o_t, state = gdn2.fast.fused_recurrent_gdn2(**step, initial_state=state, output_final_state=True)
+        outs.append(o_t)
+    torch.testing.assert_close(torch.cat(outs, 1), o_all, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(state, h_all, rtol=1e-6, atol=1e-6)
+
+
+def test_decode_does_not_mutate_inputs_and_checks_args():
+    low, _ = cast(make_inputs(1, 2, 1, 1, 16, 16), torch.float32)
+    before = {n: x.clone() for n, x in low.items()}
+    gdn2.fast.fused_recurrent_gdn2(**low, output_final_state=True)
+    assert all(torch.equal(low[n], before[n]) for n in low)
+    with pytest.raises(ValueError, match="initial_state must have shape"):
+        gdn2.fast.fused_recurrent_gdn2(**{**low, "initial_state": low["initial_state"][:, :, :8]})
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize(
+    "B,T,H,HV,K,V",
+    [
+        pytest.param(256, 1, 4, 4, 128, 128, id="B256-T1-H4-K128-V128-bf16"),
+        pytest.param(1, 1, 16, 16, 128, 128, id="B1-T1-H16-K128-V128-bf16"),
+        pytest.param(2, 64, 2, 4, 256, 256, id="B2-T64-H2-HV4-K256-V256-bf16"),
+    ],
+)
+def test_gpu_decode_matches_recurrence(B, T, H, HV, K, V):
+    check(make_inputs(B, T, H, HV, K, V, dtype=torch.float64), torch.bfloat16)
