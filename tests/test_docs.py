@@ -17,7 +17,20 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+import torch
 from docs_browser import Chromium, SiteServer, failures, is_local, request_urls
+
+from gdn2.ops import recurrent_gdn2
+from gdn2.ops.chunk import (
+    chunk_intra_t,
+    chunk_local_cumsum,
+    chunk_state_passing,
+    chunk_wy,
+    solve_unit_lower,
+)
+from gdn2.ops.recurrent import recurrent_step
+
+from gdn2_testing import rel_rms
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = bool(os.environ.get("CI"))
@@ -225,3 +238,166 @@ def _has_mkdocs() -> bool:
     except ImportError:
         return False
     return True
+
+
+# ---- checks of the derivation pages (each page includes its check from here) -------------------------
+# These run on the CPU in float64 unless the point is float32 overflow; they need no docs extra.
+def _f64(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+def _u64(*shape):
+    return torch.rand(*shape, dtype=torch.float64)
+
+
+# --8<-- [start:test_fast_weight_minimiser]
+def test_fast_weight_minimiser():
+    """S_t minimises ‖S − S̄‖² − 2⟨Sᵀk, z − S̄ᵀe⟩: the loss is ‖S − S_t‖² plus a constant."""
+    K, V = 6, 5
+    S_prev, q, k, v = _f64(K, V), _f64(K), _f64(K), _f64(V)
+    g = -_u64(K)
+    b, w = _u64(K), _u64(V)
+    _, S_t = recurrent_step(S_prev[None, None], q[None, None], k[None, None], v[None, None], g[None, None],
+                            b[None, None], w[None, None], scale=1.0)
+    S_t = S_t[0, 0]
+    S_bar, e, z = g.exp()[:, None] * S_prev, b * k, w * v
+
+    def loss(S):
+        return (S - S_bar).pow(2).sum() - 2 * (S.T @ k) @ (z - S_bar.T @ e)
+
+    for _ in range(3):
+        delta = _f64(K, V)
+        assert torch.allclose(loss(S_t + delta), loss(S_t) + delta.pow(2).sum(), rtol=1e-12, atol=1e-12)
+# --8<-- [end:test_fast_weight_minimiser]
+
+
+# --8<-- [start:test_mamba2_is_erase_free_scalar_decay]
+def test_mamba2_is_erase_free_scalar_decay():
+    """b = 0, w = 1 and one decay per head give Mamba-2's SSD, whose masked-attention form is exact."""
+    T, K, V = 20, 4, 3
+    C_, B_, X = _f64(T, K), _f64(T, K), _f64(T, V)     # SSD's C, B and Δ·x
+    a = -_u64(T)                        # log-decay Δ·A per token
+    lift = lambda x: x[None, :, None]
+    o, _ = recurrent_gdn2(lift(C_), lift(B_), lift(X), lift(a[:, None].expand(T, K)), lift(torch.zeros(T, K,
+                          dtype=torch.float64)), lift(torch.ones(T, V, dtype=torch.float64)), scale=1.0)
+    L = a.cumsum(0)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    decay = torch.where(mask, (L[:, None] - L[None, :]).clamp_max(0), float("-inf")).exp()  # [T, T]
+    assert torch.allclose(o[0, :, 0], (decay * (C_ @ B_.T)) @ X, rtol=1e-12, atol=1e-12)
+# --8<-- [end:test_mamba2_is_erase_free_scalar_decay]
+
+
+# --8<-- [start:test_gated_delta_has_no_masked_attention_form]
+def test_gated_delta_has_no_masked_attention_form():
+    """With an erase (b ≠ 0) the output is no longer Σ_s (decayed qᵀk_s) z_s: the erase couples tokens."""
+    T, K, V = 12, 4, 3
+    q, k, v = _f64(T, K), torch.nn.functional.normalize(_f64(T, K), dim=-1), _f64(T, V)
+    g = -_u64(T, K)
+    w = _u64(T, V)
+    G = g.cumsum(0)
+    decay = torch.where(torch.ones(T, T, dtype=torch.bool).tril()[..., None],
+                        (G[:, None] - G[None, :]).clamp_max(0), float("-inf")).exp()       # [T, T, K]
+    linear_attention = torch.einsum("rd,sd,rsd->rs", q, k, decay) @ (w * v)
+    lift = lambda x: x[None, :, None]
+    for b_scale, equal in ((0.0, True), (0.5, False)):
+        b = b_scale * torch.ones(T, K, dtype=torch.float64)
+        o, _ = recurrent_gdn2(lift(q), lift(k), lift(v), lift(g), lift(b), lift(w), scale=1.0)
+        assert torch.allclose(o[0, :, 0], linear_attention, rtol=1e-10, atol=1e-10) == equal
+# --8<-- [end:test_gated_delta_has_no_masked_attention_form]
+
+
+# --8<-- [start:test_factorised_decay_overflows]
+def test_factorised_decay_overflows():
+    """exp(G_r)·exp(−G_s) is exp(G_r − G_s) on paper; in float32 one chunk of g = −1.5 makes it inf·0."""
+    C, K = 64, 8
+    k = torch.nn.functional.normalize(torch.randn(C, K), dim=-1)
+    b = torch.rand(C, K)
+    G = chunk_local_cumsum(torch.full((1, C, K), -1.5))[0]                   # G_C = −96 < −88.7
+    assert torch.isinf(torch.exp(-G)).any()                                  # exp(−G) overflows float32
+    naive = ((b * k * torch.exp(G)) @ (k * torch.exp(-G)).T).tril(-1)
+    assert not torch.isfinite(naive).all()                                   # inf and inf·0 = nan appear
+    pairwise = chunk_intra_t(k, b, G)                                        # exp(G_r − G_s), masked first
+    exact = chunk_intra_t(k.double(), b.double(), G.double())
+    assert torch.isfinite(pairwise).all()
+    assert torch.allclose(pairwise.double(), exact, rtol=1e-5, atol=1e-6)
+# --8<-- [end:test_factorised_decay_overflows]
+
+
+def _anchored_t(k, b, G, anchor):
+    """T with every pairwise exponent split at one anchor row a: exp(G_r − G_a)·exp(G_a − G_s)."""
+    left = b * k * torch.exp(G - G[anchor])
+    right = k * torch.exp(G[anchor] - G)
+    return (left @ right.T).tril(-1)
+
+
+# --8<-- [start:test_anchor_must_be_causal]
+def test_anchor_must_be_causal():
+    """Split at an anchor a, row r of T reads g of tokens up to a. A causal anchor (a ≤ every row it
+    serves, ≥ every column) keeps both factors ≤ 1; a mid-block anchor makes early rows depend on later
+    tokens, which a later g = −1e4 turns into inf·0 = nan."""
+    C, K, n_valid, cut = 64, 8, 40, 20                  # a partly filled block: tokens 40..63 are padding
+    k = torch.nn.functional.normalize(_f64(C, K), dim=-1)
+    b = _u64(C, K)
+    g = -_u64(C, K)
+    g[n_valid:] = 0.0                                   # padding: no decay, k = 0 below
+    k[n_valid:] = 0.0
+    g_later = g.clone()
+    g_later[cut:n_valid] = -1e4                         # change only tokens at and after the cut
+    mid = C // 2
+    for gg in (g, g_later):
+        G = chunk_local_cumsum(gg[None])[0]
+        # the off-diagonal tile rows [cut, C) x columns [0, cut): anchor at the tile's first row
+        tile = _anchored_t(k, b, G, anchor=cut)[cut:, :cut]
+        assert torch.isfinite(tile).all()
+        assert torch.allclose(tile, chunk_intra_t(k, b, G)[cut:, :cut], rtol=1e-12, atol=1e-12)
+    early_mid = [_anchored_t(k, b, chunk_local_cumsum(gg[None])[0], anchor=mid)[:cut] for gg in (g, g_later)]
+    early_exact = [chunk_intra_t(k, b, chunk_local_cumsum(gg[None])[0])[:cut] for gg in (g, g_later)]
+    assert torch.equal(early_exact[0], early_exact[1])  # the exact rows before the cut do not move
+    assert not torch.isfinite(early_mid[1]).all()       # the mid-block anchor's rows do
+# --8<-- [end:test_anchor_must_be_causal]
+
+
+# --8<-- [start:test_wy_residual_is_the_recurrent_write]
+def test_wy_residual_is_the_recurrent_write():
+    """Row r of R = U − Y S_0 is u_r = z_r − S̄_rᵀ(b_r⊙k_r), the write the recurrence makes at token r."""
+    C, K, V = 16, 6, 5
+    k, v = torch.nn.functional.normalize(_f64(C, K), dim=-1), _f64(C, V)
+    g = -_u64(C, K)
+    b, w = 2 * _u64(C, K), _u64(C, V)
+    S0 = _f64(K, V)
+    u, S = [], S0                                       # the recurrence, token by token
+    for r in range(C):
+        S_bar = g[r].exp()[:, None] * S
+        u.append(w[r] * v[r] - S_bar.T @ (b[r] * k[r]))
+        S = S_bar + torch.outer(k[r], u[-1])
+    key = lambda x: x[None, None, None]                 # [N, H, NC, C, K] with N = H = NC = 1
+    val = lambda x: x[None, None, None, None]           # [N, H, Gr, NC, C, V]
+    G = chunk_local_cumsum(key(g))
+    A = solve_unit_lower(chunk_intra_t(key(k), key(b), G))
+    Y, U = chunk_wy(A, key(k), key(b), G, val(v), val(w))
+    _, R, S_C = chunk_state_passing(key(k), G, Y, U, S0[None, None, None])
+    assert torch.allclose(R[0, 0, 0, 0], torch.stack(u), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(S_C[0, 0, 0], S, rtol=1e-12, atol=1e-12)
+# --8<-- [end:test_wy_residual_is_the_recurrent_write]
+
+
+# --8<-- [start:test_scalar_post_scale_needs_tied_gates]
+@pytest.mark.parametrize("tied", [pytest.param(True, id="tied-kda"), pytest.param(False, id="untied-gdn2")])
+def test_scalar_post_scale_needs_tied_gates(tied):
+    """dA = dU Zᵀ + dY Ēᵀ. KDA computes it from ungated V and γ⊙K and scales column s by β_s afterwards;
+    with channel-wise b ≠ w no per-column scalar c_s (not even the least-squares best) reproduces dA."""
+    C, K, V = 16, 8, 8
+    k, v, G = _f64(C, K), _f64(C, V), (-torch.rand(C, K)).double().cumsum(0)
+    dU, dY = _f64(C, V), _f64(C, K)
+    if tied:
+        beta = _u64(C, 1)
+        b, w = beta.expand(C, K), beta.expand(C, V)
+    else:
+        b, w = _u64(C, K), _u64(C, V)
+    gamma = G.exp()
+    dA = dU @ (w * v).T + dY @ (gamma * b * k).T                 # gate-aware (SPEC §4)
+    ungated = dU @ v.T + dY @ (gamma * k).T                      # what a post-scaled kernel accumulates
+    c = (dA * ungated).sum(0) / ungated.pow(2).sum(0)            # best scalar per column s
+    err = rel_rms(ungated * c, dA)
+    assert (err < 1e-12) if tied else (err > 1e-2), err
+# --8<-- [end:test_scalar_post_scale_needs_tied_gates]

@@ -24,8 +24,12 @@ PEER_MS = {  # SPEC §8: flash-linear-attention 0.6.0 chunk_gdn2 and SDPA (causa
 
 
 def chunk_macs_per_token(K: int = K, V: int = V, C: int = C) -> float:
-    """Multiply-adds per token and head of the chunkwise forward (docs: chunking.md)."""
-    return 3 * K * V + 3 * C * K + 2 * C * V + C * C / 3
+    """Multiply-adds per token and head of the chunkwise forward, dense tiles (docs: chunking.md).
+
+    Per chunk: T, A_qk and Y = A Ē are C×C×K products, U = A Z and A_qk R are C×C×V, the forward
+    substitution for A is C³/6, and Y S_0, Q_γ S_0 and K_tailᵀ R are C×K×V.
+    """
+    return 3 * K * V + 3 * C * K + 2 * C * V + C * C / 6
 
 
 def recurrent_macs_per_token(K: int = K, V: int = V) -> float:
@@ -70,9 +74,56 @@ def floors_markdown() -> str:
     return "\n".join(rows) + "\n\n" + per_tok + "\n"
 
 
+def costs_markdown() -> str:
+    """Work, sequential depth and memory per token of the three forms (docs: chunking.md)."""
+    T = 65536
+    rec, chk = recurrent_macs_per_token(), chunk_macs_per_token()
+    masked = T * (K + V) / 2  # mean over a sequence of length T of r·(K + V) for row r
+    rows = [
+        "| per token and head | recurrence | masked-attention form (no erase only) | chunkwise, C = %d |" % C,
+        "|---|---|---|---|",
+        f"| multiply-adds | $4KV$ = {rec:,.0f} | $\\tfrac{{T}}{{2}}(K+V)$ = {masked:,.0f} at T = {T:,} "
+        f"| $3KV+3CK+2CV+C^2/6$ = {chk:,.0f} |",
+        "| kind of work | matrix-vector | matrix-matrix | matrix-matrix (C×C, C×K, C×V tiles) |",
+        "| sequential steps per sequence | T | 1 | T / C |",
+        f"| state traffic (float32, read + write) | $8KV$ = {8 * K * V:,} bytes | none "
+        f"| $8KV/C$ = {8 * K * V // C:,} bytes |",
+        f"| kept for the backward (floats) | every state: $KV$ = {K * V:,} | the T×T×K decays: grows with T "
+        f"| one state per chunk: $KV/C$ = {K * V // C:,} |",
+    ]
+    return "\n".join(rows) + f"\n\nWith K = V = {K}; multiply-adds count dense tiles.\n"
+
+
 def decode_floor_us(batch: int) -> float:
     """Read and write every float32 state once per step."""
     return 2 * batch * H * K * V * 4 / HBM_BYTES_PER_S * 1e6
+
+
+PEER_DECODE_US = {1: 102.0, 256: 197.0}  # SPEC §8: flash-linear-attention fused_recurrent_gdn2, per step
+
+
+def decode_markdown() -> str:
+    """Memory per sequence and per step: the recurrent state against an attention KV cache."""
+    state = H * K * V * 4                      # float32 state of one sequence, all heads
+    kv_per_token = 2 * H * K * 2               # bfloat16 keys and values of one token, all heads
+    rows = [
+        "| context length | GDN-2 state (fixed) | attention KV cache | bytes read per step: GDN-2 / attention |",
+        "|---|---|---|---|",
+    ]
+    for T in (128, 2048, 16384, 65536, 524288):
+        kv = T * kv_per_token
+        rows.append(f"| {T:,} | {state / 2**20:g} MiB | {kv / 2**20:g} MiB | {state / 2**20:g} MiB / {kv / 2**20:g} MiB |")
+    floor = [
+        "| batch | states read + written per step | memory floor | peer (SPEC §8) | peer / floor |",
+        "|---|---|---|---|---|",
+    ]
+    for B, peer in PEER_DECODE_US.items():
+        f = decode_floor_us(B)
+        floor.append(f"| {B} | {2 * B * state / 2**20:g} MiB | {f:.2f} µs | {peer:g} µs | {peer / f:.1f}× |")
+    note = (f"H = {H} heads, K = V = {K}: the state is {state / 2**20:g} MiB per sequence and layer; an attention "
+            f"layer with the same heads keeps {kv_per_token // 1024} KiB per token, so the two are equal at "
+            f"{state // kv_per_token} tokens. Card: {HBM_BYTES_PER_S / 1e12:.1f} TB/s.")
+    return "\n".join(rows) + "\n\n" + "\n".join(floor) + "\n\n" + note + "\n"
 
 
 # ---- committed benchmark results ----------------------------------------------------------------

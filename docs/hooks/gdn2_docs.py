@@ -10,9 +10,10 @@
    A missing section, or text found zero or several times, fails the build.
 3. Named tests must exist: every ```tests/NAME.py::test_x``` on a page must name a function of
    that file, or the build fails.
-4. Performance page: ``<!-- gdn2:floors -->`` becomes the table of roofline floors and
-   ``<!-- gdn2:benchmarks -->`` the tables and SVG plots made from ``benchmarks/results/*.csv``
-   (see ``gdn2_bench.py``); with no CSV yet the page says so.
+4. Generated tables (``gdn2_bench.py``): ``<!-- gdn2:costs -->`` (work and memory per token),
+   ``<!-- gdn2:floors -->`` (roofline floors), ``<!-- gdn2:decode -->`` (decoding memory), and
+   ``<!-- gdn2:benchmarks -->``, the tables and SVG plots made from ``benchmarks/results/*.csv``;
+   with no CSV yet the page says so.
 """
 
 import ast
@@ -121,8 +122,13 @@ def on_files(files, config):
 def on_page_markdown(markdown, page, config, files):
     _check_named_tests(markdown, page)
     markdown = _LINE.sub(_line_number, markdown)
-    if "<!-- gdn2:floors -->" in markdown:
-        markdown = markdown.replace("<!-- gdn2:floors -->", gdn2_bench.floors_markdown())
-    if "<!-- gdn2:benchmarks -->" in markdown:
-        markdown = markdown.replace("<!-- gdn2:benchmarks -->", gdn2_bench.results_markdown(_state["bench"]))
+    generated = {
+        "<!-- gdn2:costs -->": gdn2_bench.costs_markdown,
+        "<!-- gdn2:floors -->": gdn2_bench.floors_markdown,
+        "<!-- gdn2:decode -->": gdn2_bench.decode_markdown,
+        "<!-- gdn2:benchmarks -->": lambda: gdn2_bench.results_markdown(_state["bench"]),
+    }
+    for placeholder, make in generated.items():
+        if placeholder in markdown:
+            markdown = markdown.replace(placeholder, make())
     return markdown
