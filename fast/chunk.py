@@ -14,7 +14,7 @@ from torch import Tensor
 
 from gdn2.ops._contract import check_inputs
 
-from .chunk_fwd import chunk_gdn2_fwd
+from . import custom_op  # noqa: F401  (registers gdn2::chunk_gdn2_fwd / _bwd)
 from .utils import MAX_HEAD_DIM
 
 __all__ = ["chunk_gdn2", "ChunkGDN2Function", "validated"]
@@ -24,25 +24,38 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 class ChunkGDN2Function(torch.autograd.Function):
-    """Autograd wrapper: Triton forward; the backward lives in ``fast/chunk_bwd.py``."""
+    """Autograd wrapper: Triton forward, Triton backward (``fast/chunk_bwd.py``), both as custom ops
+    (``fast/custom_op.py``) so the Function traces under ``torch.compile(fullgraph=True)``.
+
+    ``recompute=True`` saves only the inputs and reruns the forward driver in the backward;
+    ``recompute=False`` keeps the forward's intermediates (more memory, one forward pass less).
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-                scale, output_final_state, use_qk_l2norm_in_kernel, chunk_size):
-        o, final_state = chunk_gdn2_fwd(
-            q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens, chunk_indices,
-            use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias,
-            chunk_size=chunk_size,
-        )[:2]
-        ctx.save_for_backward(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices)
+                scale, output_final_state, use_qk_l2norm_in_kernel, chunk_size, recompute):
+        o, final_state, saved = torch.ops.gdn2.chunk_gdn2_fwd(
+            q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
+            scale, output_final_state, use_qk_l2norm_in_kernel, chunk_size, not recompute,
+        )
+        ctx.save_for_backward(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, *saved)
         ctx.scale = scale
         ctx.use_qk_l2norm_in_kernel = use_qk_l2norm_in_kernel
         ctx.chunk_size = chunk_size
-        return o, final_state
+        return o, final_state if output_final_state else None
 
     @staticmethod
     def backward(ctx, do, dht):
-        raise NotImplementedError("Triton backward: see fast/chunk_bwd.py")
+        q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, *saved = ctx.saved_tensors
+        grads = torch.ops.gdn2.chunk_gdn2_bwd(
+            do, dht, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, saved,
+            ctx.scale, ctx.use_qk_l2norm_in_kernel, ctx.chunk_size,
+        )
+        dq, dk, dv, dg, db, dw, *rest = grads
+        dh0 = rest.pop(0) if initial_state is not None else None
+        dA_log = rest.pop(0) if A_log is not None else None
+        ddt_bias = rest.pop(0) if dt_bias is not None else None
+        return (dq, dk, dv, dg, db, dw, dA_log, ddt_bias, dh0) + (None,) * 7
 
 
 def check_triton_inputs(q: Tensor, v: Tensor) -> None:
@@ -61,6 +74,30 @@ def contiguous(x: Tensor | None) -> Tensor | None:
     return x if x is None or x.is_contiguous() else x.contiguous()
 
 
+def _plain_call(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias) -> bool:
+    """True for the common call that surely passes every check: dense, no gate parameters, tensors
+    of the right ranks, shapes, dtypes and device. A few attribute reads (about 2 µs), so decoding
+    does not pay for the full contract check (about 9 µs); anything else takes the full check."""
+    try:
+        if cu_seqlens is not None or A_log is not None or dt_bias is not None or (scale is not None and (
+                isinstance(scale, bool) or not isinstance(scale, (int, float)))):
+            return False
+        s, vs, dev = q.shape, v.shape, q.device
+        if (len(s) != 4 or len(vs) != 4 or k.shape != s or g.shape != s or b.shape != s or w.shape != vs
+                or vs[:2] != s[:2] or vs[2] % s[2] or not 0 < s[3] <= MAX_HEAD_DIM or not 0 < vs[3] <= MAX_HEAD_DIM
+                or q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype
+                or not (g.is_floating_point() and b.is_floating_point() and w.is_floating_point())
+                or not (q.is_cuda or _INTERPRET)
+                or k.device != dev or v.device != dev or g.device != dev or b.device != dev or w.device != dev):
+            return False
+        if initial_state is not None:
+            return (initial_state.shape == (s[0], vs[2], s[3], vs[3]) and initial_state.device == dev
+                    and initial_state.is_floating_point())
+        return True
+    except AttributeError:
+        return False
+
+
 def validated(fn):
     """Run the SPEC §5 checks (no device sync) and the Triton limits before ``fn`` is entered.
 
@@ -71,8 +108,9 @@ def validated(fn):
     @functools.wraps(fn)
     def op(q, k, v, g, b, w, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, *,
            use_qk_l2norm_in_kernel=False, A_log=None, dt_bias=None, **extras):
-        check_inputs(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias, check_values=False)
-        check_triton_inputs(q, v)
+        if not _plain_call(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias):
+            check_inputs(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias, check_values=False)
+            check_triton_inputs(q, v)
         return fn(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
                   use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, **extras)
 
@@ -97,6 +135,7 @@ def chunk_gdn2(
     dt_bias: Float[Tensor, "..."] | None = None,
     chunk_size: int = 64,
     chunk_indices: Integer[Tensor, "NC 2"] | None = None,
+    recompute: bool = True,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
     """Chunkwise Gated DeltaNet-2 in Triton: same contract as :func:`gdn2.ops.chunk_gdn2` (SPEC §5).
 
@@ -115,6 +154,6 @@ def chunk_gdn2(
         contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state))
     o, final_state = ChunkGDN2Function.apply(
         q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-        scale, bool(output_final_state), bool(use_qk_l2norm_in_kernel), chunk_size,
+        scale, bool(output_final_state), bool(use_qk_l2norm_in_kernel), chunk_size, bool(recompute),
     )
     return o, final_state

@@ -29,8 +29,13 @@ matrices [B, T, H, BT] (row r of the chunk, column s), per-chunk states [NT_tota
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
-__all__ = ["chunk_gdn2_bwd", "BC"]
+from .chunk_fwd import ChunkForward, _state_block_v
+from .utils import empty
+
+__all__ = ["chunk_gdn2_bwd", "chunk_bwd_state_kernel", "chunk_bwd_local_wy_kernel",
+           "chunk_bwd_local_pairwise_kernel"]
 
 #: sub-chunk size of the pairwise kernel (tl.dot needs at least 16 rows)
 BC = 16
@@ -48,66 +53,13 @@ def _exp_where(x, m):
     return tl.where(m, tl.exp(tl.where(m, x, 0.)), 0.)
 
 
-# --8<-- [start:chunk_bwd_prep_kernel]
-@triton.jit(do_not_specialize=["T"])
-def chunk_bwd_prep_kernel(
-    q,              # [B, T, H, K] queries (L2-normalised when the op normalises)
-    k,              # [B, T, H, K] keys
-    b,              # [B, T, H, K] erase gate
-    G,              # [B, T, H, K] float32, chunk-local cumulative log-decay
-    A,              # [B, T, H, BT] WY inverse (I + T)^-1, row r of its chunk
-    qg,             # out [B, T, H, K] scale·γ⊙q
-    kt,             # out [B, T, H, K] exp(G_C − G)⊙k
-    Y,              # out [B, T, H, K] A (γ⊙b⊙k)
-    cu_seqlens,     # [N + 1] int or None
-    chunk_indices,  # [NT_total, 2] int32 or None
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    PREC: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
-):
-    """The chunk's operands of the reverse state pass, formed once instead of once per V block.
-
-    Grid (NT_total, B·H). Each program loads A [BT, BT] and, per K block of BK, q, k, b, G
-    [BT, BK]; it writes Q_γ, K_tail and Y = A Ē. FLOPs 2·BT²·K per chunk and key head; bytes per
-    key-side element: three input-dtype reads, one float32 read and three input-dtype writes.
-    """
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    if IS_VARLEN:
-        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
-        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
-    else:
-        bos = i_b.to(tl.int64) * T
-    DT = q.dtype.element_ty
-    o_t = i_t * BT + tl.arange(0, BT)
-    o_c = tl.arange(0, BT)
-    m_t = o_t < T
-    last = tl.minimum(T, i_t * BT + BT) - 1
-    p_A = A + ((bos + o_t[:, None]) * H + i_h) * BT + o_c[None, :]
-    b_A = tl.load(p_A, mask=m_t[:, None] & (i_t * BT + o_c[None, :] < T), other=0.).to(DT)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        off = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]
-        b_q = tl.load(q + off, mask=m_tk, other=0.).to(tl.float32)
-        b_k = tl.load(k + off, mask=m_tk, other=0.).to(tl.float32)
-        b_b = tl.load(b + off, mask=m_tk, other=0.).to(tl.float32)
-        b_G = tl.load(G + off, mask=m_tk, other=0.)
-        b_Gl = tl.load(G + ((bos + last) * H + i_h) * K + o_k, mask=m_k, other=0.)
-        b_gam = _exp_where(b_G, m_tk)                          # γ ≤ 1
-        b_Y = tl.dot(b_A, (b_gam * b_b * b_k).to(DT), input_precision=PREC)
-        tl.store(Y + off, b_Y.to(Y.dtype.element_ty), mask=m_tk)
-        tl.store(qg + off, (scale * b_gam * b_q).to(qg.dtype.element_ty), mask=m_tk)
-        tl.store(kt + off, (_exp_where(b_Gl[None, :] - b_G, m_tk) * b_k).to(kt.dtype.element_ty), mask=m_tk)
-# --8<-- [end:chunk_bwd_prep_kernel]
+@triton.jit
+def _load_qk(x, rstd, off, mask, off_row, m_row, L2NORM: tl.constexpr):
+    """A [rows, BK] tile of q or k in float32, times 1/‖x‖ per row when the op normalises."""
+    b_x = tl.load(x + off, mask=mask, other=0.).to(tl.float32)
+    if L2NORM:
+        b_x *= tl.load(rstd + off_row, mask=m_row, other=0.)[:, None]
+    return b_x
 
 
 # --8<-- [start:chunk_bwd_state_kernel]
@@ -120,11 +72,10 @@ def chunk_bwd_state_kernel(
     Aqk,            # [B, T, H, BT] A_qk = scale·Σ_d q k exp(G_r − G_s), lower incl. diagonal
     do,             # [B, T, HV, V] output gradient
     dht,            # [N, HV, K, V] float32 final-state gradient, or None
-    dS_end,         # out [NT_total, HV, K, V] gradient of each chunk's end state
+    dS_end,         # out [NSLOT, HV, K, V] gradient of each chunk's end state
     dR,             # out [B, T, HV, V] gradient of the residual writes R
     dh0,            # out [N, HV, K, V] float32 initial-state gradient, or None
     cu_seqlens,     # [N + 1] int or None
-    chunk_offsets,  # [N + 1] int32 or None
     T,
     H: tl.constexpr,
     HV: tl.constexpr,
@@ -152,10 +103,10 @@ def chunk_bwd_state_kernel(
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
         T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
-        boh = tl.load(chunk_offsets + i_n).to(tl.int64)
+        slot0 = bos // BT + i_n          # the forward's chunk-slot numbering
     else:
         bos = i_n.to(tl.int64) * T
-        boh = i_n.to(tl.int64) * tl.cdiv(T, BT)
+        slot0 = i_n.to(tl.int64) * tl.cdiv(T, BT)
     NT = tl.cdiv(T, BT)
     DT = do.dtype.element_ty
     o_k = tl.arange(0, BK)
@@ -171,7 +122,7 @@ def chunk_bwd_state_kernel(
         b_dS += tl.load(dht + (i_n * HV + i_hv).to(tl.int64) * K * V + off_s, mask=m_kv, other=0.)
     for i_s in range(NT):
         i_t = NT - 1 - i_s
-        tl.store(dS_end + ((boh + i_t) * HV + i_hv) * K * V + off_s, b_dS.to(dS_end.dtype.element_ty), mask=m_kv)
+        tl.store(dS_end + ((slot0 + i_t) * HV + i_hv) * K * V + off_s, b_dS.to(dS_end.dtype.element_ty), mask=m_kv)
         o_t = i_t * BT + o_c
         m_t = o_t < T
         last = tl.minimum(T, i_t * BT + BT) - 1
@@ -208,11 +159,11 @@ def chunk_bwd_local_wy_kernel(
     v,              # [B, T, HV, V] values
     w,              # [B, T, HV, V] write gate
     A,              # [B, T, H, BT] WY inverse
-    h,              # [NT_total, HV, K, V] start state S₀ of every chunk
+    h,              # [NSLOT, HV, K, V] start state S₀ of every chunk
     R,              # [B, T, HV, V] residual writes R = U − Y S₀
     do,             # [B, T, HV, V] output gradient
     dR,             # [B, T, HV, V] gradient of R (from the state kernel)
-    dS_end,         # [NT_total, HV, K, V] gradient of every chunk's end state
+    dS_end,         # [NSLOT, HV, K, V] gradient of every chunk's end state
     dq,             # out [B, T, H, K] float32, state/WY part of dq
     dk,             # out [B, T, H, K] float32, state/WY part of dk
     db,             # out [B, T, H, K] float32, WY part of db
@@ -221,8 +172,10 @@ def chunk_bwd_local_wy_kernel(
     dw,             # out [B, T, HV, V] final dw
     dM,             # out [B, T, H, BT] float32 gradient of A_qk (lower incl. diagonal)
     dT,             # out [B, T, H, BT] float32 gradient of T (strictly lower)
+    q_rstd,         # [B, T, H] float32 1/‖q‖ (L2NORM), or None
+    k_rstd,         # [B, T, H] float32 1/‖k‖ (L2NORM), or None
     cu_seqlens,     # [N + 1] int or None
-    chunk_indices,  # [NT_total, 2] int32 or None
+    chunk_indices,  # [NSLOT, 2] int32 (sequence, chunk), sequence −1 = no work; or None
     scale,
     T,
     H: tl.constexpr,
@@ -233,6 +186,7 @@ def chunk_bwd_local_wy_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     PREC: tl.constexpr,
+    L2NORM: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     """Local gradients of one chunk through the output, state and WY paths (no pairwise decay).
@@ -250,11 +204,13 @@ def chunk_bwd_local_wy_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     GROUP: tl.constexpr = HV // H
     if IS_VARLEN:
-        i_tg = i_t.to(tl.int64)
         i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
         i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        if i_n < 0:
+            return
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
         T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+        i_tg = bos // BT + i_n + i_t     # the forward's chunk-slot numbering
     else:
         i_tg = i_b.to(tl.int64) * tl.cdiv(T, BT) + i_t
         bos = i_b.to(tl.int64) * T
@@ -307,6 +263,10 @@ def chunk_bwd_local_wy_kernel(
         off_k = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]
         b_q = tl.load(q + off_k, mask=m_tk, other=0.).to(tl.float32)
         b_k = tl.load(k + off_k, mask=m_tk, other=0.).to(tl.float32)
+        if L2NORM:
+            off_r = (bos + o_t) * H + i_h
+            b_q *= tl.load(q_rstd + off_r, mask=m_t, other=0.)[:, None]
+            b_k *= tl.load(k_rstd + off_r, mask=m_t, other=0.)[:, None]
         b_b = tl.load(b + off_k, mask=m_tk, other=0.).to(tl.float32)
         b_G = tl.load(G + off_k, mask=m_tk, other=0.)
         b_Gl = tl.load(G + ((bos + last) * H + i_h) * K + o_k, mask=m_k, other=0.)
@@ -336,7 +296,7 @@ def chunk_bwd_local_wy_kernel(
 # --8<-- [start:chunk_bwd_local_pairwise_kernel]
 @triton.jit(do_not_specialize=["T"])
 def chunk_bwd_local_pairwise_kernel(
-    q,              # [B, T, H, K] queries as the forward used them (normalised when the op normalises)
+    q,              # [B, T, H, K] queries as given to the op (before the in-op L2 norm)
     k,              # [B, T, H, K] keys, likewise
     b,              # [B, T, H, K] erase gate
     G,              # [B, T, H, K] float32 chunk-local cumulative log-decay
@@ -350,15 +310,15 @@ def chunk_bwd_local_pairwise_kernel(
     dk_out,         # out [B, T, H, K] final dk
     db_out,         # out [B, T, H, K] final db
     dg_out,         # out [B, T, H, K] final dg (w.r.t. the raw gate when GATE)
-    q_raw,          # [B, T, H, K] q before the in-op L2 norm, or None
-    k_raw,          # [B, T, H, K] k before the in-op L2 norm, or None
+    q_rstd,         # [B, T, H] float32 1/‖q‖ (L2NORM), or None
+    k_rstd,         # [B, T, H] float32 1/‖k‖ (L2NORM), or None
     g_raw,          # [B, T, H, K] raw gate input, or None
     A_log,          # [H] float, or None
     dt_bias,        # [H·K] float, or None
-    dA_log_part,    # out [NT_total, H] float32 per-chunk partial sums of dA_log, or None
-    ddt_part,       # out [NT_total, H, K] float32 per-chunk partial sums of ddt_bias, or None
+    dA_log_part,    # out [programs, H] float32 per-chunk partial sums of dA_log (zero-filled), or None
+    ddt_part,       # out [programs, H, K] float32 per-chunk partial sums of ddt_bias (zero-filled), or None
     cu_seqlens,     # [N + 1] int or None
-    chunk_indices,  # [NT_total, 2] int32 or None
+    chunk_indices,  # [NSLOT, 2] int32 (sequence, chunk), sequence −1 = no work; or None
     T,
     H: tl.constexpr,
     K: tl.constexpr,
@@ -392,6 +352,8 @@ def chunk_bwd_local_pairwise_kernel(
     if IS_VARLEN:
         i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
         i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        if i_n < 0:
+            return
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
         T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
     else:
@@ -407,6 +369,7 @@ def chunk_bwd_local_pairwise_kernel(
     stride_m = H * BT          # token stride of dM, dT
     base_k = (bos * H + i_h) * K
     base_m = (bos * H + i_h) * BT
+    base_r = bos * H + i_h     # offset of (bos, i_h) in q_rstd, k_rstd
 
     b_carry = tl.zeros([BK], dtype=tl.float32)
     if GATE:
@@ -422,8 +385,9 @@ def chunk_bwd_local_pairwise_kernel(
         m_i = o_i < T
         m_ik = m_i[:, None] & m_k[None, :]
         off_i = base_k + o_i[:, None].to(tl.int64) * stride_t + o_k[None, :]
-        b_q = tl.load(q + off_i, mask=m_ik, other=0.).to(tl.float32)
-        b_k = tl.load(k + off_i, mask=m_ik, other=0.).to(tl.float32)
+        off_ri = base_r + o_i.to(tl.int64) * H
+        b_q = _load_qk(q, q_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
+        b_k = _load_qk(k, k_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
         b_b = tl.load(b + off_i, mask=m_ik, other=0.).to(tl.float32)
         b_G = tl.load(G + off_i, mask=m_ik, other=0.)
         b_dq = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dq (row side + diagonal)
@@ -437,9 +401,10 @@ def chunk_bwd_local_pairwise_kernel(
             b_Ga = tl.load(G + base_k + a.to(tl.int64) * stride_t + o_k, mask=m_k, other=0.)
             for i_j in range(0, i_i):
                 o_j = i_t * BT + i_j * BC + o_b
-                m_jk = (o_j < T)[:, None] & m_k[None, :]
+                m_j = o_j < T
+                m_jk = m_j[:, None] & m_k[None, :]
                 off_j = base_k + o_j[:, None].to(tl.int64) * stride_t + o_k[None, :]
-                b_kj = tl.load(k + off_j, mask=m_jk, other=0.).to(tl.float32)
+                b_kj = _load_qk(k, k_rstd, off_j, m_jk, base_r + o_j.to(tl.int64) * H, m_j, L2NORM)
                 b_Gj = tl.load(G + off_j, mask=m_jk, other=0.)
                 b_kd = (b_kj * _exp_where(b_Ga[None, :] - b_Gj, m_jk)).to(DT)
                 p_ij = off_mi + i_j * BC + o_b[None, :]
@@ -460,8 +425,9 @@ def chunk_bwd_local_pairwise_kernel(
                 m_l = o_l < T
                 m_lk = m_l[:, None] & m_k[None, :]
                 off_l = base_k + o_l[:, None].to(tl.int64) * stride_t + o_k[None, :]
-                b_ql = tl.load(q + off_l, mask=m_lk, other=0.).to(tl.float32)
-                b_kl = tl.load(k + off_l, mask=m_lk, other=0.).to(tl.float32)
+                off_rl = base_r + o_l.to(tl.int64) * H
+                b_ql = _load_qk(q, q_rstd, off_l, m_lk, off_rl, m_l, L2NORM)
+                b_kl = _load_qk(k, k_rstd, off_l, m_lk, off_rl, m_l, L2NORM)
                 b_bl = tl.load(b + off_l, mask=m_lk, other=0.).to(tl.float32)
                 b_Gl = tl.load(G + off_l, mask=m_lk, other=0.)
                 b_el = _exp_where(b_Gl - b_Ga2[None, :], m_lk)
@@ -479,6 +445,8 @@ def chunk_bwd_local_pairwise_kernel(
             m_sk = m_k & (s + 0 * o_k < T)
             off_s = base_k + s.to(tl.int64) * stride_t + o_k
             b_ks = tl.load(k + off_s, mask=m_sk, other=0.).to(tl.float32)
+            if L2NORM:
+                b_ks *= tl.load(k_rstd + base_r + s.to(tl.int64) * H + 0 * o_k, mask=m_sk, other=0.)
             b_Gs = tl.load(G + off_s, mask=m_sk, other=0.)
             p_c = off_mi + i_i * BC + c
             b_mc = tl.load(dM + p_c, mask=m_i[:, None], other=0.)   # [BC, 1] dM[r, s]
@@ -510,15 +478,11 @@ def chunk_bwd_local_pairwise_kernel(
             b_ddt += tl.sum(b_dx, axis=0)
             b_dg = b_dx
         if L2NORM:
-            # y = x·rsqrt(Σx² + eps): dx = r (dy − y (y·dy))
-            b_xq = tl.load(q_raw + off_i, mask=m_ik, other=0.).to(tl.float32)
-            b_rq = tl.rsqrt(tl.sum(b_xq * b_xq, axis=1) + 1e-6)[:, None]
-            b_yq = b_xq * b_rq
-            b_dqt = b_rq * (b_dqt - b_yq * tl.sum(b_yq * b_dqt, axis=1)[:, None])
-            b_xk = tl.load(k_raw + off_i, mask=m_ik, other=0.).to(tl.float32)
-            b_rk = tl.rsqrt(tl.sum(b_xk * b_xk, axis=1) + 1e-6)[:, None]
-            b_yk = b_xk * b_rk
-            b_dkt = b_rk * (b_dkt - b_yk * tl.sum(b_yk * b_dkt, axis=1)[:, None])
+            # y = x·r with r = (Σx² + eps)^-1/2 (b_q, b_k hold y): dx = r (dy − y (y·dy))
+            b_rq = tl.load(q_rstd + off_ri, mask=m_i, other=0.)[:, None]
+            b_rk = tl.load(k_rstd + off_ri, mask=m_i, other=0.)[:, None]
+            b_dqt = b_rq * (b_dqt - b_q * tl.sum(b_q * b_dqt, axis=1)[:, None])
+            b_dkt = b_rk * (b_dkt - b_k * tl.sum(b_k * b_dkt, axis=1)[:, None])
         tl.store(dq_out + off_i, b_dqt.to(dq_out.dtype.element_ty), mask=m_ik)
         tl.store(dk_out + off_i, b_dkt.to(dk_out.dtype.element_ty), mask=m_ik)
         tl.store(db_out + off_i, b_dbt.to(db_out.dtype.element_ty), mask=m_ik)
@@ -529,122 +493,91 @@ def chunk_bwd_local_pairwise_kernel(
 # --8<-- [end:chunk_bwd_local_pairwise_kernel]
 
 
-def chunk_layout(cu_seqlens: torch.Tensor | None, B: int, T: int, BT: int):
-    """(chunk_indices [NT_total, 2] int32 or None, chunk_offsets [N + 1] int32 or None, NT_total)."""
-    if cu_seqlens is None:
-        return None, None, B * triton.cdiv(T, BT)
-    lens = cu_seqlens[1:] - cu_seqlens[:-1]
-    n_chunks = (lens + BT - 1) // BT                                            # [N]
-    chunk_offsets = torch.cat([n_chunks.new_zeros(1), n_chunks.cumsum(0)]).to(torch.int32)
-    NT_total = int(chunk_offsets[-1].item())
-    seq = torch.repeat_interleave(torch.arange(len(lens), device=cu_seqlens.device), n_chunks,
-                                  output_size=NT_total)
-    pos = torch.arange(NT_total, device=cu_seqlens.device) - chunk_offsets[:-1].long()[seq]
-    return torch.stack([seq, pos], 1).to(torch.int32).contiguous(), chunk_offsets, NT_total
-
 
 def chunk_gdn2_bwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    b: torch.Tensor,
-    w: torch.Tensor,
-    G: torch.Tensor,
-    A: torch.Tensor,
-    Aqk: torch.Tensor,
-    h: torch.Tensor,
-    R: torch.Tensor,
-    do: torch.Tensor,
-    dht: torch.Tensor | None,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    b: Tensor,
+    w: Tensor,
     scale: float,
-    initial_state: torch.Tensor | None,
-    cu_seqlens: torch.Tensor | None = None,
+    initial_state: Tensor | None,
+    cu_seqlens: Tensor | None,
+    saved: ChunkForward,
+    do: Tensor,
+    dht: Tensor | None,
+    *,
+    use_qk_l2norm_in_kernel: bool = False,
+    A_log: Tensor | None = None,
+    dt_bias: Tensor | None = None,
     chunk_size: int = 64,
-    q_raw: torch.Tensor | None = None,
-    k_raw: torch.Tensor | None = None,
-    g_raw: torch.Tensor | None = None,
-    A_log: torch.Tensor | None = None,
-    dt_bias: torch.Tensor | None = None,
-    g_dtype: torch.dtype = torch.float32,
-    chunk_indices: torch.Tensor | None = None,
-    chunk_offsets: torch.Tensor | None = None,
-):
-    """Gradients of the chunkwise GDN2 operator from the forward's intermediates.
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of :func:`gdn2.fast.chunk_fwd.chunk_gdn2_fwd` from its saved intermediates.
 
-    Inputs: q, k as the forward used them (after the in-op L2 norm, if any) [B, T, H, K]; v, w
-    [B, T, HV, V]; b [B, T, H, K]; G the float32 chunk-local cumulative log-decay [B, T, H, K];
-    A = (I + T)⁻¹ and A_qk [B, T, H, BT]; h the start state of every chunk [NT_total, HV, K, V];
-    R the residual writes [B, T, HV, V]; do [B, T, HV, V]; dht [N, HV, K, V] or None. With
-    ``q_raw``/``k_raw`` the L2-norm backward is applied; with ``g_raw`` and ``A_log`` (and
-    ``dt_bias``) the gate backward. Returns (dq, dk, dv, dg, db, dw, dh0, dA_log, ddt_bias); the
-    last three are None where they have no input.
+    ``q, k, v, g, b, w, initial_state, cu_seqlens`` and the keyword options are the forward's
+    (contiguous; g is the raw gate when ``A_log`` is given); ``saved`` is the forward's
+    :class:`~gdn2.fast.chunk_fwd.ChunkForward` with ``save=True``; ``do`` [B, T, HV, V] and
+    ``dht`` [N, HV, K, V] (or None) are the incoming gradients. Returns
+    ``(dq, dk, dv, dg, db, dw, dh0, dA_log, ddt_bias)`` in the dtypes of their inputs; dh0, dA_log
+    and ddt_bias are None where the forward had no such input. Three launches (state, local WY,
+    local pairwise) and, with the in-op gate, two small reductions over the per-chunk partial sums.
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     BT = chunk_size
-    N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    if chunk_indices is None and cu_seqlens is not None:
-        chunk_indices, chunk_offsets, NT_total = chunk_layout(cu_seqlens, B, T, BT)
-    else:
-        NT_total = h.shape[0]
+    dev = q.device
     varlen = cu_seqlens is not None
-    NT_grid = NT_total if varlen else triton.cdiv(T, BT)     # chunks on grid axis 0 (B on axis 1)
+    N = cu_seqlens.numel() - 1 if varlen else B
+    grid_t = saved.chunk_indices.shape[0] if varlen else triton.cdiv(T, BT)
+    n_slots = saved.h.shape[0]
     BK = max(16, triton.next_power_of_2(K))
+    BVp = max(16, triton.next_power_of_2(V))
     prec = _dot_precision(q.dtype)
     f32 = torch.float32
+    l2 = use_qk_l2norm_in_kernel
+    gate = A_log is not None
+    do = do.contiguous()
+    dht = None if dht is None else dht.contiguous()
 
-    # prep: Q_γ, K_tail, Y once per chunk and key head
-    qg, kt, Y = torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
-    BKp = min(BK, 64)
-    chunk_bwd_prep_kernel[(NT_grid, B * H)](
-        q, k, b, G, A, qg, kt, Y, cu_seqlens, chunk_indices, scale, T,
-        H=H, K=K, BT=BT, BK=BKp, PREC=prec, IS_VARLEN=varlen, num_warps=4,
-    )
-
-    # state: reverse state passing
-    dS_end = torch.empty(NT_total, HV, K, V, dtype=h.dtype, device=q.device)
-    dR = torch.empty_like(v)
-    dh0 = torch.empty(N, HV, K, V, dtype=f32, device=q.device) if initial_state is not None else None
-    BV = min(64 if BK <= 128 else 32, max(16, triton.next_power_of_2(V)))
+    # reverse state pass: dS_end of every chunk, dR, dh0
+    dS_end = empty((n_slots, HV, K, V), q.dtype, dev)
+    dR = empty((B, T, HV, V), q.dtype, dev)
+    dh0 = empty((N, HV, K, V), f32, dev) if initial_state is not None else None
+    BV = _state_block_v(N * HV, BVp, K)
     chunk_bwd_state_kernel[(triton.cdiv(V, BV), N * HV)](
-        qg, kt, Y, G, Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, chunk_offsets, T,
+        saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=prec,
         USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=varlen,
-        num_warps=4 if BK <= 128 else 8, num_stages=2,
+        num_warps=4, num_stages=2 if K <= 128 else 1,
     )
 
-    # local, WY part
-    dq_p = torch.empty(B, T, H, K, dtype=f32, device=q.device)
-    dk_p, db_p, dG_p = torch.empty_like(dq_p), torch.empty_like(dq_p), torch.empty_like(dq_p)
-    dv, dw = torch.empty_like(v), torch.empty_like(w)
-    dM = torch.empty(B, T, H, BT, dtype=f32, device=q.device)
-    dT = torch.empty_like(dM)
-    BKw = min(BK, 64)
-    BVw = min(64, max(16, triton.next_power_of_2(V)))
-    chunk_bwd_local_wy_kernel[(NT_grid, B * H)](
-        q, k, b, G, v, w, A, h, R, do, dR, dS_end, dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT,
-        cu_seqlens, chunk_indices, scale, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKw, BV=BVw, PREC=prec, IS_VARLEN=varlen, num_warps=4,
+    # local gradients through the output, state and WY paths
+    dq_p, dk_p, db_p, dG_p = (empty((B, T, H, K), f32, dev) for _ in range(4))
+    dv, dw = empty(v.shape, v.dtype, dev), empty(w.shape, w.dtype, dev)
+    dM, dT = empty((B, T, H, BT), f32, dev), empty((B, T, H, BT), f32, dev)
+    chunk_bwd_local_wy_kernel[(grid_t, B * H)](
+        q, k, b, saved.G, v, w, saved.A, saved.h, saved.R, do, dR, dS_end,
+        dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT, saved.q_rstd, saved.k_rstd,
+        cu_seqlens, saved.chunk_indices, scale, T,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=min(BK, 64), BV=min(BVp, 64), PREC=prec, L2NORM=l2,
+        IS_VARLEN=varlen, num_warps=4, num_stages=2,
     )
 
-    # local, pairwise part + reverse cumsum + gate and L2-norm backward
-    l2 = q_raw is not None
-    gate = g_raw is not None
-    dq = torch.empty_like(q_raw if l2 else q)
-    dk = torch.empty_like(k_raw if l2 else k)
-    db = torch.empty_like(b)
-    dg = torch.empty(B, T, H, K, dtype=g_raw.dtype if gate else g_dtype, device=q.device)
-    dA_log_part = torch.empty(NT_total, H, dtype=f32, device=q.device) if gate else None
-    ddt_part = torch.empty(NT_total, H, K, dtype=f32, device=q.device) if gate else None
-    chunk_bwd_local_pairwise_kernel[(NT_grid, B * H)](
-        q, k, b, G, dM, dT, dq_p, dk_p, db_p, dG_p, dq, dk, db, dg,
-        q_raw, k_raw, g_raw, A_log, dt_bias, dA_log_part, ddt_part, cu_seqlens, chunk_indices, T,
+    # pairwise products, reverse cumsum, gate and L2-norm backward
+    dq, dk, db = empty(q.shape, q.dtype, dev), empty(k.shape, k.dtype, dev), empty(b.shape, b.dtype, dev)
+    dg = empty(g.shape, g.dtype, dev)
+    dA_log_part = torch.zeros(grid_t * B, H, dtype=f32, device=dev) if gate else None
+    ddt_part = torch.zeros(grid_t * B, H, K, dtype=f32, device=dev) if gate else None
+    chunk_bwd_local_pairwise_kernel[(grid_t, B * H)](
+        q, k, b, saved.G, dM, dT, dq_p, dk_p, db_p, dG_p, dq, dk, db, dg,
+        saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,
+        cu_seqlens, saved.chunk_indices, T,
         H=H, K=K, BT=BT, BC=BC, BK=BK, PREC=prec, L2NORM=l2, GATE=gate, HAS_DT_BIAS=dt_bias is not None,
         IS_VARLEN=varlen, num_warps=4 if BK <= 128 else 8,
     )
-    dA_log = ddt_bias = None
-    if gate:
-        dA_log = dA_log_part.sum(0).to(A_log.dtype)
-        if dt_bias is not None:
-            ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype)
+    dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
+    ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None
+    if dh0 is not None:
+        dh0 = dh0.to(initial_state.dtype)
     return dq, dk, dv, dg, db, dw, dh0, dA_log, ddt_bias
