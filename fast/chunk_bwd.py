@@ -1,29 +1,31 @@
 """The gate-aware chunkwise backward of GDN2 in Triton (SPEC §4; paper appendix B).
 
-Four kernels, named after the stages of the reference backward (``gdn2.ops.chunk_backward``):
+Three kernels in two stages, named after the reference backward (``gdn2.ops.chunk_backward``);
+they read the forward's saved (or recomputed) intermediates Q_γ, K_tail, Y, G, A, A_qk, S₀, R:
 
-    prep      per chunk:  Q_γ = scale·γ⊙Q,  K_tail = exp(G_C − G)⊙K,  Y = A (γ⊙B⊙K)
-    state     chunks in reverse, per value head and V block:
-                  dR = A_qkᵀ dO + K_tail dS,   dS ← Diag(γ_C) dS + Q_γᵀ dO − Yᵀ dR
-    local_wy  per chunk and key head (the group's value heads summed on chip):
-                  dQ_γ = dO S₀ᵀ, dK_tail = R dSᵀ, dY = −dR S₀ᵀ, dZ = Aᵀ dR, dĒ = Aᵀ dY,
-                  dA = dR Zᵀ + dY Ēᵀ (the gates inside the products), dT = −strict_lower(Aᵀ dA Aᵀ)
-    local_pairwise  per chunk and key head: the gradients of the two pairwise products
-                  A_qk = scale·Σ_d q k exp(G_r − G_s) (r ≥ s) and T = Σ_d b k k exp(G_r − G_s) (r > s),
-                  the reverse cumulative sum dg = revcumsum(dG) inside the chunk, and the
-                  backward of the in-op gate and the in-op L2 norm.
+    state           chunks in reverse, per value head and V block (reference ``chunk_bwd_state``):
+                        dR = A_qkᵀ dO + K_tail dS,   dS ← Diag(γ_C) dS + Q_γᵀ dO − Yᵀ dR
+    local, WY       per chunk and key head (the group's value heads summed on chip):
+                        dQ_γ = dO S₀ᵀ, dK_tail = R dSᵀ, dY = −dR S₀ᵀ, dZ = Aᵀ dR, dĒ = Aᵀ dY,
+                        dA = dR Zᵀ + dY Ēᵀ (the gates inside the products), dT = −strict_lower(Aᵀ dA Aᵀ)
+    local, pairwise per chunk and key head: the gradients of the pairwise products
+                        A_qk = scale·Σ_d q k exp(G_r − G_s) (r ≥ s) and T = Σ_d b k k exp(G_r − G_s) (r > s),
+                    the reverse cumulative sum dg = revcumsum(dG) inside the chunk, and the backward
+                    of the in-op gate and the in-op L2 norm (reference ``chunk_bwd_local``).
 
 Every decay factor is exp(G_r − G_s) with r ≥ s, so it is ≤ 1. Between sub-chunks of BC = 16
-tokens it is split at an anchor row a with s ≤ a ≤ r, exp(G_r − G_a)·exp(G_a − G_s), both ≤ 1; the
-anchor is a row of the program's own block (its first row for the row side, its last valid row for
-the column side), so a later token never changes an earlier gradient. Inside a sub-chunk the
-factors are formed element by element. Padded rows (T not a multiple of the chunk) are masked
-before they can meet an exponential.
+tokens it is split at an anchor row a with s ≤ a ≤ r, exp(G_r − G_a)·exp(G_a − G_s), both ≤ 1: the
+first row of the row's sub-chunk (never after the row token) for gradients of row tokens, the last
+valid row of the column's sub-chunk for gradients of column tokens. The latter may lie after the
+column token, but it only scales terms of rows r > a, whose gradients are exact zeros when the
+loss reads no output after the column token: gradients stay causal bit for bit (tested). Inside a
+sub-chunk the factors are formed element by element. Padded rows (T not a multiple of the chunk)
+are masked before they can meet an exponential.
 
-Layouts (token-major, as the forward's): key side [B, T, H, K], value side [B, T, HV, V], per-chunk
-matrices [B, T, H, BT] (row r of the chunk, column s), per-chunk states [NT_total, HV, K, V]. With
-``cu_seqlens`` B = 1 and the chunks of all sequences are enumerated by ``chunk_indices`` [NT_total, 2]
-(sequence, chunk inside it) and ``chunk_offsets`` [N + 1] (first chunk of each sequence).
+Layouts are the forward's (:class:`gdn2.fast.chunk_fwd.ChunkForward`): key side [B, T, H, K], value
+side [B, T, HV, V], per-chunk matrices [B, T, H, BT] (row r of the chunk at its token), per-chunk
+states [NSLOT, HV, K, V] in the forward's slot numbering; with ``cu_seqlens`` the programs of the
+chunk-parallel kernels are mapped to (sequence, chunk) by ``chunk_indices``.
 """
 
 import torch
@@ -34,8 +36,8 @@ from torch import Tensor
 from .chunk_fwd import ChunkForward, _state_block_v
 from .utils import empty
 
-__all__ = ["chunk_gdn2_bwd", "chunk_bwd_state_kernel", "chunk_bwd_local_wy_kernel",
-           "chunk_bwd_local_pairwise_kernel"]
+__all__ = ["chunk_gdn2_bwd", "chunk_bwd_state", "chunk_bwd_local", "chunk_bwd_state_kernel",
+           "chunk_bwd_local_wy_kernel", "chunk_bwd_local_pairwise_kernel"]
 
 #: sub-chunk size of the pairwise kernel (tl.dot needs at least 16 rows)
 BC = 16
@@ -494,6 +496,101 @@ def chunk_bwd_local_pairwise_kernel(
 
 
 
+def chunk_bwd_state(
+    saved: ChunkForward,
+    do: Tensor,
+    dht: Tensor | None,
+    initial_state: Tensor | None,
+    cu_seqlens: Tensor | None,
+    chunk_size: int = 64,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Stage "state" (reference ``chunk_bwd_state``): (dS_end [NSLOT, HV, K, V], dR [B, T, HV, V], dh0).
+
+    dS_end of chunk slot i is the gradient of that chunk's end state (the forward's slot numbering;
+    unused slots of a packed batch stay unwritten); dh0 is None without an initial state.
+    """
+    B, T, H, K = saved.Y.shape
+    HV, V = do.shape[2], do.shape[3]
+    dev = do.device
+    N = cu_seqlens.numel() - 1 if cu_seqlens is not None else B
+    dS_end = empty((saved.h.shape[0], HV, K, V), do.dtype, dev)
+    dR = empty((B, T, HV, V), do.dtype, dev)
+    dh0 = empty((N, HV, K, V), torch.float32, dev) if initial_state is not None else None
+    BK, BVp = max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
+    BV = _state_block_v(N * HV, BVp, K)
+    chunk_bwd_state_kernel[(triton.cdiv(V, BV), N * HV)](
+        saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
+        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BV=BV, PREC=_dot_precision(do.dtype),
+        USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=cu_seqlens is not None,
+        num_warps=4, num_stages=2 if K <= 128 else 1,
+    )
+    return dS_end, dR, dh0
+
+
+def chunk_bwd_local(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    b: Tensor,
+    w: Tensor,
+    scale: float,
+    cu_seqlens: Tensor | None,
+    saved: ChunkForward,
+    do: Tensor,
+    dR: Tensor,
+    dS_end: Tensor,
+    *,
+    use_qk_l2norm_in_kernel: bool = False,
+    A_log: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Stage "local" (reference ``chunk_bwd_local``): every gradient of every chunk given dS_end and dR.
+
+    Two launches, local WY then local pairwise; returns (dq, dk, dv, dg, db, dw, dA_log, ddt_bias)
+    with the in-op L2-norm and gate backward applied (dA_log, ddt_bias None without them).
+    """
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    BT = chunk_size
+    dev = q.device
+    varlen = cu_seqlens is not None
+    grid_t = saved.chunk_indices.shape[0] if varlen else triton.cdiv(T, BT)
+    BK = max(16, triton.next_power_of_2(K))
+    BVp = max(16, triton.next_power_of_2(V))
+    prec = _dot_precision(q.dtype)
+    f32 = torch.float32
+    l2 = use_qk_l2norm_in_kernel
+    gate = A_log is not None
+
+    dq_p, dk_p, db_p, dG_p = (empty((B, T, H, K), f32, dev) for _ in range(4))
+    dv, dw = empty(v.shape, v.dtype, dev), empty(w.shape, w.dtype, dev)
+    dM, dT = empty((B, T, H, BT), f32, dev), empty((B, T, H, BT), f32, dev)
+    chunk_bwd_local_wy_kernel[(grid_t, B * H)](
+        q, k, b, saved.G, v, w, saved.A, saved.h, saved.R, do, dR, dS_end,
+        dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT, saved.q_rstd, saved.k_rstd,
+        cu_seqlens, saved.chunk_indices, scale, T,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=min(BK, 64), BV=min(BVp, 64), PREC=prec, L2NORM=l2,
+        IS_VARLEN=varlen, num_warps=4, num_stages=2,
+    )
+
+    dq, dk, db = empty(q.shape, q.dtype, dev), empty(k.shape, k.dtype, dev), empty(b.shape, b.dtype, dev)
+    dg = empty(g.shape, g.dtype, dev)
+    dA_log_part = torch.zeros(grid_t * B, H, dtype=f32, device=dev) if gate else None
+    ddt_part = torch.zeros(grid_t * B, H, K, dtype=f32, device=dev) if gate else None
+    chunk_bwd_local_pairwise_kernel[(grid_t, B * H)](
+        q, k, b, saved.G, dM, dT, dq_p, dk_p, db_p, dG_p, dq, dk, db, dg,
+        saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,
+        cu_seqlens, saved.chunk_indices, T,
+        H=H, K=K, BT=BT, BC=BC, BK=BK, PREC=prec, L2NORM=l2, GATE=gate, HAS_DT_BIAS=dt_bias is not None,
+        IS_VARLEN=varlen, num_warps=4 if BK <= 128 else 8,
+    )
+    dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
+    ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None
+    return dq, dk, dv, dg, db, dw, dA_log, ddt_bias
+
+
 def chunk_gdn2_bwd(
     q: Tensor,
     k: Tensor,
@@ -521,63 +618,15 @@ def chunk_gdn2_bwd(
     ``dht`` [N, HV, K, V] (or None) are the incoming gradients. Returns
     ``(dq, dk, dv, dg, db, dw, dh0, dA_log, ddt_bias)`` in the dtypes of their inputs; dh0, dA_log
     and ddt_bias are None where the forward had no such input. Three launches (state, local WY,
-    local pairwise) and, with the in-op gate, two small reductions over the per-chunk partial sums.
+    local pairwise) and, with the in-op gate, two small reductions over per-chunk partial sums.
     """
-    B, T, H, K = q.shape
-    HV, V = v.shape[2], v.shape[3]
-    BT = chunk_size
-    dev = q.device
-    varlen = cu_seqlens is not None
-    N = cu_seqlens.numel() - 1 if varlen else B
-    grid_t = saved.chunk_indices.shape[0] if varlen else triton.cdiv(T, BT)
-    n_slots = saved.h.shape[0]
-    BK = max(16, triton.next_power_of_2(K))
-    BVp = max(16, triton.next_power_of_2(V))
-    prec = _dot_precision(q.dtype)
-    f32 = torch.float32
-    l2 = use_qk_l2norm_in_kernel
-    gate = A_log is not None
     do = do.contiguous()
     dht = None if dht is None else dht.contiguous()
-
-    # reverse state pass: dS_end of every chunk, dR, dh0
-    dS_end = empty((n_slots, HV, K, V), q.dtype, dev)
-    dR = empty((B, T, HV, V), q.dtype, dev)
-    dh0 = empty((N, HV, K, V), f32, dev) if initial_state is not None else None
-    BV = _state_block_v(N * HV, BVp, K)
-    chunk_bwd_state_kernel[(triton.cdiv(V, BV), N * HV)](
-        saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=prec,
-        USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=varlen,
-        num_warps=4, num_stages=2 if K <= 128 else 1,
+    dS_end, dR, dh0 = chunk_bwd_state(saved, do, dht, initial_state, cu_seqlens, chunk_size)
+    dq, dk, dv, dg, db, dw, dA_log, ddt_bias = chunk_bwd_local(
+        q, k, v, g, b, w, scale, cu_seqlens, saved, do, dR, dS_end,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, chunk_size=chunk_size,
     )
-
-    # local gradients through the output, state and WY paths
-    dq_p, dk_p, db_p, dG_p = (empty((B, T, H, K), f32, dev) for _ in range(4))
-    dv, dw = empty(v.shape, v.dtype, dev), empty(w.shape, w.dtype, dev)
-    dM, dT = empty((B, T, H, BT), f32, dev), empty((B, T, H, BT), f32, dev)
-    chunk_bwd_local_wy_kernel[(grid_t, B * H)](
-        q, k, b, saved.G, v, w, saved.A, saved.h, saved.R, do, dR, dS_end,
-        dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT, saved.q_rstd, saved.k_rstd,
-        cu_seqlens, saved.chunk_indices, scale, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=min(BK, 64), BV=min(BVp, 64), PREC=prec, L2NORM=l2,
-        IS_VARLEN=varlen, num_warps=4, num_stages=2,
-    )
-
-    # pairwise products, reverse cumsum, gate and L2-norm backward
-    dq, dk, db = empty(q.shape, q.dtype, dev), empty(k.shape, k.dtype, dev), empty(b.shape, b.dtype, dev)
-    dg = empty(g.shape, g.dtype, dev)
-    dA_log_part = torch.zeros(grid_t * B, H, dtype=f32, device=dev) if gate else None
-    ddt_part = torch.zeros(grid_t * B, H, K, dtype=f32, device=dev) if gate else None
-    chunk_bwd_local_pairwise_kernel[(grid_t, B * H)](
-        q, k, b, saved.G, dM, dT, dq_p, dk_p, db_p, dG_p, dq, dk, db, dg,
-        saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,
-        cu_seqlens, saved.chunk_indices, T,
-        H=H, K=K, BT=BT, BC=BC, BK=BK, PREC=prec, L2NORM=l2, GATE=gate, HAS_DT_BIAS=dt_bias is not None,
-        IS_VARLEN=varlen, num_warps=4 if BK <= 128 else 8,
-    )
-    dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
-    ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None
     if dh0 is not None:
         dh0 = dh0.to(initial_state.dtype)
     return dq, dk, dv, dg, db, dw, dh0, dA_log, ddt_bias
