@@ -31,7 +31,7 @@ class GDN2LMConfig:
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
-    head_dim: int = 64
+    head_dim: int = 32
     num_v_heads: int | None = None
     expand_v: float = 1.0
     conv_size: int = 4
