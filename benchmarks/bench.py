@@ -1,7 +1,7 @@
 """Benchmark of the Triton backend against its peer (flash-linear-attention ``chunk_gdn2``) and SDPA.
 
     python benchmarks/bench.py                       # forward + decoding, writes benchmarks/results/*.csv
-    python benchmarks/bench.py --mode fwd --sweep    # also time the state kernel's V-block widths
+    python benchmarks/bench.py --mode fwd --sweep    # also time other kernel configurations
 
 Modes live in ``MODES`` (name -> function(args, card) -> rows); a new mode (e.g. ``fwdbwd``)
 adds one function there. Every timing is the median of many runs after warm-up
@@ -87,10 +87,13 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
             impls["peer"] = lambda x=x: peer_chunk(**x, use_qk_l2norm_in_kernel=True)
         qkv = [x[n].transpose(1, 2) for n in "qkv"]                   # [B, H, T, K]
         impls["sdpa"] = lambda qkv=qkv: F.scaled_dot_product_attention(*qkv, is_causal=True)
-        if args.sweep:
-            for bv in (16, 32, 64):
-                impls[f"ours-bv{bv}"] = lambda x=x, bv=bv: chunk_gdn2_fwd(
-                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, state_block_v=bv)
+        if args.sweep and B * T <= 16384:
+            sweep = {f"intra-bk{bk}-w{nw}": dict(intra_config=(bk, nw)) for bk, nw in ((32, 4), (64, 8), (16, 4))}
+            sweep.update({f"state-bv{bv}-w{nw}": dict(state_config=(bv, nw, 2))
+                          for bv in (16, 32, 64) for nw in (4, 8)})
+            for name, cfg in sweep.items():
+                impls[name] = lambda x=x, cfg=cfg: chunk_gdn2_fwd(
+                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, **cfg)
         times = {name: do_bench(fn, warmup=50, rep=300, return_mode="median") for name, fn in impls.items()}
         for name, ms in times.items():
             rows.append(dict(card=card, mode="fwd", shape=f"{B}x{T}", impl=name, ms=round(ms, 4),
@@ -147,7 +150,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", default="all", choices=["all", *MODES])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--sweep", action="store_true", help="also time the state kernel's V-block widths")
+    ap.add_argument("--sweep", action="store_true", help="also time other block sizes and warps of both kernels")
     ap.add_argument("--quick", action="store_true", help="skip the largest shapes")
     args = ap.parse_args()
     torch.manual_seed(0)

@@ -157,9 +157,9 @@ def chunk_intra_wy_fwd_kernel(
         b_G = tl.cumsum(b_g, 0)                                     # (1) G_r = Σ_{i≤r} g_i
         if SAVE:
             tl.store(G_out + p_row + o_k[None, :], b_G, mask=m)
-        b_bk = b_b * b_k
         if NS > 1:
             # rows of sub-chunk i against columns of sub-chunks < i, anchored at row a = 16·i
+            b_bk = b_b * b_k
             for i in tl.static_range(1, NS):
                 b_Ga = tl.sum(tl.where((o_t == i * SUB)[:, None], b_G, 0.0), 0)          # [BK]
                 b_er = tl.exp(tl.where((blk == i)[:, None], b_G - b_Ga[None, :], float("-inf")))
@@ -167,11 +167,14 @@ def chunk_intra_wy_fwd_kernel(
                 b_kc = tl.trans(b_k * b_ec)                                              # [BK, BT]
                 b_Toff += tl.dot(b_bk * b_er, b_kc, input_precision=DOT_PREC)
                 b_Aoff += tl.dot(b_q * b_er, b_kc, input_precision=DOT_PREC)
-        # diagonal sub-blocks: P[i, s] = exp(G_r − G_s) = Π_{s<t≤r} α_t as a running product over r
+    # diagonal sub-blocks: P[i, s] = exp(G_r − G_s) = Π_{s<t≤r} α_t as a running product over r
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
         m3 = (rows3 < L) & m_k[None, None, :]
         b_k3 = tl.load(k + base + rows3 * (H * K) + o_k[None, None, :], mask=m3, other=0.0).to(tl.float32)
         b_P = tl.full([NS, SUB, BK], 1.0, tl.float32)
-        for r in tl.static_range(SUB):
+        for r in range(SUB):
             rows_r = o_i * SUB + r                                                       # [NS]
             m_r = (rows_r < L)[:, None] & m_k[None, :]
             p_r = base + rows_r[:, None] * (H * K) + o_k[None, :]
@@ -201,7 +204,7 @@ def chunk_intra_wy_fwd_kernel(
 
     # ---- stage (2): A = (I + T)⁻¹: diagonal blocks by forward substitution, then block Horner
     b_Ai = tl.where((o_s[:, None] == o_s[None, :])[None, :, :], 1.0, tl.zeros([NS, SUB, SUB], tl.float32))
-    for j in tl.static_range(1, SUB):
+    for j in range(1, SUB):
         b_tj = tl.sum(tl.where((o_s == j)[None, :, None], b_Td, 0.0), 1)                 # row j: [NS, 16]
         b_new = tl.where((o_s == j)[None, :], 1.0, 0.0) - tl.sum(b_tj[:, :, None] * b_Ai, 1)
         b_Ai = tl.where((o_s == j)[None, :, None], b_new[:, None, :], b_Ai)
@@ -392,13 +395,15 @@ def chunk_gdn2_fwd(
     dt_bias: Tensor | None = None,
     chunk_size: int = 64,
     save: bool = False,
-    state_block_v: int | None = None,
+    intra_config: tuple[int, int] | None = None,
+    state_config: tuple[int, int, int] | None = None,
 ) -> ChunkForward:
     """Run the chunkwise forward on validated, contiguous inputs (see :class:`ChunkForward`).
 
     No checks and no host synchronisation here (the public ``chunk_gdn2`` validates). ``A_log``
     given means g is the raw gate; ``chunk_size`` is 16, 32 or 64; ``save`` keeps the intermediates
-    for a backward; ``state_block_v`` overrides the V-block width of the state kernel (tuning).
+    for a backward. ``intra_config`` = (BK, num_warps) of the intra kernel and ``state_config`` =
+    (BV, num_warps, num_stages) of the state kernel override the defaults (tuning, benchmarks).
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -415,7 +420,8 @@ def chunk_gdn2_fwd(
         n_slots = B * triton.cdiv(T, BT)
         grid1 = (triton.cdiv(T, BT), B * H)
     BKp, BVp = max(16, _next_pow2(K)), max(16, _next_pow2(V))
-    BK1, BV1 = min(64, BKp), min(64, BVp)
+    BK1, warps1 = intra_config or (min(32, BKp), 8)
+    BV1 = min(32, BVp)
     dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
     dt = q.dtype
 
@@ -435,20 +441,20 @@ def chunk_gdn2_fwd(
         H=H, HV=HV, K=K, V=V, BT=BT, NS=BT // 16, BK=BK1, BV=BV1,
         USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=l2,
         IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec,
-        num_warps=4, num_stages=1,
+        num_warps=warps1, num_stages=1,
     )
 
     o = empty((B, T, HV, V), dt, dev)
     ht = empty((N, HV, K, V), torch.float32, dev) if output_final_state else None
     h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
-    BV2 = state_block_v or _state_block_v(N * HV, BVp, K)
+    BV2, warps2, stages2 = state_config or (_state_block_v(N * HV, BVp, K), 4, 2 if K <= 128 else 1)
     grid2 = (triton.cdiv(V, BV2), N * HV)
     chunk_state_output_fwd_kernel[grid2](
         Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, cu_seqlens, T,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKp, BV=BV2,
         HAS_H0=initial_state is not None, STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save,
-        DOT_PREC=dot_prec, num_warps=4, num_stages=2 if K <= 128 else 1,
+        DOT_PREC=dot_prec, num_warps=warps2, num_stages=stages2,
     )
     if not save:
         return ChunkForward(o, ht)
