@@ -80,7 +80,7 @@ def costs_markdown() -> str:
     rec, chk = recurrent_macs_per_token(), chunk_macs_per_token()
     masked = T * (K + V) / 2  # mean over a sequence of length T of r·(K + V) for row r
     rows = [
-        "| per token and head | recurrence | masked-attention form (no erase only) | chunkwise, C = %d |" % C,
+        f"| per token and head | recurrence | masked-attention form (no erase only) | chunkwise, C = {C} |",
         "|---|---|---|---|",
         f"| multiply-adds | $4KV$ = {rec:,.0f} | $\\tfrac{{T}}{{2}}(K+V)$ = {masked:,.0f} at T = {T:,} "
         f"| $3KV+3CK+2CV+C^2/6$ = {chk:,.0f} |",
@@ -107,12 +107,12 @@ def decode_markdown() -> str:
     state = H * K * V * 4                      # float32 state of one sequence, all heads
     kv_per_token = 2 * H * K * 2               # bfloat16 keys and values of one token, all heads
     rows = [
-        "| context length | GDN-2 state (fixed) | attention KV cache | bytes read per step: GDN-2 / attention |",
+        "| context length | GDN-2 state (fixed) | attention KV cache | cache / state |",
         "|---|---|---|---|",
     ]
     for T in (128, 2048, 16384, 65536, 524288):
         kv = T * kv_per_token
-        rows.append(f"| {T:,} | {state / 2**20:g} MiB | {kv / 2**20:g} MiB | {state / 2**20:g} MiB / {kv / 2**20:g} MiB |")
+        rows.append(f"| {T:,} | {state / 2**20:g} MiB | {kv / 2**20:g} MiB | {kv / state:g}× |")
     floor = [
         "| batch | states read + written per step | memory floor | peer (SPEC §8) | peer / floor |",
         "|---|---|---|---|---|",
@@ -156,58 +156,106 @@ def _table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+_BENCH_COLUMNS = {"mode", "shape", "impl", "ms"}   # the schema of benchmarks/bench.py
+_IMPL_NAMES = {"ours": "gdn2 (Triton)", "peer": "flash-linear-attention", "sdpa": "SDPA (causal softmax)"}
+
+
+def _is_bench(rows: list[dict[str, str]]) -> bool:
+    return _BENCH_COLUMNS <= set(rows[0])
+
+
+def _modes(rows: list[dict[str, str]]) -> list[str]:
+    return list(dict.fromkeys(r["mode"] for r in rows))
+
+
+def _mode_rows(rows, mode):
+    return [r for r in rows if r["mode"] == mode and r["shape"] != "launch" and _number(r["ms"]) is not None]
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return ""
+    return f"{x:.3g}{unit}" if x < 100 else f"{x:,.0f}{unit}"
+
+
+def _bench_table(mrows: list[dict[str, str]]) -> str:
+    """One row per shape: time of every implementation, the floors, and the ratios."""
+    impls = list(dict.fromkeys(r["impl"] for r in mrows))
+    shapes = list(dict.fromkeys(r["shape"] for r in mrows))
+    t = {(r["shape"], r["impl"]): _number(r["ms"]) for r in mrows}
+    floor = {r["shape"]: (_number(r.get("mem_floor_ms")), _number(r.get("flop_floor_ms"))) for r in mrows}
+    has_flop = any(f[1] for f in floor.values())
+    cols = ["shape"] + [f"{_IMPL_NAMES.get(i, i)} ms" for i in impls] + ["memory floor ms"]
+    cols += ["FLOP floor ms"] if has_flop else []
+    ratios = [(a, b) for a, b in (("peer", "ours"), ("sdpa", "ours")) if a in impls and b in impls]
+    cols += [f"{a} / {b}" for a, b in ratios] + (["ours / floor"] if "ours" in impls else [])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for sh in shapes:
+        mem, flop = floor[sh]
+        cells = [sh] + [_fmt(t.get((sh, i))) for i in impls] + [_fmt(mem)]
+        cells += [_fmt(flop)] if has_flop else []
+        for a, b in ratios:
+            ta, tb = t.get((sh, a)), t.get((sh, b))
+            cells.append(f"{ta / tb:.2f}×" if ta and tb else "")
+        if "ours" in impls:
+            best = max(x for x in (mem, flop) if x) if (mem or flop) else None
+            ours = t.get((sh, "ours"))
+            cells.append(f"{ours / best:.1f}×" if ours and best else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def results_markdown(results: dict[str, list[dict[str, str]]]) -> str:
     if not results:
         return (
             '!!! note "No benchmark results yet"\n'
             "    No `benchmarks/results/*.csv` is committed yet, so this page has no measured numbers "
-            "and no plots. They appear here at the next docs build after the benchmark scripts "
-            "have written their CSVs.\n"
+            "and no plots. They appear here at the next docs build after the benchmark script "
+            "(`python benchmarks/bench.py`, on a GPU) has written its CSVs.\n"
         )
-    parts = []
     charts = plots(results)
+    parts = []
     for name, rows in results.items():
-        parts.append(f"### `{name}.csv`\n")
-        if f"{name}.svg" in charts:
-            parts.append(f'<figure class="gdn2-figure" markdown>\n![{name}](plots/{name}.svg)\n</figure>\n')
-        parts.append(_table(rows) + "\n")
+        card = rows[0].get("card") or name
+        parts.append(f"### {html.escape(card)}\n\nFrom `benchmarks/results/{name}.csv`.\n")
+        if not _is_bench(rows):
+            parts.append(_table(rows) + "\n")
+            continue
+        for mode in _modes(rows):
+            mrows = _mode_rows(rows, mode)
+            if not mrows:
+                continue
+            parts.append(f"#### {mode}\n")
+            if f"{name}-{mode}.svg" in charts:
+                parts.append(f'<figure class="gdn2-figure" markdown>\n![{name} {mode}](plots/{name}-{mode}.svg)\n'
+                             "</figure>\n")
+            parts.append(_bench_table(mrows) + "\n")
+        launch = [r for r in rows if r["shape"] == "launch" and _number(r["ms"]) is not None]
+        for r in launch:
+            parts.append(f"A bare Triton launch ({r['impl']}) costs {_number(r['ms']) * 1e3:.1f} µs per call on this "
+                         "card, host included.\n")
     return "\n".join(parts)
 
 
-def _chart_spec(rows: list[dict[str, str]]):
-    """Pick (category columns, series column, value column) from a results table, or None.
-
-    The value is the first column whose name says milliseconds or microseconds; the series is the
-    first text column naming an implementation; the categories are the remaining shape columns.
-    """
-    cols = list(rows[0])
-    value = next((c for c in cols if any(u in c.lower() for u in ("ms", "_us", "µs", "time"))
-                  and all(_number(r[c]) is not None for r in rows)), None)
-    if value is None:
-        return None
-    series = next((c for c in cols if c.lower() in ("impl", "implementation", "backend", "kernel", "name",
-                                                     "provider", "method", "op")), None)
-    numeric = [c for c in cols if c != value and all(_number(r[c]) is not None for r in rows)]
-    text = [c for c in cols if c not in numeric and c not in (value, series)]
-    shape = [c for c in numeric if not any(u in c.lower() for u in ("ms", "us", "tflop", "gb", "ratio", "bw"))]
-    return shape + text, series, value
-
-
 def plots(results: dict[str, list[dict[str, str]]]) -> dict[str, str]:
-    """name.svg -> SVG text for each results table with a time column."""
+    """NAME-MODE.svg -> SVG text: grouped bars of every implementation's time and the memory floor."""
     out = {}
     for name, rows in results.items():
-        spec = _chart_spec(rows)
-        if spec is None:
+        if not _is_bench(rows):
             continue
-        cats, series, value = spec
-        labels, groups = [], {}
-        for r in rows:
-            label = " ".join(f"{c}={r[c]}" for c in cats) or "-"
-            if label not in labels:
-                labels.append(label)
-            groups.setdefault(r[series] if series else value, {})[label] = _number(r[value])
-        out[f"{name}.svg"] = bar_chart(name, labels, groups, value)
+        for mode in _modes(rows):
+            mrows = _mode_rows(rows, mode)
+            if not mrows:
+                continue
+            shapes = list(dict.fromkeys(r["shape"] for r in mrows))
+            groups: dict[str, dict[str, float | None]] = {}
+            for r in mrows:
+                groups.setdefault(_IMPL_NAMES.get(r["impl"], r["impl"]), {})[r["shape"]] = _number(r["ms"])
+            floors = {r["shape"]: _number(r.get("mem_floor_ms")) for r in mrows}
+            if any(floors.values()):
+                groups["memory floor"] = floors
+            title = f"{rows[0].get('card') or name}: {mode}, median ms (lower is better)"
+            out[f"{name}-{mode}.svg"] = bar_chart(title, shapes, groups, "ms")
     return out
 
 

@@ -6,8 +6,9 @@
    and hands it to mkdocstrings as its only search path; griffe then reads the sources statically.
    After the build the hook fails if torch, triton or gdn2 were imported.
 2. Line pointers into included code: ``[[line PATH:SECTION "text"]]`` becomes the line number (as
-   shown by ``linenums="1"``) of the one line of snippet section SECTION of PATH containing text.
-   A missing section, or text found zero or several times, fails the build.
+   shown by ``linenums="1"``) of the one line of snippet section SECTION of PATH containing text;
+   ``[[line PATH:SECTION "text" N]]`` picks the N-th such line. A missing section, or text found
+   zero or several times (or fewer than N times), fails the build.
 3. Named tests must exist: every ```tests/NAME.py::test_x``` on a page must name a function of
    that file, or the build fails.
 4. Generated tables (``gdn2_bench.py``): ``<!-- gdn2:costs -->`` (work and memory per token),
@@ -33,7 +34,7 @@ import gdn2_bench  # noqa: E402  (a sibling module of this hook file)
 
 ROOT = Path(__file__).resolve().parents[2]
 _MARKER = re.compile(r"--8<--\s*\[(start|end):([\w.-]+)\]")
-_LINE = re.compile(r'\[\[line\s+([\w./-]+):([\w.-]+)\s+"((?:[^"\\]|\\.)*)"\]\]')
+_LINE = re.compile(r'\[\[line\s+([\w./-]+):([\w.-]+)\s+"((?:[^"\\]|\\.)*)"(?:\s+(\d+))?\]\]')
 _NAMED_TEST = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 _FORBIDDEN_IMPORTS = ("torch", "triton", "gdn2")
 _state: dict = {}
@@ -92,6 +93,11 @@ def _section_lines(path: str, section: str) -> list[str]:
 def _line_number(m: re.Match) -> str:
     path, section, text = m.group(1), m.group(2), m.group(3).replace('\\"', '"')
     hits = [i + 1 for i, line in enumerate(_section_lines(path, section)) if text in line]
+    if m.group(4):  # an explicit occurrence: the text may repeat, the n-th one must exist
+        n = int(m.group(4))
+        if not 1 <= n <= len(hits):
+            raise PluginError(f"[[line]]: {text!r} occurs {len(hits)} times in {path}:{section}, not {n}")
+        return str(hits[n - 1])
     if len(hits) != 1:
         raise PluginError(f"[[line]]: {text!r} occurs {len(hits)} times in {path}:{section}, expected once")
     return str(hits[0])
