@@ -49,29 +49,27 @@ def fwdbwd_bytes_per_token(K: int = K, V: int = V) -> int:
 
 
 def floors_markdown() -> str:
-    """The floors of the SPEC §8 shapes, next to the peer's measured times."""
-    rows = [
-        "| B×T | fwd: memory floor | fwd: compute floor | peer fwd | peer / floor "
-        "| fwd+bwd: memory floor | fwd+bwd: compute floor | peer fwd+bwd | peer / floor |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for (B, T), (fwd, fb, _, _) in PEER_MS.items():
-        tokens = B * T * H
-        mem_f = tokens * fwd_bytes_per_token() / HBM_BYTES_PER_S * 1e3
-        cmp_f = tokens * 2 * chunk_macs_per_token() / MATMUL_FLOP_PER_S * 1e3
-        mem_fb = tokens * fwdbwd_bytes_per_token() / HBM_BYTES_PER_S * 1e3
-        cmp_fb = 3 * cmp_f
-        rows.append(
-            f"| {B}×{T} | {mem_f:.3f} ms | {cmp_f:.3f} ms | {fwd:.2f} ms | {fwd / max(mem_f, cmp_f):.1f}× "
-            f"| {mem_fb:.3f} ms | {cmp_fb:.3f} ms | {fb:.2f} ms | {fb / max(mem_fb, cmp_fb):.1f}× |"
-        )
+    """The floors of the SPEC §8 shapes, next to the peer's measured times: forward, then forward+backward."""
+    tables = []
+    for title, bytes_per_token, flop_factor, col in (("forward", fwd_bytes_per_token(), 1, 0),
+                                                      ("forward+backward", fwdbwd_bytes_per_token(), 3, 1)):
+        rows = [f"| B×T | {title}: memory floor | compute floor | peer (SPEC §8) | peer / floor |",
+                "|---|---|---|---|---|"]
+        for (B, T), peer in PEER_MS.items():
+            tokens = B * T * H
+            mem = tokens * bytes_per_token / HBM_BYTES_PER_S * 1e3
+            cmp = flop_factor * tokens * 2 * chunk_macs_per_token() / MATMUL_FLOP_PER_S * 1e3
+            rows.append(f"| {B}×{T} | {mem:.3f} ms | {cmp:.3f} ms | {peer[col]:.2f} ms | "
+                        f"{peer[col] / max(mem, cmp):.1f}× |")
+        tables.append("\n".join(rows))
     per_tok = (
         f"Per token and head: {fwd_bytes_per_token()} bytes forward, {fwdbwd_bytes_per_token()} bytes "
         f"forward+backward; {chunk_macs_per_token():,.0f} multiply-adds forward in the chunk form "
-        f"(the recurrence: {recurrent_macs_per_token():,.0f}). Card: {HBM_BYTES_PER_S / 1e12:.1f} TB/s, "
-        f"{MATMUL_FLOP_PER_S / 1e12:.0f} TFLOP/s (SPEC §8); H = {H}, K = V = {K}, C = {C}, bfloat16."
+        f"(the recurrence: {recurrent_macs_per_token():,.0f}), three times that forward+backward. "
+        f"Card: {HBM_BYTES_PER_S / 1e12:.1f} TB/s, {MATMUL_FLOP_PER_S / 1e12:.0f} TFLOP/s (SPEC §8); "
+        f"H = {H}, K = V = {K}, C = {C}, bfloat16."
     )
-    return "\n".join(rows) + "\n\n" + per_tok + "\n"
+    return "\n\n".join(tables) + "\n\n" + per_tok + "\n"
 
 
 def costs_markdown() -> str:
@@ -183,16 +181,22 @@ def _bench_table(mrows: list[dict[str, str]]) -> str:
     impls = list(dict.fromkeys(r["impl"] for r in mrows))
     shapes = list(dict.fromkeys(r["shape"] for r in mrows))
     t = {(r["shape"], r["impl"]): _number(r["ms"]) for r in mrows}
+    dev = {(r["shape"], r["impl"]): _number(r.get("device_ms")) for r in mrows}
+    has_dev = any(dev.values())
     floor = {r["shape"]: (_number(r.get("mem_floor_ms")), _number(r.get("flop_floor_ms"))) for r in mrows}
     has_flop = any(f[1] for f in floor.values())
-    cols = ["shape"] + [f"{_IMPL_NAMES.get(i, i)} ms" for i in impls] + ["memory floor ms"]
+    cols = ["shape"] + [f"{_IMPL_NAMES.get(i, i)} ms" for i in impls]
+    cols += [f"{_IMPL_NAMES.get(i, i)} device ms" for i in impls] if has_dev else []
+    cols += ["memory floor ms"]
     cols += ["FLOP floor ms"] if has_flop else []
     ratios = [(a, b) for a, b in (("peer", "ours"), ("sdpa", "ours")) if a in impls and b in impls]
     cols += [f"{a} / {b}" for a, b in ratios] + (["ours / floor"] if "ours" in impls else [])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for sh in shapes:
         mem, flop = floor[sh]
-        cells = [sh] + [_fmt(t.get((sh, i))) for i in impls] + [_fmt(mem)]
+        cells = [sh] + [_fmt(t.get((sh, i))) for i in impls]
+        cells += [_fmt(dev.get((sh, i))) for i in impls] if has_dev else []
+        cells += [_fmt(mem)]
         cells += [_fmt(flop)] if has_flop else []
         for a, b in ratios:
             ta, tb = t.get((sh, a)), t.get((sh, b))
@@ -254,7 +258,7 @@ def plots(results: dict[str, list[dict[str, str]]]) -> dict[str, str]:
             floors = {r["shape"]: _number(r.get("mem_floor_ms")) for r in mrows}
             if any(floors.values()):
                 groups["memory floor"] = floors
-            title = f"{rows[0].get('card') or name}: {mode}, median ms (lower is better)"
+            title = f"{rows[0].get('card') or name}: {mode}, ms (lower is better)"
             out[f"{name}-{mode}.svg"] = bar_chart(title, shapes, groups, "ms")
     return out
 
@@ -269,9 +273,18 @@ def bar_chart(title: str, labels: list[str], groups: dict[str, dict[str, float |
     hi = 10 ** math.ceil(math.log10(max(values))) if values else 1.0
     hi = hi * 10 if hi <= lo else hi
     n_series = max(1, len(groups))
-    left, top, plot_h, group_w = 70, 40, 260, max(60, 22 * n_series + 20)
-    width = left + group_w * len(labels) + 20
-    height = top + plot_h + 110
+    left, top, plot_h = 70, 40, 260
+    group_w = max(22 * n_series + 20, 540 // max(1, len(labels)))
+    width = max(left + group_w * len(labels) + 20, 7 * len(title) + 2 * left)
+    # legend entries flow left to right and wrap at the figure's width
+    legend, x, row = [], left, 0
+    for name in groups:
+        w = 24 + 7 * len(name)
+        if x + w > width - 10 and x > left:
+            x, row = left, row + 1
+        legend.append((name, x, row))
+        x += w
+    height = top + plot_h + 90 + 18 * row
     y = lambda v: top + plot_h * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
     esc = html.escape
     s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -286,9 +299,9 @@ def bar_chart(title: str, labels: list[str], groups: dict[str, dict[str, float |
         decade *= 10
     s.append(f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
              f'{esc(ylabel)} (log)</text>')
-    bar_w = (group_w - 20) / n_series
+    bar_w = min(40.0, (group_w - 20) / n_series)
     for i, label in enumerate(labels):
-        x0 = left + i * group_w + 10
+        x0 = left + i * group_w + 10 + ((group_w - 20) - bar_w * n_series) / 2
         for j, (name, g) in enumerate(groups.items()):
             v = g.get(label)
             if not v:
@@ -297,12 +310,12 @@ def bar_chart(title: str, labels: list[str], groups: dict[str, dict[str, float |
             s.append(f'<rect x="{x0 + j * bar_w:.1f}" y="{yy:.1f}" width="{bar_w - 2:.1f}" '
                      f'height="{top + plot_h - yy:.1f}" fill="{_PALETTE[j % len(_PALETTE)]}">'
                      f'<title>{esc(name)}: {v:g}</title></rect>')
-        cx = x0 + (group_w - 20) / 2
+        cx = x0 + bar_w * n_series / 2
         s.append(f'<text transform="translate({cx:.1f} {top + plot_h + 12}) rotate(35)">{esc(label)}</text>')
     s.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#333"/>')
-    for j, name in enumerate(groups):
-        lx = left + 10 + j * 150
-        s.append(f'<rect x="{lx}" y="{height - 18}" width="10" height="10" fill="{_PALETTE[j % len(_PALETTE)]}"/>')
-        s.append(f'<text x="{lx + 14}" y="{height - 9}">{esc(name)}</text>')
+    for j, (name, lx, row) in enumerate(legend):
+        ly = top + plot_h + 70 + 18 * row
+        s.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{_PALETTE[j % len(_PALETTE)]}"/>')
+        s.append(f'<text x="{lx + 14}" y="{ly}">{esc(name)}</text>')
     s.append("</svg>")
     return "\n".join(s)
