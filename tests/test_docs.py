@@ -250,6 +250,24 @@ def _u64(*shape):
     return torch.rand(*shape, dtype=torch.float64)
 
 
+# --8<-- [start:test_state_orientation_and_order]
+def test_state_orientation_and_order():
+    """The state is key-major (o = Sᵀ(scale·q)) and the decay acts before the erase."""
+    K, V, scale = 5, 3, 0.7
+    q, k, v, S0 = _f64(K), torch.nn.functional.normalize(_f64(K), dim=0), _f64(V), _f64(K, V)
+    g, b, w = -_u64(K), _u64(K), _u64(V)
+    lift = lambda x: x[None, None, None]                                   # one token: [1, 1, 1, dim]
+    o, S1 = recurrent_gdn2(lift(q), lift(k), lift(v), lift(g), lift(b), lift(w), scale=scale,
+                           initial_state=S0[None, None], output_final_state=True)
+    decay = torch.diag(g.exp())                                            # Diag(α)
+    erase = torch.eye(K, dtype=torch.float64) - torch.outer(k, b * k)      # I − k eᵀ
+    write = torch.outer(k, w * v)                                          # k zᵀ
+    assert torch.allclose(S1[0, 0], erase @ decay @ S0 + write, rtol=1e-12, atol=1e-12)     # decay, then erase
+    assert not torch.allclose(S1[0, 0], decay @ erase @ S0 + write, rtol=1e-6, atol=1e-6)   # not the reverse
+    assert torch.allclose(o[0, 0, 0], S1[0, 0].T @ (scale * q), rtol=1e-12, atol=1e-12)   # o = Sᵀ(scale·q)
+# --8<-- [end:test_state_orientation_and_order]
+
+
 # --8<-- [start:test_fast_weight_minimiser]
 def test_fast_weight_minimiser():
     """S_t minimises ‖S − S̄‖² − 2⟨Sᵀk, z − S̄ᵀe⟩: the loss is ‖S − S_t‖² plus a constant."""
