@@ -28,6 +28,8 @@ states [NSLOT, HV, K, V] in the forward's slot numbering; with ``cu_seqlens`` th
 chunk-parallel kernels are mapped to (sequence, chunk) by ``chunk_indices``.
 """
 
+from typing import no_type_check
+
 import torch
 import triton
 import triton.language as tl
@@ -50,12 +52,14 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 
 @triton.jit
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def _exp_where(x, m):
     """exp(x) where m holds, else 0; masked lanes never reach the exponential (no inf on padding)."""
     return tl.where(m, tl.exp(tl.where(m, x, 0.)), 0.)
 
 
 @triton.jit
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def _load_qk(x, rstd, off, mask, off_row, m_row, L2NORM: tl.constexpr):
     """A [rows, BK] tile of q or k in float32, times 1/‖x‖ per row when the op normalises."""
     b_x = tl.load(x + off, mask=mask, other=0.).to(tl.float32)
@@ -66,6 +70,7 @@ def _load_qk(x, rstd, off, mask, off_row, m_row, L2NORM: tl.constexpr):
 
 # --8<-- [start:chunk_bwd_state_kernel]
 @triton.jit(do_not_specialize=["T"])
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def chunk_bwd_state_kernel(
     qg,             # [B, T, H, K] scale·γ⊙q
     kt,             # [B, T, H, K] exp(G_C − G)⊙k
@@ -153,6 +158,7 @@ def chunk_bwd_state_kernel(
 
 # --8<-- [start:chunk_bwd_local_wy_kernel]
 @triton.jit(do_not_specialize=["T"])
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def chunk_bwd_local_wy_kernel(
     q,              # [B, T, H, K] queries
     k,              # [B, T, H, K] keys
@@ -297,6 +303,7 @@ def chunk_bwd_local_wy_kernel(
 
 # --8<-- [start:chunk_bwd_local_pairwise_kernel]
 @triton.jit(do_not_specialize=["T"])
+@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def chunk_bwd_local_pairwise_kernel(
     q,              # [B, T, H, K] queries as given to the op (before the in-op L2 norm)
     k,              # [B, T, H, K] keys, likewise

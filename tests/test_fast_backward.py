@@ -1,0 +1,293 @@
+"""The Triton backward (gradients of gdn2.fast.chunk_gdn2) against the float64 references (SPEC §4, §7).
+
+Every gradient (q, k, v, g, b, w, the initial state, A_log and dt_bias) is compared with autograd
+through the float64 recurrence, and each of the two backward stages with the reference's manual
+backward stage (``gdn2.ops.chunk_backward``) fed the same inputs. On the CPU the kernels run through
+Triton's interpreter at tiny shapes (float32 and float16: its tl.dot is wrong on bfloat16 operands);
+the tests marked ``gpu`` run realistic shapes in bfloat16.
+"""
+
+import pytest
+import torch
+
+import gdn2.fast
+from gdn2.ops import chunk_gdn2 as ref_chunk_gdn2
+from gdn2.ops import recurrent_gdn2
+from gdn2.ops.chunk import chunk_forward, from_chunks, pairwise_decay, to_chunks
+from gdn2.ops.chunk_backward import chunk_bwd_local as ref_bwd_local
+from gdn2.ops.chunk_backward import chunk_bwd_state as ref_bwd_state
+
+from gdn2_testing import DEVICE, KIND, TOLERANCES, assert_close, make_inputs
+
+pytestmark = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None,
+                                reason=str(gdn2.fast.unavailable_reason()))
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PATH = {torch.float32: "triton-float32", torch.float16: "triton-float16", torch.bfloat16: "triton-bfloat16"}
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    """Every buffer the Triton drivers allocate starts as NaN (SPEC §7)."""
+    import gdn2.fast.utils
+
+    monkeypatch.setattr(gdn2.fast.utils, "POISON_OUTPUTS", True)
+
+
+def cast(inputs: dict, dtype: torch.dtype) -> tuple[dict, dict]:
+    """(inputs for the kernel: q, k, v in dtype, the rest float32; the same values in float64)."""
+    low = {n: x.to(dtype) if n in "qkv" else x.float() for n, x in inputs.items()}
+    return low, {n: x.double() for n, x in low.items()}
+
+
+def grads(op, inputs: dict, do: torch.Tensor, dht: torch.Tensor | None, **kw) -> tuple:
+    """(o, final state, {name: gradient}) of <o, do> + <ht, dht> for every floating input."""
+    leaves = {n: x.detach().clone().requires_grad_() for n, x in inputs.items()}
+    o, ht = op(**leaves, output_final_state=dht is not None, **kw)
+    loss = (o * do.to(o.dtype)).sum() + ((ht * dht.to(ht.dtype)).sum() if dht is not None else 0)
+    return o, ht, dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+
+
+def check_grads(inputs: dict, dtype: torch.dtype, oracle=recurrent_gdn2, final_state: bool = True,
+                **kw) -> dict:
+    """Gradients of the Triton op on ``inputs`` cast to dtype against the float64 oracle (SPEC §7)."""
+    low, exact = cast(inputs, dtype)
+    B, T, HV, V = low["v"].shape
+    N = B if kw.get("cu_seqlens") is None else kw["cu_seqlens"].numel() - 1
+    gen = torch.Generator().manual_seed(1)
+    do = torch.randn(B, T, HV, V, generator=gen, dtype=torch.float64).to(DEVICE)
+    dht = torch.randn(N, HV, low["q"].shape[3], V, generator=gen, dtype=torch.float64).to(DEVICE)
+    dht = dht if final_state else None
+    ref_kw = {n: x for n, x in kw.items() if n not in ("chunk_size", "chunk_indices", "recompute")}
+    _, _, expected = grads(oracle, exact, do, dht, **ref_kw)
+    _, _, got = grads(gdn2.fast.chunk_gdn2, low, do, dht, **kw)
+    tols = TOLERANCES[PATH[dtype]]
+    for name, g in got.items():
+        assert g.dtype == low[name].dtype, f"d{name}: dtype {g.dtype}, expected {low[name].dtype}"
+        assert_close(f"d{name}", g, expected[name], tols[KIND["h0" if name == "initial_state" else name]])
+    return got
+
+
+def with_gate(inputs: dict, H: int, K: int, seed: int = 0) -> dict:
+    """The same inputs with a raw gate (g ~ N(0, 1)) and the in-op gate's A_log, dt_bias (SPEC §6)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(inputs)
+    out["g"] = torch.randn(inputs["g"].shape, generator=gen, dtype=torch.float64).to(DEVICE)
+    out["A_log"] = torch.log(1 + 15 * torch.rand(H, generator=gen, dtype=torch.float64)).to(DEVICE)
+    out["dt_bias"] = torch.randn(H * K, generator=gen, dtype=torch.float64).to(DEVICE)
+    return out
+
+
+# ---- CPU interpreter (and GPU): every gradient against the float64 recurrence -----------------
+@pytest.mark.parametrize(
+    "B,T,H,HV,K,V,C,dtype",
+    [
+        pytest.param(2, 45, 2, 4, 32, 16, 64, "fp32", id="B2-T45-H2-HV4-K32-V16-C64-fp32"),
+        pytest.param(1, 70, 1, 1, 16, 16, 32, "fp16", id="B1-T70-H1-K16-V16-C32-fp16"),
+        pytest.param(2, 40, 1, 1, 20, 12, 16, "fp32", id="B2-T40-H1-K20-V12-C16-unaligned-dims"),
+    ],
+)
+def test_backward_matches_recurrence(B, T, H, HV, K, V, C, dtype):
+    check_grads(make_inputs(B, T, H, HV, K, V), DT[dtype], chunk_size=C)
+
+
+@pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "saved"])
+def test_backward_all_options_together(recompute):
+    """Packed sequences (one empty), GVA, in-op L2 norm and gate: every gradient incl. A_log, dt_bias."""
+    H, K = 1, 16
+    inputs = with_gate(make_inputs(1, 70, H, 2, K, 16, N=3), H, K)
+    inputs["q"], inputs["k"] = 3 * inputs["q"], 2 * inputs["k"]          # not unit norm: the op normalises
+    cu = torch.tensor([0, 30, 30, 70], device=DEVICE)
+    got = check_grads(inputs, torch.float32, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, chunk_size=16,
+                      recompute=recompute)
+    assert set(got) == {"q", "k", "v", "g", "b", "w", "initial_state", "A_log", "dt_bias"}
+
+
+def test_recompute_and_saved_intermediates_give_identical_gradients():
+    low, _ = cast(make_inputs(1, 50, 1, 2, 16, 16), torch.float32)
+    do = torch.randn(1, 50, 2, 16, device=DEVICE)
+    dht = torch.randn(1, 2, 16, 16, device=DEVICE)
+    _, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, dht, chunk_size=32, recompute=True)
+    _, _, g2 = grads(gdn2.fast.chunk_gdn2, low, do, dht, chunk_size=32, recompute=False)
+    for name in g1:
+        assert torch.equal(g1[name], g2[name]), f"d{name} differs between recompute and saved"
+
+
+def test_backward_output_only_without_states():
+    """No initial state, no final state: the loss reads o only (dht is None in the backward)."""
+    inputs = make_inputs(1, 33, 2, 2, 16, 16, initial_state=False)
+    got = check_grads(inputs, torch.float32, final_state=False, chunk_size=32)
+    assert "initial_state" not in got
+
+
+# ---- stage by stage against the reference's manual backward ------------------------------------
+def reference_stages(inputs: dict, C: int, do: torch.Tensor, dht: torch.Tensor) -> dict:
+    """The reference's forward intermediates and both backward stages on the chunked layout (float64)."""
+    q, k, v, g, b, w, h0 = (inputs[n] for n in ("q", "k", "v", "g", "b", "w", "initial_state"))
+    N, H, HV = q.shape[0], q.shape[2], v.shape[2]
+    K, V = q.shape[3], v.shape[3]
+    scale = K ** -0.5
+    key = [to_chunks(x, None, C, H)[:, :, 0] for x in (q, k, g, b)]          # [N, H, NC, C, K]
+    val = [to_chunks(x, None, C, H) for x in (v, w, do)]                     # [N, H, Gr, NC, C, V]
+    h0c, dhtc = h0.view(N, H, HV // H, K, V), dht.view(N, H, HV // H, K, V)
+    qc, kc, gc, bc = key
+    _, _, (G, A, Y, U, S0, R) = chunk_forward(qc, kc, val[0], gc, bc, val[1], scale, h0c)
+    gamma = torch.exp(G)
+    A_qk = scale * torch.einsum("...rd,...sd,...rsd->...rs", qc, kc, pairwise_decay(G, strict=False))
+    dS_end, dR, dh0 = ref_bwd_state(scale * gamma * qc, torch.exp(G[..., -1:, :] - G) * kc, gamma[..., -1, :],
+                                    Y, A_qk, val[2], dhtc)
+    local = ref_bwd_local(qc, kc, gc, bc, val[0], val[1], scale, G, A, Y, S0, R, dS_end, dR, val[2])
+    return {"dS_end": dS_end, "dR": dR, "dh0": dh0, "local": local}
+
+
+def slots(x: torch.Tensor) -> torch.Tensor:
+    """[N, H, Gr, NC, K, V] per-chunk states -> the forward's slot layout [N·NC, HV, K, V]."""
+    N, H, Gr, NC, K, V = x.shape
+    return x.permute(0, 3, 1, 2, 4, 5).reshape(N * NC, H * Gr, K, V)
+
+
+def test_state_stage_matches_reference():
+    from gdn2.fast.chunk_bwd import chunk_bwd_state
+    from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+
+    B, T, H, HV, K, V, C = 2, 70, 1, 2, 16, 16, 32
+    low, exact = cast(make_inputs(B, T, H, HV, K, V), torch.float32)
+    do, dht = torch.randn(B, T, HV, V, device=DEVICE), torch.randn(B, HV, K, V, device=DEVICE)
+    ref = reference_stages(exact, C, do.double(), dht.double())
+    saved = chunk_gdn2_fwd(**low, scale=K ** -0.5, chunk_size=C, save=True)
+    dS_end, dR, dh0 = chunk_bwd_state(saved, do, dht, low["initial_state"], None, C)
+    tol = TOLERANCES["triton-float32"]
+    assert_close("dR", dR, from_chunks(ref["dR"], None, T), tol[1])
+    assert_close("dS_end", dS_end, slots(ref["dS_end"]), tol[2])
+    assert_close("dh0", dh0, ref["dh0"].reshape(B, HV, K, V), tol[2])
+
+
+def test_local_stage_matches_reference():
+    """The local stage fed the reference's dS_end and dR returns the reference's local gradients."""
+    from gdn2.fast.chunk_bwd import chunk_bwd_local
+    from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+
+    B, T, H, HV, K, V, C = 1, 80, 2, 4, 16, 16, 32
+    low, exact = cast(make_inputs(B, T, H, HV, K, V), torch.float32)
+    do, dht = torch.randn(B, T, HV, V, device=DEVICE), torch.randn(B, HV, K, V, device=DEVICE)
+    ref = reference_stages(exact, C, do.double(), dht.double())
+    saved = chunk_gdn2_fwd(**low, scale=K ** -0.5, chunk_size=C, save=True)
+    dS_end = slots(ref["dS_end"]).float().contiguous()
+    dR = from_chunks(ref["dR"], None, T).float().contiguous()
+    out = chunk_bwd_local(low["q"], low["k"], low["v"], low["g"], low["b"], low["w"], K ** -0.5, None, saved,
+                          do, dR, dS_end, chunk_size=C)
+    expected = dict(zip(("q", "k", "g", "b", "v", "w"), ref["local"]))      # the reference's order
+    tol = TOLERANCES["triton-float32"]
+    for name, got in zip(("q", "k", "v", "g", "b", "w"), out):
+        exp = expected[name]
+        exp = from_chunks(exp if exp.dim() == 6 else exp[:, :, None], None, T)
+        assert_close(f"d{name}", got, exp, tol[KIND[name]])
+
+
+# ---- numerics: strong decay, saturated gates, causality ------------------------------------------
+@pytest.mark.parametrize("case", ["g-20", "chunk-at-1e4"])
+def test_backward_strong_decay_is_finite_and_accurate(case):
+    """exp(−G) overflows float32 within a chunk here; no gradient may (SPEC §3)."""
+    inputs = make_inputs(1, 100, 1, 1, 16, 16, g_min=-20.0)
+    if case == "chunk-at-1e4":
+        inputs["g"][:, 32:64] = -1e4                                   # a whole chunk at -1e4
+    check_grads(inputs, torch.float32, chunk_size=32)
+
+
+def test_backward_saturated_gates():
+    """b at 0 or 2 (negative eigenvalues) and w at 0 or 1: finite gradients equal to the reference."""
+    inputs = make_inputs(1, 60, 1, 1, 16, 16)
+    gen = torch.Generator().manual_seed(3)
+    pick = lambda x, lo, hi: torch.where(torch.rand(x.shape, generator=gen) < 0.5, lo, hi).to(x)
+    inputs["b"], inputs["w"] = pick(inputs["b"], 0.0, 2.0), pick(inputs["w"], 0.0, 1.0)
+    check_grads(inputs, torch.float32, chunk_size=32)
+
+
+def test_backward_is_causal():
+    """The loss reads outputs before the cut only: wild changes after it leave earlier gradients bit-equal."""
+    T, cut = 45, 40                                                    # the cut is inside a partly filled chunk
+    low, _ = cast(make_inputs(1, T, 1, 2, 16, 16), torch.float32)
+    changed = {n: x.clone() for n, x in low.items()}
+    for name, scale in (("q", 9.0), ("k", 50.0), ("v", -30.0), ("b", 7.0), ("w", 9.0)):
+        changed[name][:, cut:] = scale * changed[name][:, cut:].abs()
+    changed["g"][:, cut:] = -1e4
+    do = torch.randn(1, T, 2, 16, device=DEVICE)
+    do[:, cut:] = 0
+    o1, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, None, chunk_size=32)
+    o2, _, g2 = grads(gdn2.fast.chunk_gdn2, changed, do, None, chunk_size=32)
+    assert not torch.equal(o1[:, cut:], o2[:, cut:])                   # the change is real
+    for name in ("q", "k", "v", "g", "b", "w"):
+        assert torch.equal(g1[name][:, :cut], g2[name][:, :cut]), f"d{name} changed before the cut"
+    assert torch.equal(g1["initial_state"], g2["initial_state"])
+
+
+def test_backward_does_not_mutate_inputs():
+    low, _ = cast(make_inputs(1, 20, 1, 1, 16, 16), torch.float32)
+    leaves = {n: x.clone().requires_grad_() for n, x in low.items()}
+    o, ht = gdn2.fast.chunk_gdn2(**leaves, output_final_state=True, chunk_size=16)
+    (o.sum() + ht.sum()).backward()
+    for n in low:
+        assert torch.equal(leaves[n].detach(), low[n]), n
+
+
+# ---- GPU: realistic shapes in bfloat16 ------------------------------------------------------------
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize(
+    "B,T,H,HV,K,V",
+    [
+        pytest.param(2, 300, 2, 2, 128, 128, id="B2-T300-H2-K128-V128-bf16"),
+        pytest.param(1, 257, 2, 4, 256, 256, id="B1-T257-H2-HV4-K256-V256-bf16"),
+        pytest.param(1, 200, 2, 2, 64, 128, id="B1-T200-H2-K64-V128-bf16"),
+    ],
+)
+def test_gpu_backward_matches_recurrence(B, T, H, HV, K, V):
+    check_grads(make_inputs(B, T, H, HV, K, V, dtype=torch.float64), torch.bfloat16)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("T", [4096, 16384])
+def test_gpu_backward_long_matches_float64_chunk(T):
+    """Long sequences against gdn2.ops.chunk_gdn2 in float64 (tested equal to the recurrence)."""
+    check_grads(make_inputs(1, T, 1, 2, 128, 128, dtype=torch.float64), torch.bfloat16, oracle=ref_chunk_gdn2)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_gpu_backward_all_options(dtype):
+    H, K = 2, 128
+    inputs = with_gate(make_inputs(1, 1193, H, 4, K, 128, N=5, dtype=torch.float64), H, K)
+    inputs["q"], inputs["k"] = 3 * inputs["q"], 2 * inputs["k"]
+    cu = torch.tensor([0, 1, 64, 128, 193, 1193], device=DEVICE)
+    check_grads(inputs, DT[dtype], oracle=ref_chunk_gdn2, cu_seqlens=cu, use_qk_l2norm_in_kernel=True,
+                recompute=dtype == "fp32")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case", ["g-20", "chunk-at-1e4"])
+def test_gpu_backward_strong_decay(case):
+    inputs = make_inputs(2, 1000, 2, 2, 128, 128, g_min=-20.0, dtype=torch.float64)
+    if case == "chunk-at-1e4":
+        inputs["g"][:, 256:448] = -1e4
+    check_grads(inputs, torch.bfloat16, oracle=ref_chunk_gdn2)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_backward_is_causal():
+    T, cut = 1000, 990
+    low, _ = cast(make_inputs(1, T, 2, 4, 128, 128), torch.bfloat16)
+    changed = {n: x.clone() for n, x in low.items()}
+    changed["k"][:, cut:] *= 40
+    changed["v"][:, cut:] *= -40
+    changed["g"][:, cut:] = -1e4
+    do = torch.randn(1, T, 4, 128, device=DEVICE)
+    do[:, cut:] = 0
+    o1, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, None)
+    o2, _, g2 = grads(gdn2.fast.chunk_gdn2, changed, do, None)
+    assert not torch.equal(o1[:, cut:], o2[:, cut:])
+    for name in ("q", "k", "v", "g", "b", "w"):
+        assert torch.equal(g1[name][:, :cut], g2[name][:, :cut]), f"d{name} changed before the cut"
