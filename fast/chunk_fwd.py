@@ -78,7 +78,7 @@ def chunk_intra_wy_fwd_kernel(
     chunk_indices,           # [NSLOT, 2] (sequence, chunk) per program, sequence -1 = no work (IS_VARLEN)
     scale, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, NS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, NS: tl.constexpr, BK: tl.constexpr, BKD: tl.constexpr, BV: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr,
     IS_VARLEN: tl.constexpr, SAVE: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
@@ -140,11 +140,30 @@ def chunk_intra_wy_fwd_kernel(
             tl.store(q_rstd + (t0 + o_t) * H + i_h, b_rq, mask=m_t)
             tl.store(k_rstd + (t0 + o_t) * H + i_h, b_rk, mask=m_t)
 
-    # ---- stage (1)+(2): G, then T and A_qk (off-diagonal sub-blocks by anchors, diagonal elementwise)
-    b_Toff = tl.zeros([BT, BT], tl.float32)
-    b_Aoff = tl.zeros([BT, BT], tl.float32)
+    # ---- stage (1)+(2), diagonal 16×16 sub-blocks: pairwise exp(G_r − G_s) elementwise on
+    # [NS, 16, 16, BKD] tiles; only differences inside a sub-chunk occur, so a sub-chunk-local cumsum does.
     b_Td = tl.zeros([NS, SUB, SUB], tl.float32)
     b_Ad = tl.zeros([NS, SUB, SUB], tl.float32)
+    m_rs = (o_s[:, None] >= o_s[None, :])[None, :, :, None]                   # r ≥ s, [1, 16, 16, 1]
+    for i_k in range(tl.cdiv(K, BKD)):
+        o_k = i_k * BKD + tl.arange(0, BKD)
+        m_k = o_k < K
+        m3 = (rows3 < L) & m_k[None, None, :]
+        p3 = base + rows3 * (H * K) + o_k[None, None, :]
+        b_k3 = tl.load(k + p3, mask=m3, other=0.0).to(tl.float32)             # [NS, 16, BKD]
+        b_q3 = tl.load(q + p3, mask=m3, other=0.0).to(tl.float32)
+        b_bk3 = tl.load(b + p3, mask=m3, other=0.0).to(tl.float32) * b_k3
+        b_G3 = tl.cumsum(_load_gate(g, p3, m3, i_h, o_k[None, None, :], m_k[None, None, :], A_log, dt_bias,
+                                    K, USE_GATE, HAS_DT_BIAS), 1)
+        b_E = tl.exp(tl.where(m_rs, b_G3[:, :, None, :] - b_G3[:, None, :, :], float("-inf")))
+        b_kE = b_k3[:, None, :, :] * b_E                                       # [NS, 16(r), 16(s), BKD]
+        b_Td += tl.sum(b_bk3[:, :, None, :] * b_kE, 3)
+        b_Ad += tl.sum(b_q3[:, :, None, :] * b_kE, 3)
+    b_Td = tl.where((o_s[:, None] > o_s[None, :])[None, :, :], b_Td, 0.0)    # T is strictly lower
+
+    # ---- stage (1)+(2), off-diagonal sub-blocks: G, then T and A_qk by anchors (one product per anchor)
+    b_Toff = tl.zeros([BT, BT], tl.float32)
+    b_Aoff = tl.zeros([BT, BT], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
@@ -167,29 +186,6 @@ def chunk_intra_wy_fwd_kernel(
                 b_kc = tl.trans(b_k * b_ec)                                              # [BK, BT]
                 b_Toff += tl.dot(b_bk * b_er, b_kc, input_precision=DOT_PREC)
                 b_Aoff += tl.dot(b_q * b_er, b_kc, input_precision=DOT_PREC)
-    # diagonal sub-blocks: P[i, s] = exp(G_r − G_s) = Π_{s<t≤r} α_t as a running product over r
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m3 = (rows3 < L) & m_k[None, None, :]
-        b_k3 = tl.load(k + base + rows3 * (H * K) + o_k[None, None, :], mask=m3, other=0.0).to(tl.float32)
-        b_P = tl.full([NS, SUB, BK], 1.0, tl.float32)
-        for r in range(SUB):
-            rows_r = o_i * SUB + r                                                       # [NS]
-            m_r = (rows_r < L)[:, None] & m_k[None, :]
-            p_r = base + rows_r[:, None] * (H * K) + o_k[None, :]
-            b_gr = _load_gate(g, p_r, m_r, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
-                              K, USE_GATE, HAS_DT_BIAS)
-            b_kr = tl.load(k + p_r, mask=m_r, other=0.0).to(tl.float32)
-            b_br = tl.load(b + p_r, mask=m_r, other=0.0).to(tl.float32)
-            b_qr = tl.load(q + p_r, mask=m_r, other=0.0).to(tl.float32)
-            b_P = tl.where((o_s == r)[None, :, None], 1.0, b_P * tl.exp(b_gr)[:, None, :])
-            b_kP = b_k3 * b_P                                                            # [NS, 16, BK]
-            b_tT = tl.sum((b_br * b_kr)[:, None, :] * b_kP, 2)                           # [NS, 16]
-            b_tA = tl.sum(b_qr[:, None, :] * b_kP, 2)
-            is_row = (o_s == r)[None, :, None]
-            b_Td += tl.where(is_row & (o_s < r)[None, None, :], b_tT[:, None, :], 0.0)
-            b_Ad += tl.where(is_row & (o_s <= r)[None, None, :], b_tA[:, None, :], 0.0)
     if L2NORM:
         b_rk3 = tl.reshape(b_rk, [NS, SUB])
         b_rq3 = tl.reshape(b_rq, [NS, SUB])
@@ -395,7 +391,7 @@ def chunk_gdn2_fwd(
     dt_bias: Tensor | None = None,
     chunk_size: int = 64,
     save: bool = False,
-    intra_config: tuple[int, int] | None = None,
+    intra_config: tuple[int, int, int] | None = None,
     state_config: tuple[int, int, int] | None = None,
 ) -> ChunkForward:
     """Run the chunkwise forward on validated, contiguous inputs (see :class:`ChunkForward`).
@@ -420,7 +416,7 @@ def chunk_gdn2_fwd(
         n_slots = B * triton.cdiv(T, BT)
         grid1 = (triton.cdiv(T, BT), B * H)
     BKp, BVp = max(16, _next_pow2(K)), max(16, _next_pow2(V))
-    BK1, warps1 = intra_config or (min(32, BKp), 8)
+    BK1, BKD, warps1 = intra_config or (min(32, BKp), 8, 8)
     BV1 = min(32, BVp)
     dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
     dt = q.dtype
@@ -438,7 +434,7 @@ def chunk_gdn2_fwd(
         q, k, v, g, b, w, A_log, dt_bias,
         Y, Qg, Kt, Aqk, U, gC, G_out, A_out, q_rstd, k_rstd,
         cu_seqlens, chunk_indices, scale, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, NS=BT // 16, BK=BK1, BV=BV1,
+        H=H, HV=HV, K=K, V=V, BT=BT, NS=BT // 16, BK=BK1, BKD=BKD, BV=BV1,
         USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=l2,
         IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec,
         num_warps=warps1, num_stages=1,
