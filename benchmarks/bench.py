@@ -87,13 +87,19 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
             impls["peer"] = lambda x=x: peer_chunk(**x, use_qk_l2norm_in_kernel=True)
         qkv = [x[n].transpose(1, 2) for n in "qkv"]                   # [B, H, T, K]
         impls["sdpa"] = lambda qkv=qkv: F.scaled_dot_product_attention(*qkv, is_causal=True)
-        if args.sweep and B * T <= 16384:
-            sweep = {f"intra-bk{bk}-w{nw}": dict(intra_config=(bk, nw)) for bk, nw in ((32, 4), (64, 8), (16, 4))}
-            sweep.update({f"state-bv{bv}-w{nw}": dict(state_config=(bv, nw, 2))
-                          for bv in (16, 32, 64) for nw in (4, 8)})
+        if args.sweep and (B, T) in ((8, 2048), (1, 16384)):
+            sweep = {f"intra-{'-'.join(f'{k}{v}' for k, v in c.items())}": dict(intra_config=c) for c in (
+                dict(BK=32, BKD=8, num_warps=4), dict(BK=32, BKD=8, num_warps=8, maxnreg=128),
+                dict(BK=64, BKD=8, num_warps=8), dict(BK=32, BKD=4, num_warps=4, maxnreg=128))}
+            sweep.update({f"state-bv{bv}-w{nw}": dict(state_config=dict(BV=bv, num_warps=nw))
+                          for bv in (32, 64) for nw in (4, 8)})
             for name, cfg in sweep.items():
                 impls[name] = lambda x=x, cfg=cfg: chunk_gdn2_fwd(
                     **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, **cfg)
+        if args.profile and (B, T) in ((8, 2048), (1, 16384)):
+            for name in ("ours", "peer"):
+                if name in impls:
+                    profile_kernels(f"{name} {B}x{T}", impls[name])
         times = {name: do_bench(fn, warmup=50, rep=300, return_mode="median") for name, fn in impls.items()}
         for name, ms in times.items():
             rows.append(dict(card=card, mode="fwd", shape=f"{B}x{T}", impl=name, ms=round(ms, 4),
@@ -102,6 +108,20 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
         del x
         torch.cuda.empty_cache()
     return rows
+
+
+def profile_kernels(label: str, fn, n: int = 10) -> None:
+    """Print the GPU time of every kernel one call of fn launches (torch profiler, mean of n calls)."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    print(f"-- kernels of {label} (us per call)")
+    for e in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:12]:
+        if e.device_time_total > 0:
+            print(f"   {e.device_time_total / n:9.1f}  {e.key[:90]}")
 
 
 @triton.jit
@@ -152,6 +172,7 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--sweep", action="store_true", help="also time other block sizes and warps of both kernels")
     ap.add_argument("--quick", action="store_true", help="skip the largest shapes")
+    ap.add_argument("--profile", action="store_true", help="print per-kernel GPU times of ours and the peer")
     args = ap.parse_args()
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()

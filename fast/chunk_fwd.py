@@ -391,8 +391,8 @@ def chunk_gdn2_fwd(
     dt_bias: Tensor | None = None,
     chunk_size: int = 64,
     save: bool = False,
-    intra_config: tuple[int, int, int] | None = None,
-    state_config: tuple[int, int, int] | None = None,
+    intra_config: dict | None = None,
+    state_config: dict | None = None,
 ) -> ChunkForward:
     """Run the chunkwise forward on validated, contiguous inputs (see :class:`ChunkForward`).
 
@@ -416,8 +416,7 @@ def chunk_gdn2_fwd(
         n_slots = B * triton.cdiv(T, BT)
         grid1 = (triton.cdiv(T, BT), B * H)
     BKp, BVp = max(16, _next_pow2(K)), max(16, _next_pow2(V))
-    BK1, BKD, warps1 = intra_config or (min(32, BKp), 8, 8)
-    BV1 = min(32, BVp)
+    cfg1 = {"BK": min(32, BKp), "BKD": 8, "BV": min(32, BVp), "num_warps": 8, **(intra_config or {})}
     dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
     dt = q.dtype
 
@@ -434,23 +433,24 @@ def chunk_gdn2_fwd(
         q, k, v, g, b, w, A_log, dt_bias,
         Y, Qg, Kt, Aqk, U, gC, G_out, A_out, q_rstd, k_rstd,
         cu_seqlens, chunk_indices, scale, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, NS=BT // 16, BK=BK1, BKD=BKD, BV=BV1,
+        H=H, HV=HV, K=K, V=V, BT=BT, NS=BT // 16,
         USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=l2,
         IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec,
-        num_warps=warps1, num_stages=1,
+        num_stages=1, **cfg1,
     )
 
     o = empty((B, T, HV, V), dt, dev)
     ht = empty((N, HV, K, V), torch.float32, dev) if output_final_state else None
     h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
-    BV2, warps2, stages2 = state_config or (_state_block_v(N * HV, BVp, K), 4, 2 if K <= 128 else 1)
-    grid2 = (triton.cdiv(V, BV2), N * HV)
+    cfg2 = {"BV": _state_block_v(N * HV, BVp, K), "num_warps": 4, "num_stages": 2 if K <= 128 else 1,
+            **(state_config or {})}
+    grid2 = (triton.cdiv(V, cfg2["BV"]), N * HV)
     chunk_state_output_fwd_kernel[grid2](
         Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, cu_seqlens, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKp, BV=BV2,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKp,
         HAS_H0=initial_state is not None, STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save,
-        DOT_PREC=dot_prec, num_warps=warps2, num_stages=stages2,
+        DOT_PREC=dot_prec, **cfg2,
     )
     if not save:
         return ChunkForward(o, ht)
