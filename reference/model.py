@@ -132,13 +132,10 @@ class SlidingWindowAttention(nn.Module):
         # A padded query sees only itself (its output is never used): no row is empty, no NaN.
         allowed[:, :, L:] |= torch.eye(T, dtype=torch.bool, device=x.device) & ~valid[:, :, None]
         o = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=allowed[:, None])     # [B, h, T, d]
-        if use_cache:
-            keep = self.window - 1
+        if use_cache:  # keep the last window − 1 slots: all that a later query can see
+            start = max(0, k_all.shape[2] - (self.window - 1))
             cache.update(self.layer_idx, WindowState(
-                k=k_all[:, :, k_all.shape[2] - keep:] if keep else k_all[:, :, :0],
-                v=v_all[:, :, v_all.shape[2] - keep:] if keep else v_all[:, :, :0],
-                valid=valid_all[:, valid_all.shape[1] - keep:] if keep else valid_all[:, :0],
-                pos=pos_all[:, pos_all.shape[1] - keep:] if keep else pos_all[:, :0],
+                k=k_all[:, :, start:], v=v_all[:, :, start:], valid=valid_all[:, start:], pos=pos_all[:, start:],
                 seen=seen + valid.long().sum(1),
             ))
         return self.o_proj(o.transpose(1, 2).reshape(B, T, D)) * valid[..., None]
@@ -205,7 +202,7 @@ class GDN2LM(nn.Module):
         self,
         input_ids: Integer[Tensor, "B T"],
         max_new_tokens: int,
-        temperature: float = 1.0,
+        temperature: float | int = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         cache: Cache | None = None,
