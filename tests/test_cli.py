@@ -1,0 +1,71 @@
+"""The ``gdn2`` command line: ``check`` prints the SPEC §7 table and exits 0 (non-zero on a failure),
+``train`` shows progress and a dropping loss, ``generate`` samples from a saved model."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gdn2 import cli
+from gdn2.check import Row
+
+
+def run_gdn2(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gdn2", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def test_check_exits_0_and_prints_the_table():
+    """The command as a user runs it (no interpreter flag): every registered backend is either checked or
+    listed with the reason it cannot run here."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = run_gdn2("check", env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    header = out.splitlines()[0].split()
+    assert header == ["backend", "op", "shape", "dtype", "quantity", "rel-RMS", "err", "tol", "ok"]
+    for needle in ("chunk_gdn2", "fused_recurrent_gdn2", "float64", "float32", "-gva", "-varlen", "dh0",
+                   "ddt_bias", "B2-T65"):
+        assert needle in out, needle
+    assert "FAIL" not in out and "checks passed" in out
+    triton_listed = any(line.startswith("triton ") for line in out.splitlines()) or "'triton' unavailable:" in out
+    assert triton_listed
+
+
+def test_check_fails_loudly(monkeypatch, capsys):
+    bad = Row("reference", "chunk_gdn2", "B1-T1", "float32", "o", 1.0, 1e-5)
+    nan = Row("reference", "chunk_gdn2", "B1-T1", "float32", "ht", float("nan"), 1e-5)
+    monkeypatch.setattr("gdn2.check.run_check", lambda *a, **k: ([bad, nan], {"triton": "no GPU"}))
+    assert cli.main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert sum(line.endswith("FAIL") for line in out.splitlines()) == 2 and "2 FAILED" in out
+    assert "'triton' unavailable: no GPU" in out
+
+
+def test_check_rejects_an_unknown_backend():
+    with pytest.raises(ValueError, match="registered backends: reference, triton"):
+        cli.main(["check", "--backend", "cuda"])
+
+
+def test_train_then_generate(tmp_path, capsys):
+    ckpt = tmp_path / "lm.pt"
+    code = cli.main(["train", "--steps", "10", "--batch-size", "4", "--seq-len", "64", "--hidden-size", "32",
+                     "--head-dim", "8", "--swa-layers", "1", "--sample-tokens", "8", "--backend", "reference",
+                     "--save", str(ckpt)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out
+    assert "train:" in captured.err and "10/10" in captured.err          # the tqdm progress bar
+    assert "val loss" in captured.out and "sample:" in captured.out and ckpt.exists()
+    assert cli.main(["generate", str(ckpt), "--tokens", "12", "--prompt", "It was", "--backend", "reference"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("It was") and len(text.rstrip("\n").encode()) >= 6
+
+
+def test_console_script_and_module_entry_point():
+    script = Path(sys.executable).parent / "gdn2"
+    assert script.exists(), "the [project.scripts] entry point gdn2 is not installed"
+    for cmd in ([str(script), "--help"], [sys.executable, "-m", "gdn2", "--help"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and all(c in proc.stdout for c in ("check", "train", "generate"))
