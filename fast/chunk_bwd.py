@@ -529,7 +529,7 @@ def chunk_bwd_state(
         saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
         H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BV=BV, PREC=_dot_precision(do.dtype),
         USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=cu_seqlens is not None,
-        num_warps=4, num_stages=2 if K <= 128 else 1,
+        num_warps=4 if K <= 128 else 8, num_stages=2 if K <= 128 else 1,
     )
     return dS_end, dR, dh0
 

@@ -1,0 +1,224 @@
+"""Training-side benchmark of the Triton backend: forward + backward time, peak memory, and a loss curve.
+
+    python benchmarks/bench_train.py                  # every mode, CSVs into benchmarks/results/
+    python benchmarks/bench_train.py --mode fwdbwd    # time and memory only
+    python benchmarks/bench_train.py --mode lm        # 200-step loss curves, Triton vs reference
+
+fwdbwd: one train step of the operator (forward, then backward of <o, do>) at H = 16, K = V = 128,
+bfloat16, with the L2 norm in the op, for ours (``recompute=True``, the default, and
+``recompute=False``), flash-linear-attention 0.6.0's ``chunk_gdn2`` (the peer) and causal SDPA,
+all in the same run on fresh random inputs (never zeros). Time is the median of
+``triton.testing.do_bench``; memory is ``torch.cuda.max_memory_allocated`` over one step, minus
+what the inputs already hold. Ratios are peer / ours and sdpa / ours (> 1: ours is faster).
+
+lm: the small byte-level LM (``gdn2.model.GDN2LM``) trained for 200 steps from one seed on the
+same batches with backend "triton" and backend "reference", both under bfloat16 autocast, and the
+reference once more in float32; the float32-vs-bfloat16 gap of the reference is the noise scale
+that the Triton-vs-reference gap is compared with.
+"""
+
+import argparse
+import csv
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+from triton.testing import do_bench
+
+import gdn2.fast
+
+SHAPES = [(8, 2048), (4, 4096), (2, 8192), (1, 16384), (1, 65536)]
+H, K, V = 16, 128, 128
+
+
+def peer_chunk():
+    """flash-linear-attention 0.6.0's chunk_gdn2, or None where it is not installed."""
+    try:
+        from fla.ops.gdn2 import chunk_gdn2
+    except ImportError as e:
+        print(f"peer unavailable: {e}")
+        return None
+    return chunk_gdn2
+
+
+def op_inputs(B: int, T: int) -> dict:
+    """Inputs as a layer makes them (raw q, k normalised in the op; g = logsigmoid < 0), with grads."""
+    dev, bf = "cuda", torch.bfloat16
+    x = {
+        "q": torch.randn(B, T, H, K, device=dev, dtype=bf),
+        "k": torch.randn(B, T, H, K, device=dev, dtype=bf),
+        "v": torch.randn(B, T, H, V, device=dev, dtype=bf),
+        "g": F.logsigmoid(torch.randn(B, T, H, K, device=dev)),
+        "b": torch.rand(B, T, H, K, device=dev, dtype=bf),
+        "w": torch.rand(B, T, H, V, device=dev, dtype=bf),
+    }
+    return {n: t.requires_grad_() for n, t in x.items()}
+
+
+def train_step(fn, do: torch.Tensor):
+    """One forward + backward of <fn(), do>; gradients land in .grad (reset by do_bench)."""
+    def step():
+        fn().backward(do)
+    return step
+
+
+def measure(step, leaves: list) -> tuple[float, float]:
+    """(median ms, peak MiB above what was allocated before the step)."""
+    step()                                                   # compile / autotune outside the numbers
+    for t in leaves:
+        t.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    for t in leaves:
+        t.grad = None
+    ms = do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
+    return ms, peak
+
+
+def fwdbwd_rows(B: int, T: int, card: str, peer) -> list[dict]:
+    """Time and peak memory of one train step of every implementation at one shape."""
+    x = op_inputs(B, T)
+    leaves = list(x.values())
+    do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
+    impls = {
+        "ours": lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0],
+        "ours-saved": lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute=False)[0],
+    }
+    if peer is not None:
+        impls["peer"] = lambda: peer(**x, use_qk_l2norm_in_kernel=True)[0]
+    results = {name: measure(train_step(fn, do), leaves) for name, fn in impls.items()}
+    qkv = [torch.randn(B, H, T, K, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
+    results["sdpa"] = measure(
+        train_step(lambda: F.scaled_dot_product_attention(*qkv, is_causal=True), do.transpose(1, 2)), qkv)
+    return [dict(card=card, mode="fwdbwd", shape=f"{B}x{T}", impl=name, ms=round(ms, 4), peak_mib=round(mib, 1),
+                 peer_over_this=round(results["peer"][0] / ms, 3) if "peer" in results else "",
+                 sdpa_over_this=round(results["sdpa"][0] / ms, 3))
+            for name, (ms, mib) in results.items()]
+
+
+def bench_fwdbwd(args, card: str) -> list[dict]:
+    peer = peer_chunk()
+    rows = []
+    for B, T in SHAPES:
+        if not (args.quick and B * T > 16384):
+            rows += fwdbwd_rows(B, T, card, peer)
+            torch.cuda.empty_cache()
+    return rows
+
+
+def bench_lm(args, card: str) -> list[dict]:
+    """Per-step training loss of the small LM under each backend, same seed, same batches."""
+    from gdn2.data import corpus_tensor
+    from gdn2.model import GDN2LM, GDN2LMConfig
+
+    steps, batch, seq_len = args.lm_steps, 16, 256
+    data = corpus_tensor()
+    gen = torch.Generator().manual_seed(0)
+    starts = torch.randint(0, data.numel() - seq_len - 1, (steps, batch), generator=gen)
+    batches = [torch.stack([data[s: s + seq_len + 1] for s in row.tolist()]).cuda() for row in starts]
+    curves = {}
+    for name, backend, dtype in (("triton-bf16", "triton", torch.bfloat16),
+                                 ("reference-bf16", "reference", torch.bfloat16),
+                                 ("reference-fp32", "reference", None)):
+        torch.manual_seed(0)
+        model = GDN2LM(GDN2LMConfig(hidden_size=256, num_layers=2, num_heads=4, head_dim=64,
+                                    backend=backend)).cuda()
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1)
+        losses = []
+        for ids in batches:
+            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = model.loss(ids)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+        curves[name] = losses
+        print(f"{name:15s} loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    rows = [dict(card=card, mode="lm", step=i + 1, **{n: round(c[i], 5) for n, c in curves.items()})
+            for i in range(steps)]
+    gap = [abs(a - b) for a, b in zip(curves["triton-bf16"], curves["reference-bf16"])]
+    noise = [abs(a - b) for a, b in zip(curves["reference-fp32"], curves["reference-bf16"])]
+    last = slice(steps - 50, steps)
+    print(f"|triton-bf16 − reference-bf16|: max {max(gap):.4f}, mean of the last 50 steps "
+          f"{sum(gap[last]) / 50:.4f}")
+    print(f"|reference-fp32 − reference-bf16| (the bf16 noise scale): max {max(noise):.4f}, mean of the "
+          f"last 50 steps {sum(noise[last]) / 50:.4f}")
+    assert all(math.isfinite(v) for c in curves.values() for v in c), "non-finite loss"
+    return rows
+
+
+def stage_rows(B: int, T: int, card: str) -> list[dict]:
+    """Where ours spends a train step at one shape: the forward with and without saving, each backward stage."""
+    from gdn2.fast.chunk_bwd import chunk_bwd_local, chunk_bwd_state
+    from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+
+    x = {n: t.detach() for n, t in op_inputs(B, T).items()}
+    do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
+    kw = dict(scale=K ** -0.5, use_qk_l2norm_in_kernel=True)
+    saved = chunk_gdn2_fwd(**x, **kw, save=True)
+    dS_end, dR, _ = chunk_bwd_state(saved, do, None, None, None)
+    stages = {
+        "forward": lambda: chunk_gdn2_fwd(**x, **kw),
+        "forward-save": lambda: chunk_gdn2_fwd(**x, **kw, save=True),
+        "bwd-state": lambda: chunk_bwd_state(saved, do, None, None, None),
+        "bwd-local": lambda: chunk_bwd_local(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], K ** -0.5, None,
+                                             saved, do, dR, dS_end, use_qk_l2norm_in_kernel=True),
+    }
+    rows = []
+    for name, fn in stages.items():
+        ms = do_bench(fn, warmup=25, rep=200, return_mode="median")
+        rows.append(dict(card=card, mode="stages", shape=f"{B}x{T}", impl=name, ms=round(ms, 4)))
+        print(f"stages {B}x{T:<6} {name:13s} {ms:8.3f} ms")
+    return rows
+
+
+def bench_stages(args, card: str) -> list[dict]:
+    rows = []
+    for B, T in [(8, 2048), (1, 65536)]:
+        if not (args.quick and B * T > 16384):
+            rows += stage_rows(B, T, card)
+            torch.cuda.empty_cache()
+    return rows
+
+
+MODES = {"fwdbwd": bench_fwdbwd, "stages": bench_stages, "lm": bench_lm}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", default="all", choices=["all", *MODES])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--quick", action="store_true", help="skip the shapes above 16K tokens")
+    ap.add_argument("--lm-steps", type=int, default=200)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    card = torch.cuda.get_device_name()
+    print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
+    os.makedirs(args.out, exist_ok=True)
+    for mode in MODES if args.mode == "all" else [args.mode]:
+        rows = MODES[mode](args, card)
+        path = Path(args.out) / f"train-{mode}-{card.replace(' ', '_')}.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        if mode == "fwdbwd":
+            print(f"{'shape':9} {'impl':11} {'ms':>9} {'peak MiB':>9} {'peer/x':>7} {'sdpa/x':>7}")
+            for r in rows:
+                print(f"{r['shape']:9} {r['impl']:11} {r['ms']:>9} {r['peak_mib']:>9} {r['peer_over_this']:>7} "
+                      f"{r['sdpa_over_this']:>7}")
+            faster = [r["shape"] for r in rows if r["impl"] == "ours" and r["sdpa_over_this"] > 1]
+            print(f"ours beats SDPA (fwd+bwd) at: {', '.join(faster) or 'no shape measured'}")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
