@@ -176,36 +176,54 @@ def _fmt(x: float | None, unit: str = "") -> str:
     return f"{x:.3g}{unit}" if x < 100 else f"{x:,.0f}{unit}"
 
 
+_METRICS = (("ms", "ms"), ("device_ms", "device ms"), ("peak_mib", "peak MiB"))
+
+
 def _bench_table(mrows: list[dict[str, str]]) -> str:
-    """One row per shape: time of every implementation, the floors, and the ratios."""
-    impls = list(dict.fromkeys(r["impl"] for r in mrows))
-    shapes = list(dict.fromkeys(r["shape"] for r in mrows))
+    """One row per (shape, implementation): its numbers, then its time against the peer, SDPA and the floor."""
     t = {(r["shape"], r["impl"]): _number(r["ms"]) for r in mrows}
-    dev = {(r["shape"], r["impl"]): _number(r.get("device_ms")) for r in mrows}
-    has_dev = any(dev.values())
-    floor = {r["shape"]: (_number(r.get("mem_floor_ms")), _number(r.get("flop_floor_ms"))) for r in mrows}
-    has_flop = any(f[1] for f in floor.values())
-    cols = ["shape"] + [f"{_IMPL_NAMES.get(i, i)} ms" for i in impls]
-    cols += [f"{_IMPL_NAMES.get(i, i)} device ms" for i in impls] if has_dev else []
-    cols += ["memory floor ms"]
-    cols += ["FLOP floor ms"] if has_flop else []
-    ratios = [(a, b) for a, b in (("peer", "ours"), ("sdpa", "ours")) if a in impls and b in impls]
-    cols += [f"{a} / {b}" for a, b in ratios] + (["ours / floor"] if "ours" in impls else [])
+    metrics = [(c, label) for c, label in _METRICS if any(_number(r.get(c)) is not None for r in mrows)]
+    floors = {r["shape"]: [x for x in (_number(r.get("mem_floor_ms")), _number(r.get("flop_floor_ms"))) if x]
+              for r in mrows}
+    has_floor = any(floors.values())
+    refs = [name for name in ("peer", "sdpa") if any(r["impl"] == name for r in mrows)]
+    cols = ["shape", "implementation"] + [label for _, label in metrics]
+    cols += ["memory floor ms"] if has_floor else []
+    cols += [f"{ref} / this" for ref in refs] + (["this / floor"] if has_floor else [])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for sh in shapes:
-        mem, flop = floor[sh]
-        cells = [sh] + [_fmt(t.get((sh, i))) for i in impls]
-        cells += [_fmt(dev.get((sh, i))) for i in impls] if has_dev else []
-        cells += [_fmt(mem)]
-        cells += [_fmt(flop)] if has_flop else []
-        for a, b in ratios:
-            ta, tb = t.get((sh, a)), t.get((sh, b))
-            cells.append(f"{ta / tb:.2f}×" if ta and tb else "")
-        if "ours" in impls:
-            best = max(x for x in (mem, flop) if x) if (mem or flop) else None
-            ours = t.get((sh, "ours"))
-            cells.append(f"{ours / best:.1f}×" if ours and best else "")
+    for r in mrows:
+        sh, ms = r["shape"], _number(r["ms"])
+        cells = [sh, _IMPL_NAMES.get(r["impl"], r["impl"])] + [_fmt(_number(r.get(c))) for c, _ in metrics]
+        if has_floor:
+            cells.append(_fmt(_number(r.get("mem_floor_ms"))))
+        for ref in refs:
+            tr = t.get((sh, ref))
+            cells.append(f"{tr / ms:.2f}×" if tr and ms and r["impl"] != ref else "")
+        if has_floor:
+            cells.append(f"{ms / max(floors[sh]):.1f}×" if ms and floors[sh] else "")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _curves(rows: list[dict[str, str]]) -> tuple[list[float], dict[str, list[float | None]]] | None:
+    """A table with a "step" column: its numeric columns as curves over the steps (e.g. loss curves)."""
+    if "step" not in rows[0]:
+        return None
+    steps = [_number(r["step"]) for r in rows]
+    names = [c for c in rows[0] if c not in ("step", "card", "mode")
+             and all(_number(r[c]) is not None for r in rows)]
+    if not names or any(x is None for x in steps):
+        return None
+    return steps, {n: [_number(r[n]) for r in rows] for n in names}  # type: ignore[misc]
+
+
+def _curves_table(steps, curves) -> str:
+    """The curves at a handful of steps (first, every fifth of the run, last)."""
+    n = len(steps)
+    picks = sorted({0, n - 1, *(round(i * (n - 1) / 5) for i in range(1, 5))})
+    lines = ["| step | " + " | ".join(curves) + " |", "|" + "---|" * (len(curves) + 1)]
+    for i in picks:
+        lines.append(f"| {steps[i]:g} | " + " | ".join(f"{c[i]:.4f}" for c in curves.values()) + " |")
     return "\n".join(lines)
 
 
@@ -220,8 +238,14 @@ def results_markdown(results: dict[str, list[dict[str, str]]]) -> str:
     charts = plots(results)
     parts = []
     for name, rows in results.items():
-        card = rows[0].get("card") or name
-        parts.append(f"### {html.escape(card)}\n\nFrom `benchmarks/results/{name}.csv`.\n")
+        card = rows[0].get("card") or "unknown card"
+        parts.append(f"### {name}\n\n`benchmarks/results/{name}.csv`, measured on {html.escape(card)}.\n")
+        curves = _curves(rows)
+        if curves is not None:
+            if f"{name}.svg" in charts:
+                parts.append(f'<figure class="gdn2-figure" markdown>\n![{name}](plots/{name}.svg)\n</figure>\n')
+            parts.append(_curves_table(*curves) + "\n")
+            continue
         if not _is_bench(rows):
             parts.append(_table(rows) + "\n")
             continue
@@ -245,6 +269,11 @@ def plots(results: dict[str, list[dict[str, str]]]) -> dict[str, str]:
     """NAME-MODE.svg -> SVG text: grouped bars of every implementation's time and the memory floor."""
     out = {}
     for name, rows in results.items():
+        curves = _curves(rows)
+        if curves is not None:
+            mode = rows[0].get("mode") or name
+            out[f"{name}.svg"] = line_chart(f"{rows[0].get('card') or name}: {mode} (per step)", *curves)
+            continue
         if not _is_bench(rows):
             continue
         for mode in _modes(rows):
@@ -317,5 +346,37 @@ def bar_chart(title: str, labels: list[str], groups: dict[str, dict[str, float |
         ly = top + plot_h + 70 + 18 * row
         s.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{_PALETTE[j % len(_PALETTE)]}"/>')
         s.append(f'<text x="{lx + 14}" y="{ly}">{esc(name)}</text>')
+    s.append("</svg>")
+    return "\n".join(s)
+
+
+def line_chart(title: str, steps: list[float], curves: dict[str, list[float | None]]) -> str:
+    """Curves over steps on linear axes (loss curves)."""
+    values = [v for c in curves.values() for v in c if v is not None]
+    lo, hi = min(values), max(values)
+    hi = hi if hi > lo else lo + 1.0
+    left, top, plot_w, plot_h = 70, 40, 560, 260
+    width, height = left + plot_w + 30, top + plot_h + 70
+    x = lambda st: left + plot_w * (st - steps[0]) / max(steps[-1] - steps[0], 1)
+    y = lambda v: top + plot_h * (1 - (v - lo) / (hi - lo))
+    esc = html.escape
+    s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+         f"<title>{esc(title)}</title>",
+         f'<text x="{left}" y="20" font-size="13" font-weight="bold">{esc(title)}</text>']
+    for i in range(5):
+        v = lo + (hi - lo) * i / 4
+        s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
+        s.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+    s.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 30}" text-anchor="middle">step</text>')
+    s.append(f'<text x="{left}" y="{top + plot_h + 16}" text-anchor="middle">{steps[0]:g}</text>')
+    s.append(f'<text x="{left + plot_w}" y="{top + plot_h + 16}" text-anchor="middle">{steps[-1]:g}</text>')
+    for j, (name, c) in enumerate(curves.items()):
+        color = _PALETTE[j % len(_PALETTE)]
+        pts = " ".join(f"{x(st):.1f},{y(v):.1f}" for st, v in zip(steps, c) if v is not None)
+        s.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+        lx = left + 10 + j * 170
+        s.append(f'<rect x="{lx}" y="{height - 18}" width="10" height="10" fill="{color}"/>')
+        s.append(f'<text x="{lx + 14}" y="{height - 9}">{esc(name)}</text>')
     s.append("</svg>")
     return "\n".join(s)
