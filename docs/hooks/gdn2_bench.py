@@ -232,8 +232,9 @@ def results_markdown(results: dict[str, list[dict[str, str]]]) -> str:
         return (
             '!!! note "No benchmark results yet"\n'
             "    No `benchmarks/results/*.csv` is committed yet, so this page has no measured numbers "
-            "and no plots. They appear here at the next docs build after the benchmark script "
-            "(`python benchmarks/bench.py`, on a GPU) has written its CSVs.\n"
+            "and no plots. They appear here at the next docs build after the benchmark scripts "
+            "(`python benchmarks/bench.py`, `python benchmarks/bench_train.py`, on a GPU) have written "
+            "their CSVs.\n"
         )
     charts = plots(results)
     parts = []
