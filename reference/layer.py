@@ -125,8 +125,10 @@ class GDN2(nn.Module):
         self.conv_size = _positive_int("conv_size", conv_size)
         self.use_short_conv = _flag("use_short_conv", use_short_conv)
         self.allow_neg_eigval = _flag("allow_neg_eigval", allow_neg_eigval)
-        if isinstance(norm_eps, bool) or not isinstance(norm_eps, Real) or not norm_eps > 0:
-            raise ValueError(f"norm_eps must be a positive float, got {norm_eps!r}")
+        if isinstance(norm_eps, bool) or not isinstance(norm_eps, Real):
+            raise TypeError(f"norm_eps must be a float, got {type(norm_eps).__name__}")
+        if not norm_eps > 0:
+            raise ValueError(f"norm_eps must be positive, got {norm_eps!r}")
         self.norm_eps = float(norm_eps)
         resolve_backend(backend)  # unknown or unavailable: the registry's error, listing what is available
         self.backend = backend

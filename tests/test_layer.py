@@ -257,6 +257,7 @@ def test_auto_backend_takes_the_reference_for_cpu_tensors():
         pytest.param({"use_short_conv": 1}, TypeError, "use_short_conv", id="use_short_conv-int"),
         pytest.param({"allow_neg_eigval": "yes"}, TypeError, "allow_neg_eigval", id="allow_neg_eigval-str"),
         pytest.param({"norm_eps": 0.0}, ValueError, "norm_eps", id="norm_eps-0"),
+        pytest.param({"norm_eps": "1e-5"}, TypeError, "norm_eps", id="norm_eps-str"),
         pytest.param({"layer_idx": -2}, ValueError, "layer_idx", id="layer_idx-neg"),
         pytest.param({"backend": "cuda"}, ValueError, "reference", id="backend-unknown-lists-available"),
         pytest.param({"backend": 3}, TypeError, "backend", id="backend-int"),
