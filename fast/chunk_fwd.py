@@ -145,6 +145,7 @@ def chunk_intra_wy_fwd_kernel(
     b_Td = tl.zeros([NS, SUB, SUB], tl.float32)
     b_Ad = tl.zeros([NS, SUB, SUB], tl.float32)
     m_rs = (o_s[:, None] >= o_s[None, :])[None, :, :, None]                   # r ≥ s, [1, 16, 16, 1]
+    m_gt = (o_s[:, None] > o_s[None, :])[None, :, :, None]                    # t > s
     for i_k in range(tl.cdiv(K, BKD)):
         o_k = i_k * BKD + tl.arange(0, BKD)
         m_k = o_k < K
@@ -153,9 +154,12 @@ def chunk_intra_wy_fwd_kernel(
         b_k3 = tl.load(k + p3, mask=m3, other=0.0).to(tl.float32)             # [NS, 16, BKD]
         b_q3 = tl.load(q + p3, mask=m3, other=0.0).to(tl.float32)
         b_bk3 = tl.load(b + p3, mask=m3, other=0.0).to(tl.float32) * b_k3
-        b_G3 = tl.cumsum(_load_gate(g, p3, m3, i_h, o_k[None, None, :], m_k[None, None, :], A_log, dt_bias,
-                                    K, USE_GATE, HAS_DT_BIAS), 1)
-        b_E = tl.exp(tl.where(m_rs, b_G3[:, :, None, :] - b_G3[:, None, :, :], float("-inf")))
+        b_g3 = _load_gate(g, p3, m3, i_h, o_k[None, None, :], m_k[None, None, :], A_log, dt_bias,
+                          K, USE_GATE, HAS_DT_BIAS)
+        # G_r − G_s = Σ_{s<t≤r} g_t as a running sum over r for every s: never the difference of two
+        # large cumulative sums, which loses all precision once G reaches ~1e5 (g = −1e4 per token)
+        b_D = tl.cumsum(tl.where(m_gt, b_g3[:, :, None, :], 0.0), 1)
+        b_E = tl.exp(tl.where(m_rs, b_D, float("-inf")))
         b_kE = b_k3[:, None, :, :] * b_E                                       # [NS, 16(r), 16(s), BKD]
         b_Td += tl.sum(b_bk3[:, :, None, :] * b_kE, 3)
         b_Ad += tl.sum(b_q3[:, :, None, :] * b_kE, 3)
@@ -177,12 +181,19 @@ def chunk_intra_wy_fwd_kernel(
         if SAVE:
             tl.store(G_out + p_row + o_k[None, :], b_G, mask=m)
         if NS > 1:
-            # rows of sub-chunk i against columns of sub-chunks < i, anchored at row a = 16·i
+            # rows of sub-chunk i against columns of sub-chunks < i, anchored at row a = 16·i:
+            # exp(G_r − G_a) = exp(Σ_{a<t≤r} g_t) and exp(G_a − G_s) = exp(Σ_{s<t≤a} g_t), both sums
+            # running from the anchor (precise), both factors ≤ 1
             b_bk = b_b * b_k
+            b_gl = tl.reshape(tl.where((o_t % SUB == 0)[:, None], 0.0, b_g), [NS, SUB, BK])
+            b_er_all = tl.exp(tl.reshape(tl.cumsum(b_gl, 1), [BT, BK]))               # Σ_{a<t≤r} g_t
+            m_n = ((o_t + 1) < L)[:, None] & m_k[None, :]
+            b_gn = _load_gate(g, p_row + H * K + o_k[None, :], m_n, i_h, o_k[None, :], m_k[None, :], A_log,
+                              dt_bias, K, USE_GATE, HAS_DT_BIAS)                         # g of row r + 1
             for i in tl.static_range(1, NS):
-                b_Ga = tl.sum(tl.where((o_t == i * SUB)[:, None], b_G, 0.0), 0)          # [BK]
-                b_er = tl.exp(tl.where((blk == i)[:, None], b_G - b_Ga[None, :], float("-inf")))
-                b_ec = tl.exp(tl.where((blk < i)[:, None], b_Ga[None, :] - b_G, float("-inf")))
+                b_er = tl.where((blk == i)[:, None], b_er_all, 0.0)
+                b_cs = tl.cumsum(tl.where((o_t < i * SUB)[:, None], b_gn, 0.0), 0, reverse=True)
+                b_ec = tl.exp(tl.where((blk < i)[:, None], b_cs, float("-inf")))
                 b_kc = tl.trans(b_k * b_ec)                                              # [BK, BT]
                 b_Toff += tl.dot(b_bk * b_er, b_kc, input_precision=DOT_PREC)
                 b_Aoff += tl.dot(b_q * b_er, b_kc, input_precision=DOT_PREC)
@@ -230,11 +241,15 @@ def chunk_intra_wy_fwd_kernel(
         b_G = tl.cumsum(b_g, 0)
         b_GC = tl.sum(b_g, 0)                                        # G of the last valid row
         b_gamma = tl.exp(b_G)
+        m_n = ((o_t + 1) < L)[:, None] & m_k
+        b_gn = _load_gate(g, p_row + H * K + o_k[None, :], m_n, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                          K, USE_GATE, HAS_DT_BIAS)                   # g of row r + 1
+        b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))            # exp(G_C − G_r) = exp(Σ_{r<t≤C} g_t)
         b_Y = tl.dot(b_A, b_gamma * b_b * b_k, input_precision=DOT_PREC)
         tl.store(Y + p_row + o_k[None, :], b_Y.to(Y.dtype.element_ty), mask=m)
         tl.store(Qg + p_row + o_k[None, :], (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty),
                  mask=m)
-        tl.store(Kt + p_row + o_k[None, :], (tl.exp(b_GC[None, :] - b_G) * b_k).to(Kt.dtype.element_ty), mask=m)
+        tl.store(Kt + p_row + o_k[None, :], (b_tail * b_k).to(Kt.dtype.element_ty), mask=m)
         tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(b_GC), mask=m_k)
 
     # ---- stage (3): U = A (w⊙v) for every value head of the group (GVA: the inverse is shared)
@@ -264,7 +279,7 @@ def chunk_state_output_fwd_kernel(
     cu_seqlens,              # [N+1] sequence offsets (IS_VARLEN)
     T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BKH: tl.constexpr, BV: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
@@ -291,45 +306,73 @@ def chunk_state_output_fwd_kernel(
         slot0 = i_n * tl.cdiv(T, BT)
     NT = tl.cdiv(eos - bos, BT)
 
+    # K > 128 is held as two [BKH, BV] state tiles (rows 0..127 and 128..255): one 256-row tile
+    # hits a shared-memory fault in Triton 3.6's code for the K_tailᵀ R product.
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
+    o_k = tl.arange(0, BKH)
+    o_k2 = BKH + o_k
     m_k = o_k < K
+    m_k2 = o_k2 < K
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    p_S = o_k[:, None] * V + o_v[None, :]                          # [BK, BV] offsets inside one state
+    p_in = o_k[:, None] * V + o_v[None, :]                             # [BKH, BV] offsets inside one state
+    p_S = (i_n * HV + i_hv).to(tl.int64) * K * V + p_in
+    m_S = m_k[:, None] & m_v[None, :]
+    m_S2 = m_k2[:, None] & m_v[None, :]
 
-    b_S = tl.zeros([BK, BV], tl.float32)
+    b_S = tl.zeros([BKH, BV], tl.float32)
     if HAS_H0:
-        b_S += tl.load(h0 + (i_n * HV + i_hv).to(tl.int64) * K * V + p_S, mask=m_kv, other=0.0).to(tl.float32)
+        b_S += tl.load(h0 + p_S, mask=m_S, other=0.0).to(tl.float32)
+    if BK > BKH:
+        b_S2 = tl.zeros([BKH, BV], tl.float32)
+        if HAS_H0:
+            b_S2 += tl.load(h0 + p_S + BKH * V, mask=m_S2, other=0.0).to(tl.float32)
     for i_t in range(NT):
         t0 = bos + i_t * BT
         m_t = o_t < eos - t0
+        p_h = ((slot0 + i_t) * HV + i_hv).to(tl.int64) * K * V + p_in
         if SAVE:
-            tl.store(h_out + ((slot0 + i_t) * HV + i_hv).to(tl.int64) * K * V + p_S, b_S, mask=m_kv)
-        p_key = (t0 * H + i_h) * K + o_t[:, None] * (H * K) + o_k[None, :]       # [BT, BK]
-        p_keyT = (t0 * H + i_h) * K + o_t[None, :] * (H * K) + o_k[:, None]      # [BK, BT]
+            tl.store(h_out + p_h, b_S, mask=m_S)
+            if BK > BKH:
+                tl.store(h_out + p_h + BKH * V, b_S2, mask=m_S2)
+        p_key = (t0 * H + i_h) * K + o_t[:, None] * (H * K) + o_k[None, :]       # [BT, BKH]
+        p_keyT = (t0 * H + i_h) * K + o_t[None, :] * (H * K) + o_k[:, None]      # [BKH, BT]
         p_val = (t0 * HV + i_hv) * V + o_t[:, None] * (HV * V) + o_v[None, :]    # [BT, BV]
         m_key = m_t[:, None] & m_k[None, :]
+        m_keyT = m_k[:, None] & m_t[None, :]
         m_val = m_t[:, None] & m_v[None, :]
+        p_gc = ((slot0 + i_t) * H + i_h) * K + o_k
         b_y = tl.load(Y + p_key, mask=m_key, other=0.0)
         b_qg = tl.load(Qg + p_key, mask=m_key, other=0.0)
-        b_ktT = tl.load(Kt + p_keyT, mask=m_k[:, None] & m_t[None, :], other=0.0)
+        b_ktT = tl.load(Kt + p_keyT, mask=m_keyT, other=0.0)
+        b_gc = tl.load(gC + p_gc, mask=m_k, other=0.0)
         b_a = tl.load(Aqk + (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
         b_u = tl.load(U + p_val, mask=m_val, other=0.0).to(tl.float32)
-        b_gc = tl.load(gC + ((slot0 + i_t) * H + i_h) * K + o_k, mask=m_k, other=0.0)
 
         b_Sd = b_S.to(b_y.dtype)
-        b_R = b_u - tl.dot(b_y, b_Sd, input_precision=DOT_PREC)          # (4) R = U − Y S₀
-        b_Rd = b_R.to(b_y.dtype)
-        b_o = tl.dot(b_qg, b_Sd, input_precision=DOT_PREC)                # (5) O = Q_γ S₀ + A_qk R
-        b_o = tl.dot(b_a, b_Rd, acc=b_o, input_precision=DOT_PREC)
+        b_yS = tl.dot(b_y, b_Sd, input_precision=DOT_PREC)
+        b_o = tl.dot(b_qg, b_Sd, input_precision=DOT_PREC)
+        if BK > BKH:
+            m_key2 = m_t[:, None] & m_k2[None, :]
+            b_S2d = b_S2.to(b_y.dtype)
+            b_yS = tl.dot(tl.load(Y + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_yS,
+                          input_precision=DOT_PREC)
+            b_o = tl.dot(tl.load(Qg + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_o,
+                         input_precision=DOT_PREC)
+        b_Rd = (b_u - b_yS).to(b_y.dtype)                                 # (4) R = U − Y S₀
+        b_o = tl.dot(b_a, b_Rd, acc=b_o, input_precision=DOT_PREC)       # (5) O = Q_γ S₀ + A_qk R
         tl.store(o + p_val, b_o.to(o.dtype.element_ty), mask=m_val)
         if SAVE:
             tl.store(R_out + p_val, b_Rd, mask=m_val)
-        b_S = b_S * b_gc[:, None] + tl.dot(b_ktT, b_Rd, input_precision=DOT_PREC)  # (4) S_C
+        b_S = b_S * b_gc[:, None] + tl.dot(b_ktT, b_Rd, input_precision=DOT_PREC)   # (4) S_C
+        if BK > BKH:
+            b_ktT2 = tl.load(Kt + p_keyT + BKH, mask=m_k2[:, None] & m_t[None, :], other=0.0)
+            b_gc2 = tl.load(gC + p_gc + BKH, mask=m_k2, other=0.0)
+            b_S2 = b_S2 * b_gc2[:, None] + tl.dot(b_ktT2, b_Rd, input_precision=DOT_PREC)
     if STORE_FINAL:
-        tl.store(ht + (i_n * HV + i_hv).to(tl.int64) * K * V + p_S, b_S, mask=m_kv)
+        tl.store(ht + p_S, b_S, mask=m_S)
+        if BK > BKH:
+            tl.store(ht + p_S + BKH * V, b_S2, mask=m_S2)
 # --8<-- [end:chunk_state_output_fwd_kernel]
 
 
@@ -416,7 +459,7 @@ def chunk_gdn2_fwd(
         n_slots = B * triton.cdiv(T, BT)
         grid1 = (triton.cdiv(T, BT), B * H)
     BKp, BVp = max(16, _next_pow2(K)), max(16, _next_pow2(V))
-    cfg1 = {"BK": min(32, BKp), "BKD": 8, "BV": min(32, BVp), "num_warps": 8, **(intra_config or {})}
+    cfg1 = {"BK": min(32, BKp), "BKD": 8, "BV": min(32, BVp), "num_warps": 4, **(intra_config or {})}
     dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
     dt = q.dtype
 
@@ -448,7 +491,7 @@ def chunk_gdn2_fwd(
     grid2 = (triton.cdiv(V, cfg2["BV"]), N * HV)
     chunk_state_output_fwd_kernel[grid2](
         Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, cu_seqlens, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKp,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKp, BKH=min(BKp, 128),
         HAS_H0=initial_state is not None, STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save,
         DOT_PREC=dot_prec, **cfg2,
     )

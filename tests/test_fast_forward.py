@@ -63,6 +63,7 @@ def check(inputs: dict, dtype: torch.dtype, oracle=recurrent_gdn2, **kw):
         pytest.param(1, 64, 2, 4, 16, 32, 64, "fp32", id="B1-T64-H2-HV4-K16-V32-C64-gva"),
         pytest.param(1, 1, 1, 1, 16, 16, 16, "fp32", id="B1-T1-K16-V16-C16-one-token"),
         pytest.param(1, 33, 1, 1, 20, 12, 32, "fp32", id="B1-T33-K20-V12-C32-unaligned-dims"),
+        pytest.param(1, 40, 1, 2, 160, 16, 16, "fp32", id="B1-T40-HV2-K160-V16-C16-two-state-tiles"),
     ],
 )
 def test_chunk_matches_recurrence(B, T, H, HV, K, V, C, dtype):
