@@ -93,7 +93,10 @@ def fwdbwd_rows(B: int, T: int, card: str, peer) -> list[dict]:
     }
     if peer is not None:
         impls["peer"] = lambda: peer(**x, use_qk_l2norm_in_kernel=True)[0]
-    results = {name: measure(train_step(fn, do), leaves) for name, fn in impls.items()}
+    results = {}
+    for name, fn in impls.items():
+        results[name] = measure(train_step(fn, do), leaves)
+        print(f"  {B}x{T} {name}: {results[name][0]:.3f} ms, {results[name][1]:.0f} MiB", flush=True)
     qkv = [torch.randn(B, H, T, K, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
     results["sdpa"] = measure(
         train_step(lambda: F.scaled_dot_product_attention(*qkv, is_causal=True), do.transpose(1, 2)), qkv)

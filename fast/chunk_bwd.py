@@ -90,6 +90,7 @@ def chunk_bwd_state_kernel(
     V: tl.constexpr,
     BT: tl.constexpr,
     BK: tl.constexpr,
+    BKH: tl.constexpr,
     BV: tl.constexpr,
     PREC: tl.constexpr,
     USE_DHT: tl.constexpr,
@@ -98,8 +99,9 @@ def chunk_bwd_state_kernel(
 ):
     """Reverse state passing: walk the chunks of one sequence backwards.
 
-    Grid (V/BV, N·HV). The state gradient dS [BK ≥ K, BV] stays on chip (float32) for the whole
-    sequence; per chunk the program loads Q_γ, K_tail, Y [BT, K], A_qk [BT, BT] and dO [BT, BV]
+    Grid (V/BV, N·HV). The state gradient dS [K, BV] stays on chip (float32) for the whole
+    sequence, as one tile of BKH = min(BK, 128) rows or, for K > 128, two (Triton 3.6 faults on
+    a single 256-row tile); per chunk the program loads Q_γ, K_tail, Y [BT, K], A_qk [BT, BT] and dO [BT, BV]
     and writes dS (the chunk's end-state gradient) and dR [BT, BV]. FLOPs per chunk and value head:
     2·BT²·V + 6·BT·K·V; bytes: the key-side operands once per V block, dO read and dR written once,
     one state-sized write per chunk.
@@ -116,20 +118,29 @@ def chunk_bwd_state_kernel(
         slot0 = i_n.to(tl.int64) * tl.cdiv(T, BT)
     NT = tl.cdiv(T, BT)
     DT = do.dtype.element_ty
-    o_k = tl.arange(0, BK)
+    o_k = tl.arange(0, BKH)                # rows of the first state tile; the second (K > 128) is BKH + o_k
+    o_k2 = BKH + o_k
     o_v = i_v * BV + tl.arange(0, BV)
     o_c = tl.arange(0, BT)
-    m_k = o_k < K
+    m_k, m_k2 = o_k < K, o_k2 < K
     m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
+    m_kv, m_kv2 = m_k[:, None] & m_v[None, :], m_k2[:, None] & m_v[None, :]
     off_s = (o_k[:, None] * V + o_v[None, :]).to(tl.int64)
+    off_s2 = off_s + BKH * V
+    base_s = (i_n * HV + i_hv).to(tl.int64) * K * V
 
-    b_dS = tl.zeros([BK, BV], dtype=tl.float32)
+    b_dS = tl.zeros([BKH, BV], dtype=tl.float32)
+    b_dS2 = tl.zeros([BKH, BV], dtype=tl.float32)
     if USE_DHT:
-        b_dS += tl.load(dht + (i_n * HV + i_hv).to(tl.int64) * K * V + off_s, mask=m_kv, other=0.)
+        b_dS += tl.load(dht + base_s + off_s, mask=m_kv, other=0.)
+        if BK > BKH:
+            b_dS2 += tl.load(dht + base_s + off_s2, mask=m_kv2, other=0.)
     for i_s in range(NT):
         i_t = NT - 1 - i_s
-        tl.store(dS_end + ((slot0 + i_t) * HV + i_hv) * K * V + off_s, b_dS.to(dS_end.dtype.element_ty), mask=m_kv)
+        p_end = dS_end + ((slot0 + i_t) * HV + i_hv) * K * V
+        tl.store(p_end + off_s, b_dS.to(dS_end.dtype.element_ty), mask=m_kv)
+        if BK > BKH:
+            tl.store(p_end + off_s2, b_dS2.to(dS_end.dtype.element_ty), mask=m_kv2)
         o_t = i_t * BT + o_c
         m_t = o_t < T
         last = tl.minimum(T, i_t * BT + BT) - 1
@@ -137,22 +148,37 @@ def chunk_bwd_state_kernel(
         m_tv = m_t[:, None] & m_v[None, :]
         off_k = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]
         off_v = ((bos + o_t[:, None]) * HV + i_hv) * V + o_v[None, :]
-        b_qg = tl.load(qg + off_k, mask=m_tk, other=0.).to(DT)
-        b_kt = tl.load(kt + off_k, mask=m_tk, other=0.).to(DT)
-        b_Y = tl.load(Y + off_k, mask=m_tk, other=0.).to(DT)
-        b_gC = tl.exp(tl.load(G + ((bos + last) * H + i_h) * K + o_k, mask=m_k, other=0.))
+        off_l = ((bos + last) * H + i_h) * K + o_k
         b_do = tl.load(do + off_v, mask=m_tv, other=0.)
         # A_qkᵀ, element [s, r] = A_qk[r, s], kept for s ≤ r
         p_AT = Aqk + ((bos + o_t[None, :]) * H + i_h) * BT + o_c[:, None]
         b_AT = tl.load(p_AT, mask=m_t[None, :] & (o_c[:, None] <= o_c[None, :]), other=0.).to(DT)
         b_dR = tl.dot(b_AT, b_do, input_precision=PREC)
+        b_kt = tl.load(kt + off_k, mask=m_tk, other=0.).to(DT)
         b_dR += tl.dot(b_kt, b_dS.to(DT), input_precision=PREC)
+        if BK > BKH:
+            m_tk2 = m_t[:, None] & m_k2[None, :]
+            b_kt2 = tl.load(kt + off_k + BKH, mask=m_tk2, other=0.).to(DT)
+            b_dR += tl.dot(b_kt2, b_dS2.to(DT), input_precision=PREC)
         tl.store(dR + off_v, b_dR.to(dR.dtype.element_ty), mask=m_tv)
+        b_dRd = b_dR.to(DT)
+        b_qg = tl.load(qg + off_k, mask=m_tk, other=0.).to(DT)
+        b_Y = tl.load(Y + off_k, mask=m_tk, other=0.).to(DT)
+        b_gC = tl.exp(tl.load(G + off_l, mask=m_k, other=0.))
         b_dS = b_dS * b_gC[:, None]
         b_dS += tl.dot(tl.trans(b_qg), b_do, input_precision=PREC)
-        b_dS -= tl.dot(tl.trans(b_Y), b_dR.to(DT), input_precision=PREC)
+        b_dS -= tl.dot(tl.trans(b_Y), b_dRd, input_precision=PREC)
+        if BK > BKH:
+            b_qg2 = tl.load(qg + off_k + BKH, mask=m_tk2, other=0.).to(DT)
+            b_Y2 = tl.load(Y + off_k + BKH, mask=m_tk2, other=0.).to(DT)
+            b_gC2 = tl.exp(tl.load(G + off_l + BKH, mask=m_k2, other=0.))
+            b_dS2 = b_dS2 * b_gC2[:, None]
+            b_dS2 += tl.dot(tl.trans(b_qg2), b_do, input_precision=PREC)
+            b_dS2 -= tl.dot(tl.trans(b_Y2), b_dRd, input_precision=PREC)
     if USE_DH0:
-        tl.store(dh0 + (i_n * HV + i_hv).to(tl.int64) * K * V + off_s, b_dS, mask=m_kv)
+        tl.store(dh0 + base_s + off_s, b_dS, mask=m_kv)
+        if BK > BKH:
+            tl.store(dh0 + base_s + off_s2, b_dS2, mask=m_kv2)
 # --8<-- [end:chunk_bwd_state_kernel]
 
 
@@ -527,7 +553,7 @@ def chunk_bwd_state(
     BV = _state_block_v(N * HV, BVp, K)
     chunk_bwd_state_kernel[(triton.cdiv(V, BV), N * HV)](
         saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
-        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BV=BV, PREC=_dot_precision(do.dtype),
+        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BKH=min(BK, 128), BV=BV, PREC=_dot_precision(do.dtype),
         USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=cu_seqlens is not None,
         num_warps=4 if K <= 128 else 8, num_stages=2 if K <= 128 else 1,
     )

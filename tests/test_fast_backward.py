@@ -85,6 +85,7 @@ def with_gate(inputs: dict, H: int, K: int, seed: int = 0) -> dict:
         pytest.param(2, 45, 2, 4, 32, 16, 64, "fp32", id="B2-T45-H2-HV4-K32-V16-C64-fp32"),
         pytest.param(1, 70, 1, 1, 16, 16, 32, "fp16", id="B1-T70-H1-K16-V16-C32-fp16"),
         pytest.param(2, 40, 1, 1, 20, 12, 16, "fp32", id="B2-T40-H1-K20-V12-C16-unaligned-dims"),
+        pytest.param(1, 20, 1, 2, 144, 16, 16, "fp32", id="B1-T20-H1-HV2-K144-V16-C16-two-state-tiles"),
     ],
 )
 def test_backward_matches_recurrence(B, T, H, HV, K, V, C, dtype):
