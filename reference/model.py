@@ -74,7 +74,8 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(hidden_size, inner, bias=False)
         self.down_proj = nn.Linear(inner, hidden_size, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @jaxtyped(typechecker=beartype)
+    def forward(self, x: Float[Tensor, "*lead D"]) -> Float[Tensor, "*lead D"]:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -104,9 +105,15 @@ class SlidingWindowAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
 
+    @jaxtyped(typechecker=beartype)
     def forward(
-        self, x: Tensor, attention_mask: Tensor | None = None, cache: Cache | None = None, use_cache: bool = False
-    ) -> Tensor:
+        self,
+        x: Float[Tensor, "B T D"],
+        attention_mask: Shaped[Tensor, "B Tm"] | None = None,
+        cache: Cache | None = None,
+        use_cache: bool = False,
+    ) -> Float[Tensor, "B T D"]:
+        """Attend over the window; zero at padded positions. With ``use_cache`` the cache is updated in place."""
         B, T, D = x.shape
         h, d = self.num_heads, self.head_dim
         if use_cache and cache is None:
