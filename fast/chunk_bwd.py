@@ -656,6 +656,9 @@ def chunk_gdn2_bwd(
     do = do.contiguous()
     dht = None if dht is None else dht.contiguous()
     dS_end, dR, dh0 = chunk_bwd_state(saved, do, dht, initial_state, cu_seqlens, chunk_size)
+    # the state stage's operands are dead from here; when the caller handed over the only reference
+    # (recompute), dropping them lowers the peak memory of the local stage
+    saved = saved._replace(o=None, Y=None, Qg=None, Kt=None, Aqk=None, U=None, gC=None)
     dq, dk, dv, dg, db, dw, dA_log, ddt_bias = chunk_bwd_local(
         q, k, v, g, b, w, scale, cu_seqlens, saved, do, dR, dS_end,
         use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, chunk_size=chunk_size,

@@ -88,12 +88,17 @@ def chunk_gdn2_bwd_op(
         chunk_indices = prepare_chunk_indices(cu_seqlens, chunk_size, q.shape[1])
     if saved:
         fwd = ChunkForward(None, None, **dict(zip(saved_fields(l2), saved)), chunk_indices=chunk_indices)
-    else:  # recompute: the forward driver again, keeping its intermediates this time
-        fwd = chunk_gdn2_fwd(q, k, v, g, b, w, scale, initial_state, False, cu_seqlens, chunk_indices,
-                             use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias,
-                             chunk_size=chunk_size, save=True)
-    grads = chunk_gdn2_bwd(q, k, v, g, b, w, scale, initial_state, cu_seqlens, fwd, do, dht,
-                           use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, chunk_size=chunk_size)
+        grads = chunk_gdn2_bwd(q, k, v, g, b, w, scale, initial_state, cu_seqlens, fwd, do, dht,
+                               use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, chunk_size=chunk_size)
+    else:
+        # recompute: the forward driver again, keeping its intermediates this time; passed inline so the
+        # backward holds the only reference and frees what its second stage does not read
+        grads = chunk_gdn2_bwd(
+            q, k, v, g, b, w, scale, initial_state, cu_seqlens,
+            chunk_gdn2_fwd(q, k, v, g, b, w, scale, initial_state, False, cu_seqlens, chunk_indices,
+                           use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, chunk_size=chunk_size,
+                           save=True),
+            do, dht, use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, chunk_size=chunk_size)
     return [x for x in grads if x is not None]
 
 
