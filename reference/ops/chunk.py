@@ -209,8 +209,9 @@ def chunk_gdn2(
     """Chunkwise Gated DeltaNet-2 (SPEC §3) with the hand-written gate-aware backward (SPEC §4).
 
     Same contract as :func:`gdn2.ops.recurrent_gdn2`; ``chunk_size`` is any positive integer and T
-    need not be a multiple of it. Cost per chunk and value head: about 2·C²·K (T, A_qk) + C³/3 (A)
-    + 2·C·K·V·4 (Y S_0, Q S_0, state update, U) multiply-adds; memory holds one state per chunk.
+    need not be a multiple of it. Multiply-adds per chunk: C²·K (T and A_qk, lower halves) + C³/6
+    (forward substitution) + C²·K/2 (Y) per key head, and C²·V (U and A_qk R, lower halves) + 3·C·K·V
+    (Y S_0, Q_γ S_0, the state update) per value head; memory holds one state per chunk.
     """
     from .chunk_backward import ChunkGDN2Function  # the backward is built on these stages
 
