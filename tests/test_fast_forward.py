@@ -158,7 +158,10 @@ def test_import_is_lazy_and_registered():
     "B,T,H,HV,K,V",
     [
         pytest.param(2, 300, 2, 2, 128, 128, id="B2-T300-H2-K128-V128-bf16"),
-        pytest.param(1, 500, 2, 4, 256, 256, id="B1-T500-H2-HV4-K256-V256-bf16"),
+        # Known bug (benchmarks/NOTES.md): NaN outputs at K = V = 256 on an H200 with Triton 3.6,
+        # though the interpreter is right (B1-T40-HV2-K160 above). strict: passing fails the suite.
+        pytest.param(1, 500, 2, 4, 256, 256, id="B1-T500-H2-HV4-K256-V256-bf16", marks=pytest.mark.xfail(
+            strict=True, reason="NaN outputs at K = V = 256 on GPU (open bug)")),
         pytest.param(1, 257, 2, 2, 64, 128, id="B1-T257-H2-K64-V128-bf16"),
     ],
 )
