@@ -158,8 +158,9 @@ def bench_lm(args, card: str) -> list[dict]:
     return rows
 
 
-def stage_rows(B: int, T: int, card: str) -> list[dict]:
-    """Where ours spends a train step at one shape: the forward with and without saving, each backward stage."""
+def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
+    """Where ours spends a train step at one shape: the forward with and without saving, each backward
+    stage; with ``sweep`` the local stage under several launch configurations of its two kernels."""
     from gdn2.fast.chunk_bwd import chunk_bwd_local, chunk_bwd_state
     from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
 
@@ -168,27 +169,53 @@ def stage_rows(B: int, T: int, card: str) -> list[dict]:
     kw = dict(scale=K ** -0.5, use_qk_l2norm_in_kernel=True)
     saved = chunk_gdn2_fwd(**x, **kw, save=True)
     dS_end, dR, _ = chunk_bwd_state(saved, do, None, None, None)
+    local = lambda wy=None, pw=None: chunk_bwd_local(  # noqa: E731
+        x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], K ** -0.5, None, saved, do, dR, dS_end,
+        use_qk_l2norm_in_kernel=True, wy_config=wy, pairwise_config=pw)
     stages = {
         "forward": lambda: chunk_gdn2_fwd(**x, **kw),
         "forward-save": lambda: chunk_gdn2_fwd(**x, **kw, save=True),
         "bwd-state": lambda: chunk_bwd_state(saved, do, None, None, None),
-        "bwd-local": lambda: chunk_bwd_local(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], K ** -0.5, None,
-                                             saved, do, dR, dS_end, use_qk_l2norm_in_kernel=True),
+        "bwd-local": local,
     }
+    if sweep:
+        stages["bwd-state-bv64"] = lambda: chunk_bwd_state(saved, do, None, None, None, config={"BV": 64})
+        for name, wy, pw in (("wy4", {"num_warps": 4}, None), ("wy8-bk32", {"BK": 32}, None),
+                             ("wy8-bv32", {"BV": 32}, None), ("pw4", None, {"num_warps": 4}),
+                             ("pw16", None, {"num_warps": 16})):
+            stages[f"bwd-local-{name}"] = lambda wy=wy, pw=pw: local(wy, pw)
     rows = []
     for name, fn in stages.items():
-        ms = do_bench(fn, warmup=25, rep=200, return_mode="median")
+        try:
+            ms = do_bench(fn, warmup=25, rep=100, return_mode="median")
+        except Exception as e:  # a launch configuration the compiler rejects is a result too
+            print(f"stages {B}x{T:<6} {name:16s} failed: {e!r:.120}")
+            continue
         rows.append(dict(card=card, mode="stages", shape=f"{B}x{T}", impl=name, ms=round(ms, 4)))
-        print(f"stages {B}x{T:<6} {name:13s} {ms:8.3f} ms")
+        print(f"stages {B}x{T:<6} {name:16s} {ms:8.3f} ms", flush=True)
     return rows
 
 
+def kernel_profile(B: int, T: int) -> None:
+    """Per-kernel device time of one train step of ours (torch.profiler), printed."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = op_inputs(B, T)
+    do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
+    step = train_step(lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do)
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14, max_name_column_width=40))
+
+
 def bench_stages(args, card: str) -> list[dict]:
-    rows = []
-    for B, T in [(8, 2048), (1, 65536)]:
-        if not (args.quick and B * T > 16384):
-            rows += stage_rows(B, T, card)
-            torch.cuda.empty_cache()
+    rows = stage_rows(8, 2048, card, sweep=True)
+    kernel_profile(8, 2048)
+    if not args.quick:
+        rows += stage_rows(1, 65536, card, sweep=False)
     return rows
 
 

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .chunk_fwd import ChunkForward, _state_block_v
+from .chunk_fwd import ChunkForward
 from .utils import empty
 
 __all__ = ["chunk_gdn2_bwd", "chunk_bwd_state", "chunk_bwd_local", "chunk_bwd_state_kernel",
@@ -162,19 +162,23 @@ def chunk_bwd_state_kernel(
             b_dR += tl.dot(b_kt2, b_dS2.to(DT), input_precision=PREC)
         tl.store(dR + off_v, b_dR.to(dR.dtype.element_ty), mask=m_tv)
         b_dRd = b_dR.to(DT)
-        b_qg = tl.load(qg + off_k, mask=m_tk, other=0.).to(DT)
-        b_Y = tl.load(Y + off_k, mask=m_tk, other=0.).to(DT)
+        # Q_γᵀ and Yᵀ [BKH, BT] loaded transposed through their pointers
+        off_kT = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]
+        m_kt = m_k[:, None] & m_t[None, :]
+        b_qgT = tl.load(qg + off_kT, mask=m_kt, other=0.).to(DT)
+        b_YT = tl.load(Y + off_kT, mask=m_kt, other=0.).to(DT)
         b_gC = tl.exp(tl.load(G + off_l, mask=m_k, other=0.))
         b_dS = b_dS * b_gC[:, None]
-        b_dS += tl.dot(tl.trans(b_qg), b_do, input_precision=PREC)
-        b_dS -= tl.dot(tl.trans(b_Y), b_dRd, input_precision=PREC)
+        b_dS += tl.dot(b_qgT, b_do, input_precision=PREC)
+        b_dS -= tl.dot(b_YT, b_dRd, input_precision=PREC)
         if BK > BKH:
-            b_qg2 = tl.load(qg + off_k + BKH, mask=m_tk2, other=0.).to(DT)
-            b_Y2 = tl.load(Y + off_k + BKH, mask=m_tk2, other=0.).to(DT)
+            m_kt2 = m_k2[:, None] & m_t[None, :]
+            b_qgT2 = tl.load(qg + off_kT + BKH, mask=m_kt2, other=0.).to(DT)
+            b_YT2 = tl.load(Y + off_kT + BKH, mask=m_kt2, other=0.).to(DT)
             b_gC2 = tl.exp(tl.load(G + off_l + BKH, mask=m_k2, other=0.))
             b_dS2 = b_dS2 * b_gC2[:, None]
-            b_dS2 += tl.dot(tl.trans(b_qg2), b_do, input_precision=PREC)
-            b_dS2 -= tl.dot(tl.trans(b_Y2), b_dRd, input_precision=PREC)
+            b_dS2 += tl.dot(b_qgT2, b_do, input_precision=PREC)
+            b_dS2 -= tl.dot(b_YT2, b_dRd, input_precision=PREC)
     if USE_DH0:
         tl.store(dh0 + base_s + off_s, b_dS, mask=m_kv)
         if BK > BKH:
@@ -529,6 +533,12 @@ def chunk_bwd_local_pairwise_kernel(
 
 
 
+def _state_bwd_block_v(programs: int, BVp: int) -> int:
+    """V-block width of the reverse state pass: 64 when (sequence, head) pairs fill the GPU, else 32
+    (more, shorter programs). Never 16: Triton 3.6 faulted on this kernel with 16-wide blocks."""
+    return 64 if BVp >= 64 and programs * triton.cdiv(BVp, 64) >= 264 else 32
+
+
 def chunk_bwd_state(
     saved: ChunkForward,
     do: Tensor,
@@ -536,6 +546,7 @@ def chunk_bwd_state(
     initial_state: Tensor | None,
     cu_seqlens: Tensor | None,
     chunk_size: int = 64,
+    config: dict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Stage "state" (reference ``chunk_bwd_state``): (dS_end [NSLOT, HV, K, V], dR [B, T, HV, V], dh0).
 
@@ -550,12 +561,12 @@ def chunk_bwd_state(
     dR = empty((B, T, HV, V), do.dtype, dev)
     dh0 = empty((N, HV, K, V), torch.float32, dev) if initial_state is not None else None
     BK, BVp = max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
-    BV = _state_block_v(N * HV, BVp, K)
-    chunk_bwd_state_kernel[(triton.cdiv(V, BV), N * HV)](
+    cfg = {"BV": _state_bwd_block_v(N * HV, BVp), "num_warps": 4 if K <= 128 else 8,
+           "num_stages": 2 if K <= 128 else 1, **(config or {})}
+    chunk_bwd_state_kernel[(triton.cdiv(V, cfg["BV"]), N * HV)](
         saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
-        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BKH=min(BK, 128), BV=BV, PREC=_dot_precision(do.dtype),
-        USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=cu_seqlens is not None,
-        num_warps=4 if K <= 128 else 8, num_stages=2 if K <= 128 else 1,
+        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BKH=min(BK, 128), PREC=_dot_precision(do.dtype),
+        USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=cu_seqlens is not None, **cfg,
     )
     return dS_end, dR, dh0
 
@@ -578,11 +589,14 @@ def chunk_bwd_local(
     A_log: Tensor | None = None,
     dt_bias: Tensor | None = None,
     chunk_size: int = 64,
+    wy_config: dict | None = None,
+    pairwise_config: dict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """Stage "local" (reference ``chunk_bwd_local``): every gradient of every chunk given dS_end and dR.
 
     Two launches, local WY then local pairwise; returns (dq, dk, dv, dg, db, dw, dA_log, ddt_bias)
     with the in-op L2-norm and gate backward applied (dA_log, ddt_bias None without them).
+    ``wy_config`` / ``pairwise_config`` override the launch parameters (tuning).
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -604,8 +618,8 @@ def chunk_bwd_local(
         q, k, b, saved.G, v, w, saved.A, saved.h, saved.R, do, dR, dS_end,
         dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT, saved.q_rstd, saved.k_rstd,
         cu_seqlens, saved.chunk_indices, scale, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=min(BK, 64), BV=min(BVp, 64), PREC=prec, L2NORM=l2,
-        IS_VARLEN=varlen, num_warps=4, num_stages=2,
+        H=H, HV=HV, K=K, V=V, BT=BT, PREC=prec, L2NORM=l2, IS_VARLEN=varlen,
+        **{"BK": min(BK, 64), "BV": min(BVp, 64), "num_warps": 8, "num_stages": 2, **(wy_config or {})},
     )
 
     dq, dk, db = empty(q.shape, q.dtype, dev), empty(k.shape, k.dtype, dev), empty(b.shape, b.dtype, dev)
@@ -617,7 +631,7 @@ def chunk_bwd_local(
         saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,
         cu_seqlens, saved.chunk_indices, T,
         H=H, K=K, BT=BT, BC=BC, BK=BK, PREC=prec, L2NORM=l2, GATE=gate, HAS_DT_BIAS=dt_bias is not None,
-        IS_VARLEN=varlen, num_warps=4 if BK <= 128 else 8,
+        IS_VARLEN=varlen, **{"num_warps": 8, "num_stages": 1, **(pairwise_config or {})},
     )
     dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
     ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None
