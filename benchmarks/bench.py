@@ -89,7 +89,7 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
         impls["sdpa"] = lambda qkv=qkv: F.scaled_dot_product_attention(*qkv, is_causal=True)
         if args.sweep and (B, T) in ((8, 2048), (1, 16384)):
             sweep = {f"intra-{'-'.join(f'{k}{v}' for k, v in c.items())}": dict(intra_config=c) for c in (
-                dict(BK=32, BKD=8, num_warps=8), dict(BK=32, BKD=4, num_warps=4), dict(BK=64, BKD=8, num_warps=4))}
+                dict(BK=32, num_warps=8), dict(BK=64, num_warps=4), dict(BK=64, num_warps=8))}
             sweep.update({f"state-bv{bv}-w{nw}": dict(state_config=dict(BV=bv, num_warps=nw))
                           for bv in (32, 64) for nw in (4,)})
             for name, cfg in sweep.items():
@@ -118,9 +118,20 @@ def profile_kernels(label: str, fn, n: int = 10) -> None:
             fn()
         torch.cuda.synchronize()
     print(f"-- kernels of {label} (us per call)")
+    registers()
     for e in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:12]:
         if e.device_time_total > 0:
             print(f"   {e.device_time_total / n:9.1f}  {e.key[:90]}")
+
+
+def registers() -> None:
+    """Print registers and spills per thread of every compiled variant of our two forward kernels."""
+    from gdn2.fast import chunk_fwd
+
+    for kern in (chunk_fwd.chunk_intra_wy_fwd_kernel, chunk_fwd.chunk_state_output_fwd_kernel):
+        for cache in getattr(kern, "device_caches", {}).values():
+            for ck in cache[0].values():
+                print(f"   {kern.__name__}: {ck.n_regs} registers, {ck.n_spills} spills, {ck.metadata.num_warps} warps")
 
 
 @triton.jit
@@ -180,6 +191,9 @@ def main():
     rows = []
     for mode in MODES if args.mode == "all" else [args.mode]:
         rows += MODES[mode](args, card, bw)
+    if args.profile:
+        print("-- compiled kernel variants")
+        registers()
     os.makedirs(args.out, exist_ok=True)
     path = Path(args.out) / f"{args.mode}-{card.replace(' ', '_')}.csv"
     fields = ["card", "mode", "shape", "impl", "ms", "device_ms", "mem_floor_ms", "flop_floor_ms", "peer_over_this"]

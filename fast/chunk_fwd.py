@@ -78,19 +78,21 @@ def chunk_intra_wy_fwd_kernel(
     chunk_indices,           # [NSLOT, 2] (sequence, chunk) per program, sequence -1 = no work (IS_VARLEN)
     scale, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, NS: tl.constexpr, BK: tl.constexpr, BKD: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, NS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr,
     IS_VARLEN: tl.constexpr, SAVE: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """Stages (1)-(3) for one chunk of one key head: G, T, A, A_qk, Y, Q_γ, K_tail, γ_C and U.
 
     Grid: (number of chunks, B·H); with cu_seqlens, (T // BT + N, H) and ``chunk_indices`` maps a
-    program to its (sequence, chunk). Each program loads its chunk's q, k, g, b tiles [BT, BK] (three
-    passes over K; the second and third hit L2) and, for each of the HV/H value heads of its group,
-    v and w tiles [BT, BV]. On chip: T, A_qk and A (BT×BT float32) and the diagonal sub-blocks
+    program to its (sequence, chunk). Two passes over K in [BT, BK] tiles: the first loads q, k, b, g
+    once per tile and accumulates T and A_qk (and ‖q‖², ‖k‖²); the second (L2 hits) forms Y, Q_γ and
+    K_tail with the inverse. Then, for each of the HV/H value heads of its group, v and w tiles
+    [BT, BV] give U. On chip: T, A_qk, A (BT×BT float32) and the diagonal sub-blocks
     [BT/16, 16, 16]; none of them goes to memory except A_qk (and A, G with SAVE).
-    FLOPs per chunk: 4·BT²·K (T and A_qk off-diagonal, (NS−1)/NS of it useful) + 32·BT·K (diagonal
-    sub-blocks) + ~2·NS·BT³ (inverse) + 2·BT²·K (Y) + 2·(HV/H)·BT²·V (U).
+    FLOPs per chunk: 4·(NS−1)·BT²·K (T and A_qk off-diagonal: one masked BT×BT product per anchor,
+    (NS−1)/(2·NS) of it useful) + 4·16·BT·K (diagonal sub-blocks, vector work) + ~2·NS·BT³ (inverse)
+    + 2·BT²·K (Y) + 2·(HV/H)·BT²·V (U).
     Bytes per token: reads q, k, b (2·K each in 16-bit), g (4·K), v, w (2·V each per value head);
     writes Y, Q_γ, K_tail (2·K each), A_qk (2·BT), U (2·V per value head) and γ_C (4·K/BT).
     """
@@ -114,90 +116,86 @@ def chunk_intra_wy_fwd_kernel(
 
     o_t = tl.arange(0, BT)
     m_t = o_t < L
-    blk = o_t // SUB                         # sub-chunk of every row
     o_s = tl.arange(0, SUB)
     o_i = tl.arange(0, NS)
     base = (t0 * H + i_h) * K                # element offset of (t0, i_h, 0) on the key side
-    p_row = base + o_t[:, None] * (H * K)         # [BT, 1]
-    rows3 = o_i[:, None, None] * SUB + o_s[None, :, None]   # [NS, 16, 1] chunk row of (sub-chunk, row)
+    p_row = base + o_t[:, None] * (H * K)                  # [BT, 1]
+    rows3 = o_i[:, None, None] * SUB + o_s[None, :, None]  # [NS, 16, 1] chunk row of (sub-chunk, row)
+    p_row3 = base + rows3 * (H * K)                        # [NS, 16, 1]
+    m_t3 = rows3 < L
+    rl3 = o_s[None, :, None]                               # row inside its sub-chunk
 
-    # ---- L2 norm of q and k (per token, over all K channels) -----------------------------------
-    b_rq = tl.full([BT], 1.0, tl.float32)
-    b_rk = tl.full([BT], 1.0, tl.float32)
-    if L2NORM:
-        b_sq = tl.zeros([BT], tl.float32)
-        b_sk = tl.zeros([BT], tl.float32)
-        for i_k in range(tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            m = m_t[:, None] & (o_k < K)[None, :]
-            b_q = tl.load(q + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
-            b_k = tl.load(k + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
-            b_sq += tl.sum(b_q * b_q, 1)
-            b_sk += tl.sum(b_k * b_k, 1)
-        b_rq = tl.rsqrt(b_sq + 1e-6)
-        b_rk = tl.rsqrt(b_sk + 1e-6)
-        if SAVE:
-            tl.store(q_rstd + (t0 + o_t) * H + i_h, b_rq, mask=m_t)
-            tl.store(k_rstd + (t0 + o_t) * H + i_h, b_rk, mask=m_t)
-
-    # ---- stage (1)+(2), diagonal 16×16 sub-blocks: pairwise exp(G_r − G_s) elementwise on
-    # [NS, 16, 16, BKD] tiles; only differences inside a sub-chunk occur, so a sub-chunk-local cumsum does.
+    # ---- pass 1, stages (1)+(2): T and A_qk, every input tile loaded once. Exponents are sums of
+    # g ≤ 0 (never differences of large cumulative sums), so every factor is ≤ 1 and precise.
+    b_sq = tl.zeros([BT], tl.float32)
+    b_sk = tl.zeros([BT], tl.float32)
     b_Td = tl.zeros([NS, SUB, SUB], tl.float32)
     b_Ad = tl.zeros([NS, SUB, SUB], tl.float32)
-    m_rs = (o_s[:, None] >= o_s[None, :])[None, :, :, None]                   # r ≥ s, [1, 16, 16, 1]
-    m_gt = (o_s[:, None] > o_s[None, :])[None, :, :, None]                    # t > s
-    for i_k in range(tl.cdiv(K, BKD)):
-        o_k = i_k * BKD + tl.arange(0, BKD)
-        m_k = o_k < K
-        m3 = (rows3 < L) & m_k[None, None, :]
-        p3 = base + rows3 * (H * K) + o_k[None, None, :]
-        b_k3 = tl.load(k + p3, mask=m3, other=0.0).to(tl.float32)             # [NS, 16, BKD]
-        b_q3 = tl.load(q + p3, mask=m3, other=0.0).to(tl.float32)
-        b_bk3 = tl.load(b + p3, mask=m3, other=0.0).to(tl.float32) * b_k3
-        b_g3 = _load_gate(g, p3, m3, i_h, o_k[None, None, :], m_k[None, None, :], A_log, dt_bias,
-                          K, USE_GATE, HAS_DT_BIAS)
-        # G_r − G_s = Σ_{s<t≤r} g_t as a running sum over r for every s: never the difference of two
-        # large cumulative sums, which loses all precision once G reaches ~1e5 (g = −1e4 per token)
-        b_D = tl.cumsum(tl.where(m_gt, b_g3[:, :, None, :], 0.0), 1)
-        b_E = tl.exp(tl.where(m_rs, b_D, float("-inf")))
-        b_kE = b_k3[:, None, :, :] * b_E                                       # [NS, 16(r), 16(s), BKD]
-        b_Td += tl.sum(b_bk3[:, :, None, :] * b_kE, 3)
-        b_Ad += tl.sum(b_q3[:, :, None, :] * b_kE, 3)
-    b_Td = tl.where((o_s[:, None] > o_s[None, :])[None, :, :], b_Td, 0.0)    # T is strictly lower
-
-    # ---- stage (1)+(2), off-diagonal sub-blocks: G, then T and A_qk by anchors (one product per anchor)
     b_Toff = tl.zeros([BT, BT], tl.float32)
     b_Aoff = tl.zeros([BT, BT], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
-        m = m_t[:, None] & m_k[None, :]
-        b_q = tl.load(q + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
-        b_k = tl.load(k + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
-        b_b = tl.load(b + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
-        b_g = _load_gate(g, p_row + o_k[None, :], m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
-                         K, USE_GATE, HAS_DT_BIAS)
-        b_G = tl.cumsum(b_g, 0)                                     # (1) G_r = Σ_{i≤r} g_i
-        if SAVE:
-            tl.store(G_out + p_row + o_k[None, :], b_G, mask=m)
+        o_k3 = o_k[None, None, :]
+        m3 = m_t3 & m_k[None, None, :]
+        p3 = p_row3 + o_k3
+        b_q3 = tl.load(q + p3, mask=m3, other=0.0).to(tl.float32)             # [NS, 16, BK]
+        b_k3 = tl.load(k + p3, mask=m3, other=0.0).to(tl.float32)
+        b_bk3 = tl.load(b + p3, mask=m3, other=0.0).to(tl.float32) * b_k3
+        b_g3 = _load_gate(g, p3, m3, i_h, o_k3, m_k[None, None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+        if L2NORM:
+            b_sq += tl.reshape(tl.sum(b_q3 * b_q3, 2), [BT])
+            b_sk += tl.reshape(tl.sum(b_k3 * b_k3, 2), [BT])
+
+        # diagonal sub-blocks, one column s per step (s from 15 down to 0): E_r = exp(Σ_{s<t≤r} g_t)
+        # for r ≥ s of the same sub-chunk as a running product E ← E·α_{s+1} (factors ≤ 1), rows r < s 0
+        b_E = tl.zeros([NS, SUB, BK], tl.float32)
+        for j in tl.static_range(SUB):
+            s = SUB - 1 - j
+            p_s = base + (o_i * SUB + s)[:, None] * (H * K) + o_k[None, :]     # row s of every sub-chunk
+            m_s = ((o_i * SUB + s) < L)[:, None] & m_k[None, :]
+            if s < SUB - 1:
+                m_s1 = ((o_i * SUB + s + 1) < L)[:, None] & m_k[None, :]
+                b_a1 = tl.exp(_load_gate(g, p_s + H * K, m_s1, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                                         K, USE_GATE, HAS_DT_BIAS))             # α_{s+1}, [NS, BK]
+                b_E = b_E * b_a1[:, None, :]
+            b_E = tl.where(rl3 == s, 1.0, b_E)
+            b_kE = b_E * tl.load(k + p_s, mask=m_s, other=0.0).to(tl.float32)[:, None, :]
+            b_Td += tl.where(o_s[None, None, :] == s, tl.sum(b_bk3 * b_kE, 2)[:, :, None], 0.0)
+            b_Ad += tl.where(o_s[None, None, :] == s, tl.sum(b_q3 * b_kE, 2)[:, :, None], 0.0)
+
+        # off-diagonal sub-blocks: rows of sub-chunk i against columns of sub-chunks j < i, anchored at
+        # row a = 16·i: exp(Σ_{a<t≤r} g_t) (row factor) times exp(Σ_{s<t≤a} g_t) (column factor), the
+        # latter = exp(Σ_{s<t≤end of j} g_t) · exp(Σ_{j<m<i} (sum of sub-chunk m) + g_a), all sums ≤ 0
         if NS > 1:
-            # rows of sub-chunk i against columns of sub-chunks < i, anchored at row a = 16·i:
-            # exp(G_r − G_a) = exp(Σ_{a<t≤r} g_t) and exp(G_a − G_s) = exp(Σ_{s<t≤a} g_t), both sums
-            # running from the anchor (precise), both factors ≤ 1
-            b_bk = b_b * b_k
-            b_gl = tl.reshape(tl.where((o_t % SUB == 0)[:, None], 0.0, b_g), [NS, SUB, BK])
-            b_er_all = tl.exp(tl.reshape(tl.cumsum(b_gl, 1), [BT, BK]))               # Σ_{a<t≤r} g_t
-            m_n = ((o_t + 1) < L)[:, None] & m_k[None, :]
-            b_gn = _load_gate(g, p_row + H * K + o_k[None, :], m_n, i_h, o_k[None, :], m_k[None, :], A_log,
-                              dt_bias, K, USE_GATE, HAS_DT_BIAS)                         # g of row r + 1
+            b_er = tl.reshape(tl.exp(tl.cumsum(tl.where(rl3 == 0, 0.0, b_g3), 1)), [BT, BK])
+            m_n3 = (rl3 < SUB - 1) & ((rows3 + 1) < L) & m_k[None, None, :]
+            b_gn3 = _load_gate(g, p3 + H * K, m_n3, i_h, o_k3, m_k[None, None, :], A_log, dt_bias,
+                               K, USE_GATE, HAS_DT_BIAS)                          # g of row r + 1 in its sub-chunk
+            b_kc3 = b_k3 * tl.exp(tl.cumsum(b_gn3, 1, reverse=True))               # k_s·exp(Σ_{s<t≤end} g_t)
+            b_tot = tl.sum(b_g3, 1)                                                # [NS, BK] sub-chunk sums
+            b_ga = tl.sum(tl.where(rl3 == 0, b_g3, 0.0), 1)                        # g of each anchor, [NS, BK]
+            b_bkr = tl.reshape(b_bk3, [BT, BK]) * b_er
+            b_qr = tl.reshape(b_q3, [BT, BK]) * b_er
+            blk = o_t // SUB
             for i in tl.static_range(1, NS):
-                b_er = tl.where((blk == i)[:, None], b_er_all, 0.0)
-                b_cs = tl.cumsum(tl.where((o_t < i * SUB)[:, None], b_gn, 0.0), 0, reverse=True)
-                b_ec = tl.exp(tl.where((blk < i)[:, None], b_cs, float("-inf")))
-                b_kc = tl.trans(b_k * b_ec)                                              # [BK, BT]
-                b_Toff += tl.dot(b_bk * b_er, b_kc, input_precision=DOT_PREC)
-                b_Aoff += tl.dot(b_q * b_er, b_kc, input_precision=DOT_PREC)
+                m_mid = (o_i[:, None] < o_i[None, :]) & (o_i[None, :] < i)           # [NS(j), NS(m)]
+                b_x = tl.sum(tl.where(m_mid[:, :, None], b_tot[None, :, :], 0.0), 1) \
+                    + tl.sum(tl.where((o_i == i)[:, None], b_ga, 0.0), 0)[None, :]   # [NS(j), BK]
+                b_x = tl.where((o_i < i)[:, None], b_x, float("-inf"))
+                b_kc = tl.trans(tl.reshape(b_kc3 * tl.exp(b_x)[:, None, :], [BT, BK]))   # [BK, BT]
+                m_i = (blk == i)[:, None]
+                b_Toff += tl.dot(tl.where(m_i, b_bkr, 0.0), b_kc, input_precision=DOT_PREC)
+                b_Aoff += tl.dot(tl.where(m_i, b_qr, 0.0), b_kc, input_precision=DOT_PREC)
+    b_Td = tl.where((o_s[:, None] > o_s[None, :])[None, :, :], b_Td, 0.0)    # T is strictly lower
+    b_rq = tl.full([BT], 1.0, tl.float32)
+    b_rk = tl.full([BT], 1.0, tl.float32)
     if L2NORM:
+        b_rq = tl.rsqrt(b_sq + 1e-6)
+        b_rk = tl.rsqrt(b_sk + 1e-6)
+        if SAVE:
+            tl.store(q_rstd + (t0 + o_t) * H + i_h, b_rq, mask=m_t)
+            tl.store(k_rstd + (t0 + o_t) * H + i_h, b_rk, mask=m_t)
         b_rk3 = tl.reshape(b_rk, [NS, SUB])
         b_rq3 = tl.reshape(b_rq, [NS, SUB])
         b_Toff *= b_rk[:, None] * b_rk[None, :]
@@ -228,7 +226,7 @@ def chunk_intra_wy_fwd_kernel(
     if SAVE:
         tl.store(A_out + p_A, b_A, mask=m_t[:, None])
 
-    # ---- stage (3): Y = A (γ⊙b⊙k), Q_γ = scale·γ⊙q, K_tail = exp(G_C − G)⊙k, γ_C
+    # ---- pass 2, stage (3): Y = A (γ⊙b⊙k), Q_γ = scale·γ⊙q, K_tail = exp(G_C − G)⊙k, γ_C
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
@@ -238,7 +236,9 @@ def chunk_intra_wy_fwd_kernel(
         b_b = tl.load(b + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
         b_g = _load_gate(g, p_row + o_k[None, :], m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
                          K, USE_GATE, HAS_DT_BIAS)
-        b_G = tl.cumsum(b_g, 0)
+        b_G = tl.cumsum(b_g, 0)                                     # (1) G_r = Σ_{i≤r} g_i
+        if SAVE:
+            tl.store(G_out + p_row + o_k[None, :], b_G, mask=m)
         b_GC = tl.sum(b_g, 0)                                        # G of the last valid row
         b_gamma = tl.exp(b_G)
         m_n = ((o_t + 1) < L)[:, None] & m_k
@@ -459,7 +459,7 @@ def chunk_gdn2_fwd(
         n_slots = B * triton.cdiv(T, BT)
         grid1 = (triton.cdiv(T, BT), B * H)
     BKp, BVp = max(16, _next_pow2(K)), max(16, _next_pow2(V))
-    cfg1 = {"BK": min(32, BKp), "BKD": 8, "BV": min(32, BVp), "num_warps": 4, **(intra_config or {})}
+    cfg1 = {"BK": min(32, BKp), "BV": min(32, BVp), "num_warps": 4, **(intra_config or {})}
     dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
     dt = q.dtype
 
