@@ -107,7 +107,7 @@ def fwdbwd_rows(B: int, T: int, card: str, peer) -> list[dict]:
 
 
 def bench_fwdbwd(args, card: str) -> list[dict]:
-    peer = peer_chunk()
+    peer = None if args.no_peer else peer_chunk()
     rows = []
     for B, T in SHAPES:
         if not (args.quick and B * T > 16384):
@@ -228,6 +228,7 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--quick", action="store_true", help="skip the shapes above 16K tokens")
     ap.add_argument("--lm-steps", type=int, default=200)
+    ap.add_argument("--no-peer", action="store_true", help="skip flash-linear-attention (its autotuning is slow)")
     args = ap.parse_args()
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()

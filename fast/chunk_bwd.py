@@ -100,9 +100,10 @@ def chunk_bwd_state_kernel(
     """Reverse state passing: walk the chunks of one sequence backwards.
 
     Grid (V/BV, N·HV). The state gradient dS [K, BV] stays on chip (float32) for the whole
-    sequence, as one tile of BKH = min(BK, 128) rows or, for K > 128, two (Triton 3.6 faults on
-    a single 256-row tile); per chunk the program loads Q_γ, K_tail, Y [BT, K], A_qk [BT, BT] and dO [BT, BV]
-    and writes dS (the chunk's end-state gradient) and dR [BT, BV]. FLOPs per chunk and value head:
+    sequence, as one tile of BKH = 128 rows (masked beyond K) or, for K > 128, two (Triton 3.6
+    faulted on a single 256-row tile and on 64-row tiles); per chunk the program loads Q_γ,
+    K_tail, Y [BT, K], A_qk [BT, BT] and dO [BT, BV] and writes dS (the chunk's end-state
+    gradient) and dR [BT, BV]. FLOPs per chunk and value head:
     2·BT²·V + 6·BT·K·V; bytes: the key-side operands once per V block, dO read and dR written once,
     one state-sized write per chunk.
     """
@@ -534,9 +535,10 @@ def chunk_bwd_local_pairwise_kernel(
 
 
 def _state_bwd_block_v(programs: int, BVp: int) -> int:
-    """V-block width of the reverse state pass: 64 when (sequence, head) pairs fill the GPU, else 32
-    (more, shorter programs). Never 16: Triton 3.6 faulted on this kernel with 16-wide blocks."""
-    return 64 if BVp >= 64 and programs * triton.cdiv(BVp, 64) >= 264 else 32
+    """V-block width of the reverse state pass: 64 when the (sequence, head) pairs alone fill the GPU
+    (8x2K on an H200: 0.28 ms against 0.45 ms with 32), else 32 (more, shorter programs for the
+    sequential walk). Never 16: Triton 3.6 faulted on this kernel with 16-wide blocks."""
+    return 64 if BVp >= 64 and programs >= 128 else 32
 
 
 def chunk_bwd_state(
@@ -560,12 +562,16 @@ def chunk_bwd_state(
     dS_end = empty((saved.h.shape[0], HV, K, V), do.dtype, dev)
     dR = empty((B, T, HV, V), do.dtype, dev)
     dh0 = empty((N, HV, K, V), torch.float32, dev) if initial_state is not None else None
-    BK, BVp = max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
+    # state tiles of 128 rows (masked beyond K), two for K > 128: Triton 3.6 faulted on this kernel
+    # with one 256-row tile and with 64-row tiles (K = 64) on an H200. The CPU interpreter has no such
+    # fault and takes the smallest tile (the masked rows would only cost it time).
+    BKH = 128 if do.is_cuda else min(128, max(16, triton.next_power_of_2(K)))
+    BK, BVp = BKH * triton.cdiv(K, BKH), max(16, triton.next_power_of_2(V))
     cfg = {"BV": _state_bwd_block_v(N * HV, BVp), "num_warps": 4 if K <= 128 else 8,
            "num_stages": 2 if K <= 128 else 1, **(config or {})}
     chunk_bwd_state_kernel[(triton.cdiv(V, cfg["BV"]), N * HV)](
         saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
-        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BKH=min(BK, 128), PREC=_dot_precision(do.dtype),
+        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BKH=BKH, PREC=_dot_precision(do.dtype),
         USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=cu_seqlens is not None, **cfg,
     )
     return dS_end, dR, dh0
@@ -631,7 +637,7 @@ def chunk_bwd_local(
         saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,
         cu_seqlens, saved.chunk_indices, T,
         H=H, K=K, BT=BT, BC=BC, BK=BK, PREC=prec, L2NORM=l2, GATE=gate, HAS_DT_BIAS=dt_bias is not None,
-        IS_VARLEN=varlen, **{"num_warps": 8, "num_stages": 1, **(pairwise_config or {})},
+        IS_VARLEN=varlen, **{"num_warps": 4, "num_stages": 1, **(pairwise_config or {})},
     )
     dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
     ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None
