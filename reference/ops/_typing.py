@@ -2,7 +2,9 @@
 
 ``shape_checked(fn)`` wraps an operator so that a call first runs ``check_inputs`` (which names
 the offending argument in a ``ValueError``/``TypeError``) and then the jaxtyping/beartype check of
-``fn``'s annotations, so the annotations are checked documentation, never decoration.
+``fn``'s annotations, so the annotations are checked documentation, never decoration. The call
+runs with autocast off: the reference computes in float32 (float64 for float64 input) by design,
+whatever autocast region it is called from.
 """
 
 import functools
@@ -10,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
+import torch
 from beartype import beartype
 from jaxtyping import jaxtyped
 
@@ -33,6 +36,7 @@ def shape_checked(fn: F) -> F:
             a["q"], a["k"], a["v"], a["g"], a["b"], a["w"], a["scale"], a["initial_state"], a["cu_seqlens"],
             A_log=a.get("A_log"), dt_bias=a.get("dt_bias"),
         )
-        return checked(*args, **kwargs)
+        with torch.autocast(device_type=a["q"].device.type, enabled=False):
+            return checked(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -135,8 +135,8 @@ class ChunkGDN2Function(torch.autograd.Function):
     def backward(ctx, do, dht):
         q, k, g, b, v, w, h0 = ctx.saved_tensors
         scale = ctx.scale
-        do = torch.zeros_like(v) if do is None else do
-        dht = torch.zeros_like(h0) if dht is None else dht
+        do = torch.zeros_like(v) if do is None else do.to(v.dtype)
+        dht = torch.zeros_like(h0) if dht is None else dht.to(h0.dtype)
         _, _, (G, A, Y, U, S0, R) = chunk_forward(q, k, v, g, b, w, scale, h0)
         gamma = torch.exp(G)
         A_qk = scale * torch.einsum("...rd,...sd,...rsd->...rs", q, k, pairwise_decay(G, strict=False))
