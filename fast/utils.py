@@ -9,10 +9,15 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "MAX_HEAD_DIM"]
+__all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "MAX_HEAD_DIM", "GPU_CHUNK_MAX_HEAD_DIM"]
 
 #: largest K and V the kernels accept (one state tile of K x BV stays in registers)
 MAX_HEAD_DIM = 256
+
+#: largest K and V of the chunk path on a GPU for now: at K = V = 256 the chunk forward gave NaN (and
+#: an illegal memory access when saving intermediates) on an H200 with Triton 3.6, while the CPU
+#: interpreter is right up to 256 (an open bug, benchmarks/NOTES.md). A clear error beats a NaN.
+GPU_CHUNK_MAX_HEAD_DIM = 128
 
 #: Tests set this to True: every buffer a kernel must fill starts as NaN, so an unwritten
 #: element fails loudly (SPEC §7). Never set on the hot path of real use.
