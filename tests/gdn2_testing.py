@@ -1,11 +1,18 @@
 """Shared test helpers: the tolerance table of SPEC §7, one comparison helper, input factories."""
 
+import pytest
 import torch
 from torch import Tensor
 
 from gdn2.tolerances import KIND, TOLERANCES  # noqa: F401  (SPEC §7, defined once in the package)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+#: marks a test that needs a CUDA GPU (the Triton tests at realistic shapes)
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+#: short dtype ids of the test matrix, and each dtype's row of the tolerance table for Triton
+DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PATH = {dtype: f"triton-{str(dtype).removeprefix('torch.')}" for dtype in DT.values()}
 
 
 def rel_rms(actual: Tensor, expected: Tensor) -> float:

@@ -17,21 +17,13 @@ from gdn2.ops.chunk import chunk_forward, from_chunks, pairwise_decay, to_chunks
 from gdn2.ops.chunk_backward import chunk_bwd_local as ref_bwd_local
 from gdn2.ops.chunk_backward import chunk_bwd_state as ref_bwd_state
 
-from gdn2_testing import DEVICE, KIND, TOLERANCES, assert_close, make_inputs
+from gdn2_testing import DEVICE, DT, KIND, PATH, TOLERANCES, assert_close, gpu, make_inputs
 
-pytestmark = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None,
-                                reason=str(gdn2.fast.unavailable_reason()))
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PATH = {torch.float32: "triton-float32", torch.float16: "triton-float16", torch.bfloat16: "triton-bfloat16"}
+pytestmark = [
+    pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
+    pytest.mark.usefixtures("poison_triton_outputs"),
+]
 
-
-@pytest.fixture(autouse=True)
-def poison_outputs(monkeypatch):
-    """Every buffer the Triton drivers allocate starts as NaN (SPEC §7)."""
-    import gdn2.fast.utils
-
-    monkeypatch.setattr(gdn2.fast.utils, "POISON_OUTPUTS", True)
 
 
 def cast(inputs: dict, dtype: torch.dtype) -> tuple[dict, dict]:

@@ -15,11 +15,10 @@ import torch
 
 import gdn2.fast
 
-from gdn2_testing import DEVICE, assert_close, make_inputs
+from gdn2_testing import DEVICE, assert_close, gpu, make_inputs
 
 pytestmark = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None,
                                 reason=str(gdn2.fast.unavailable_reason()))
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def layer_like(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens=None):

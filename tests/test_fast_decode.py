@@ -6,20 +6,13 @@ import torch
 import gdn2.fast
 from gdn2.ops import recurrent_gdn2
 
-from gdn2_testing import DEVICE, TOLERANCES, assert_close, make_inputs
+from gdn2_testing import DEVICE, DT, PATH, TOLERANCES, assert_close, gpu, make_inputs
 
-pytestmark = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None,
-                                reason=str(gdn2.fast.unavailable_reason()))
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PATH = {torch.float32: "triton-float32", torch.float16: "triton-float16", torch.bfloat16: "triton-bfloat16"}
+pytestmark = [
+    pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
+    pytest.mark.usefixtures("poison_triton_outputs"),
+]
 
-
-@pytest.fixture(autouse=True)
-def poison_outputs(monkeypatch):
-    import gdn2.fast.utils
-
-    monkeypatch.setattr(gdn2.fast.utils, "POISON_OUTPUTS", True)
 
 
 def cast(inputs, dtype):

@@ -15,21 +15,14 @@ import gdn2.fast
 from gdn2.ops import chunk_gdn2 as ref_chunk_gdn2
 from gdn2.ops import recurrent_gdn2
 
-from gdn2_testing import DEVICE, TOLERANCES, assert_close, make_inputs
+from gdn2_testing import DEVICE, DT, TOLERANCES, assert_close, gpu, make_inputs
 
-pytestmark = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None,
-                                reason=str(gdn2.fast.unavailable_reason()))
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+pytestmark = [
+    pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
+    pytest.mark.usefixtures("poison_triton_outputs"),
+]
 NAMES = ("q", "k", "v", "g", "b", "w", "initial_state")
 
-
-@pytest.fixture(autouse=True)
-def poison_outputs(monkeypatch):
-    """Every buffer the Triton driver allocates starts as NaN (SPEC §7)."""
-    import gdn2.fast.utils
-
-    monkeypatch.setattr(gdn2.fast.utils, "POISON_OUTPUTS", True)
 
 
 def cast(inputs: dict, dtype: torch.dtype) -> tuple[dict, dict]:
