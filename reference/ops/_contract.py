@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Dims", "check_inputs", "compute_dtype", "l2norm", "gate_from_raw"]
+__all__ = ["Dims", "check_inputs", "compute_dtype", "l2norm", "gate_from_raw", "split_sequences"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,11 @@ def gate_from_raw(g_raw: Tensor, A_log: Tensor, dt_bias: Tensor | None) -> Tenso
     if dt_bias is not None:
         x = x + dt_bias.to(dt).reshape(H, K)
     return -torch.exp(A_log.to(dt)).reshape(H, 1) * F.softplus(x)
+
+
+def split_sequences(x: Tensor, cu_seqlens: Tensor | None) -> list[Tensor]:
+    """[B, T, ...] -> list of [T_i, ...], one per sequence (packed input split at cu_seqlens)."""
+    if cu_seqlens is None:
+        return list(x.unbind(0))
+    bounds = cu_seqlens.tolist()
+    return [x[0, s:e] for s, e in zip(bounds[:-1], bounds[1:])]

@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from ._contract import compute_dtype, gate_from_raw, l2norm
+from ._contract import compute_dtype, gate_from_raw, l2norm, split_sequences
 from ._typing import shape_checked
 
 __all__ = [
@@ -164,11 +164,7 @@ def to_chunks(x: Tensor, cu_seqlens: Tensor | None, C: int, H: int) -> Tensor:
 
     Zero padding is exact: a padded token has k = 0, so it leaves the state untouched (g = 0 there).
     """
-    if cu_seqlens is None:
-        seqs = list(x.unbind(0))
-    else:
-        bounds = cu_seqlens.tolist()
-        seqs = [x[0, s:e] for s, e in zip(bounds[:-1], bounds[1:])]
+    seqs = split_sequences(x, cu_seqlens)
     NC = max(1, max((-(-s.shape[0] // C) for s in seqs), default=1))
     padded = x.new_zeros(len(seqs), NC * C, *x.shape[2:])
     for n, s in enumerate(seqs):

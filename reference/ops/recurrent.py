@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from ._contract import compute_dtype, gate_from_raw, l2norm
+from ._contract import compute_dtype, gate_from_raw, l2norm, split_sequences
 from ._typing import shape_checked
 
 __all__ = ["recurrent_gdn2", "fused_recurrent_gdn2", "recurrent_step"]
@@ -37,14 +37,6 @@ def recurrent_step(
 # --8<-- [end:recurrent_step]
 
 
-def _split_sequences(x: Tensor, cu_seqlens: Tensor | None) -> list[Tensor]:
-    """[B, T, ...] -> list of [T_i, ...], one per sequence (packed input split at cu_seqlens)."""
-    if cu_seqlens is None:
-        return list(x.unbind(0))
-    bounds = cu_seqlens.tolist()
-    return [x[0, s:e] for s, e in zip(bounds[:-1], bounds[1:])]
-
-
 def _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
                use_qk_l2norm_in_kernel, A_log, dt_bias):
     H, K, HV, V = q.shape[2], q.shape[3], v.shape[2], v.shape[3]
@@ -59,7 +51,7 @@ def _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_se
     q, k, g, b = (x.to(dt).repeat_interleave(G, dim=2) for x in (q, k, g, b))  # [B, T, HV, K]
     v, w = v.to(dt), w.to(dt)                                                  # [B, T, HV, V]
 
-    seqs = [_split_sequences(x, cu_seqlens) for x in (q, k, v, g, b, w)]
+    seqs = [split_sequences(x, cu_seqlens) for x in (q, k, v, g, b, w)]
     outputs, finals = [], []
     for n, (q_n, k_n, v_n, g_n, b_n, w_n) in enumerate(zip(*seqs)):
         S = (q.new_zeros(HV, K, V) if initial_state is None else initial_state[n].to(dt))[None]  # [1, HV, K, V]
