@@ -31,6 +31,9 @@ from .utils import empty, prepare_chunk_indices
 __all__ = ["ChunkForward", "chunk_gdn2_fwd", "chunk_intra_wy_fwd_kernel", "chunk_state_output_fwd_kernel"]
 
 SUB: tl.constexpr = tl.constexpr(16)  # sub-chunk size of the safe intra-chunk exponentials
+#: largest exponent of a column factor exp(−c_s) of the diagonal sub-blocks' anchored product: e^60 ≈ 1e26
+#: leaves float32 (and tf32/bf16, same exponent range) room for a [16, K] product without overflow
+DIAG_SPAN: tl.constexpr = tl.constexpr(60.0)
 
 
 @triton.jit
@@ -147,28 +150,43 @@ def chunk_intra_wy_fwd_kernel(
             b_sq += tl.reshape(tl.sum(b_q3 * b_q3, 2), [BT])
             b_sk += tl.reshape(tl.sum(b_k3 * b_k3, 2), [BT])
 
-        # diagonal sub-blocks, one column s per step (s from 15 down to 0): E_r = exp(Σ_{s<t≤r} g_t)
-        # for r ≥ s of the same sub-chunk as a running product E ← E·α_{s+1} (factors ≤ 1), rows r < s 0
-        b_E = tl.zeros([NS, SUB, BK], tl.float32)
-        for j in tl.static_range(SUB):
-            s = SUB - 1 - j
-            p_s = base + (o_i * SUB + s)[:, None] * (H * K) + o_k[None, :]     # row s of every sub-chunk
-            m_s = ((o_i * SUB + s) < L)[:, None] & m_k[None, :]
-            if s < SUB - 1:
-                m_s1 = ((o_i * SUB + s + 1) < L)[:, None] & m_k[None, :]
-                b_a1 = tl.exp(_load_gate(g, p_s + H * K, m_s1, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
-                                         K, USE_GATE, HAS_DT_BIAS))             # α_{s+1}, [NS, BK]
-                b_E = b_E * b_a1[:, None, :]
-            b_E = tl.where(rl3 == s, 1.0, b_E)
-            b_kE = b_E * tl.load(k + p_s, mask=m_s, other=0.0).to(tl.float32)[:, None, :]
-            b_Td += tl.where(o_s[None, None, :] == s, tl.sum(b_bk3 * b_kE, 2)[:, :, None], 0.0)
-            b_Ad += tl.where(o_s[None, None, :] == s, tl.sum(b_q3 * b_kE, 2)[:, :, None], 0.0)
+        # diagonal sub-blocks by one batched product per tile, anchored at the first row a of each
+        # sub-chunk: exp(G_r − G_s) = exp(c_r)·exp(−c_s) with c_r = Σ_{a<t≤r} g_t ≤ 0. The column
+        # factor exp(−c_s) ≥ 1 is clamped at exp(DIAG_SPAN); a row r is exact when −c_r ≤ DIAG_SPAN
+        # in every channel of the tile (then −c_s ≤ −c_r for all its columns s ≤ r). Which rows are
+        # exact depends only on tokens up to r, so the choice stays causal.
+        b_c3 = tl.cumsum(tl.where(rl3 == 0, 0.0, b_g3), 1)                    # c_r, [NS, 16, BK]
+        b_er3 = tl.exp(b_c3)                                                    # row factors ≤ 1
+        b_ok = tl.min(b_c3, 2) >= -DIAG_SPAN                                    # [NS, 16] exact rows
+        b_kd3 = tl.permute(b_k3 * tl.exp(tl.minimum(-b_c3, DIAG_SPAN)), (0, 2, 1))   # [NS, BK, 16]
+        b_Td += tl.where(b_ok[:, :, None], tl.dot(b_bk3 * b_er3, b_kd3, input_precision=DOT_PREC), 0.0)
+        b_Ad += tl.where(b_ok[:, :, None], tl.dot(b_q3 * b_er3, b_kd3, input_precision=DOT_PREC), 0.0)
+        if tl.min(b_ok.to(tl.int32)) == 0:
+            # fallback for the rows past DIAG_SPAN of decay (strong decay): one column s per step
+            # (s from 15 down to 0), E_r = exp(Σ_{s<t≤r} g_t) for r ≥ s as a running product
+            # E ← E·α_{s+1} (factors ≤ 1), rows r < s and exact rows 0
+            b_bad = (~b_ok)[:, :, None]
+            b_E = tl.zeros([NS, SUB, BK], tl.float32)
+            for j in tl.static_range(SUB):
+                s = SUB - 1 - j
+                p_s = base + (o_i * SUB + s)[:, None] * (H * K) + o_k[None, :]     # row s of every sub-chunk
+                m_s = ((o_i * SUB + s) < L)[:, None] & m_k[None, :]
+                if s < SUB - 1:
+                    m_s1 = ((o_i * SUB + s + 1) < L)[:, None] & m_k[None, :]
+                    b_a1 = tl.exp(_load_gate(g, p_s + H * K, m_s1, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                                             K, USE_GATE, HAS_DT_BIAS))             # α_{s+1}, [NS, BK]
+                    b_E = b_E * b_a1[:, None, :]
+                b_E = tl.where(rl3 == s, 1.0, b_E)
+                b_kE = b_E * tl.load(k + p_s, mask=m_s, other=0.0).to(tl.float32)[:, None, :]
+                m_col = (o_s[None, None, :] == s) & b_bad
+                b_Td += tl.where(m_col, tl.sum(b_bk3 * b_kE, 2)[:, :, None], 0.0)
+                b_Ad += tl.where(m_col, tl.sum(b_q3 * b_kE, 2)[:, :, None], 0.0)
 
         # off-diagonal sub-blocks: rows of sub-chunk i against columns of sub-chunks j < i, anchored at
         # row a = 16·i: exp(Σ_{a<t≤r} g_t) (row factor) times exp(Σ_{s<t≤a} g_t) (column factor), the
         # latter = exp(Σ_{s<t≤end of j} g_t) · exp(Σ_{j<m<i} (sum of sub-chunk m) + g_a), all sums ≤ 0
         if NS > 1:
-            b_er = tl.reshape(tl.exp(tl.cumsum(tl.where(rl3 == 0, 0.0, b_g3), 1)), [BT, BK])
+            b_er = tl.reshape(b_er3, [BT, BK])
             m_n3 = (rl3 < SUB - 1) & ((rows3 + 1) < L) & m_k[None, None, :]
             b_gn3 = _load_gate(g, p3 + H * K, m_n3, i_h, o_k3, m_k[None, None, :], A_log, dt_bias,
                                K, USE_GATE, HAS_DT_BIAS)                          # g of row r + 1 in its sub-chunk
@@ -188,6 +206,7 @@ def chunk_intra_wy_fwd_kernel(
                 b_Toff += tl.dot(tl.where(m_i, b_bkr, 0.0), b_kc, input_precision=DOT_PREC)
                 b_Aoff += tl.dot(tl.where(m_i, b_qr, 0.0), b_kc, input_precision=DOT_PREC)
     b_Td = tl.where((o_s[:, None] > o_s[None, :])[None, :, :], b_Td, 0.0)    # T is strictly lower
+    b_Ad = tl.where((o_s[:, None] >= o_s[None, :])[None, :, :], b_Ad, 0.0)   # A_qk is lower
     b_rq = tl.full([BT], 1.0, tl.float32)
     b_rk = tl.full([BT], 1.0, tl.float32)
     if L2NORM:

@@ -98,6 +98,21 @@ def test_chunk_strong_decay_stays_finite_and_accurate(g_min):
     check(inputs, torch.float32, chunk_size=32)
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_chunk_diagonal_product_and_fallback_mix(dtype):
+    """Diagonal sub-blocks: rows within 60 of decay of their sub-chunk's first row use the anchored
+    product, later rows the per-column fallback. Strong decay in a few channels switches paths
+    mid sub-chunk, at a sub-chunk's first row (which the anchor excludes) and in one of the two key
+    tiles (K = 48) only."""
+    inputs = make_inputs(1, 100, 1, 1, 48, 16)
+    g = inputs["g"]
+    g[0, 20:24, 0, 3] = -25.0      # sub-chunk 16..31: rows from 22 on are past 60 in tile 0
+    g[0, 33, 0, 40] = -70.0        # sub-chunk 32..47: every row but the first, in tile 1
+    g[0, 80, 0, 5] = -1e3          # first row of sub-chunk 80..95: only the off-diagonal factors see it
+    g[0, 90, 0, 6] = -1e3          # ... and rows 90..95 of it fall back
+    check(inputs, DT[dtype], chunk_size=64)
+
+
 def test_chunk_is_causal():
     """Changing the last tokens (wildly) changes no earlier output, in a partly filled last chunk."""
     inputs = make_inputs(1, 45, 1, 1, 16, 16)
