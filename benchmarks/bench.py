@@ -89,7 +89,7 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
         impls["sdpa"] = lambda qkv=qkv: F.scaled_dot_product_attention(*qkv, is_causal=True)
         if args.sweep and (B, T) in ((8, 2048), (1, 16384)):
             sweep = {f"intra-{'-'.join(f'{k}{v}' for k, v in c.items())}": dict(intra_config=c) for c in (
-                dict(BK=32, num_warps=8), dict(BK=64, num_warps=4), dict(BK=64, num_warps=8))}
+                dict(BK=16, num_warps=4), dict(BK=16, num_warps=8), dict(BK=32, num_warps=8), dict(BK=64, num_warps=8))}
             sweep.update({f"state-bv{bv}-w{nw}": dict(state_config=dict(BV=bv, num_warps=nw))
                           for bv in (32, 64) for nw in (4,)})
             for name, cfg in sweep.items():
