@@ -2,13 +2,22 @@
 
 Each program keeps one [K, BV] block of a value head's state in registers for all T tokens of
 its sequence, so the state is read once and written once per call however many tokens it holds
-(decoding, T = 1, or a short multi-token prefill). The host side is kept to a few cheap shape
-checks and two allocations: at B = 1 the call costs little more than the launch itself.
+(decoding, T = 1, or a short multi-token prefill).
+
+At batch 1 the state is 1 MiB and the kernel takes a few µs, so a decoding step costs what the host
+does around the launch. A call of a configuration seen before (same shapes, dtypes, devices and
+flags) therefore takes a short path: its check is one dictionary lookup (the key holds every fact
+that SPEC §5's check reads, and a key is stored only after a call with it passed the full check),
+its two outputs are fresh allocations, and the compiled kernel is launched directly with raw pointers,
+which skips the JIT's argument binding and the launcher's per-tensor pointer queries. Any other call
+gets the full check (SPEC §5's named errors), contiguous copies where needed and a launch through
+the JIT, which compiles on first use.
 """
 
-
+import contextlib
 import os
-from typing import no_type_check
+from collections.abc import Callable
+from typing import NamedTuple, no_type_check
 
 import torch
 import triton
@@ -16,9 +25,11 @@ import triton.language as tl
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from .chunk import contiguous, validated
+from gdn2.ops._contract import check_inputs
+
+from . import utils
+from .chunk import check_triton_inputs, contiguous
 from .chunk_fwd import _gate
-from .utils import empty
 
 __all__ = ["fused_recurrent_gdn2", "fused_recurrent_fwd_kernel"]
 
@@ -99,17 +110,35 @@ def fused_recurrent_fwd_kernel(
 # --8<-- [end:fused_recurrent_fwd_kernel]
 
 
+def _launch_config(programs: int, V: int) -> tuple[int, int]:
+    """(BV, num_warps) for ``programs`` = N·HV (sequence, value head) pairs.
+
+    Few pairs (small batches): BV = 16, so each head's state is spread over V/16 programs and more
+    of the card loads it in parallel. Many pairs: BV = 32 with 4 warps, the tile of a recent
+    flash-linear-attention ``fused_recurrent_gdn2``; the peer took 157 µs at B = 256 on an H200 where
+    our former BV = 64 took 171 µs (not yet measured with BV = 32). ``benchmarks/bench_decode.py``
+    replaces this function to sweep the other tiles.
+    """
+    BV = min(16 if programs < 256 else 32, max(8, triton.next_power_of_2(V)))
+    return BV, 4 if BV >= 32 else 2
 
 
-def _block_v(programs: int, V: int) -> int:
-    """Value-column block: small blocks when few (sequence, head) pairs must fill the GPU."""
-    BVp = max(16, triton.next_power_of_2(V))
-    if programs >= 1024:
-        return min(64, BVp)
-    return min(16 if programs < 256 else 32, BVp)
+class _Launch(NamedTuple):
+    """What a call of a known configuration needs besides its tensors: one value of ``_LAUNCHES``."""
+
+    run: Callable                   # the compiled kernel's launcher
+    grid: tuple[int, int]
+    function: int                   # the compiled kernel's CUDA function handle
+    metadata: object                # its packed launch metadata
+    constexprs: tuple               # H, HV, K, V, BK, BV and the six flags, in the kernel's order
+    T: int
+    scale: float                    # the default scale K^-1/2
+    ht_shape: tuple | None          # (N, HV, K, V), or None without output_final_state
+    ht_like_h0: bool                # the final state can be allocated as empty_like(initial_state)
+    device: torch.device
 
 
-@validated
+@no_type_check  # the contract's checks must come first (named errors); _launch_new carries the checked annotations
 def fused_recurrent_gdn2(
     q: Float[Tensor, "B T H K"],
     k: Float[Tensor, "B T H K"],
@@ -130,56 +159,126 @@ def fused_recurrent_gdn2(
     :func:`gdn2.ops.fused_recurrent_gdn2` (SPEC §5). Forward only (decoding and short prefill).
 
     Cost: 8·K·V FLOPs per token and value head; 8·K·V bytes of float32 state per sequence and
-    value head (read once, written once) plus the token inputs; one launch.
+    value head (read once, written once) plus the token inputs; one launch. On the host, a call of
+    a configuration seen before reads each tensor's shape, dtype, device, contiguity and address
+    once and allocates the outputs; nothing else.
     """
+    h0, cu = initial_state, cu_seqlens
+    try:
+        dev = q.get_device()
+        key = (q.shape, k.shape, v.shape, g.shape, b.shape, w.shape, q.dtype, k.dtype, v.dtype, g.dtype, b.dtype,
+               w.dtype, dev, k.get_device(), v.get_device(), g.get_device(), b.get_device(), w.get_device(),
+               type(scale), output_final_state, use_qk_l2norm_in_kernel,
+               None if h0 is None else (h0.shape, h0.dtype, h0.get_device()),
+               None if A_log is None else (A_log.shape, A_log.dtype, A_log.get_device()),
+               None if dt_bias is None else (dt_bias.shape, dt_bias.dtype, dt_bias.get_device()),
+               None if cu is None else (cu.shape, cu.dtype, cu.get_device()))
+        hit = _LAUNCHES.get(key)
+    except (AttributeError, TypeError):  # not a tensor, or an unhashable flag: the full check names it
+        key = hit = None
+    if hit is None:
+        check_inputs(q, k, v, g, b, w, scale, h0, cu, A_log, dt_bias, check_values=False)
+        check_triton_inputs(q, v)
+    elif (q.is_contiguous() and k.is_contiguous() and v.is_contiguous() and g.is_contiguous()
+          and b.is_contiguous() and w.is_contiguous() and (h0 is None or h0.is_contiguous())
+          and (A_log is None or A_log.is_contiguous()) and (dt_bias is None or dt_bias.is_contiguous())
+          and (cu is None or cu.is_contiguous())):
+        run, grid, function, metadata, constexprs, T, scale0, ht_shape, ht_like_h0, device = hit
+        p_q, p_k, p_v = q.data_ptr(), k.data_ptr(), v.data_ptr()
+        p_g, p_b, p_w = g.data_ptr(), b.data_ptr(), w.data_ptr()
+        p_a = None if A_log is None else A_log.data_ptr()
+        p_d = None if dt_bias is None else dt_bias.data_ptr()
+        p_h = None if h0 is None else h0.data_ptr()
+        p_c = None if cu is None else cu.data_ptr()
+        # The compiled kernel assumes 16-byte aligned pointers (as the JIT found them); the outputs are
+        # fresh allocations, aligned by the allocator. Launch hooks (profilers) need the JIT's path.
+        enter, leave = _RUNTIME.launch_enter_hook, _RUNTIME.launch_exit_hook
+        if (not (p_q | p_k | p_v | p_g | p_b | p_w | (p_a or 0) | (p_d or 0) | (p_h or 0) | (p_c or 0)) & 15
+                and dev == _current_device() and not getattr(enter, "calls", enter)
+                and not getattr(leave, "calls", leave)):
+            o = torch.empty_like(v)                                                  # [B, T, HV, V], q's dtype
+            if ht_shape is None:
+                ht = None
+            else:
+                ht = torch.empty_like(h0) if ht_like_h0 else torch.empty(ht_shape, dtype=torch.float32, device=device)
+            if utils.POISON_OUTPUTS:
+                o.fill_(float("nan"))
+                if ht is not None:
+                    ht.fill_(float("nan"))
+            run(grid[0], grid[1], 1, _current_stream(dev), function, metadata, None, None, None,
+                p_q, p_k, p_v, p_g, p_b, p_w, p_a, p_d, p_h, o.data_ptr(), None if ht is None else ht.data_ptr(),
+                p_c, scale0 if scale is None else float(scale), T, *constexprs)
+            return o, ht
+        key = None                                                               # known, just not launchable directly
+    else:
+        key = None
+    return _launch_new(key, q, k, v, g, b, w, scale, h0, output_final_state, cu,
+                       use_qk_l2norm_in_kernel, A_log, dt_bias)
+
+
+def _launch_new(
+    key: tuple | None,
+    q: Float[Tensor, "B T H K"],
+    k: Float[Tensor, "B T H K"],
+    v: Float[Tensor, "B T HV V"],
+    g: Float[Tensor, "B T H K"],
+    b: Float[Tensor, "B T H K"],
+    w: Float[Tensor, "B T HV V"],
+    scale: float | None,
+    initial_state: Float[Tensor, "N HV K V"] | None,
+    output_final_state: bool,
+    cu_seqlens: Integer[Tensor, " Np1"] | None,
+    use_qk_l2norm_in_kernel: bool,
+    A_log: Float[Tensor, " H"] | None,
+    dt_bias: Float[Tensor, "..."] | None,
+) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
+    """A checked call off the short path: contiguous inputs, a launch through the JIT (which compiles
+    on first use), and, when ``key`` is given and the launch can be repeated directly, its entry."""
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     scale = K ** -0.5 if scale is None else float(scale)
     if dt_bias is not None:
         dt_bias = dt_bias.reshape(-1)
-    q, k, v, g, b, w, A_log, dt_bias, initial_state = map(
-        contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state))
-    o = empty((B, T, HV, V), q.dtype, q.device)
-    ht = empty((N, HV, K, V), torch.float32, q.device) if output_final_state else None
-    args = (q, k, v, g, b, w, A_log, dt_bias, initial_state, o, ht, cu_seqlens, scale, T)
-    # The launch itself: the compiled kernel of a configuration is cached and launched directly,
-    # which skips the JIT's per-call argument binding (tens of µs for this many arguments).
-    # The key holds everything the JIT specialises on: dtypes, sizes, flags and 16-byte alignment.
-    key = (q.device.index, q.dtype, g.dtype, b.dtype, w.dtype, H, HV, K, V, N, use_qk_l2norm_in_kernel,
-           output_final_state, *(x is None or x.data_ptr() % 16 == 0 for x in args[:12]),
-           None if A_log is None else A_log.dtype, None if dt_bias is None else dt_bias.dtype,
-           None if initial_state is None else initial_state.dtype, None if cu_seqlens is None else cu_seqlens.dtype)
-    hit = _LAUNCHES.get(key)
-    if hit is not None and _DIRECT_LAUNCH and knobs.runtime.launch_enter_hook is None:
-        kernel, grid, meta = hit
-        kernel.run(*grid, _get_stream(), kernel.function, kernel.packed_metadata, None, None, None, *args, *meta)
-        return o, ht
-    BV = _block_v(N * HV, V)
-    grid = (triton.cdiv(V, BV), N * HV, 1)
-    meta = dict(H=H, HV=HV, K=K, V=V, BK=max(16, triton.next_power_of_2(K)), BV=BV,
+    q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens = map(
+        contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens))
+    o = utils.empty((B, T, HV, V), q.dtype, q.device)
+    ht = utils.empty((N, HV, K, V), torch.float32, q.device) if output_final_state else None
+    BV, num_warps = _launch_config(N * HV, V)
+    grid = (triton.cdiv(V, BV), N * HV)
+    meta = dict(H=H, HV=HV, K=K, V=V, BK=max(16, triton.next_power_of_2(K)), BV=BV,   # the kernel's order
                 USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=bool(use_qk_l2norm_in_kernel),
                 HAS_H0=initial_state is not None, STORE_FINAL=bool(output_final_state),
                 IS_VARLEN=cu_seqlens is not None)
-    kernel = fused_recurrent_fwd_kernel[grid](*args, **meta, num_warps=4 if K * BV >= 4096 else 2)
-    if _DIRECT_LAUNCH:
-        _LAUNCHES[key] = (kernel, grid, tuple(meta.values()))
+    args = (q, k, v, g, b, w, A_log, dt_bias, initial_state, o, ht, cu_seqlens, scale, T)
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        kernel = fused_recurrent_fwd_kernel[grid](*args, **meta, num_warps=num_warps)
+    if key is not None and _DIRECT_LAUNCH and all(x is None or x.data_ptr() % 16 == 0 for x in args[:12]):
+        if len(_LAUNCHES) >= _MAX_LAUNCHES:                                     # bound the cache, never hit in practice
+            _LAUNCHES.clear()
+        _LAUNCHES[key] = _Launch(
+            kernel.run, grid, kernel.function, kernel.packed_metadata, tuple(meta.values()), T, K ** -0.5,
+            (N, HV, K, V) if output_final_state else None,
+            initial_state is not None and initial_state.dtype == torch.float32, q.device)
     return o, ht
 
 
 def _direct_launch_supported() -> bool:
-    """Direct launches of a compiled kernel rely on the launcher of Triton >= 3.4 (all arguments in order)."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    """Direct launches of a compiled kernel rely on the launcher of Triton >= 3.4 (all arguments in
+    order, constexprs included), its knobs, and PyTorch's raw current-stream query (a CUDA build)."""
+    if os.environ.get("TRITON_INTERPRET") == "1" or _current_stream is None or _RUNTIME is None:
         return False
     major, minor = (int(x) for x in triton.__version__.split(".")[:2])
     return (major, minor) >= (3, 4)
 
 
+#: the current CUDA device and its current stream (the capture stream inside a CUDA graph capture),
+#: as plain C calls: the Triton driver's getters add a few Python layers around the same queries
+_current_device = getattr(torch._C, "_cuda_getDevice", None)
+_current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+#: where Triton keeps its launch hooks: chains since Triton 3.5 (empty without a profiler), before that a
+#: function or None
+_RUNTIME = getattr(getattr(triton, "knobs", None), "runtime", None)
 _DIRECT_LAUNCH = _direct_launch_supported()
-_LAUNCHES: dict = {}
-if _DIRECT_LAUNCH:
-    from triton import knobs
-    from triton.runtime.driver import driver
-
-    def _get_stream():
-        return driver.active.get_current_stream(driver.active.get_current_device())
+_LAUNCHES: dict[tuple, _Launch] = {}
+_MAX_LAUNCHES = 1024

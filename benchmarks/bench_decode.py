@@ -1,0 +1,303 @@
+"""Decoding benchmark: ``gdn2.fast.fused_recurrent_gdn2`` against flash-linear-attention's, one token per call.
+
+    python benchmarks/bench_decode.py        # about a minute on an H200; writes results/decode-<card>.csv
+
+Every call is one decoding step as a layer makes it: H = HV = 16, K = V = 128, T = 1, bfloat16 q, k, v,
+b, w, float32 g = logsigmoid(randn), a float32 initial state, output_final_state=True,
+use_qk_l2norm_in_kernel=True. For B in {1, 8, 64, 256} each row has
+
+- ``wall_us``: the whole call, host included: n calls back to back, timed by perf_counter between two
+  synchronisations, divided by n (the median of three such runs);
+- ``device_us``: the device alone: 50 calls captured in one CUDA graph, replays timed by CUDA events,
+  divided by 50 (blank where the capture fails);
+- ``mem_floor_us``: the float32 state read and written once, 2·B·H·K·V·4 bytes, over the device copy
+  bandwidth measured in the same run;
+- ``peer_over_ours``: the peer's time over ours (> 1: ours is faster); wall time for the operator's
+  rows, device time for the sweep rows.
+
+Also measured: a bare launch of a one-line Triton kernel (through the JIT, and through its compiled
+kernel directly), where our host time goes at B = 1, and a sweep of our kernel's tile (BV, num_warps)
+by device time at every B, the default marked. A configuration that fails to compile or to run is
+reported and skipped.
+"""
+
+import csv
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+import gdn2.fast
+from gdn2.fast import fused_recurrent as fr
+
+BATCHES = [1, 8, 64, 256]
+H, K, V = 16, 128, 128
+SWEEP = [(BV, num_warps) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
+CALLS_PER_GRAPH = 50
+FIELDS = ["card", "B", "impl", "config", "wall_us", "device_us", "mem_floor_us", "peer_over_ours"]
+
+
+def peer_op():
+    """flash-linear-attention's fused_recurrent_gdn2, or None where it is not installed."""
+    try:
+        from fla.ops.gdn2 import fused_recurrent_gdn2
+    except ImportError as e:
+        print(f"peer skipped: {e}")
+        return None
+    return fused_recurrent_gdn2
+
+
+def inputs(B: int) -> dict:
+    """One decoding step's inputs (fresh random draws, never zeros) and the carried state."""
+    dev, bf = "cuda", torch.bfloat16
+    return {
+        "q": torch.randn(B, 1, H, K, device=dev, dtype=bf),
+        "k": torch.randn(B, 1, H, K, device=dev, dtype=bf),
+        "v": torch.randn(B, 1, H, V, device=dev, dtype=bf),
+        "g": F.logsigmoid(torch.randn(B, 1, H, K, device=dev)),
+        "b": torch.rand(B, 1, H, K, device=dev, dtype=bf),
+        "w": torch.rand(B, 1, H, V, device=dev, dtype=bf),
+        "initial_state": torch.randn(B, H, K, V, device=dev),
+    }
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy rate in bytes/s (bytes read plus bytes written), median of 20 copies of 1 GiB."""
+    x = torch.randn(256 * 2**20, device="cuda")
+    y = torch.empty_like(x)
+    y.copy_(x)
+    times = []
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        y.copy_(x)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3)
+    return 2 * x.numel() * 4 / statistics.median(times)
+
+
+def wall_us(fn, n: int) -> float:
+    """Host-inclusive µs per call: n calls back to back between two synchronisations, median of 3 runs."""
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        runs.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(runs)
+
+
+def device_us(fn, replays: int = 10) -> float | None:
+    """Device µs per call: CALLS_PER_GRAPH calls in one CUDA graph, replays timed by CUDA events.
+
+    None (printed) when fn cannot be captured."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):                       # warm up off the default stream, as capture wants
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(CALLS_PER_GRAPH):
+                fn()
+    except Exception as e:  # a peer that cannot be captured gets a blank, not a crash
+        print(f"    graph capture failed: {type(e).__name__}: {str(e)[:200]}")
+        torch.cuda.synchronize()
+        return None
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / CALLS_PER_GRAPH)
+    del graph
+    return statistics.median(times)
+
+
+@triton.jit
+def _one_store(x):
+    tl.store(x, 1.0)
+
+
+def bare_launches(card: str) -> list[dict]:
+    """The floor of any Triton call from Python: a one-line kernel, through the JIT and through its compiled kernel."""
+    flag = torch.zeros(1, device="cuda")
+    jit = wall_us(lambda: _one_store[(1,)](flag), 5000)
+    compiled = _one_store[(1,)](flag)
+    stream = torch.cuda.current_stream().cuda_stream
+    p = flag.data_ptr()
+    run = compiled.run
+    direct = wall_us(lambda: run(1, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None, p),
+                     5000)
+    return [dict(card=card, impl="bare-triton-launch", config="jit, 1 argument", wall_us=jit),
+            dict(card=card, impl="bare-triton-launch", config="compiled kernel's run, 1 argument", wall_us=direct)]
+
+
+def host_breakdown(card: str, x: dict, kw: dict) -> list[dict]:
+    """Where our host time goes at B = 1: the call without its launch, the launch alone, the JIT's path.
+
+    Also checks that the direct launch gives what the JIT launch gives, bit for bit."""
+    rows = []
+    op = lambda: gdn2.fast.fused_recurrent_gdn2(**x, **kw)
+    module_op = lambda: fr.fused_recurrent_gdn2(**x, **kw)
+    jit_path = lambda: fr._launch_new(None, x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, x["initial_state"],
+                                      True, None, True, None, None)
+    fr._LAUNCHES.clear()
+    o_jit, ht_jit = jit_path()
+    op()
+    if not fr._LAUNCHES:
+        print(f"!! no direct launch on this machine (_DIRECT_LAUNCH={fr._DIRECT_LAUNCH}, Triton {triton.__version__}):"
+              " every call takes the JIT's path")
+        return rows
+    o, ht = op()
+    same = torch.equal(o, o_jit) and torch.equal(ht, ht_jit)
+    print(f"direct launch == JIT launch: {same}")
+    if not same:
+        print("!! the direct launch differs from the JIT launch")
+    ((key, entry),) = fr._LAUNCHES.items()
+    fr._LAUNCHES[key] = entry._replace(run=lambda *args: None)
+    host_only = wall_us(op, 5000)
+    fr._LAUNCHES[key] = entry
+    o, ht = torch.empty_like(o), torch.empty_like(ht)
+    ptrs = [x[n].data_ptr() for n in "qkvgbw"] + [None, None, x["initial_state"].data_ptr(), o.data_ptr(),
+                                                   ht.data_ptr(), None]
+    stream = torch.cuda.current_stream().cuda_stream
+    launch = lambda: entry.run(*entry.grid, 1, stream, entry.function, entry.metadata, None, None, None,
+                               *ptrs, entry.scale, entry.T, *entry.constexprs)
+    rows.append(dict(card=card, B=1, impl="ours-host-only", config="the call, its launch replaced by a no-op",
+                     wall_us=host_only))
+    rows.append(dict(card=card, B=1, impl="ours-launch-only", config="the cached compiled kernel's run, "
+                     "arguments ready", wall_us=wall_us(launch, 5000)))
+    rows.append(dict(card=card, B=1, impl="ours-module-function", config="gdn2.fast.fused_recurrent."
+                     "fused_recurrent_gdn2 (no package wrapper)", wall_us=wall_us(module_op, 5000)))
+    rows.append(dict(card=card, B=1, impl="ours-jit-path", config="contiguous, allocate, launch through the JIT "
+                     "(every call before the direct launch worked)", wall_us=wall_us(jit_path, 2000)))
+    return rows
+
+
+def sweep(card: str, B: int, x: dict, kw: dict, default: tuple[int, int], peer_dev: float | None,
+          floor: float) -> list[dict]:
+    """Device µs of every (BV, num_warps) of our kernel at batch B."""
+    rows = []
+    real = fr._launch_config
+    try:
+        for BV, num_warps in SWEEP:
+            fr._launch_config = lambda programs, V, c=(BV, num_warps): c
+            fr._LAUNCHES.clear()
+            name = f"BV{BV}-w{num_warps}" + (" default" if (BV, num_warps) == default else "")
+            try:
+                fr.fused_recurrent_gdn2(**x, **kw)
+                torch.cuda.synchronize()
+            except Exception as e:  # a tile that does not compile or run is skipped
+                print(f"    {name}: failed: {type(e).__name__}: {str(e)[:200]}")
+                continue
+            dev = device_us(lambda: fr.fused_recurrent_gdn2(**x, **kw))
+            rows.append(dict(card=card, B=B, impl="ours-sweep", config=name, device_us=dev, mem_floor_us=floor,
+                             peer_over_ours=peer_dev / dev if peer_dev and dev else None))
+            print(f"    {name:16s} {dev if dev is not None else float('nan'):8.1f} µs")
+    finally:
+        fr._launch_config = real
+        fr._LAUNCHES.clear()
+    return rows
+
+
+def registers() -> None:
+    """Registers and spills per thread of every compiled variant of the decoding kernel."""
+    i_bv = fr.fused_recurrent_fwd_kernel.arg_names.index("BV")
+    for cache in getattr(fr.fused_recurrent_fwd_kernel, "device_caches", {}).values():
+        for ck in cache[0].values():
+            constants = getattr(ck.src, "constants", {})
+            BV = constants.get("BV", constants.get((i_bv,), "?"))
+            print(f"   BV={BV} num_warps={ck.metadata.num_warps}: {ck.n_regs} registers, {ck.n_spills} spills")
+
+
+def main():
+    t_start = time.perf_counter()
+    torch.manual_seed(0)
+    card = torch.cuda.get_device_name()
+    bw = copy_bandwidth()
+    print(f"card: {card}; copy bandwidth {bw / 1e12:.2f} TB/s; Triton {triton.__version__}, torch {torch.__version__}")
+    peer = peer_op()
+    kw = dict(output_final_state=True, use_qk_l2norm_in_kernel=True)
+    rows = []
+    try:
+        rows += bare_launches(card)
+    except Exception as e:
+        print(f"bare launches failed: {type(e).__name__}: {str(e)[:200]}")
+    for B in BATCHES:
+        x = inputs(B)
+        floor = 2 * B * H * K * V * 4 / bw * 1e6
+        if B == 1:
+            try:
+                rows += host_breakdown(card, x, kw)
+            except Exception as e:
+                print(f"host breakdown failed: {type(e).__name__}: {str(e)[:200]}")
+        n = 2000 if B <= 8 else 1000 if B <= 64 else 200
+        default = fr._launch_config(B * H, V)
+        impls = {"ours": (lambda x=x: gdn2.fast.fused_recurrent_gdn2(**x, **kw), "BV{}-w{} default".format(*default))}
+        if peer is not None:
+            impls["peer"] = (lambda x=x: peer(**x, **kw), "fla")
+        times, mine = {}, {}
+        for name, (fn, config) in impls.items():
+            try:
+                times[name] = (wall_us(fn, n), device_us(fn))
+            except Exception as e:
+                print(f"B={B} {name}: failed: {type(e).__name__}: {str(e)[:200]}")
+                continue
+            mine[name] = dict(card=card, B=B, impl=name, config=config, wall_us=times[name][0],
+                              device_us=times[name][1], mem_floor_us=floor)
+            rows.append(mine[name])
+        if "ours" in times and "peer" in times:
+            mine["ours"]["peer_over_ours"] = times["peer"][0] / times["ours"][0]
+        print(f"B={B}: " + ", ".join(f"{name} wall {t[0]:.1f} µs, device {t[1] or float('nan'):.1f} µs"
+                                      for name, t in times.items()) + f"; floor {floor:.1f} µs")
+        print(f"  sweep at B={B} (device µs per call):")
+        rows += sweep(card, B, x, kw, default, times.get("peer", (None, None))[1], floor)
+        del x
+        torch.cuda.empty_cache()
+    print("-- compiled variants of fused_recurrent_fwd_kernel")
+    try:
+        registers()
+    except Exception as e:
+        print(f"   unavailable: {type(e).__name__}: {e}")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"decode-{card.replace(' ', '_')}.csv"
+    for r in rows:
+        for col in ("wall_us", "device_us", "mem_floor_us", "peer_over_ours"):
+            if isinstance(r.get(col), float):
+                r[col] = round(r[col], 2 if col != "peer_over_ours" else 3)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\n{'B':>4} {'impl':22} {'config':34} {'wall µs':>9} {'device µs':>9} {'floor µs':>9} {'peer/ours':>9}")
+    for r in rows:
+        print(f"{r.get('B', ''):>4} {r['impl']:22} {r.get('config', '')[:34]:34} {_cell(r, 'wall_us'):>9} "
+              f"{_cell(r, 'device_us'):>9} {_cell(r, 'mem_floor_us'):>9} {_cell(r, 'peer_over_ours'):>9}")
+    print(f"wrote {path} in {time.perf_counter() - t_start:.0f} s")
+
+
+def _cell(row: dict, col: str) -> str:
+    v = row.get(col)
+    return "" if v is None else str(v)
+
+
+if __name__ == "__main__":
+    main()
