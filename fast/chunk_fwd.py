@@ -88,20 +88,16 @@ def chunk_intra_wy_fwd_kernel(
     """Stages (1)-(3) for one chunk of one key head: G, T, A, A_qk, Y, Q_γ, K_tail, γ_C and U.
 
     Grid: (number of chunks, B·H); with cu_seqlens, (T // BT + N, H) and ``chunk_indices`` maps a
-    program to its (sequence, chunk). The chunk is held as NS sub-chunks of 16 rows, [NS, 16, BK]
-    tiles. With L2NORM a first pass over K sums ‖q‖², ‖k‖². The main pass loads q, k, b, g once
-    per [BT, BK] tile and (1) forms the decay sums, writes Q_γ, K_tail, γ_C and Ē = γ⊙b⊙k (into
-    Y's buffer), (2) accumulates every block of T and A_qk by ONE batched product per tile: rows of
-    sub-chunk i against the column factors anchored at the sub-chunk's first row a_i. Rows past
-    DIAG_SPAN of decay inside their sub-chunk take a per-column fallback loop afterwards. Then
-    A = (I + T)⁻¹ (diagonal blocks by forward substitution, the rest by a block Horner scheme),
-    Y = A Ē in place, and U = A (w⊙v) for each value head of the group. On chip: T, A_qk [NS, 16, BT]
-    and A [BT, BT] float32; only A_qk goes to memory (and A, G with SAVE).
-    FLOPs per chunk: 4·NS·16·BT·K (T and A_qk: one batched product each; the blocks above the
-    diagonal are computed and dropped) + ~2·NS·BT³ (inverse) + 2·BT²·K (Y) + 2·(HV/H)·BT²·V (U).
-    Bytes per token: reads q, k, b (2·K each in 16-bit, q and k twice with L2NORM: L2 hits), g
-    (4·K), v, w (2·V each per value head), Ē (2·K, its own write: L2 hit); writes Ē, Y, Q_γ,
-    K_tail (2·K each), A_qk (2·BT), U (2·V per value head) and γ_C (4·K/BT).
+    program to its (sequence, chunk). Two passes over K in [BT, BK] tiles: the first loads q, k, b, g
+    once per tile and accumulates T and A_qk (and ‖q‖², ‖k‖²); the second (L2 hits) forms Y, Q_γ and
+    K_tail with the inverse. Then, for each of the HV/H value heads of its group, v and w tiles
+    [BT, BV] give U. On chip: T, A_qk, A (BT×BT float32) and the diagonal sub-blocks
+    [BT/16, 16, 16]; none of them goes to memory except A_qk (and A, G with SAVE).
+    FLOPs per chunk: 4·(NS−1)·BT²·K (T and A_qk off-diagonal: one masked BT×BT product per anchor,
+    (NS−1)/(2·NS) of it useful) + 4·16·BT·K (diagonal sub-blocks, vector work) + ~2·NS·BT³ (inverse)
+    + 2·BT²·K (Y) + 2·(HV/H)·BT²·V (U).
+    Bytes per token: reads q, k, b (2·K each in 16-bit), g (4·K), v, w (2·V each per value head);
+    writes Y, Q_γ, K_tail (2·K each), A_qk (2·BT), U (2·V per value head) and γ_C (4·K/BT).
     """
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -131,102 +127,45 @@ def chunk_intra_wy_fwd_kernel(
     p_row3 = base + rows3 * (H * K)                        # [NS, 16, 1]
     m_t3 = rows3 < L
     rl3 = o_s[None, :, None]                               # row inside its sub-chunk
-    blk_lt = o_i[None, :] < o_i[:, None]                   # [NS(i), NS(j)]: j < i
-    # [NS(i), NS(j), 1, 1]: where the rows of sub-chunk i meet the columns of sub-chunk j
-    before4 = blk_lt[:, :, None, None]
-    same4 = (o_i[None, :] == o_i[:, None])[:, :, None, None]
-    mid4 = (o_i[None, :, None] < o_i[None, None, :]) & (o_i[None, None, :] < o_i[:, None, None])  # [i, j, m]
 
-    # ---- pass 0 (L2NORM): 1/‖q‖ and 1/‖k‖ of every row, needed before Q_γ, K_tail and Ē are written
-    b_rq = tl.full([BT], 1.0, tl.float32)
-    b_rk = tl.full([BT], 1.0, tl.float32)
-    if L2NORM:
-        b_sq = tl.zeros([BT], tl.float32)
-        b_sk = tl.zeros([BT], tl.float32)
-        for i_k in range(tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            m = m_t[:, None] & (o_k < K)[None, :]
-            b_q = tl.load(q + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
-            b_k = tl.load(k + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
-            b_sq += tl.sum(b_q * b_q, 1)
-            b_sk += tl.sum(b_k * b_k, 1)
-        b_rq = tl.rsqrt(b_sq + 1e-6)
-        b_rk = tl.rsqrt(b_sk + 1e-6)
-        if SAVE:
-            tl.store(q_rstd + (t0 + o_t) * H + i_h, b_rq, mask=m_t)
-            tl.store(k_rstd + (t0 + o_t) * H + i_h, b_rk, mask=m_t)
-    b_rq3 = tl.reshape(b_rq, [NS, SUB])[:, :, None]
-    b_rk3 = tl.reshape(b_rk, [NS, SUB])[:, :, None]
-
-    # ---- pass 1, stages (1)+(2): decay sums, Q_γ, K_tail, Ē, γ_C, and T, A_qk. Every exponent is a
-    # sum of g ≤ 0 over a token range (never a difference of large cumulative sums), so precise.
-    b_T = tl.zeros([NS, SUB, BT], tl.float32)      # rows of sub-chunk i, all BT columns
-    b_A = tl.zeros([NS, SUB, BT], tl.float32)
-    b_nbad = tl.zeros([NS, SUB], tl.int32)         # tiles in which a row needs the fallback
+    # ---- pass 1, stages (1)+(2): T and A_qk, every input tile loaded once. Exponents are sums of
+    # g ≤ 0 (never differences of large cumulative sums), so every factor is ≤ 1 and precise.
+    b_sq = tl.zeros([BT], tl.float32)
+    b_sk = tl.zeros([BT], tl.float32)
+    b_Td = tl.zeros([NS, SUB, SUB], tl.float32)
+    b_Ad = tl.zeros([NS, SUB, SUB], tl.float32)
+    b_Toff = tl.zeros([BT, BT], tl.float32)
+    b_Aoff = tl.zeros([BT, BT], tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
         o_k3 = o_k[None, None, :]
         m3 = m_t3 & m_k[None, None, :]
         p3 = p_row3 + o_k3
-        b_q3 = tl.load(q + p3, mask=m3, other=0.0).to(tl.float32) * b_rq3     # [NS, 16, BK]
-        b_k3 = tl.load(k + p3, mask=m3, other=0.0).to(tl.float32) * b_rk3
+        b_q3 = tl.load(q + p3, mask=m3, other=0.0).to(tl.float32)             # [NS, 16, BK]
+        b_k3 = tl.load(k + p3, mask=m3, other=0.0).to(tl.float32)
         b_bk3 = tl.load(b + p3, mask=m3, other=0.0).to(tl.float32) * b_k3
         b_g3 = _load_gate(g, p3, m3, i_h, o_k3, m_k[None, None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
-        m_n3 = (rl3 < SUB - 1) & ((rows3 + 1) < L) & m_k[None, None, :]
-        b_gn3 = _load_gate(g, p3 + H * K, m_n3, i_h, o_k3, m_k[None, None, :], A_log, dt_bias,
-                           K, USE_GATE, HAS_DT_BIAS)                    # g of row r + 1 inside its sub-chunk
+        if L2NORM:
+            b_sq += tl.reshape(tl.sum(b_q3 * b_q3, 2), [BT])
+            b_sk += tl.reshape(tl.sum(b_k3 * b_k3, 2), [BT])
 
-        # (1) decay sums per sub-chunk i with anchor a_i = its first row, all ≤ 0:
-        # c_r = Σ_{a_i<t≤r} g_t, tail_r = Σ_{r<t≤a_i+15} g_t, tot_i, and sums over whole sub-chunks
-        b_c3 = tl.cumsum(tl.where(rl3 == 0, 0.0, b_g3), 1)
-        b_tail3 = tl.cumsum(b_gn3, 1, reverse=True)
-        b_ga = tl.sum(tl.where(rl3 == 0, b_g3, 0.0), 1)                  # [NS, BK] g at each anchor
-        b_tot = tl.sum(b_g3, 1)                                           # [NS, BK]
-        b_pre = tl.sum(tl.where(blk_lt[:, :, None], b_tot[None, :, :], 0.0), 1)     # Σ_{j<i} tot_j
-        b_suf = tl.sum(tl.where(blk_lt[:, :, None], b_tot[:, None, :], 0.0), 0)     # Σ_{j>i} tot_j
-        b_G3 = b_pre[:, None, :] + b_ga[:, None, :] + b_c3                # G_r
-        b_gam3 = tl.exp(b_G3)                                             # γ_r
-        tl.store(Qg + p3, (scale * b_gam3 * b_q3).to(Qg.dtype.element_ty), mask=m3)
-        tl.store(Kt + p3, (tl.exp(b_tail3 + b_suf[:, None, :]) * b_k3).to(Kt.dtype.element_ty), mask=m3)
-        tl.store(Y + p3, (b_gam3 * b_bk3).to(Y.dtype.element_ty), mask=m3)                   # Ē, for pass 2
-        tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_tot, 0)), mask=m_k)
-        if SAVE:
-            tl.store(G_out + p3, b_G3, mask=m3)
-
-        # (2) column factors of every anchor i for every column s (sub-chunk j), one [NS, BK, BT] operand:
-        #   j < i: exp(G_{a_i} − G_s) = exp(tail_s + Σ_{j<m<i} tot_m + g_{a_i}) ≤ 1
-        #   j = i: exp(G_{a_i} − G_s) = exp(−c_s) ≥ 1, clamped at exp(DIAG_SPAN); a row r is exact when
-        #          −c_r ≤ DIAG_SPAN in every channel of the tile (then so are its columns s ≤ r)
-        #   j > i: 0 (later columns).
-        # Row factors exp(c_r) ≤ 1. Which rows are exact depends only on tokens up to r: causal.
-        b_x = tl.sum(tl.where(mid4[:, :, :, None], b_tot[None, None, :, :], 0.0), 2) + b_ga[:, None, :]   # [NS(i), NS(j), BK]
-        b_e4 = tl.where(before4, b_x[:, :, None, :] + b_tail3[None, :, :, :],
-                        tl.minimum(-b_c3, DIAG_SPAN)[None, :, :, :])
-        b_kc = tl.where(before4 | same4, tl.exp(tl.where(before4 | same4, b_e4, 0.0)), 0.0) * b_k3[None, :, :, :]
-        b_kc = tl.permute(tl.reshape(b_kc, [NS, BT, BK]), (0, 2, 1))                         # [NS, BK, BT]
-        b_er3 = tl.exp(b_c3)
-        b_ok = tl.min(b_c3, 2) >= -DIAG_SPAN                                                   # [NS, 16]
-        m_drop = ((o_t // SUB)[None, None, :] == o_i[:, None, None]) & (~b_ok)[:, :, None]     # inexact entries
-        b_T += tl.where(m_drop, 0.0, tl.dot(b_bk3 * b_er3, b_kc, input_precision=DOT_PREC))
-        b_A += tl.where(m_drop, 0.0, tl.dot(b_q3 * b_er3, b_kc, input_precision=DOT_PREC))
-        b_nbad += (~b_ok).to(tl.int32)
-
-    if tl.sum(b_nbad) > 0:
-        # fallback (strong decay) for the diagonal sub-block entries of the rows past DIAG_SPAN: one column
-        # s per step (s from 15 down to 0), E_r = exp(Σ_{s<t≤r} g_t) for r ≥ s of the same sub-chunk as a
-        # running product E ← E·α_{s+1} (factors ≤ 1), rows r < s 0
-        for i_k in range(tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            m_k = o_k < K
-            m3 = m_t3 & m_k[None, None, :]
-            p3 = p_row3 + o_k[None, None, :]
-            b_q3 = tl.load(q + p3, mask=m3, other=0.0).to(tl.float32) * b_rq3
-            b_k3 = tl.load(k + p3, mask=m3, other=0.0).to(tl.float32) * b_rk3
-            b_bk3 = tl.load(b + p3, mask=m3, other=0.0).to(tl.float32) * b_k3
-            b_g3 = _load_gate(g, p3, m3, i_h, o_k[None, None, :], m_k[None, None, :], A_log, dt_bias,
-                              K, USE_GATE, HAS_DT_BIAS)
-            b_bad = (tl.min(tl.cumsum(tl.where(rl3 == 0, 0.0, b_g3), 1), 2) < -DIAG_SPAN)[:, :, None]
+        # diagonal sub-blocks by one batched product per tile, anchored at the first row a of each
+        # sub-chunk: exp(G_r − G_s) = exp(c_r)·exp(−c_s) with c_r = Σ_{a<t≤r} g_t ≤ 0. The column
+        # factor exp(−c_s) ≥ 1 is clamped at exp(DIAG_SPAN); a row r is exact when −c_r ≤ DIAG_SPAN
+        # in every channel of the tile (then −c_s ≤ −c_r for all its columns s ≤ r). Which rows are
+        # exact depends only on tokens up to r, so the choice stays causal.
+        b_c3 = tl.cumsum(tl.where(rl3 == 0, 0.0, b_g3), 1)                    # c_r, [NS, 16, BK]
+        b_er3 = tl.exp(b_c3)                                                    # row factors ≤ 1
+        b_ok = tl.min(b_c3, 2) >= -DIAG_SPAN                                    # [NS, 16] exact rows
+        b_kd3 = tl.permute(b_k3 * tl.exp(tl.minimum(-b_c3, DIAG_SPAN)), (0, 2, 1))   # [NS, BK, 16]
+        b_Td += tl.where(b_ok[:, :, None], tl.dot(b_bk3 * b_er3, b_kd3, input_precision=DOT_PREC), 0.0)
+        b_Ad += tl.where(b_ok[:, :, None], tl.dot(b_q3 * b_er3, b_kd3, input_precision=DOT_PREC), 0.0)
+        if tl.min(b_ok.to(tl.int32)) == 0:
+            # fallback for the rows past DIAG_SPAN of decay (strong decay): one column s per step
+            # (s from 15 down to 0), E_r = exp(Σ_{s<t≤r} g_t) for r ≥ s as a running product
+            # E ← E·α_{s+1} (factors ≤ 1), rows r < s and exact rows 0
+            b_bad = (~b_ok)[:, :, None]
             b_E = tl.zeros([NS, SUB, BK], tl.float32)
             for j in tl.static_range(SUB):
                 s = SUB - 1 - j
@@ -238,23 +177,56 @@ def chunk_intra_wy_fwd_kernel(
                                              K, USE_GATE, HAS_DT_BIAS))             # α_{s+1}, [NS, BK]
                     b_E = b_E * b_a1[:, None, :]
                 b_E = tl.where(rl3 == s, 1.0, b_E)
-                b_rks = tl.sum(tl.where(rl3 == s, b_rk3, 0.0), 1)                   # 1/‖k_s‖, [NS, 1]
-                b_ks = tl.load(k + p_s, mask=m_s, other=0.0).to(tl.float32) * b_rks
-                b_kE = b_E * b_ks[:, None, :]
-                m_col = (o_t[None, None, :] == (o_i * SUB + s)[:, None, None]) & b_bad
-                b_T += tl.where(m_col, tl.sum(b_bk3 * b_kE, 2)[:, :, None], 0.0)
-                b_A += tl.where(m_col, tl.sum(b_q3 * b_kE, 2)[:, :, None], 0.0)
+                b_kE = b_E * tl.load(k + p_s, mask=m_s, other=0.0).to(tl.float32)[:, None, :]
+                m_col = (o_s[None, None, :] == s) & b_bad
+                b_Td += tl.where(m_col, tl.sum(b_bk3 * b_kE, 2)[:, :, None], 0.0)
+                b_Ad += tl.where(m_col, tl.sum(b_q3 * b_kE, 2)[:, :, None], 0.0)
 
-    m_low = o_t[None, None, :] <= rows3                                  # [NS, 16, BT] column ≤ row
-    b_Aqk = tl.reshape(tl.where(m_low, scale * b_A, 0.0), [BT, BT])
+        # off-diagonal sub-blocks: rows of sub-chunk i against columns of sub-chunks j < i, anchored at
+        # row a = 16·i: exp(Σ_{a<t≤r} g_t) (row factor) times exp(Σ_{s<t≤a} g_t) (column factor), the
+        # latter = exp(Σ_{s<t≤end of j} g_t) · exp(Σ_{j<m<i} (sum of sub-chunk m) + g_a), all sums ≤ 0
+        if NS > 1:
+            b_er = tl.reshape(b_er3, [BT, BK])
+            m_n3 = (rl3 < SUB - 1) & ((rows3 + 1) < L) & m_k[None, None, :]
+            b_gn3 = _load_gate(g, p3 + H * K, m_n3, i_h, o_k3, m_k[None, None, :], A_log, dt_bias,
+                               K, USE_GATE, HAS_DT_BIAS)                          # g of row r + 1 in its sub-chunk
+            b_kc3 = b_k3 * tl.exp(tl.cumsum(b_gn3, 1, reverse=True))               # k_s·exp(Σ_{s<t≤end} g_t)
+            b_tot = tl.sum(b_g3, 1)                                                # [NS, BK] sub-chunk sums
+            b_ga = tl.sum(tl.where(rl3 == 0, b_g3, 0.0), 1)                        # g of each anchor, [NS, BK]
+            b_bkr = tl.reshape(b_bk3, [BT, BK]) * b_er
+            b_qr = tl.reshape(b_q3, [BT, BK]) * b_er
+            blk = o_t // SUB
+            for i in tl.static_range(1, NS):
+                m_mid = (o_i[:, None] < o_i[None, :]) & (o_i[None, :] < i)           # [NS(j), NS(m)]
+                b_x = tl.sum(tl.where(m_mid[:, :, None], b_tot[None, :, :], 0.0), 1) \
+                    + tl.sum(tl.where((o_i == i)[:, None], b_ga, 0.0), 0)[None, :]   # [NS(j), BK]
+                b_x = tl.where((o_i < i)[:, None], b_x, float("-inf"))
+                b_kc = tl.trans(tl.reshape(b_kc3 * tl.exp(b_x)[:, None, :], [BT, BK]))   # [BK, BT]
+                m_i = (blk == i)[:, None]
+                b_Toff += tl.dot(tl.where(m_i, b_bkr, 0.0), b_kc, input_precision=DOT_PREC)
+                b_Aoff += tl.dot(tl.where(m_i, b_qr, 0.0), b_kc, input_precision=DOT_PREC)
+    b_Td = tl.where((o_s[:, None] > o_s[None, :])[None, :, :], b_Td, 0.0)    # T is strictly lower
+    b_Ad = tl.where((o_s[:, None] >= o_s[None, :])[None, :, :], b_Ad, 0.0)   # A_qk is lower
+    b_rq = tl.full([BT], 1.0, tl.float32)
+    b_rk = tl.full([BT], 1.0, tl.float32)
+    if L2NORM:
+        b_rq = tl.rsqrt(b_sq + 1e-6)
+        b_rk = tl.rsqrt(b_sk + 1e-6)
+        if SAVE:
+            tl.store(q_rstd + (t0 + o_t) * H + i_h, b_rq, mask=m_t)
+            tl.store(k_rstd + (t0 + o_t) * H + i_h, b_rk, mask=m_t)
+        b_rk3 = tl.reshape(b_rk, [NS, SUB])
+        b_rq3 = tl.reshape(b_rq, [NS, SUB])
+        b_Toff *= b_rk[:, None] * b_rk[None, :]
+        b_Aoff *= b_rq[:, None] * b_rk[None, :]
+        b_Td *= b_rk3[:, :, None] * b_rk3[:, None, :]
+        b_Ad *= b_rq3[:, :, None] * b_rk3[:, None, :]
+
+    b_Aqk = scale * (b_Aoff + _block_diag(b_Ad, NS, BT))
     p_A = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :]
     tl.store(Aqk + p_A, b_Aqk.to(Aqk.dtype.element_ty), mask=m_t[:, None])
 
     # ---- stage (2): A = (I + T)⁻¹: diagonal blocks by forward substitution, then block Horner
-    b_T = tl.where(m_low & (o_t[None, None, :] != rows3), b_T, 0.0)     # T is strictly lower
-    m_same = (o_t // SUB)[None, None, :] == o_i[:, None, None]
-    b_Td = tl.sum(tl.reshape(tl.where(m_same, b_T, 0.0), [NS, SUB, NS, SUB]), 2)          # [NS, 16, 16]
-    b_Toff = tl.reshape(tl.where(m_same, 0.0, b_T), [BT, BT])
     b_Ai = tl.where((o_s[:, None] == o_s[None, :])[None, :, :], 1.0, tl.zeros([NS, SUB, SUB], tl.float32))
     for j in range(1, SUB):
         b_tj = tl.sum(tl.where((o_s == j)[None, :, None], b_Td, 0.0), 1)                 # row j: [NS, 16]
@@ -273,14 +245,31 @@ def chunk_intra_wy_fwd_kernel(
     if SAVE:
         tl.store(A_out + p_A, b_A, mask=m_t[:, None])
 
-    # ---- pass 2, stage (3): Y = A Ē in place (Ē was written by this program: barrier first)
-    tl.debug_barrier()
+    # ---- pass 2, stage (3): Y = A (γ⊙b⊙k), Q_γ = scale·γ⊙q, K_tail = exp(G_C − G)⊙k, γ_C
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
-        m = m_t[:, None] & (o_k < K)[None, :]
-        b_e = tl.load(Y + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
-        b_Y = tl.dot(b_A, b_e, input_precision=DOT_PREC)
+        m_k = o_k < K
+        m = m_t[:, None] & m_k[None, :]
+        b_q = tl.load(q + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+        b_k = tl.load(k + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32) * b_rk[:, None]
+        b_b = tl.load(b + p_row + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+        b_g = _load_gate(g, p_row + o_k[None, :], m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                         K, USE_GATE, HAS_DT_BIAS)
+        b_G = tl.cumsum(b_g, 0)                                     # (1) G_r = Σ_{i≤r} g_i
+        if SAVE:
+            tl.store(G_out + p_row + o_k[None, :], b_G, mask=m)
+        b_GC = tl.sum(b_g, 0)                                        # G of the last valid row
+        b_gamma = tl.exp(b_G)
+        m_n = ((o_t + 1) < L)[:, None] & m_k
+        b_gn = _load_gate(g, p_row + H * K + o_k[None, :], m_n, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                          K, USE_GATE, HAS_DT_BIAS)                   # g of row r + 1
+        b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))            # exp(G_C − G_r) = exp(Σ_{r<t≤C} g_t)
+        b_Y = tl.dot(b_A, b_gamma * b_b * b_k, input_precision=DOT_PREC)
         tl.store(Y + p_row + o_k[None, :], b_Y.to(Y.dtype.element_ty), mask=m)
+        tl.store(Qg + p_row + o_k[None, :], (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty),
+                 mask=m)
+        tl.store(Kt + p_row + o_k[None, :], (b_tail * b_k).to(Kt.dtype.element_ty), mask=m)
+        tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(b_GC), mask=m_k)
 
     # ---- stage (3): U = A (w⊙v) for every value head of the group (GVA: the inverse is shared)
     for i_g in range(HV // H):
