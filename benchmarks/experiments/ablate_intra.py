@@ -33,7 +33,8 @@ CUTS = {
     "pass2": [("    # ---- pass 2, stage (3)", "    # ---- pass 2 cut", 1)],
     "U": [("    for i_g in range(HV // H):", "    for i_g in range(0):", 1)],
 }
-PASS2 = "    for i_k in range(tl.cdiv(K, BK)):\n        o_k = i_k * BK + tl.arange(0, BK)\n        m_k = o_k < K\n        m = m_t"
+PASS2 = ("    for i_k in range(tl.cdiv(K, BK)):\n        o_k = i_k * BK + tl.arange(0, BK)\n"
+         "        m_k = o_k < K\n        m = m_t")
 
 
 def variant(cuts: tuple[str, ...], tag: str):
