@@ -110,10 +110,23 @@ def bench_fwdbwd(args, card: str) -> list[dict]:
     peer = None if args.no_peer else peer_chunk()
     rows = []
     for B, T in SHAPES:
-        if not (args.quick and B * T > 16384):
-            rows += fwdbwd_rows(B, T, card, peer)
-            torch.cuda.empty_cache()
+        if (args.quick and B * T > 16384) or (args.shapes and f"{B}x{T}" not in args.shapes.split(",")):
+            continue
+        rows += fwdbwd_rows(B, T, card, peer)
+        write_csv(csv_path(args, card, "fwdbwd"), rows)      # after every shape: a cut-short run keeps its rows
+        torch.cuda.empty_cache()
     return rows
+
+
+def csv_path(args, card: str, mode: str) -> Path:
+    return Path(args.out) / f"train-{mode}-{card.replace(' ', '_')}.csv"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def bench_lm(args, card: str) -> list[dict]:
@@ -226,6 +239,7 @@ def main():
     ap.add_argument("--mode", default="all", choices=["all", *MODES])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--quick", action="store_true", help="skip the shapes above 16K tokens")
+    ap.add_argument("--shapes", default="", help="comma-separated BxT to run (fwdbwd), e.g. 8x2048,1x65536")
     ap.add_argument("--lm-steps", type=int, default=200)
     ap.add_argument("--no-peer", action="store_true", help="skip flash-linear-attention (its autotuning is slow)")
     args = ap.parse_args()
@@ -235,11 +249,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     for mode in MODES if args.mode == "all" else [args.mode]:
         rows = MODES[mode](args, card)
-        path = Path(args.out) / f"train-{mode}-{card.replace(' ', '_')}.csv"
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        path = csv_path(args, card, mode)
+        write_csv(path, rows)
         if mode == "fwdbwd":
             print(f"{'shape':9} {'impl':11} {'ms':>9} {'peak MiB':>9} {'peer/x':>7} {'sdpa/x':>7}")
             for r in rows:
