@@ -19,8 +19,10 @@ first row of the row's sub-chunk (never after the row token) for gradients of ro
 valid row of the column's sub-chunk for gradients of column tokens. The latter may lie after the
 column token, but it only scales terms of rows r > a, whose gradients are exact zeros when the
 loss reads no output after the column token: gradients stay causal bit for bit (tested). Inside a
-sub-chunk the factors are formed element by element. Padded rows (T not a multiple of the chunk)
-are masked before they can meet an exponential.
+sub-chunk (the diagonal block) the first row a serves as the anchor of products whose growing factor
+exp(G_a − G_s) is clamped at e^DIAG_EXP_MAX; a token whose decay from a exceeds the clamp takes an
+element-by-element fallback. Padded rows (T not a multiple of the chunk) are masked before they can
+meet an exponential.
 
 Layouts are the forward's (:class:`gdn2.fast.chunk_fwd.ChunkForward`): key side [B, T, H, K], value
 side [B, T, HV, V], per-chunk matrices [B, T, H, BT] (row r of the chunk at its token), per-chunk
@@ -43,6 +45,10 @@ __all__ = ["chunk_gdn2_bwd", "chunk_bwd_state", "chunk_bwd_local", "chunk_bwd_st
 
 #: sub-chunk size of the pairwise kernel (tl.dot needs at least 16 rows)
 BC = 16
+#: clamp of the growing factor exp(G_a − G_s) ≤ e^60 in the pairwise kernel's diagonal products: far
+#: from float32's (and tf32's) e^88, so k·e^60 and sums of 16 such terms stay finite; a token whose decay
+#: from its sub-chunk's first row exceeds it on some channel takes the element-by-element fallback
+DIAG_EXP_MAX = 60.0
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -365,6 +371,7 @@ def chunk_bwd_local_pairwise_kernel(
     BT: tl.constexpr,
     BC: tl.constexpr,
     BK: tl.constexpr,
+    EXP_MAX: tl.constexpr,
     PREC: tl.constexpr,
     L2NORM: tl.constexpr,
     GATE: tl.constexpr,
@@ -380,11 +387,19 @@ def chunk_bwd_local_pairwise_kernel(
         dq_i += exp(G_i − G_a) ⊙ Σ_j dM_ij (k_j ⊙ exp(G_a − G_j)),  d(bk)_i likewise with dT;
     column side (r in later sub-chunks), anchor a' = last valid row of i:
         dk_i += exp(G_a' − G_i) ⊙ Σ_l (dM_liᵀ (q_l ⊙ e_l) + dT_liᵀ (b_l k_l ⊙ e_l)),  e_l = exp(G_l − G_a');
-    diagonal block: BC rank-one updates with exp(G_r − G_s), r ≥ s, formed per element.
+    diagonal block (r ≥ s, both in i): the r = s terms per element (factor 1); the r > s terms as four
+    [BC, BC] × [BC, BK] products with the anchor a, u_s = exp(min(G_a − G_s, EXP_MAX)) ≥ 1:
+        dq_r += exp(G_r − G_a) ⊙ Σ_{s<r} dM_rs (k_s ⊙ u_s),  d(bk)_r likewise with dT,
+        dk_s += u_s ⊙ Σ_{r>s} (dM_rs q_r + dT_rs b_r k_r) ⊙ exp(G_r − G_a),
+    kept for the fast-valid tokens t, max_d (G_a − G_t) ≤ EXP_MAX, where nothing is clamped (a prefix
+    of i). A sub-chunk with other tokens also runs the fallback: exp(G_r − G_s) formed per element,
+    one column at a time, for those rows and columns only. The products take float32 operands (tf32
+    for 16-bit inputs).
     dG gains q⊙dq + bk⊙d(bk) on the row side and −k⊙dk on the column side. On chip: ~8 [BC, BK]
-    float32 tiles. FLOPs per chunk ≈ 2·BT²·K·2 (the two products, both sides) plus BT·BC·K
-    exponentials; bytes: the key side and the two [BT, BT] gradients re-read from L2 a few times,
-    the four partials read and four final gradients written once.
+    float32 tiles. FLOPs per chunk ≈ 2·BT²·K·2 (the two products, both sides; the diagonal blocks a
+    fraction BC/BT of it) plus (BT/BC + 2)·BT·K exponentials (+ BC·K per token where the fallback
+    runs); bytes: the key side and the two [BT, BT] gradients re-read from L2 a few times, the four
+    partials read and four final gradients written once.
     """
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -430,15 +445,17 @@ def chunk_bwd_local_pairwise_kernel(
         b_k = _load_qk(k, k_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
         b_b = tl.load(b + off_i, mask=m_ik, other=0.).to(tl.float32)
         b_G = tl.load(G + off_i, mask=m_ik, other=0.)
-        b_dq = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dq (row side + diagonal)
+        b_dq = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dq (rows side + diagonal)
         b_dbk = tl.zeros([BC, BK], dtype=tl.float32)      # pairwise d(b⊙k)
         b_dk = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dk, column side + diagonal
         off_mi = base_m + o_i[:, None].to(tl.int64) * stride_m
 
-        # rows side: s in sub-chunks j < i, anchor a = first row of i (clamped to the last valid row)
+        # anchor a = first row of i (clamped to the last valid row), for the rows side and the diagonal
+        a = tl.minimum(i_t * BT + i_i * BC, last)
+        b_Ga = tl.load(G + base_k + a.to(tl.int64) * stride_t + o_k, mask=m_k, other=0.)
+
+        # rows side: s in sub-chunks j < i
         if i_i > 0:
-            a = tl.minimum(i_t * BT + i_i * BC, last)
-            b_Ga = tl.load(G + base_k + a.to(tl.int64) * stride_t + o_k, mask=m_k, other=0.)
             for i_j in range(0, i_i):
                 o_j = i_t * BT + i_j * BC + o_b
                 m_j = o_j < T
@@ -452,7 +469,7 @@ def chunk_bwd_local_pairwise_kernel(
                 b_dTij = tl.load(dT + p_ij, mask=m_i[:, None], other=0.).to(DT)
                 b_dq += tl.dot(b_dMij, b_kd, input_precision=PREC)
                 b_dbk += tl.dot(b_dTij, b_kd, input_precision=PREC)
-            b_ea = _exp_where(b_G - b_Ga[None, :], m_ik)
+            b_ea = _exp_where(b_G - b_Ga[None, :], m_ik)        # exp(G_r − G_a) ≤ 1
             b_dq *= b_ea
             b_dbk *= b_ea
 
@@ -479,24 +496,58 @@ def chunk_bwd_local_pairwise_kernel(
                 b_dk += tl.dot(b_dTli, (b_bl * b_kl * b_el).to(DT), input_precision=PREC)
             b_dk *= _exp_where(b_Ga2[None, :] - b_G, m_ik)
 
-        # diagonal block: exp(G_r − G_s) for r ≥ s inside sub-chunk i, element by element
-        for c in range(BC):
-            s = i_t * BT + i_i * BC + c
-            m_sk = m_k & (s + 0 * o_k < T)
-            off_s = base_k + s.to(tl.int64) * stride_t + o_k
-            b_ks = tl.load(k + off_s, mask=m_sk, other=0.).to(tl.float32)
-            if L2NORM:
-                b_ks *= tl.load(k_rstd + base_r + s.to(tl.int64) * H + 0 * o_k, mask=m_sk, other=0.)
-            b_Gs = tl.load(G + off_s, mask=m_sk, other=0.)
-            p_c = off_mi + i_i * BC + c
-            b_mc = tl.load(dM + p_c, mask=m_i[:, None], other=0.)   # [BC, 1] dM[r, s]
-            b_tc = tl.load(dT + p_c, mask=m_i[:, None], other=0.)   # [BC, 1] dT[r, s], zero for r ≤ s
-            m_rs = m_ik & (o_i >= s)[:, None]
-            b_dec = _exp_where(b_G - b_Gs[None, :], m_rs)
-            b_dq += b_mc * b_ks[None, :] * b_dec
-            b_dbk += b_tc * b_ks[None, :] * b_dec
-            b_dks = tl.sum((b_mc * b_q + b_tc * b_b * b_k) * b_dec, axis=0)
-            b_dk += tl.where((o_i == s)[:, None], b_dks[None, :], 0.)
+        # diagonal block. The r = s terms (factor 1) element by element: dq_r += dM_rr k_r, dk_r +=
+        # dM_rr q_r (dT_rr = 0). Fast path for r > s: exp(G_r − G_s) = exp(G_r − G_a)·exp(G_a − G_s),
+        # the second factor ≥ 1 and clamped at e^EXP_MAX so that no operand overflows. Token t of i is
+        # fast-valid when max_d (G_a − G_t) ≤ EXP_MAX: then (G non-increasing) no factor of row t
+        # (columns s < t) and none of column t is clamped, and its products are exact. Validity reads
+        # G_a and G_t only (a ≤ t), so it is causal; it holds on a prefix of i, row a always included.
+        # The products take float32 operands (tf32 for 16-bit inputs): with bfloat16 ones the row and
+        # column terms of a pair, which cancel in dg, round apart (dg 5x less accurate in a CPU
+        # emulation), and float16 cannot hold k·e^60.
+        b_up = tl.where(m_ik, b_Ga[None, :] - b_G, 0.)          # G_a − G_t ≥ 0; 0 on padding
+        b_ea = _exp_where(-b_up, m_ik)                           # exp(G_t − G_a) ≤ 1
+        b_eup = _exp_where(tl.minimum(b_up, EXP_MAX), m_ik)     # exp(min(G_a − G_t, EXP_MAX)) ≥ 1
+        m_ok = tl.max(b_up, axis=1) <= EXP_MAX                   # [BC] fast-valid (padding counts as valid)
+        b_dMrr = tl.load(dM + off_mi + i_i * BC + o_b[:, None], mask=m_i[:, None], other=0.)  # [BC, 1]
+        b_dq += b_dMrr * b_k
+        b_dk += b_dMrr * b_q
+        p_ii = off_mi + i_i * BC + o_b[None, :]
+        m_ii = m_i[:, None] & (o_b[:, None] > o_b[None, :])      # r > s
+        b_dMii = tl.load(dM + p_ii, mask=m_ii, other=0.)
+        b_dTii = tl.load(dT + p_ii, mask=m_ii, other=0.)
+        # rows: dx_r = exp(G_r − G_a) ⊙ Σ_{s < r} dM_rs (k_s ⊙ exp(G_a − G_s)), kept on fast-valid rows
+        b_kup = b_k * b_eup
+        b_dq += tl.where(m_ok[:, None], b_ea * tl.dot(b_dMii, b_kup, input_precision=PREC), 0.)
+        b_dbk += tl.where(m_ok[:, None], b_ea * tl.dot(b_dTii, b_kup, input_precision=PREC), 0.)
+        # columns: dy_s = exp(G_a − G_s) ⊙ Σ_{r > s} dM_rs (x_r ⊙ exp(G_r − G_a)), kept on fast-valid
+        # columns. exp(G_r − G_a) underflows only where G_a − G_r > 87, that is G_s − G_r > 87 − EXP_MAX
+        # = 27 on a valid column: the terms lost are below e^-27 times the r = s term.
+        b_dkd = tl.dot(tl.trans(b_dMii), b_q * b_ea, input_precision=PREC)
+        b_dkd += tl.dot(tl.trans(b_dTii), b_b * b_k * b_ea, input_precision=PREC)
+        b_dk += tl.where(m_ok[:, None], b_eup * b_dkd, 0.)
+
+        # diagonal block, fallback where some token of i is not fast-valid (strong decay): the factors
+        # exp(G_r − G_s), r > s, element by element as [BC, BK] passes, one column s at a time, added to
+        # the rows (dq, d(bk)) and columns (dk) that are not fast-valid only
+        m_bad = ~m_ok
+        if tl.sum(m_bad.to(tl.int32), axis=0) > 0:
+            for c in range(BC):
+                s = i_t * BT + i_i * BC + c
+                m_sk = m_k & (s + 0 * o_k < T)
+                off_s = base_k + s.to(tl.int64) * stride_t + o_k
+                b_ks = tl.load(k + off_s, mask=m_sk, other=0.).to(tl.float32)
+                if L2NORM:
+                    b_ks *= tl.load(k_rstd + base_r + s.to(tl.int64) * H + 0 * o_k, mask=m_sk, other=0.)
+                b_Gs = tl.load(G + off_s, mask=m_sk, other=0.)
+                p_c = off_mi + i_i * BC + c
+                b_mc = tl.load(dM + p_c, mask=m_i[:, None], other=0.)   # [BC, 1] dM[r, s]
+                b_tc = tl.load(dT + p_c, mask=m_i[:, None], other=0.)   # [BC, 1] dT[r, s]
+                b_dec = _exp_where(b_G - b_Gs[None, :], m_ik & (o_i > s)[:, None])
+                b_dks = tl.sum((b_mc * b_q + b_tc * b_b * b_k) * b_dec, axis=0)
+                b_dk += tl.where(((o_i == s) & m_bad)[:, None], b_dks[None, :], 0.)
+                b_dq += tl.where(m_bad[:, None], b_mc, 0.) * b_ks[None, :] * b_dec
+                b_dbk += tl.where(m_bad[:, None], b_tc, 0.) * b_ks[None, :] * b_dec
 
         # combine with the WY partials; dG: +q⊙dq + bk⊙d(bk) (rows), −k⊙dk (columns)
         b_dG = tl.load(dG + off_i, mask=m_ik, other=0.) + b_q * b_dq + b_b * b_k * b_dbk - b_k * b_dk
@@ -636,8 +687,9 @@ def chunk_bwd_local(
         q, k, b, saved.G, dM, dT, dq_p, dk_p, db_p, dG_p, dq, dk, db, dg,
         saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,
         cu_seqlens, saved.chunk_indices, T,
-        H=H, K=K, BT=BT, BC=BC, BK=BK, PREC=prec, L2NORM=l2, GATE=gate, HAS_DT_BIAS=dt_bias is not None,
-        IS_VARLEN=varlen, **{"num_warps": 4, "num_stages": 1, **(pairwise_config or {})},
+        H=H, K=K, BT=BT, BC=BC, BK=BK, EXP_MAX=DIAG_EXP_MAX, PREC=prec, L2NORM=l2, GATE=gate,
+        HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=varlen,
+        **{"num_warps": 4, "num_stages": 1, **(pairwise_config or {})},
     )
     dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
     ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None

@@ -70,6 +70,18 @@ def with_gate(inputs: dict, H: int, K: int, seed: int = 0) -> dict:
     return out
 
 
+def diag_fast_valid(g: torch.Tensor, C: int) -> torch.Tensor:
+    """[B, T, H] whether each token takes the pairwise kernel's fast diagonal products: the kernel's rule
+    max_d (G_a − G_t) ≤ DIAG_EXP_MAX, a = the first token of t's 16-token sub-chunk, G chunk-local."""
+    from gdn2.fast.chunk_bwd import BC, DIAG_EXP_MAX
+
+    B, T, H, K = g.shape
+    Tp = -(-T // C) * C
+    G = torch.nn.functional.pad(g.double(), (0, 0, 0, 0, 0, Tp - T)).view(B, Tp // C, C, H, K).cumsum(2)
+    Ga = G[:, :, ::BC].repeat_interleave(BC, dim=2)
+    return ((Ga - G).amax(-1) <= DIAG_EXP_MAX).view(B, Tp, H)[:, :T]
+
+
 # ---- CPU interpreter (and GPU): every gradient against the float64 recurrence -----------------
 @pytest.mark.parametrize(
     "B,T,H,HV,K,V,C,dtype",
@@ -81,7 +93,9 @@ def with_gate(inputs: dict, H: int, K: int, seed: int = 0) -> dict:
     ],
 )
 def test_backward_matches_recurrence(B, T, H, HV, K, V, C, dtype):
-    check_grads(make_inputs(B, T, H, HV, K, V), DT[dtype], chunk_size=C)
+    inputs = make_inputs(B, T, H, HV, K, V)
+    assert diag_fast_valid(inputs["g"], C).all()                       # the diagonal fast path only
+    check_grads(inputs, DT[dtype], chunk_size=C)
 
 
 @pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "saved"])
@@ -184,7 +198,49 @@ def test_backward_strong_decay_is_finite_and_accurate(case):
     inputs = make_inputs(1, 100, 1, 1, 16, 16, g_min=-20.0)
     if case == "chunk-at-1e4":
         inputs["g"][:, 32:64] = -1e4                                   # a whole chunk at -1e4
+    assert not diag_fast_valid(inputs["g"], 32).all()                  # the diagonal fallback runs
     check_grads(inputs, torch.float32, chunk_size=32)
+
+
+def mixed_decay_inputs(T: int, K: int) -> dict:
+    """Moderate decay (logsigmoid of randn) with a few channels of a few tokens at −20 to −200 (chunk
+    64): tokens 16..31 keep a fast-valid prefix 16..22 and a strong-decay suffix 23..31; in tokens
+    80..95 every token after the sub-chunk's first is past the clamp; in the partly filled sub-chunk
+    96..99 the last token is."""
+    inputs = make_inputs(1, T, 1, 1, K, 16, seed=5)
+    gen = torch.Generator().manual_seed(6)
+    g = torch.nn.functional.logsigmoid(torch.randn(inputs["g"].shape, generator=gen, dtype=torch.float64))
+    g[0, 21:24, 0, [1, 5, 9]] = torch.tensor([-20.0, -25.0, -30.0], dtype=torch.float64)[:, None]
+    g[0, 81, 0, [2, 3]] = torch.tensor([-70.0, -200.0], dtype=torch.float64)    # e^200: no float32 holds it
+    g[0, 98:100, 0, 7] = -40.0
+    inputs["g"] = g.to(inputs["g"])
+    return inputs
+
+
+@pytest.mark.parametrize(
+    "dtype,l2norm,forced",
+    [
+        pytest.param("fp32", False, False, id="fp32"),
+        pytest.param("fp16", True, False, id="fp16-l2norm"),
+        pytest.param("fp32", False, True, id="fp32-fallback-everywhere"),
+    ],
+)
+def test_backward_diagonal_fast_path_and_fallback_in_one_call(monkeypatch, dtype, l2norm, forced):
+    """The pairwise kernel's diagonal blocks mix the products with the anchor (fast-valid tokens) and
+    the element-by-element fallback (the others) inside one sub-chunk; every gradient stays within
+    SPEC §7. ``fallback-everywhere`` lowers the clamp so that no token is fast-valid (the fallback alone,
+    padded rows included)."""
+    import gdn2.fast.chunk_bwd
+
+    T, K, C = 100, 32, 64
+    inputs = mixed_decay_inputs(T, K)
+    valid = diag_fast_valid(inputs["g"], C)[0, :, 0]
+    assert valid[16:23].all() and not valid[23:32].any()               # one sub-chunk, both paths
+    assert valid[80] and not valid[81:96].any() and valid[96:99].all() and not valid[99]
+    assert valid[:16].all() and valid[32:80].all()
+    if forced:
+        monkeypatch.setattr(gdn2.fast.chunk_bwd, "DIAG_EXP_MAX", -1.0)
+    check_grads(inputs, DT[dtype], chunk_size=C, use_qk_l2norm_in_kernel=l2norm)
 
 
 def test_backward_saturated_gates():
