@@ -198,7 +198,7 @@ def sweep(card: str, B: int, x: dict, kw: dict, default: tuple[int, int], peer_d
     real = fr._launch_config
     try:
         for BV, num_warps in SWEEP:
-            fr._launch_config = lambda programs, V, c=(BV, num_warps): c
+            fr._launch_config = lambda programs, K, V, c=(BV, num_warps): c
             fr._LAUNCHES.clear()
             name = f"BV{BV}-w{num_warps}" + (" default" if (BV, num_warps) == default else "")
             try:
@@ -249,7 +249,7 @@ def main():
             except Exception as e:
                 print(f"host breakdown failed: {type(e).__name__}: {str(e)[:200]}")
         n = 2000 if B <= 8 else 1000 if B <= 64 else 200
-        default = fr._launch_config(B * H, V)
+        default = fr._launch_config(B * H, K, V)
         impls = {"ours": (lambda x=x: gdn2.fast.fused_recurrent_gdn2(**x, **kw), "BV{}-w{} default".format(*default))}
         if peer is not None:
             impls["peer"] = (lambda x=x: peer(**x, **kw), "fla")

@@ -110,17 +110,19 @@ def fused_recurrent_fwd_kernel(
 # --8<-- [end:fused_recurrent_fwd_kernel]
 
 
-def _launch_config(programs: int, V: int) -> tuple[int, int]:
+def _launch_config(programs: int, K: int, V: int) -> tuple[int, int]:
     """(BV, num_warps) for ``programs`` = N·HV (sequence, value head) pairs.
 
     Few pairs (small batches): BV = 16, so each head's state is spread over V/16 programs and more
-    of the card loads it in parallel. Many pairs: BV = 32 with 4 warps, the tile of a recent
-    flash-linear-attention ``fused_recurrent_gdn2``; the peer took 157 µs at B = 256 on an H200 where
-    our former BV = 64 took 171 µs (not yet measured with BV = 32). ``benchmarks/bench_decode.py``
-    replaces this function to sweep the other tiles.
+    of the card loads it in parallel. Many pairs: BV = 32. One warp per [K, BV] state tile up to
+    4096 elements (128 registers of state per thread), more above. Measured on an H200
+    (``benchmarks/bench_decode.py``, device µs at H = 16, K = V = 128): B = 1 2.77, B = 8 5.10
+    (BV 16, 1 warp); B = 64 40.2, B = 256 155.6 (BV 32, 1 warp), the best of 20 tiles at every B;
+    the former BV 32 / 4 warps took 175 µs at B = 256 (peer 154 µs).
+    ``benchmarks/bench_decode.py`` replaces this function to sweep the other tiles.
     """
     BV = min(16 if programs < 256 else 32, max(8, triton.next_power_of_2(V)))
-    return BV, 4 if BV >= 32 else 2
+    return BV, max(1, max(16, triton.next_power_of_2(K)) * BV // 4096)
 
 
 class _Launch(NamedTuple):
@@ -244,7 +246,7 @@ def _launch_new(
         contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens))
     o = utils.empty((B, T, HV, V), q.dtype, q.device)
     ht = utils.empty((N, HV, K, V), torch.float32, q.device) if output_final_state else None
-    BV, num_warps = _launch_config(N * HV, V)
+    BV, num_warps = _launch_config(N * HV, K, V)
     grid = (triton.cdiv(V, BV), N * HV)
     meta = dict(H=H, HV=HV, K=K, V=V, BK=max(16, triton.next_power_of_2(K)), BV=BV,   # the kernel's order
                 USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=bool(use_qk_l2norm_in_kernel),
