@@ -1,24 +1,26 @@
 """gdn2.fast: the Triton backend (registered as "triton" in :mod:`gdn2.backends`).
 
-``import gdn2.fast`` never imports Triton: the kernels load on the first call of an operator, so
-this module imports on machines without Triton or a GPU, and :func:`unavailable_reason` says why
-the backend cannot run there. The operators take the arguments of SPEC §5.
+``import gdn2.fast`` never imports Triton: the operators ``chunk_gdn2`` (:func:`gdn2.fast.chunk.chunk_gdn2`)
+and ``fused_recurrent_gdn2`` (:func:`gdn2.fast.fused_recurrent.fused_recurrent_gdn2`) load with their
+kernels on first access, so this module imports on machines without Triton or a GPU, and
+:func:`unavailable_reason` says why the backend cannot run there. The operators take the arguments
+of SPEC §5.
 """
+
+import importlib
 
 from .utils import unavailable_reason
 
 __all__ = ["chunk_gdn2", "fused_recurrent_gdn2", "unavailable_reason"]
 
-
-def chunk_gdn2(*args, **kwargs):
-    """Chunkwise Gated DeltaNet-2 in Triton; see :func:`gdn2.fast.chunk.chunk_gdn2`."""
-    from .chunk import chunk_gdn2 as op
-
-    return op(*args, **kwargs)
+_OPERATORS = {"chunk_gdn2": ".chunk", "fused_recurrent_gdn2": ".fused_recurrent"}
 
 
-def fused_recurrent_gdn2(*args, **kwargs):
-    """Token-by-token decoding in one Triton launch; see :func:`gdn2.fast.fused_recurrent.fused_recurrent_gdn2`."""
-    from .fused_recurrent import fused_recurrent_gdn2 as op
-
-    return op(*args, **kwargs)
+def __getattr__(name: str):
+    """Import an operator (and Triton) on its first access, then bind it here: later accesses are a
+    plain module-attribute lookup, so a decoding step pays nothing for the laziness (PEP 562)."""
+    if name not in _OPERATORS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    op = getattr(importlib.import_module(_OPERATORS[name], __name__), name)
+    globals()[name] = op
+    return op
