@@ -51,10 +51,17 @@ class ChunkGDN2Function(torch.autograd.Function):
             do, dht, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, saved,
             ctx.scale, ctx.use_qk_l2norm_in_kernel, ctx.chunk_size,
         )
-        dq, dk, dv, dg, db, dw, *rest = grads
-        dh0 = rest.pop(0) if initial_state is not None else None
-        dA_log = rest.pop(0) if A_log is not None else None
-        ddt_bias = rest.pop(0) if dt_bias is not None else None
+        dq, dk, dv, dg, db, dw = grads[:6]
+        # the optional gradients follow in this order, each present only with its input (indexing,
+        # not list.pop: Dynamo of torch 2.11 traces the starred rest as a tuple)
+        i = 6
+        dh0 = dA_log = ddt_bias = None
+        if initial_state is not None:
+            dh0, i = grads[i], i + 1
+        if A_log is not None:
+            dA_log, i = grads[i], i + 1
+        if dt_bias is not None:
+            ddt_bias = grads[i]
         return (dq, dk, dv, dg, db, dw, dA_log, ddt_bias, dh0) + (None,) * 7
 
 
