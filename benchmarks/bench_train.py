@@ -82,38 +82,48 @@ def measure(step, leaves: list) -> tuple[float, float]:
     return ms, peak
 
 
-def fwdbwd_rows(B: int, T: int, card: str, peer) -> list[dict]:
-    """Time and peak memory of one train step of every implementation at one shape."""
+def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None) -> list[dict]:
+    """Time and peak memory of one train step of every implementation at one shape.
+
+    The peer goes last (its first call autotunes for minutes); ``save`` gets the rows measured so
+    far after each implementation, so a run cut short keeps ours and SDPA's.
+    """
     x = op_inputs(B, T)
     leaves = list(x.values())
     do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
+    qkv = [torch.randn(B, H, T, K, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
     impls = {
-        "ours": lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0],
-        "ours-saved": lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute=False)[0],
+        "ours": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do, leaves),
+        "ours-saved": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute=False)[0],
+                       do, leaves),
+        "sdpa": (lambda: F.scaled_dot_product_attention(*qkv, is_causal=True), do.transpose(1, 2), qkv),
     }
     if peer is not None:
-        impls["peer"] = lambda: peer(**x, use_qk_l2norm_in_kernel=True)[0]
+        impls["peer"] = (lambda: peer(**x, use_qk_l2norm_in_kernel=True)[0], do, leaves)
     results = {}
-    for name, fn in impls.items():
-        results[name] = measure(train_step(fn, do), leaves)
+
+    def rows() -> list[dict]:
+        return [dict(card=card, mode="fwdbwd", shape=f"{B}x{T}", impl=name, ms=round(ms, 4), peak_mib=round(mib, 1),
+                     peer_over_this=round(results["peer"][0] / ms, 3) if "peer" in results else "",
+                     sdpa_over_this=round(results["sdpa"][0] / ms, 3) if "sdpa" in results else "")
+                for name, (ms, mib) in results.items()]
+
+    for name, (fn, grad, inputs) in impls.items():
+        results[name] = measure(train_step(fn, grad), inputs)
         print(f"  {B}x{T} {name}: {results[name][0]:.3f} ms, {results[name][1]:.0f} MiB", flush=True)
-    qkv = [torch.randn(B, H, T, K, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
-    results["sdpa"] = measure(
-        train_step(lambda: F.scaled_dot_product_attention(*qkv, is_causal=True), do.transpose(1, 2)), qkv)
-    return [dict(card=card, mode="fwdbwd", shape=f"{B}x{T}", impl=name, ms=round(ms, 4), peak_mib=round(mib, 1),
-                 peer_over_this=round(results["peer"][0] / ms, 3) if "peer" in results else "",
-                 sdpa_over_this=round(results["sdpa"][0] / ms, 3))
-            for name, (ms, mib) in results.items()]
+        save(rows())
+    return rows()
 
 
 def bench_fwdbwd(args, card: str) -> list[dict]:
     peer = None if args.no_peer else peer_chunk()
+    path = csv_path(args, card, "fwdbwd")
     rows = []
     for B, T in SHAPES:
         if (args.quick and B * T > 16384) or (args.shapes and f"{B}x{T}" not in args.shapes.split(",")):
             continue
-        rows += fwdbwd_rows(B, T, card, peer)
-        write_csv(csv_path(args, card, "fwdbwd"), rows)      # after every shape: a cut-short run keeps its rows
+        done = list(rows)
+        rows = done + fwdbwd_rows(B, T, card, peer, lambda new, done=done: write_csv(path, done + new))
         torch.cuda.empty_cache()
     return rows
 
