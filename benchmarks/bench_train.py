@@ -204,6 +204,7 @@ def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
         stages["bwd-state-bv64"] = lambda: chunk_bwd_state(saved, do, None, None, None, config={"BV": 64})
         for name, wy, pw in (("wy4", {"num_warps": 4}, None), ("wy8-bk32", {"BK": 32}, None),
                              ("wy8-bv32", {"BV": 32}, None), ("pw4", None, {"num_warps": 4}),
+                             ("pw8", None, {"num_warps": 8}),
                              ("pw16", None, {"num_warps": 16})):
             stages[f"bwd-local-{name}"] = lambda wy=wy, pw=pw: local(wy, pw)
     rows = []

@@ -41,6 +41,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
     step bench_fwd "${T_BFWD:-200}" python3 benchmarks/bench.py --mode fwd --profile --out "$OUT"
     step bench_decode "${T_BDEC:-80}" python3 benchmarks/bench_decode.py
     cp benchmarks/results/decode-*.csv "$OUT"/ 2>/dev/null
-    step bench_fwdbwd "${T_BTRAIN:-280}" python3 benchmarks/bench_train.py --mode fwdbwd --out "$OUT" \
+    step bench_stages "${T_BSTAGE:-80}" python3 benchmarks/bench_train.py --mode stages --out "$OUT"
+    step bench_fwdbwd "${T_BTRAIN:-200}" python3 benchmarks/bench_train.py --mode fwdbwd --out "$OUT" \
         --shapes "${SHAPES:-8x2048,1x65536}"
 fi
