@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/gpu_session.sh tests     # every test file that runs kernels, on the GPU
 #   bash benchmarks/gpu_session.sh bench     # forward, decoding, train step, with the peer
-#   bash benchmarks/gpu_session.sh all
+#   bash benchmarks/gpu_session.sh lm        # 200-step LM loss curves: triton vs reference (issue 4)
+#   bash benchmarks/gpu_session.sh all       # tests and bench (two calls' worth: more than 600 s)
 #
 # Each step has its own time limit in seconds (T_FORWARD=..., T_BFWD=... override them), so one slow
 # step cannot eat the call; the defaults of each half sum to 560 s, inside one 600 s device call
@@ -44,4 +45,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
     step bench_stages "${T_BSTAGE:-80}" python3 benchmarks/bench_train.py --mode stages --out "$OUT"
     step bench_fwdbwd "${T_BTRAIN:-200}" python3 benchmarks/bench_train.py --mode fwdbwd --out "$OUT" \
         --shapes "${SHAPES:-8x2048,1x65536}"
+fi
+if [ "$what" = lm ]; then
+    step bench_lm "${T_BLM:-500}" python3 benchmarks/bench_train.py --mode lm --out "$OUT"
 fi
