@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .chunk_fwd import ChunkForward
+from .chunk_fwd import DIAG_SPAN, ChunkForward
 from .utils import empty
 
 __all__ = ["chunk_gdn2_bwd", "chunk_bwd_state", "chunk_bwd_local", "chunk_bwd_state_kernel",
@@ -45,10 +45,10 @@ __all__ = ["chunk_gdn2_bwd", "chunk_bwd_state", "chunk_bwd_local", "chunk_bwd_st
 
 #: sub-chunk size of the pairwise kernel (tl.dot needs at least 16 rows)
 BC = 16
-#: clamp of the growing factor exp(G_a − G_s) ≤ e^60 in the pairwise kernel's diagonal products: far
-#: from float32's (and tf32's) e^88, so k·e^60 and sums of 16 such terms stay finite; a token whose decay
-#: from its sub-chunk's first row exceeds it on some channel takes the element-by-element fallback
-DIAG_EXP_MAX = 60.0
+#: clamp of the growing factor exp(G_a − G_s) in the pairwise kernel's diagonal products: the forward's
+#: DIAG_SPAN (one value for both directions); a token whose decay from its sub-chunk's first row exceeds
+#: it on some channel takes the element-by-element fallback. A kernel argument, so tests can move it.
+DIAG_EXP_MAX = DIAG_SPAN.value
 
 
 def _dot_precision(dtype: torch.dtype) -> str:

@@ -15,8 +15,9 @@ never go to memory: the output reads S₀ while it is still in registers.
 Numerics (SPEC §3): every exponential is exp(G_r − G_s) with r ≥ s, so ≤ 1. Off-diagonal 16×16
 sub-blocks factor it through an anchor token a = the first row of the row sub-block
 (exp(G_r − G_a)·exp(G_a − G_s), both factors ≤ 1, a is never after a row token nor before a column
-token); diagonal sub-blocks form the pairwise factors elementwise, as running products
-Π_{s<t≤r} α_t. Padded rows of a partly filled last chunk load as zeros (k = b = q = 0, g = 0).
+token); diagonal sub-blocks use the same factorisation at the sub-block's first row with the factor
+above 1 clamped at e^DIAG_SPAN, and form the factors of the rows past that clamp elementwise, as
+running products Π_{s<t≤r} α_t. Padded rows of a partly filled last chunk load as zeros (k = b = q = 0, g = 0).
 """
 
 from typing import NamedTuple, no_type_check
@@ -94,7 +95,7 @@ def chunk_intra_wy_fwd_kernel(
     [BT, BV] give U. On chip: T, A_qk, A (BT×BT float32) and the diagonal sub-blocks
     [BT/16, 16, 16]; none of them goes to memory except A_qk (and A, G with SAVE).
     FLOPs per chunk: 4·(NS−1)·BT²·K (T and A_qk off-diagonal: one masked BT×BT product per anchor,
-    (NS−1)/(2·NS) of it useful) + 4·16·BT·K (diagonal sub-blocks, vector work) + ~2·NS·BT³ (inverse)
+    (NS−1)/(2·NS) of it useful) + 4·16·BT·K (diagonal sub-blocks, one batched product) + ~2·NS·BT³ (inverse)
     + 2·BT²·K (Y) + 2·(HV/H)·BT²·V (U).
     Bytes per token: reads q, k, b (2·K each in 16-bit), g (4·K), v, w (2·V each per value head);
     writes Y, Q_γ, K_tail (2·K each), A_qk (2·BT), U (2·V per value head) and γ_C (4·K/BT).
