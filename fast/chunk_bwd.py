@@ -51,12 +51,18 @@ BC = 16
 DIAG_EXP_MAX = DIAG_SPAN.value
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
-    # float32 inputs: tf32x3, three tf32 products per product, near float32 accuracy (plain tf32 would
-    # take most of the 3e-3 budget of SPEC §7). Not "ieee": with Triton 3.6 on an H200 the backward's
-    # FMA products gave dq 110% wrong at K = 128 (benchmarks/NOTES.md); tf32x3 gives 7e-7 there.
-    # 16-bit inputs: the operands are 16-bit and this setting is unused.
-    return "tf32x3" if dtype == torch.float32 else "tf32"
+def _dot_precision(dtype: torch.dtype, K: int) -> str:
+    """Product precision of the backward kernels for inputs of ``dtype`` and key width ``K``.
+
+    16-bit inputs: the operands are 16-bit and this setting is unused. float32 inputs need near-float32
+    products (plain tf32 would take most of the 3e-3 budget of SPEC §7), and on an H200 with Triton 3.6
+    each of the two ways to get them fails somewhere (benchmarks/NOTES.md): "ieee" (FMA) products gave
+    dq 110% wrong at K = 128, and "tf32x3" faulted (illegal address) in the WY kernel at K = 16. Measured
+    right: "ieee" at K = 16 and 32, "tf32x3" at K = 64 and 128.
+    """
+    if dtype != torch.float32:
+        return "tf32"
+    return "tf32x3" if K > 32 else "ieee"
 
 
 @triton.jit
@@ -624,7 +630,7 @@ def chunk_bwd_state(
            "num_stages": 2 if K <= 128 else 1, **(config or {})}
     chunk_bwd_state_kernel[(triton.cdiv(V, cfg["BV"]), N * HV)](
         saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
-        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BKH=BKH, PREC=_dot_precision(do.dtype),
+        H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BKH=BKH, PREC=_dot_precision(do.dtype, K),
         USE_DHT=dht is not None, USE_DH0=dh0 is not None, IS_VARLEN=cu_seqlens is not None, **cfg,
     )
     return dS_end, dR, dh0
@@ -665,7 +671,7 @@ def chunk_bwd_local(
     grid_t = saved.chunk_indices.shape[0] if varlen else triton.cdiv(T, BT)
     BK = max(16, triton.next_power_of_2(K))
     BVp = max(16, triton.next_power_of_2(V))
-    prec = _dot_precision(q.dtype)
+    prec = _dot_precision(q.dtype, K)
     f32 = torch.float32
     l2 = use_qk_l2norm_in_kernel
     gate = A_log is not None

@@ -72,9 +72,11 @@ def options() -> None:
     f32 = torch.float32
     run("fp32 all options (the failing test)", x, f32, cu, recompute=True)
     prec = chunk_bwd._dot_precision
-    chunk_bwd._dot_precision = lambda dtype: "tf32x3" if dtype == torch.float32 else prec(dtype)
+    chunk_bwd._dot_precision = lambda dtype, K: "ieee" if dtype == torch.float32 else prec(dtype, K)
+    run("fp32 all options, backward dots ieee", x, f32, cu)
+    chunk_bwd._dot_precision = lambda dtype, K: "tf32x3" if dtype == torch.float32 else prec(dtype, K)
     run("fp32 all options, backward dots tf32x3", x, f32, cu)
-    chunk_bwd._dot_precision = lambda dtype: "tf32"
+    chunk_bwd._dot_precision = lambda dtype, K: "tf32"
     run("fp32 all options, backward dots tf32", x, f32, cu)
     chunk_bwd._dot_precision = prec
     run("fp32 all options, chunk 32", x, f32, cu, chunk_size=32)
@@ -133,7 +135,7 @@ def stages() -> None:
 
     prec = chunk_bwd._dot_precision
     for K, C, dt, p in STAGE_CASES:
-        chunk_bwd._dot_precision = (lambda d, p=p: p) if p else prec
+        chunk_bwd._dot_precision = (lambda d, K, p=p: p) if p else prec
         B, T, H, HV, V = 1, 200, 1, 2, 64
         gen = torch.Generator().manual_seed(0)
         x = {n: t[:, :, :H] if n in "qkgb" else t for n, t in make(T, H, HV, K, V, B).items()
