@@ -10,11 +10,26 @@
 # step cannot eat the call; the defaults of each half sum to 560 s, inside one 600 s device call
 # (tests took 90-260 s per file on an H200, the backward's float64 oracles being the slowest).
 # Logs and CSVs go to $OUT (the device tool's output folder), else ./out.
+#
+# The peer autotunes its backward for minutes on a fresh machine. It asks Triton to keep autotune
+# results (cache_results), which Triton writes as <cache>/<hash>/<kernel>.autotune.json; this script
+# seeds Triton's cache from ./.autotune (git-ignored: carry it to the GPU machine) and hands the
+# results of this run back in $OUT/autotune (copy them into ./.autotune for the next session).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 export PYTHONUNBUFFERED=1
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
+if [ -d .autotune ]; then
+    mkdir -p "$TRITON_CACHE_DIR" && cp -r .autotune/. "$TRITON_CACHE_DIR"/
+fi
+save_autotune() {
+    (cd "$TRITON_CACHE_DIR" 2>/dev/null && find . -name "*.autotune.json" -exec sh -c \
+        'mkdir -p "$0/autotune/$(dirname "$1")" && cp "$1" "$0/autotune/$1"' "$OUT" {} \;)
+}
+trap save_autotune EXIT
 what=${1:-all}
 
 step() {  # step NAME LIMIT COMMAND...: run with a limit, log to $OUT/NAME.log, print the tail
