@@ -9,6 +9,7 @@ reference, for each variant; nothing is asserted (the test suite asserts), this 
 """
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -16,6 +17,11 @@ import gdn2.fast
 import gdn2.fast.chunk as fast_chunk
 import gdn2.fast.chunk_bwd as chunk_bwd
 from gdn2.ops import chunk_gdn2 as ref_chunk_gdn2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from test_fast_backward import grads  # noqa: E402
+
+from gdn2_testing import rel_rms as rel  # noqa: E402  (the tests' helpers, not copies)
 
 DEV = "cuda"
 
@@ -31,18 +37,6 @@ def make(T: int, H: int, HV: int, K: int, V: int, N: int, seed: int = 0) -> dict
     return {n: t.to(DEV) for n, t in x.items()}
 
 
-def grads(op, inputs: dict, do, dht, **kw):
-    leaves = {n: t.detach().clone().requires_grad_() for n, t in inputs.items()}
-    o, ht = op(**leaves, output_final_state=True, **kw)
-    loss = (o * do.to(o.dtype)).sum() + (ht * dht.to(ht.dtype)).sum()
-    return o, dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
-
-
-def rel(a, e) -> float:
-    a, e = a.double(), e.double()
-    return ((a - e).pow(2).mean().sqrt() / e.pow(2).mean().sqrt().clamp_min(1e-30)).item()
-
-
 def run(label: str, inputs: dict, dtype, cu=None, gate=True, l2=True, **kw) -> None:
     x = dict(inputs)
     if not gate:
@@ -55,8 +49,8 @@ def run(label: str, inputs: dict, dtype, cu=None, gate=True, l2=True, **kw) -> N
     low = {n: t.to(dtype) if n in "qkv" else t.float() for n, t in x.items()}
     exact = {n: t.double() for n, t in low.items()}
     try:
-        o_ref, g_ref = grads(ref_chunk_gdn2, exact, do, dht, cu_seqlens=cu, use_qk_l2norm_in_kernel=l2)
-        o, g = grads(gdn2.fast.chunk_gdn2, low, do, dht, cu_seqlens=cu, use_qk_l2norm_in_kernel=l2, **kw)
+        o_ref, _, g_ref = grads(ref_chunk_gdn2, exact, do, dht, cu_seqlens=cu, use_qk_l2norm_in_kernel=l2)
+        o, _, g = grads(gdn2.fast.chunk_gdn2, low, do, dht, cu_seqlens=cu, use_qk_l2norm_in_kernel=l2, **kw)
         torch.cuda.synchronize()
     except Exception as e:  # noqa: BLE001 (a probe reports every failure and goes on)
         print(f"{label:44} ERROR {type(e).__name__}: {str(e)[:200]}")
@@ -126,7 +120,6 @@ STAGE_CASES = ((32, 64, torch.float32, None), (64, 64, torch.float32, None), (12
 
 def stages() -> None:
     """Each backward stage fed the reference's inputs, against the reference's stage (the tests' code)."""
-    sys.path.insert(0, "tests")
     from test_fast_backward import reference_stages, slots
 
     from gdn2.fast.chunk_bwd import chunk_bwd_local, chunk_bwd_state
