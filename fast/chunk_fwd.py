@@ -301,7 +301,7 @@ def chunk_state_output_fwd_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BKH: tl.constexpr, BV: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, SEP_DOTS: tl.constexpr = False,
 ):
     """Stages (4)+(5): walk one sequence's chunks in order for one value head and V-column block.
 
@@ -375,10 +375,14 @@ def chunk_state_output_fwd_kernel(
         if BK > BKH:
             m_key2 = m_t[:, None] & m_k2[None, :]
             b_S2d = b_S2.to(b_y.dtype)
-            b_yS = tl.dot(tl.load(Y + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_yS,
-                          input_precision=DOT_PREC)
-            b_o = tl.dot(tl.load(Qg + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_o,
-                         input_precision=DOT_PREC)
+            if SEP_DOTS:
+                b_yS += tl.dot(tl.load(Y + p_key + BKH, mask=m_key2, other=0.0), b_S2d, input_precision=DOT_PREC)
+                b_o += tl.dot(tl.load(Qg + p_key + BKH, mask=m_key2, other=0.0), b_S2d, input_precision=DOT_PREC)
+            else:
+                b_yS = tl.dot(tl.load(Y + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_yS,
+                              input_precision=DOT_PREC)
+                b_o = tl.dot(tl.load(Qg + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_o,
+                             input_precision=DOT_PREC)
         b_Rd = (b_u - b_yS).to(b_y.dtype)                                 # (4) R = U − Y S₀
         b_o = tl.dot(b_a, b_Rd, acc=b_o, input_precision=DOT_PREC)       # (5) O = Q_γ S₀ + A_qk R
         tl.store(o + p_val, b_o.to(o.dtype.element_ty), mask=m_val)
@@ -435,6 +439,10 @@ class ChunkForward(NamedTuple):
     q_rstd: Tensor | None = None
     k_rstd: Tensor | None = None
     chunk_indices: Tensor | None = None
+
+
+#: state kernel settings for K > 128 (experiments set this to find a tile that Triton compiles right)
+LARGE_K_STATE_CONFIG: dict = {}
 
 
 def _next_pow2(x: int) -> int:
@@ -507,7 +515,7 @@ def chunk_gdn2_fwd(
     h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
     cfg2 = {"BV": _state_block_v(N * HV, BVp, K), "num_warps": 4, "num_stages": 2 if K <= 128 else 1,
-            **(state_config or {})}
+            **(LARGE_K_STATE_CONFIG if K > 128 else {}), **(state_config or {})}
     grid2 = (triton.cdiv(V, cfg2["BV"]), N * HV)
     chunk_state_output_fwd_kernel[grid2](
         Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, cu_seqlens, T,

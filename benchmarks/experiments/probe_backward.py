@@ -8,6 +8,7 @@ Prints the rel-RMS of o and of every gradient against autograd through the float
 reference, for each variant; nothing is asserted (the test suite asserts), this localises.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -158,8 +159,51 @@ def stages() -> None:
     chunk_bwd._dot_precision = prec
 
 
+#: state kernel settings tried for K > 128 under compute-sanitizer (Triton 3.6 reads shared memory
+#: out of bounds in the default one, at the second half's Y·S product)
+LARGE_K_VARIANTS = {"default": {}, "sep-dots": {"SEP_DOTS": True}, "bv16": {"BV": 16},
+                    "warps8": {"num_warps": 8}, "sep-dots-bv16": {"SEP_DOTS": True, "BV": 16},
+                    "stages2": {"num_stages": 2}}
+
+
+def k256_sanitize() -> None:
+    """Each large-K state setting and (K, V), forward then forward + backward, under compute-sanitizer."""
+    import json
+    import os
+    import re
+    import subprocess
+
+    def one(name: str, K: int, V: int, part: str) -> bool:
+        env = {**os.environ, "GDN2_LARGE_K_STATE": json.dumps(LARGE_K_VARIANTS[name])}
+        cmd = ["compute-sanitizer", "--tool", "memcheck", "--print-limit", "1", sys.executable, __file__,
+               "k256-part", part, str(K), str(V)]
+        try:
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=200)
+        except subprocess.TimeoutExpired:
+            print(f"{name:14} K={K} V={V} {part}: timeout", flush=True)
+            return False
+        out = r.stdout + r.stderr
+        errs = re.findall(r"ERROR SUMMARY: (\d+) error", out)
+        where = re.findall(r"at (\w+)\+0x\w+ in (\S+)", out)[:1]
+        res = [ln for ln in out.splitlines() if ln.startswith("K=")]
+        print(f"{name:14} K={K} V={V} {part}: rc {r.returncode} sanitizer errors {errs[:1]} {where} | "
+              f"{res[-1] if res else out.strip().splitlines()[-1][:200]}", flush=True)
+        return r.returncode == 0 and errs[:1] == ["0"]
+
+    clean = [name for name in LARGE_K_VARIANTS if one(name, 256, 256, "fwd")]
+    if clean:
+        one(clean[0], 256, 128, "fwd")
+        one(clean[0], 256, 256, "bwd")
+    one("default", 128, 256, "bwd")
+
+
 if __name__ == "__main__":
+    if os.environ.get("GDN2_LARGE_K_STATE"):
+        import json
+
+        import gdn2.fast.chunk_fwd as chunk_fwd
+        chunk_fwd.LARGE_K_STATE_CONFIG.update(json.loads(os.environ["GDN2_LARGE_K_STATE"]))
     if sys.argv[1] == "k256-part":
         k256_part(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
-        {"options": options, "k256": k256, "stages": stages}[sys.argv[1]]()
+        {"options": options, "k256": k256, "k256-sanitize": k256_sanitize, "stages": stages}[sys.argv[1]]()
