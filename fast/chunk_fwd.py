@@ -514,7 +514,7 @@ def chunk_gdn2_fwd(
     ht = empty((N, HV, K, V), torch.float32, dev) if output_final_state else None
     h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
-    cfg2 = {"BV": _state_block_v(N * HV, BVp, K), "num_warps": 4, "num_stages": 2 if K <= 128 else 1,
+    cfg2 = {"BV": _state_block_v(N * HV, BVp, K), "num_warps": 4, "num_stages": 2,
             **(LARGE_K_STATE_CONFIG if K > 128 else {}), **(state_config or {})}
     grid2 = (triton.cdiv(V, cfg2["BV"]), N * HV)
     chunk_state_output_fwd_kernel[grid2](
