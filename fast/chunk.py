@@ -156,8 +156,8 @@ def chunk_gdn2(
         raise ValueError(f"chunk_size must be 16, 32 or 64 for the Triton backend, got {chunk_size!r}")
     if q.is_cuda and max(q.shape[3], v.shape[3]) > GPU_CHUNK_MAX_HEAD_DIM:
         raise ValueError(
-            f"the Triton chunk path on a GPU supports K, V <= {GPU_CHUNK_MAX_HEAD_DIM} for now, got "
-            f"K={q.shape[3]}, V={v.shape[3]} (K = V = 256 is an open bug); use backend='reference' for larger heads"
+            f"the Triton chunk path on a GPU supports K, V <= {GPU_CHUNK_MAX_HEAD_DIM}, got "
+            f"K={q.shape[3]}, V={v.shape[3]}; use backend='reference' for larger heads"
         )
     scale = q.shape[3] ** -0.5 if scale is None else float(scale)
     if dt_bias is not None:

@@ -84,7 +84,7 @@ def chunk_intra_wy_fwd_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, NS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr,
-    IS_VARLEN: tl.constexpr, SAVE: tl.constexpr, DOT_PREC: tl.constexpr,
+    IS_VARLEN: tl.constexpr, SAVE: tl.constexpr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr = False,
 ):
     """Stages (1)-(3) for one chunk of one key head: G, T, A, A_qk, Y, Q_γ, K_tail, γ_C and U.
 
@@ -204,8 +204,14 @@ def chunk_intra_wy_fwd_kernel(
                 b_x = tl.where((o_i < i)[:, None], b_x, float("-inf"))
                 b_kc = tl.trans(tl.reshape(b_kc3 * tl.exp(b_x)[:, None, :], [BT, BK]))   # [BK, BT]
                 m_i = (blk == i)[:, None]
-                b_Toff += tl.dot(tl.where(m_i, b_bkr, 0.0), b_kc, input_precision=DOT_PREC)
-                b_Aoff += tl.dot(tl.where(m_i, b_qr, 0.0), b_kc, input_precision=DOT_PREC)
+                if LOWP:
+                    # 16-bit operands (every factor ≤ 1 here), float32 accumulation
+                    b_kcl = b_kc.to(Y.dtype.element_ty)
+                    b_Toff += tl.dot(tl.where(m_i, b_bkr, 0.0).to(Y.dtype.element_ty), b_kcl)
+                    b_Aoff += tl.dot(tl.where(m_i, b_qr, 0.0).to(Y.dtype.element_ty), b_kcl)
+                else:
+                    b_Toff += tl.dot(tl.where(m_i, b_bkr, 0.0), b_kc, input_precision=DOT_PREC)
+                    b_Aoff += tl.dot(tl.where(m_i, b_qr, 0.0), b_kc, input_precision=DOT_PREC)
     b_Td = tl.where((o_s[:, None] > o_s[None, :])[None, :, :], b_Td, 0.0)    # T is strictly lower
     b_Ad = tl.where((o_s[:, None] >= o_s[None, :])[None, :, :], b_Ad, 0.0)   # A_qk is lower
     b_rq = tl.full([BT], 1.0, tl.float32)
@@ -265,7 +271,10 @@ def chunk_intra_wy_fwd_kernel(
         b_gn = _load_gate(g, p_row + H * K + o_k[None, :], m_n, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
                           K, USE_GATE, HAS_DT_BIAS)                   # g of row r + 1
         b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))            # exp(G_C − G_r) = exp(Σ_{r<t≤C} g_t)
-        b_Y = tl.dot(b_A, b_gamma * b_b * b_k, input_precision=DOT_PREC)
+        if LOWP:
+            b_Y = tl.dot(b_A.to(Y.dtype.element_ty), (b_gamma * b_b * b_k).to(Y.dtype.element_ty))
+        else:
+            b_Y = tl.dot(b_A, b_gamma * b_b * b_k, input_precision=DOT_PREC)
         tl.store(Y + p_row + o_k[None, :], b_Y.to(Y.dtype.element_ty), mask=m)
         tl.store(Qg + p_row + o_k[None, :], (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty),
                  mask=m)
@@ -281,7 +290,10 @@ def chunk_intra_wy_fwd_kernel(
             m = m_t[:, None] & (o_v < V)[None, :]
             b_v = tl.load(v + p_vrow + o_v[None, :], mask=m, other=0.0).to(tl.float32)
             b_w = tl.load(w + p_vrow + o_v[None, :], mask=m, other=0.0).to(tl.float32)
-            b_U = tl.dot(b_A, b_w * b_v, input_precision=DOT_PREC)
+            if LOWP:
+                b_U = tl.dot(b_A.to(U.dtype.element_ty), (b_w * b_v).to(U.dtype.element_ty))
+            else:
+                b_U = tl.dot(b_A, b_w * b_v, input_precision=DOT_PREC)
             tl.store(U + p_vrow + o_v[None, :], b_U.to(U.dtype.element_ty), mask=m)
 # --8<-- [end:chunk_intra_wy_fwd_kernel]
 
@@ -487,7 +499,10 @@ def chunk_gdn2_fwd(
         n_slots = B * triton.cdiv(T, BT)
         grid1 = (triton.cdiv(T, BT), B * H)
     BKp, BVp = max(16, _next_pow2(K)), max(16, _next_pow2(V))
-    cfg1 = {"BK": min(32, BKp), "BV": min(32, BVp), "num_warps": 4, **(intra_config or {})}
+    # 16-bit inputs: the off-diagonal, Y and U products take 16-bit operands (H200, 8×2K: 1.70 ms
+    # against 1.83 with tf32 ones; o error 3.4e-3 against 3.1e-3, bound 1e-2; benchmarks/NOTES.md)
+    cfg1 = {"BK": min(32, BKp), "BV": min(32, BVp), "num_warps": 4, "LOWP": q.dtype != torch.float32,
+            **(intra_config or {})}
     dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
     dt = q.dtype
 
@@ -514,7 +529,7 @@ def chunk_gdn2_fwd(
     ht = empty((N, HV, K, V), torch.float32, dev) if output_final_state else None
     h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
-    cfg2 = {"BV": _state_block_v(N * HV, BVp, K), "num_warps": 4, "num_stages": 2,
+    cfg2 = {"BV": _state_block_v(N * HV, BVp, K, save), "num_warps": 4, "num_stages": 2,
             **(LARGE_K_STATE_CONFIG if K > 128 else {}), **(state_config or {})}
     grid2 = (triton.cdiv(V, cfg2["BV"]), N * HV)
     chunk_state_output_fwd_kernel[grid2](
@@ -528,11 +543,15 @@ def chunk_gdn2_fwd(
     return ChunkForward(o, ht, G_out, A_out, Aqk, Y, Qg, Kt, U, R, gC, h, q_rstd, k_rstd, chunk_indices)
 
 
-def _state_block_v(programs: int, BVp: int, K: int) -> int:
+def _state_block_v(programs: int, BVp: int, K: int, save: bool = False) -> int:
     """V-block width of the state kernel: wide blocks when there are many (sequence, head) pairs,
-    narrow ones (more programs, shorter critical path each) when a few long sequences must fill the GPU."""
+    narrow ones (more programs, shorter critical path each) when a few long sequences must fill the GPU.
+    K > 128 takes at most 32, and 16 when saving (Triton 3.6 asked 233472 B of shared memory at 32,
+    over the H200's 232448; with num_stages 1 instead it read shared memory out of bounds)."""
+    if K > 128:
+        return 16 if save else 32
     for bv in (64, 32):
         if bv <= BVp and programs * triton.cdiv(BVp, bv) >= 264:
             return bv
-    return 16 if K <= 128 else 32
+    return 16
 

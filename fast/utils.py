@@ -14,10 +14,10 @@ __all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "MAX_HEAD_DIM
 #: largest K and V the kernels accept (one state tile of K x BV stays in registers)
 MAX_HEAD_DIM = 256
 
-#: largest K and V of the chunk path on a GPU for now: at K = V = 256 the chunk forward gave NaN (and
-#: an illegal memory access when saving intermediates) on an H200 with Triton 3.6, while the CPU
-#: interpreter is right up to 256 (an open bug, benchmarks/NOTES.md). A clear error beats a NaN.
-GPU_CHUNK_MAX_HEAD_DIM = 128
+#: largest K and V of the chunk path on a GPU: K = V = 256 once failed there (Triton 3.6 read shared
+#: memory out of bounds in the forward's state kernel with num_stages 1; benchmarks/NOTES.md), now
+#: the same as MAX_HEAD_DIM; kept so that a future compiler fault can be fenced off in one place.
+GPU_CHUNK_MAX_HEAD_DIM = 256
 
 #: Tests set this to True: every buffer a kernel must fill starts as NaN, so an unwritten
 #: element fails loudly (SPEC §7). Never set on the hot path of real use.

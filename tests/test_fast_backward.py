@@ -296,6 +296,15 @@ def test_gpu_backward_matches_recurrence(B, T, H, HV, K, V):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("K,V", [(256, 256), (192, 64)], ids=["K256-V256", "K192-V64"])
+def test_gpu_backward_large_heads(K, V):
+    """K, V above 128 (two state tiles in the forward and the reverse state pass), packed, GVA, h0."""
+    cu = torch.tensor([0, 1, 130, 300], device=DEVICE)
+    check_grads(make_inputs(1, 300, 1, 2, K, V, N=3, dtype=torch.float64), torch.bfloat16, cu_seqlens=cu)
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("T", [4096, 16384])
 def test_gpu_backward_long_matches_float64_chunk(T):
     """Long sequences against gdn2.ops.chunk_gdn2 in float64 (tested equal to the recurrence)."""
