@@ -75,9 +75,10 @@ def forward_floors(B: int, T: int, bw: float) -> tuple[float, float]:
     return nbytes / bw * 1e3, flops / PEAK_FLOPS * 1e3
 
 
-#: tiles of benchmarks/experiments/fwd_v2.py timed with --v2: name -> (pairs_config, wy_config)
-V2_VARIANTS = {"v2-pairs-bk32-w2": ({}, {}), "v2-pairs-bk32-w4": ({"num_warps": 4}, {}),
-               "v2-pairs-bk64-w4": ({"BK": 64, "num_warps": 4}, {}), "v2-wy-bk32": ({}, {"BK": 32, "BV": 32})}
+#: tiles of benchmarks/experiments/fwd_v2.py timed with --v2: name -> (diag, pairs, wy) configs
+V2_VARIANTS = {"v2": ({}, {}, {}), "v2-diag-w1": ({"num_warps": 1}, {}, {}), "v2-diag-w4": ({"num_warps": 4}, {}, {}),
+               "v2-pairs-bk16": ({}, {"BK": 16}, {}), "v2-pairs-w4": ({}, {"num_warps": 4}, {}),
+               "v2-wy-bk32": ({}, {}, {"BK": 32, "BV": 32}), "v2-wy-w8": ({}, {}, {"num_warps": 8})}
 
 
 def v2_accuracy() -> None:
@@ -113,9 +114,9 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
         qkv = [x[n].transpose(1, 2) for n in "qkv"]                   # [B, H, T, K]
         impls["sdpa"] = lambda qkv=qkv: F.scaled_dot_product_attention(*qkv, is_causal=True)
         if args.v2:
-            for name, (pc, wc) in V2_VARIANTS.items():
-                impls[name] = lambda x=x, pc=pc, wc=wc: chunk_gdn2_fwd_v2(
-                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, pairs_config=pc, wy_config=wc)
+            for name, (dc, pc, wc) in V2_VARIANTS.items():
+                impls[name] = lambda x=x, dc=dc, pc=pc, wc=wc: chunk_gdn2_fwd_v2(
+                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, diag_config=dc, pairs_config=pc, wy_config=wc)
         if args.sweep and (B, T) in ((8, 2048), (1, 16384)):
             sweep = {f"intra-{'-'.join(f'{k}{v}' for k, v in c.items())}": dict(intra_config=c) for c in (
                 dict(BK=16, num_warps=4), dict(BK=16, num_warps=8), dict(BK=32, num_warps=8), dict(BK=64, num_warps=8))}
@@ -125,7 +126,7 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
                 impls[name] = lambda x=x, cfg=cfg: chunk_gdn2_fwd(
                     **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, **cfg)
         if args.profile and (B, T) in ((8, 2048), (1, 16384)):
-            for name in ("ours", "v2-pairs-bk32-w2", "peer"):
+            for name in ("ours", "v2", "peer"):
                 if name in impls:
                     profile_kernels(f"{name} {B}x{T}", impls[name])
         times = {name: do_bench(fn, warmup=50, rep=300, return_mode="median") for name, fn in impls.items()}
@@ -161,7 +162,7 @@ def registers() -> None:
     kernels = [chunk_fwd.chunk_intra_wy_fwd_kernel, chunk_fwd.chunk_state_output_fwd_kernel]
     if "experiments.fwd_v2" in sys.modules:
         v2 = sys.modules["experiments.fwd_v2"]
-        kernels += [v2.chunk_pairs_solve_v2_kernel, v2.chunk_wy_v2_kernel]
+        kernels += [v2.chunk_diag_v2_kernel, v2.chunk_pairs_solve_v2_kernel, v2.chunk_wy_v2_kernel]
     for kern in kernels:
         for cache in getattr(kern, "device_caches", {}).values():
             for ck in cache[0].values():

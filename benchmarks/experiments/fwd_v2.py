@@ -1,32 +1,36 @@
-"""Experiment: the chunk forward's stages (1)-(3) as two small kernels built from 16×16 tiles.
+"""Experiment: the chunk forward's stages (1)-(3) as three small kernels built from 16×16 tiles.
 
     TRITON_INTERPRET=1 python benchmarks/experiments/fwd_v2.py check   # against the float64 reference
-    python benchmarks/experiments/fwd_v2.py bench                      # on a GPU, next to main and the peer
+    python benchmarks/experiments/registers_v2.py                       # static registers (ptxas), no GPU
+    python benchmarks/bench.py --mode fwd --v2 --profile               # on a GPU, next to main and the peer
 
 Why: Nsight Compute on an H200 (8×2K, H = 16, K = V = 128, bf16) shows main's one-kernel intra stage
 (``chunk_intra_wy_fwd_kernel``, 1.54 ms) issuing 0.23 instructions per cycle per scheduler at 12.5%
 occupancy (255 registers, 8.3 M spill requests), a third of its stalls waiting on shared memory:
 its [BT, BT] and [NS, 16, BK] register tiles are reshaped, transposed and masked on chip before each
-product. The peer's off-diagonal + inverse kernel (219 µs) holds ten 16×16 accumulators and loads
-every operand straight from memory in the layout its product wants. This module keeps main's
-numerics (every exponent a sum of g ≤ 0, anchored at the first row of each 16-row sub-chunk; the
-diagonal blocks' column factor clamped at e^DIAG_SPAN with an exact per-column fallback past it)
-in that structure:
+product. The peer's off-diagonal + inverse kernel (219 µs) holds 16×16 accumulators and loads every
+operand straight from memory in the layout its product wants. This module keeps main's numerics
+(every exponent a sum of g ≤ 0, anchored at the first row of each 16-row sub-chunk; the diagonal
+blocks' column factor clamped at e^DIAG_SPAN with an exact per-column fallback past it) in that
+structure:
 
-    chunk_pairs_solve_v2_kernel   per chunk: for each key tile, the four sub-chunks' q, k, b, g tiles
-                                  [16, BK]; ten T blocks and ten A_qk blocks (16×16, float32); then
-                                  A = (I + T)⁻¹ by forward substitution on the diagonal blocks and
-                                  A_ij = −A_ii Σ_{j≤m<i} T_im A_mj. Writes A_qk (q's dtype), A (float32)
-                                  and 1/‖q‖, 1/‖k‖.
+    chunk_diag_v2_kernel          per 16-row sub-chunk: its diagonal blocks of T and A_qk, (I + T_ii)⁻¹,
+                                  1/‖q‖ and 1/‖k‖ of its rows
+    chunk_pairs_solve_v2_kernel   per chunk: the six off-diagonal blocks of T and A_qk from the four
+                                  sub-chunks' [16, BK] tiles, then A_ij = −A_ii Σ_{j≤m<i} T_im A_mj
     chunk_wy_v2_kernel            per chunk: Y = A (γ⊙b⊙k), Q_γ, K_tail, γ_C per key tile and
-                                  U = A (w⊙v) per value tile, A loaded once.
+                                  U = A (w⊙v) per value tile, A loaded once
 
 then main's ``chunk_state_output_fwd_kernel``. Scope of the experiment: dense batches (no
 cu_seqlens), chunk size 64, no in-kernel gate; with it the L2 norm of q and k in the kernel.
+
+History: the first version (one kernel for the diagonal and off-diagonal blocks and the inverse)
+took 893 µs at 8×2K on an H200 (255 registers, spills; 53,000 PTX lines at BK 32 with its four
+unrolled fallbacks); splitting the diagonal blocks off brought the static count of the off-diagonal
+kernel to 6,400 PTX lines and no spills (benchmarks/NOTES.md). This version is not yet timed.
 """
 
 import sys
-from pathlib import Path
 from typing import no_type_check
 
 import torch
@@ -41,63 +45,119 @@ BT = 64
 
 @triton.jit
 @no_type_check
-def _sub_tiles(q, k, b, g, base, i: tl.constexpr, L, o_s, o_k, m_k, H: tl.constexpr, K: tl.constexpr):
-    """Sub-chunk i of one key tile: (q·e^F, b·k·e^F, k, F, k·e^E, Σg, g_a, ‖q‖², ‖k‖², rows exact) where
-    F_r = Σ_{a<t≤r} g_t and E_r = Σ_{r<t≤e} g_t (a, e: first and last row of the sub-chunk)."""
+def _inv_unit_lower(b_T, o_s):
+    """(I + T)⁻¹ of a strictly lower 16×16 T by forward substitution on its rows."""
+    b_X = tl.where(o_s[:, None] == o_s[None, :], 1.0, 0.0)
+    for j in range(1, 16):
+        b_t = tl.sum(tl.where((o_s == j)[:, None], b_T, 0.0), 0)                    # row j of T
+        b_new = tl.where(o_s == j, 1.0, 0.0) - tl.sum(b_t[:, None] * b_X, 0)
+        b_X = tl.where((o_s == j)[:, None], b_new[None, :], b_X)
+    return b_X
+
+
+@triton.jit
+@no_type_check
+def _blk_ptr(ptr, t0, i_h, i, j, o_s, H: tl.constexpr):
+    """Pointers of block (i, j) of a chunk's [64, 64] matrix stored row-per-token as [B, T, H, 64]."""
+    return ptr + (t0 + i * 16 + o_s[:, None]) * (H * 64) + i_h * 64 + j * 16 + o_s[None, :]
+
+
+@triton.jit
+@no_type_check
+def chunk_diag_v2_kernel(
+    q, k, g, b, Aqk, A, q_rstd, k_rstd, scale, T,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, L2NORM: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """One 16-row sub-chunk: its diagonal blocks of T and A_qk, (I + T_ii)⁻¹, 1/‖q‖ and 1/‖k‖.
+
+    Grid (chunks·4, B·H). Anchored at the sub-chunk's first row a: exp(F_r)·exp(−F_s), F_r =
+    Σ_{a<t≤r} g_t, the column factor clamped at e^DIAG_SPAN; rows past the clamp in a key tile take
+    the exact per-column running products. Writes the diagonal blocks of A_qk and A and zeros right
+    of them (the off-diagonal kernel fills the blocks left of them).
+    """
+    i_x, i_bh = tl.program_id(0), tl.program_id(1)
+    i_t, i_i = i_x // 4, i_x % 4
+    i_b, i_h = i_bh // H, i_bh % H
+    t0 = i_b.to(tl.int64) * T + i_t * 64
+    L = tl.minimum(T - i_t * 64, 64)
+    o_s = tl.arange(0, 16)
+    r = i_i * 16 + o_s
+    m_r = r < L
+    base = (t0 * H + i_h) * K
+    b_Td = tl.zeros([16, 16], tl.float32)
+    b_Ad = tl.zeros([16, 16], tl.float32)
+    b_sq = tl.zeros([16], tl.float32)
+    b_sk = tl.zeros([16], tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        p = base + r[:, None] * (H * K) + o_k[None, :]
+        m = m_r[:, None] & (o_k < K)[None, :]
+        b_q = tl.load(q + p, mask=m, other=0.0).to(tl.float32)
+        b_k = tl.load(k + p, mask=m, other=0.0).to(tl.float32)
+        b_bk = tl.load(b + p, mask=m, other=0.0).to(tl.float32) * b_k
+        b_g = tl.load(g + p, mask=m, other=0.0).to(tl.float32)
+        b_sq += tl.sum(b_q * b_q, 1)
+        b_sk += tl.sum(b_k * b_k, 1)
+        b_F = tl.cumsum(tl.where((o_s == 0)[:, None], 0.0, b_g), 0)
+        b_ok = tl.min(b_F, 1) >= -DIAG_SPAN
+        b_er = tl.exp(b_F)
+        b_kd = tl.trans(b_k * tl.exp(tl.minimum(-b_F, DIAG_SPAN)))
+        b_Td += tl.where(b_ok[:, None], tl.dot(b_bk * b_er, b_kd, input_precision=DOT_PREC), 0.0)
+        b_Ad += tl.where(b_ok[:, None], tl.dot(b_q * b_er, b_kd, input_precision=DOT_PREC), 0.0)
+        if tl.min(b_ok.to(tl.int32)) == 0:
+            # strong decay: column s by column s (15 down to 0), E_r = Π_{s<t≤r} α_t (factors ≤ 1)
+            b_E = tl.zeros_like(b_q)
+            for j in range(16):
+                s = 15 - j
+                b_a = tl.sum(tl.where((o_s == s + 1)[:, None], b_g, 0.0), 0)           # g_{s+1}, 0 at s = 15
+                b_E = tl.where((o_s == s)[:, None], 1.0, b_E * tl.exp(b_a)[None, :])
+                b_ks = tl.sum(tl.where((o_s == s)[:, None], b_k, 0.0), 0)
+                m_cs = (o_s == s)[None, :] & (~b_ok)[:, None]
+                b_Td += tl.where(m_cs, tl.sum(b_bk * b_E * b_ks[None, :], 1)[:, None], 0.0)
+                b_Ad += tl.where(m_cs, tl.sum(b_q * b_E * b_ks[None, :], 1)[:, None], 0.0)
+    b_rq = tl.full([16], 1.0, tl.float32)
+    b_rk = tl.full([16], 1.0, tl.float32)
+    if L2NORM:
+        b_rq = tl.rsqrt(b_sq + 1e-6)
+        b_rk = tl.rsqrt(b_sk + 1e-6)
+    tl.store(q_rstd + (t0 + r) * H + i_h, b_rq, mask=m_r)
+    tl.store(k_rstd + (t0 + r) * H + i_h, b_rk, mask=m_r)
+    b_Td = tl.where(o_s[:, None] > o_s[None, :], b_Td * b_rk[:, None] * b_rk[None, :], 0.0)
+    b_Ad = tl.where(o_s[:, None] >= o_s[None, :], scale * b_Ad * b_rq[:, None] * b_rk[None, :], 0.0)
+    m_blk = m_r[:, None]
+    tl.store(_blk_ptr(Aqk, t0, i_h, i_i, i_i, o_s, H), b_Ad.to(Aqk.dtype.element_ty), mask=m_blk)
+    tl.store(_blk_ptr(A, t0, i_h, i_i, i_i, o_s, H), _inv_unit_lower(b_Td, o_s), mask=m_blk)
+    z = tl.zeros([16, 16], tl.float32)
+    for j in range(i_i + 1, 4):
+        tl.store(_blk_ptr(Aqk, t0, i_h, i_i, j, o_s, H), z.to(Aqk.dtype.element_ty), mask=m_blk)
+        tl.store(_blk_ptr(A, t0, i_h, i_i, j, o_s, H), z, mask=m_blk)
+
+
+@triton.jit
+@no_type_check
+def _sub_tiles(q, k, b, g, base, i: tl.constexpr, L, o_s, o_k, m_k, H: tl.constexpr, K: tl.constexpr,
+               ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Sub-chunk i of one key tile. ROWS: (q·e^F, b·k·e^F), F_r = Σ_{a<t≤r} g_t; COLS: k·e^E,
+    E_r = Σ_{r<t≤e} g_t (a, e: first and last row); and Σ g, g_a over the sub-chunk."""
     r = i * 16 + o_s
     m_r = r < L
     p = base + r[:, None] * (H * K) + o_k[None, :]
     m = m_r[:, None] & m_k[None, :]
-    b_q = tl.load(q + p, mask=m, other=0.0).to(tl.float32)
     b_k = tl.load(k + p, mask=m, other=0.0).to(tl.float32)
-    b_b = tl.load(b + p, mask=m, other=0.0).to(tl.float32)
     b_g = tl.load(g + p, mask=m, other=0.0).to(tl.float32)
-    m_n = ((o_s < 15) & (r + 1 < L))[:, None] & m_k[None, :]
-    b_gn = tl.load(g + p + H * K, mask=m_n, other=0.0).to(tl.float32)           # g of row r + 1
-    b_F = tl.cumsum(tl.where((o_s == 0)[:, None], 0.0, b_g), 0)
-    b_E = tl.cumsum(b_gn, 0, reverse=True)
-    b_er = tl.exp(b_F)
-    b_tot = tl.sum(b_g, 0)
+    b_qr = b_k
+    b_bkr = b_k
+    b_kE = b_k
+    if ROWS:
+        b_er = tl.exp(tl.cumsum(tl.where((o_s == 0)[:, None], 0.0, b_g), 0))
+        b_qr = tl.load(q + p, mask=m, other=0.0).to(tl.float32) * b_er
+        b_bkr = tl.load(b + p, mask=m, other=0.0).to(tl.float32) * b_k * b_er
+    if COLS:
+        m_n = ((o_s < 15) & (r + 1 < L))[:, None] & m_k[None, :]
+        b_gn = tl.load(g + p + H * K, mask=m_n, other=0.0).to(tl.float32)       # g of row r + 1
+        b_kE = b_k * tl.exp(tl.cumsum(b_gn, 0, reverse=True))
     b_ga = tl.sum(tl.where((o_s == 0)[:, None], b_g, 0.0), 0)
-    b_ok = tl.min(b_F, 1) >= -DIAG_SPAN
-    return (b_q * b_er, b_b * b_k * b_er, b_k, b_F, b_k * tl.exp(b_E), b_tot, b_ga,
-            tl.sum(b_q * b_q, 1), tl.sum(b_k * b_k, 1), b_ok)
-
-
-@triton.jit
-@no_type_check
-def _diag(b_qr, b_bkr, b_k, b_F, b_ok, b_Td, b_Ad, DOT_PREC: tl.constexpr):
-    """Add one key tile's diagonal block products (rows with ≤ DIAG_SPAN of decay in the tile)."""
-    b_kd = b_k * tl.exp(tl.minimum(-b_F, DIAG_SPAN))
-    b_Td += tl.where(b_ok[:, None], tl.dot(b_bkr, tl.trans(b_kd), input_precision=DOT_PREC), 0.0)
-    b_Ad += tl.where(b_ok[:, None], tl.dot(b_qr, tl.trans(b_kd), input_precision=DOT_PREC), 0.0)
-    return b_Td, b_Ad
-
-
-@triton.jit
-@no_type_check
-def _diag_fallback(q, k, b, g, base, i: tl.constexpr, L, o_s, o_k, m_k, b_ok, b_Td, b_Ad,
-                   H: tl.constexpr, K: tl.constexpr):
-    """Rows past DIAG_SPAN of decay: column s by column s (15 down to 0), E_r = Π_{s<t≤r} α_t as a
-    running product (factors ≤ 1), entries of exact rows untouched."""
-    r = i * 16 + o_s
-    p = base + r[:, None] * (H * K) + o_k[None, :]
-    m = (r < L)[:, None] & m_k[None, :]
-    b_q = tl.load(q + p, mask=m, other=0.0).to(tl.float32)
-    b_k = tl.load(k + p, mask=m, other=0.0).to(tl.float32)
-    b_bk = tl.load(b + p, mask=m, other=0.0).to(tl.float32) * b_k
-    b_g = tl.load(g + p, mask=m, other=0.0).to(tl.float32)
-    b_E = tl.zeros_like(b_q)
-    for j in tl.static_range(16):
-        s = 15 - j
-        if s < 15:
-            b_E = b_E * tl.exp(tl.sum(tl.where((o_s == s + 1)[:, None], b_g, 0.0), 0))[None, :]
-        b_E = tl.where((o_s == s)[:, None], 1.0, b_E)
-        b_ks = tl.sum(tl.where((o_s == s)[:, None], b_k, 0.0), 0)
-        m_cs = (o_s == s)[None, :] & (~b_ok)[:, None]
-        b_Td += tl.where(m_cs, tl.sum(b_bk * b_E * b_ks[None, :], 1)[:, None], 0.0)
-        b_Ad += tl.where(m_cs, tl.sum(b_q * b_E * b_ks[None, :], 1)[:, None], 0.0)
-    return b_Td, b_Ad
+    return b_qr, b_bkr, b_kE, tl.sum(b_g, 0), b_ga
 
 
 @triton.jit
@@ -118,30 +178,30 @@ def _off(b_r1, b_r2, b_kE, b_x, b_acc1, b_acc2, DT: tl.constexpr, LOWP: tl.const
 
 @triton.jit
 @no_type_check
-def _inv_unit_lower(b_T, o_s):
-    """(I + T)⁻¹ of a strictly lower 16×16 T by forward substitution on its rows."""
-    b_X = tl.where(o_s[:, None] == o_s[None, :], 1.0, 0.0)
-    for j in range(1, 16):
-        b_t = tl.sum(tl.where((o_s == j)[:, None], b_T, 0.0), 0)                    # row j of T
-        b_new = tl.where(o_s == j, 1.0, 0.0) - tl.sum(b_t[:, None] * b_X, 0)
-        b_X = tl.where((o_s == j)[:, None], b_new[None, :], b_X)
-    return b_X
-
-
-@triton.jit
-@no_type_check
-def _store_blk(ptr, t0, i_h, i: tl.constexpr, j: tl.constexpr, x, L, o_s, H: tl.constexpr):
-    p = (t0 + i * 16 + o_s[:, None]) * (H * 64) + i_h * 64 + j * 16 + o_s[None, :]
-    tl.store(ptr + p, x.to(ptr.dtype.element_ty), mask=(i * 16 + o_s < L)[:, None])
+def _scaled_store(Aqk, t0, i_h, i: tl.constexpr, j: tl.constexpr, x, q_rstd, k_rstd, scale, L, o_s,
+                  H: tl.constexpr):
+    """Store scale·x·(1/‖q_r‖)(1/‖k_s‖) as block (i, j) of A_qk; return 1/‖k‖ of rows i and of columns j."""
+    m_i = i * 16 + o_s < L
+    b_rq = tl.load(q_rstd + (t0 + i * 16 + o_s) * H + i_h, mask=m_i, other=0.0)
+    b_rki = tl.load(k_rstd + (t0 + i * 16 + o_s) * H + i_h, mask=m_i, other=0.0)
+    b_rkj = tl.load(k_rstd + (t0 + j * 16 + o_s) * H + i_h, mask=j * 16 + o_s < L, other=0.0)
+    tl.store(_blk_ptr(Aqk, t0, i_h, i, j, o_s, H), (scale * x * b_rq[:, None] * b_rkj[None, :]).to(
+        Aqk.dtype.element_ty), mask=m_i[:, None])
+    return b_rki, b_rkj
 
 
 @triton.jit
 @no_type_check
 def chunk_pairs_solve_v2_kernel(
     q, k, g, b, Aqk, A, q_rstd, k_rstd, scale, T,
-    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, L2NORM: tl.constexpr,
-    DOT_PREC: tl.constexpr, LOWP: tl.constexpr,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr,
 ):
+    """One chunk: the six off-diagonal 16×16 blocks of T and A_qk, then A = (I + T)⁻¹ from the diagonal
+    inverses of chunk_diag_v2_kernel: A_ij = −A_ii Σ_{j≤m<i} T_im A_mj. Grid (chunks, B·H).
+
+    Block (i, j), j < i, anchored at a = 16i: row factor exp(F_r) ≤ 1, column factor
+    exp(E_s + Σ_{j<m<i} Σ_m g + g_a) ≤ 1 (sums of g ≤ 0 only).
+    """
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     t0 = i_b.to(tl.int64) * T + i_t * 64
@@ -151,93 +211,37 @@ def chunk_pairs_solve_v2_kernel(
     z = tl.zeros([16, 16], tl.float32)
     T10, T20, T21, T30, T31, T32 = z, z, z, z, z, z
     A10, A20, A21, A30, A31, A32 = z, z, z, z, z, z
-    Td0, Td1, Td2, Td3, Ad0, Ad1, Ad2, Ad3 = z, z, z, z, z, z, z, z
-    zr = tl.zeros([16], tl.float32)
-    sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3 = zr, zr, zr, zr, zr, zr, zr, zr
+    DT: tl.constexpr = Aqk.dtype.element_ty
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
-        qr0, bkr0, k0, F0, kE0, tot0, ga0, s_q, s_k, ok0 = _sub_tiles(q, k, b, g, base, 0, L, o_s, o_k, m_k, H, K)
-        sq0 += s_q
-        sk0 += s_k
-        Td0, Ad0 = _diag(qr0, bkr0, k0, F0, ok0, Td0, Ad0, DOT_PREC)
-        if tl.min(ok0.to(tl.int32)) == 0:
-            Td0, Ad0 = _diag_fallback(q, k, b, g, base, 0, L, o_s, o_k, m_k, ok0, Td0, Ad0, H, K)
-        qr1, bkr1, k1, F1, kE1, tot1, ga1, s_q, s_k, ok1 = _sub_tiles(q, k, b, g, base, 1, L, o_s, o_k, m_k, H, K)
-        sq1 += s_q
-        sk1 += s_k
-        Td1, Ad1 = _diag(qr1, bkr1, k1, F1, ok1, Td1, Ad1, DOT_PREC)
-        if tl.min(ok1.to(tl.int32)) == 0:
-            Td1, Ad1 = _diag_fallback(q, k, b, g, base, 1, L, o_s, o_k, m_k, ok1, Td1, Ad1, H, K)
-        T10, A10 = _off(bkr1, qr1, kE0, ga1, T10, A10, Aqk.dtype.element_ty, LOWP, DOT_PREC)
-        qr2, bkr2, k2, F2, kE2, tot2, ga2, s_q, s_k, ok2 = _sub_tiles(q, k, b, g, base, 2, L, o_s, o_k, m_k, H, K)
-        sq2 += s_q
-        sk2 += s_k
-        Td2, Ad2 = _diag(qr2, bkr2, k2, F2, ok2, Td2, Ad2, DOT_PREC)
-        if tl.min(ok2.to(tl.int32)) == 0:
-            Td2, Ad2 = _diag_fallback(q, k, b, g, base, 2, L, o_s, o_k, m_k, ok2, Td2, Ad2, H, K)
-        T20, A20 = _off(bkr2, qr2, kE0, tot1 + ga2, T20, A20, Aqk.dtype.element_ty, LOWP, DOT_PREC)
-        T21, A21 = _off(bkr2, qr2, kE1, ga2, T21, A21, Aqk.dtype.element_ty, LOWP, DOT_PREC)
-        qr3, bkr3, k3, F3, kE3, tot3, ga3, s_q, s_k, ok3 = _sub_tiles(q, k, b, g, base, 3, L, o_s, o_k, m_k, H, K)
-        sq3 += s_q
-        sk3 += s_k
-        Td3, Ad3 = _diag(qr3, bkr3, k3, F3, ok3, Td3, Ad3, DOT_PREC)
-        if tl.min(ok3.to(tl.int32)) == 0:
-            Td3, Ad3 = _diag_fallback(q, k, b, g, base, 3, L, o_s, o_k, m_k, ok3, Td3, Ad3, H, K)
-        T30, A30 = _off(bkr3, qr3, kE0, tot1 + tot2 + ga3, T30, A30, Aqk.dtype.element_ty, LOWP, DOT_PREC)
-        T31, A31 = _off(bkr3, qr3, kE1, tot2 + ga3, T31, A31, Aqk.dtype.element_ty, LOWP, DOT_PREC)
-        T32, A32 = _off(bkr3, qr3, kE2, ga3, T32, A32, Aqk.dtype.element_ty, LOWP, DOT_PREC)
-
-    rq0, rq1, rq2, rq3 = zr + 1.0, zr + 1.0, zr + 1.0, zr + 1.0
-    rk0, rk1, rk2, rk3 = zr + 1.0, zr + 1.0, zr + 1.0, zr + 1.0
-    if L2NORM:
-        rq0, rq1, rq2, rq3 = tl.rsqrt(sq0 + 1e-6), tl.rsqrt(sq1 + 1e-6), tl.rsqrt(sq2 + 1e-6), tl.rsqrt(sq3 + 1e-6)
-        rk0, rk1, rk2, rk3 = tl.rsqrt(sk0 + 1e-6), tl.rsqrt(sk1 + 1e-6), tl.rsqrt(sk2 + 1e-6), tl.rsqrt(sk3 + 1e-6)
-    p_r = (t0 + o_s) * H + i_h
-    tl.store(q_rstd + p_r, rq0, mask=o_s < L)
-    tl.store(q_rstd + p_r + 16 * H, rq1, mask=16 + o_s < L)
-    tl.store(q_rstd + p_r + 32 * H, rq2, mask=32 + o_s < L)
-    tl.store(q_rstd + p_r + 48 * H, rq3, mask=48 + o_s < L)
-    tl.store(k_rstd + p_r, rk0, mask=o_s < L)
-    tl.store(k_rstd + p_r + 16 * H, rk1, mask=16 + o_s < L)
-    tl.store(k_rstd + p_r + 32 * H, rk2, mask=32 + o_s < L)
-    tl.store(k_rstd + p_r + 48 * H, rk3, mask=48 + o_s < L)
-
-    m_lo = o_s[:, None] > o_s[None, :]
-    m_le = o_s[:, None] >= o_s[None, :]
-    Td0 = tl.where(m_lo, Td0 * rk0[:, None] * rk0[None, :], 0.0)
-    Td1 = tl.where(m_lo, Td1 * rk1[:, None] * rk1[None, :], 0.0)
-    Td2 = tl.where(m_lo, Td2 * rk2[:, None] * rk2[None, :], 0.0)
-    Td3 = tl.where(m_lo, Td3 * rk3[:, None] * rk3[None, :], 0.0)
+        _, _, kE0, _, _ = _sub_tiles(q, k, b, g, base, 0, L, o_s, o_k, m_k, H, K, False, True)
+        qr1, bkr1, kE1, tot1, ga1 = _sub_tiles(q, k, b, g, base, 1, L, o_s, o_k, m_k, H, K, True, True)
+        T10, A10 = _off(bkr1, qr1, kE0, ga1, T10, A10, DT, LOWP, DOT_PREC)
+        qr2, bkr2, kE2, tot2, ga2 = _sub_tiles(q, k, b, g, base, 2, L, o_s, o_k, m_k, H, K, True, True)
+        T20, A20 = _off(bkr2, qr2, kE0, tot1 + ga2, T20, A20, DT, LOWP, DOT_PREC)
+        T21, A21 = _off(bkr2, qr2, kE1, ga2, T21, A21, DT, LOWP, DOT_PREC)
+        qr3, bkr3, _, _, ga3 = _sub_tiles(q, k, b, g, base, 3, L, o_s, o_k, m_k, H, K, True, False)
+        T30, A30 = _off(bkr3, qr3, kE0, tot1 + tot2 + ga3, T30, A30, DT, LOWP, DOT_PREC)
+        T31, A31 = _off(bkr3, qr3, kE1, tot2 + ga3, T31, A31, DT, LOWP, DOT_PREC)
+        T32, A32 = _off(bkr3, qr3, kE2, ga3, T32, A32, DT, LOWP, DOT_PREC)
+    # A_qk blocks, and the 1/‖k‖ of each sub-chunk for T
+    rk1, rk0 = _scaled_store(Aqk, t0, i_h, 1, 0, A10, q_rstd, k_rstd, scale, L, o_s, H)
+    rk2, _ = _scaled_store(Aqk, t0, i_h, 2, 0, A20, q_rstd, k_rstd, scale, L, o_s, H)
+    _scaled_store(Aqk, t0, i_h, 2, 1, A21, q_rstd, k_rstd, scale, L, o_s, H)
+    rk3, _ = _scaled_store(Aqk, t0, i_h, 3, 0, A30, q_rstd, k_rstd, scale, L, o_s, H)
+    _scaled_store(Aqk, t0, i_h, 3, 1, A31, q_rstd, k_rstd, scale, L, o_s, H)
+    _scaled_store(Aqk, t0, i_h, 3, 2, A32, q_rstd, k_rstd, scale, L, o_s, H)
     T10 *= rk1[:, None] * rk0[None, :]
     T20 *= rk2[:, None] * rk0[None, :]
     T21 *= rk2[:, None] * rk1[None, :]
     T30 *= rk3[:, None] * rk0[None, :]
     T31 *= rk3[:, None] * rk1[None, :]
     T32 *= rk3[:, None] * rk2[None, :]
-    # A_qk = scale · q_r k_s e^{G_r − G_s}, s ≤ r; zero blocks above the diagonal
-    _store_blk(Aqk, t0, i_h, 0, 0, tl.where(m_le, scale * Ad0 * rq0[:, None] * rk0[None, :], 0.0), L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 0, 1, z, L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 0, 2, z, L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 0, 3, z, L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 1, 0, scale * A10 * rq1[:, None] * rk0[None, :], L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 1, 1, tl.where(m_le, scale * Ad1 * rq1[:, None] * rk1[None, :], 0.0), L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 1, 2, z, L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 1, 3, z, L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 2, 0, scale * A20 * rq2[:, None] * rk0[None, :], L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 2, 1, scale * A21 * rq2[:, None] * rk1[None, :], L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 2, 2, tl.where(m_le, scale * Ad2 * rq2[:, None] * rk2[None, :], 0.0), L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 2, 3, z, L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 3, 0, scale * A30 * rq3[:, None] * rk0[None, :], L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 3, 1, scale * A31 * rq3[:, None] * rk1[None, :], L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 3, 2, scale * A32 * rq3[:, None] * rk2[None, :], L, o_s, H)
-    _store_blk(Aqk, t0, i_h, 3, 3, tl.where(m_le, scale * Ad3 * rq3[:, None] * rk3[None, :], 0.0), L, o_s, H)
-
-    # A = (I + T)⁻¹: diagonal blocks by substitution, then A_ij = −A_ii Σ_{j≤m<i} T_im A_mj
-    X0 = _inv_unit_lower(Td0, o_s)
-    X1 = _inv_unit_lower(Td1, o_s)
-    X2 = _inv_unit_lower(Td2, o_s)
-    X3 = _inv_unit_lower(Td3, o_s)
+    X0 = tl.load(_blk_ptr(A, t0, i_h, 0, 0, o_s, H), mask=(o_s < L)[:, None], other=0.0)
+    X1 = tl.load(_blk_ptr(A, t0, i_h, 1, 1, o_s, H), mask=(16 + o_s < L)[:, None], other=0.0)
+    X2 = tl.load(_blk_ptr(A, t0, i_h, 2, 2, o_s, H), mask=(32 + o_s < L)[:, None], other=0.0)
+    X3 = tl.load(_blk_ptr(A, t0, i_h, 3, 3, o_s, H), mask=(48 + o_s < L)[:, None], other=0.0)
     X10 = -tl.dot(X1, tl.dot(T10, X0, input_precision=DOT_PREC), input_precision=DOT_PREC)
     X21 = -tl.dot(X2, tl.dot(T21, X1, input_precision=DOT_PREC), input_precision=DOT_PREC)
     X32 = -tl.dot(X3, tl.dot(T32, X2, input_precision=DOT_PREC), input_precision=DOT_PREC)
@@ -247,22 +251,12 @@ def chunk_pairs_solve_v2_kernel(
                   input_precision=DOT_PREC)
     X30 = -tl.dot(X3, tl.dot(T30, X0, input_precision=DOT_PREC) + tl.dot(T31, X10, input_precision=DOT_PREC)
                   + tl.dot(T32, X20, input_precision=DOT_PREC), input_precision=DOT_PREC)
-    _store_blk(A, t0, i_h, 0, 0, X0, L, o_s, H)
-    _store_blk(A, t0, i_h, 0, 1, z, L, o_s, H)
-    _store_blk(A, t0, i_h, 0, 2, z, L, o_s, H)
-    _store_blk(A, t0, i_h, 0, 3, z, L, o_s, H)
-    _store_blk(A, t0, i_h, 1, 0, X10, L, o_s, H)
-    _store_blk(A, t0, i_h, 1, 1, X1, L, o_s, H)
-    _store_blk(A, t0, i_h, 1, 2, z, L, o_s, H)
-    _store_blk(A, t0, i_h, 1, 3, z, L, o_s, H)
-    _store_blk(A, t0, i_h, 2, 0, X20, L, o_s, H)
-    _store_blk(A, t0, i_h, 2, 1, X21, L, o_s, H)
-    _store_blk(A, t0, i_h, 2, 2, X2, L, o_s, H)
-    _store_blk(A, t0, i_h, 2, 3, z, L, o_s, H)
-    _store_blk(A, t0, i_h, 3, 0, X30, L, o_s, H)
-    _store_blk(A, t0, i_h, 3, 1, X31, L, o_s, H)
-    _store_blk(A, t0, i_h, 3, 2, X32, L, o_s, H)
-    _store_blk(A, t0, i_h, 3, 3, X3, L, o_s, H)
+    tl.store(_blk_ptr(A, t0, i_h, 1, 0, o_s, H), X10, mask=(16 + o_s < L)[:, None])
+    tl.store(_blk_ptr(A, t0, i_h, 2, 0, o_s, H), X20, mask=(32 + o_s < L)[:, None])
+    tl.store(_blk_ptr(A, t0, i_h, 2, 1, o_s, H), X21, mask=(32 + o_s < L)[:, None])
+    tl.store(_blk_ptr(A, t0, i_h, 3, 0, o_s, H), X30, mask=(48 + o_s < L)[:, None])
+    tl.store(_blk_ptr(A, t0, i_h, 3, 1, o_s, H), X31, mask=(48 + o_s < L)[:, None])
+    tl.store(_blk_ptr(A, t0, i_h, 3, 2, o_s, H), X32, mask=(48 + o_s < L)[:, None])
 
 
 @triton.jit
@@ -322,7 +316,7 @@ def chunk_wy_v2_kernel(
 
 
 def chunk_gdn2_fwd_v2(q, k, v, g, b, w, scale, initial_state=None, output_final_state=False, *,
-                      use_qk_l2norm_in_kernel=False, pairs_config=None, wy_config=None):
+                      use_qk_l2norm_in_kernel=False, diag_config=None, pairs_config=None, wy_config=None):
     """o (and the final state) of the chunk forward through the two kernels above and main's state kernel."""
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -334,9 +328,12 @@ def chunk_gdn2_fwd_v2(q, k, v, g, b, w, scale, initial_state=None, output_final_
     Aqk = empty((B, T, H, BT), dt, dev)
     A = empty((B, T, H, BT), torch.float32, dev)
     q_rstd, k_rstd = empty((B, T, H), torch.float32, dev), empty((B, T, H), torch.float32, dev)
+    chunk_diag_v2_kernel[(NT * 4, B * H)](
+        q, k, g, b, Aqk, A, q_rstd, k_rstd, scale, T, H=H, K=K, L2NORM=use_qk_l2norm_in_kernel, DOT_PREC=prec,
+        **{"BK": min(32, BKp), "num_warps": 2, "num_stages": 1, **(diag_config or {})})
     chunk_pairs_solve_v2_kernel[(NT, B * H)](
-        q, k, g, b, Aqk, A, q_rstd, k_rstd, scale, T, H=H, K=K, L2NORM=use_qk_l2norm_in_kernel,
-        DOT_PREC=prec, LOWP=lowp, **{"BK": min(32, BKp), "num_warps": 2, "num_stages": 1, **(pairs_config or {})})
+        q, k, g, b, Aqk, A, q_rstd, k_rstd, scale, T, H=H, K=K, DOT_PREC=prec, LOWP=lowp,
+        **{"BK": min(32, BKp), "num_warps": 2, "num_stages": 1, **(pairs_config or {})})
     Y, Qg, Kt = (empty((B, T, H, K), dt, dev) for _ in range(3))
     U = empty((B, T, HV, V), dt, dev)
     gC = empty((B * NT, H, K), torch.float32, dev)
@@ -378,55 +375,5 @@ def check() -> None:
             assert err < tol, (name, err)
 
 
-def bench() -> None:
-    """ms of main's forward, this one (a few tiles) and the peer at the benchmark's shapes, plus accuracy."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import torch.nn.functional as F
-    from bench import FWD_SHAPES, inputs, peer_ops
-    from triton.testing import do_bench
-
-    import gdn2.fast
-    from gdn2.ops import chunk_gdn2 as ref_chunk
-
-    x = inputs(1, 4096)
-    x["k"] = F.normalize(x["k"].float(), dim=-1).to(x["k"].dtype)
-    x["q"] = F.normalize(x["q"].float(), dim=-1).to(x["q"].dtype)
-    o_ref, _ = ref_chunk(**{n: t.double() for n, t in x.items()}, scale=128 ** -0.5)
-    for name, fn in (("main", lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0]),
-                     ("v2", lambda: chunk_gdn2_fwd_v2(**x, scale=128 ** -0.5, use_qk_l2norm_in_kernel=True)[0])):
-        o = fn()
-        err = ((o.double() - o_ref).pow(2).mean().sqrt() / o_ref.pow(2).mean().sqrt()).item()
-        print(f"accuracy 1x4096 {name}: o rel-RMS {err:.2e}", flush=True)
-    peer, _ = peer_ops()
-    for B, T in FWD_SHAPES:
-        x = inputs(B, T)
-        fns = {"main": lambda x=x: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)}
-        for pc in ({}, {"num_warps": 4}, {"BK": 64}):
-            for wc in ({}, {"BK": 32, "BV": 32}):
-                fns[f"v2 pairs{pc} wy{wc}"] = lambda pc=pc, wc=wc, x=x: chunk_gdn2_fwd_v2(
-                    **x, scale=128 ** -0.5, use_qk_l2norm_in_kernel=True, pairs_config=pc, wy_config=wc)
-        if peer is not None:
-            fns["peer"] = lambda x=x: peer(**x, use_qk_l2norm_in_kernel=True)
-        ms = {n: do_bench(f, warmup=25, rep=150, return_mode="median") for n, f in fns.items()}
-        print(f"fwd {B}x{T}: " + ", ".join(f"{n} {t:.3f}" for n, t in ms.items()), flush=True)
-        if (B, T) == (8, 2048):
-            prof_kernels(fns["v2 pairs{} wy{}"])
-
-
-def prof_kernels(fn, n: int = 5) -> None:
-    fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    for e in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:5]:
-        print(f"   {e.device_time_total / n:9.1f} us  {e.key[:70]}", flush=True)
-    for kern in (chunk_pairs_solve_v2_kernel, chunk_wy_v2_kernel):
-        for cache in getattr(kern, "device_caches", {}).values():
-            for ck in cache[0].values():
-                print(f"   {kern.__name__}: {ck.n_regs} registers, {ck.n_spills} spills, {ck.metadata.num_warps} warps")
-
-
 if __name__ == "__main__":
-    {"check": check, "bench": bench}[sys.argv[1]]()
+    {"check": check}[sys.argv[1]]()
