@@ -13,7 +13,6 @@ and the FLOP floor (matrix-product FLOPs over ~700 TFLOP/s bf16), and the ratio 
 import argparse
 import csv
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -75,23 +74,21 @@ def forward_floors(B: int, T: int, bw: float) -> tuple[float, float]:
     return nbytes / bw * 1e3, flops / PEAK_FLOPS * 1e3
 
 
-#: tiles of benchmarks/experiments/fwd_v2.py timed with --v2: name -> (diag, pairs, wy) configs
-V2_VARIANTS = {"v2": ({}, {}, {}), "v2-diag-w1": ({"num_warps": 1}, {}, {}), "v2-diag-w4": ({"num_warps": 4}, {}, {}),
-               "v2-pairs-bk16": ({}, {"BK": 16}, {}), "v2-pairs-w4": ({}, {"num_warps": 4}, {}),
-               "v2-wy-bk32": ({}, {}, {"BK": 32, "BV": 32}), "v2-wy-w8": ({}, {}, {"num_warps": 8})}
+#: the opt-in 16×16-tile intra stage (fast/chunk_intra.py) timed with --v2: name -> intra_config
+V2_VARIANTS = {"v2": {}, "v2-diag-w1": {"diag": {"num_warps": 1}}, "v2-diag-w4": {"diag": {"num_warps": 4}},
+               "v2-pairs-w2": {"pairs": {"num_warps": 2}}, "v2-pairs-bk16-w2": {"pairs": {"BK": 16, "num_warps": 2}},
+               "v2-wy-bk64": {"wy": {"BK": 64, "BV": 64}},
+               "v2-wy-bk64-w8": {"wy": {"BK": 64, "BV": 64, "num_warps": 8}}}
 
 
 def v2_accuracy() -> None:
-    """rel-RMS of o, ours and the fwd_v2 experiment, against the float64 chunkwise reference (1×4K, bf16)."""
-    from experiments.fwd_v2 import chunk_gdn2_fwd_v2
-
+    """rel-RMS of o, ours and the V2 intra stage, against the float64 chunkwise reference (1×4K, bf16)."""
     from gdn2.ops import chunk_gdn2 as ref_chunk
 
     x = inputs(1, 4096)
     o_ref, _ = ref_chunk(**{n: t.double() for n, t in x.items()}, use_qk_l2norm_in_kernel=True)
-    for name, fn in (("ours", lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0]),
-                     ("v2", lambda: chunk_gdn2_fwd_v2(**x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True)[0])):
-        o = fn()
+    for name, cfg in (("ours", {}), ("v2", {"V2": True})):
+        o = chunk_gdn2_fwd(**x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, intra_config=cfg).o
         err = ((o.double() - o_ref).pow(2).mean().sqrt() / o_ref.pow(2).mean().sqrt()).item()
         print(f"accuracy 1x4096 {name:5} o rel-RMS {err:.2e} (SPEC §7 bf16 bound 1e-2)", flush=True)
 
@@ -100,8 +97,6 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
     peer_chunk, _ = peer_ops()
     rows = []
     if args.v2:
-        from experiments.fwd_v2 import chunk_gdn2_fwd_v2
-
         v2_accuracy()
     for B, T in FWD_SHAPES:
         if args.quick and B * T > 16384 * 2:
@@ -114,9 +109,9 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
         qkv = [x[n].transpose(1, 2) for n in "qkv"]                   # [B, H, T, K]
         impls["sdpa"] = lambda qkv=qkv: F.scaled_dot_product_attention(*qkv, is_causal=True)
         if args.v2:
-            for name, (dc, pc, wc) in V2_VARIANTS.items():
-                impls[name] = lambda x=x, dc=dc, pc=pc, wc=wc: chunk_gdn2_fwd_v2(
-                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, diag_config=dc, pairs_config=pc, wy_config=wc)
+            for name, cfg in V2_VARIANTS.items():
+                impls[name] = lambda x=x, cfg=cfg: chunk_gdn2_fwd(
+                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, intra_config={"V2": True, **cfg})
         if args.sweep and (B, T) in ((8, 2048), (1, 16384)):
             sweep = {f"intra-{'-'.join(f'{k}{v}' for k, v in c.items())}": dict(intra_config=c) for c in (
                 dict(BK=16, num_warps=4), dict(BK=16, num_warps=8), dict(BK=32, num_warps=8), dict(BK=64, num_warps=8))}
@@ -157,12 +152,11 @@ def profile_kernels(label: str, fn, n: int = 10) -> None:
 
 def registers() -> None:
     """Print registers and spills per thread of every compiled variant of our forward kernels."""
-    from gdn2.fast import chunk_fwd
+    from gdn2.fast import chunk_fwd, chunk_intra
 
-    kernels = [chunk_fwd.chunk_intra_wy_fwd_kernel, chunk_fwd.chunk_state_output_fwd_kernel]
-    if "experiments.fwd_v2" in sys.modules:
-        v2 = sys.modules["experiments.fwd_v2"]
-        kernels += [v2.chunk_diag_v2_kernel, v2.chunk_pairs_solve_v2_kernel, v2.chunk_wy_v2_kernel]
+    kernels = [chunk_fwd.chunk_intra_wy_fwd_kernel, chunk_fwd.chunk_state_output_fwd_kernel,
+               chunk_intra.chunk_diag_v2_kernel, chunk_intra.chunk_pairs_solve_v2_kernel,
+               chunk_intra.chunk_wy_v2_kernel]
     for kern in kernels:
         for cache in getattr(kern, "device_caches", {}).values():
             for ck in cache[0].values():
@@ -218,7 +212,8 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="also time other block sizes and warps of both kernels")
     ap.add_argument("--quick", action="store_true", help="skip the largest shapes")
     ap.add_argument("--profile", action="store_true", help="print per-kernel GPU times of ours and the peer")
-    ap.add_argument("--v2", action="store_true", help="also time the experiment benchmarks/experiments/fwd_v2.py")
+    ap.add_argument("--v2", action="store_true",
+                    help="also time the opt-in 16x16-tile intra stage (fast/chunk_intra.py)")
     args = ap.parse_args()
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()

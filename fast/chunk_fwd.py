@@ -20,6 +20,7 @@ above 1 clamped at e^DIAG_SPAN, and form the factors of the rows past that clamp
 running products Π_{s<t≤r} α_t. Padded rows of a partly filled last chunk load as zeros (k = b = q = 0, g = 0).
 """
 
+import os
 from typing import NamedTuple, no_type_check
 
 import torch
@@ -27,6 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .chunk_intra import launch_intra_v2
 from .utils import empty, prepare_chunk_indices
 
 __all__ = ["ChunkForward", "chunk_gdn2_fwd", "chunk_intra_wy_fwd_kernel", "chunk_state_output_fwd_kernel"]
@@ -453,6 +455,10 @@ class ChunkForward(NamedTuple):
     chunk_indices: Tensor | None = None
 
 
+#: run stages (1)-(3) through the 16×16-tile kernels of fast/chunk_intra.py (chunk size 64 only).
+#: Off by default until it is measured faster on a GPU (benchmarks/NOTES.md); GDN2_INTRA_V2=1 turns it on.
+INTRA_V2: bool = os.environ.get("GDN2_INTRA_V2") == "1"
+
 #: state kernel settings for K > 128 (experiments set this to find a tile that Triton compiles right)
 LARGE_K_STATE_CONFIG: dict = {}
 
@@ -481,8 +487,10 @@ def chunk_gdn2_fwd(
 
     No checks and no host synchronisation here (the public ``chunk_gdn2`` validates). ``A_log``
     given means g is the raw gate; ``chunk_size`` is 16, 32 or 64; ``save`` keeps the intermediates
-    for a backward. ``intra_config`` = (BK, num_warps) of the intra kernel and ``state_config`` =
-    (BV, num_warps, num_stages) of the state kernel override the defaults (tuning, benchmarks).
+    for a backward. ``intra_config`` = (BK, num_warps, LOWP) of the intra kernel and ``state_config`` =
+    (BV, num_warps, num_stages) of the state kernel override the defaults (tuning, benchmarks);
+    ``intra_config={"V2": True}`` (or ``INTRA_V2``) runs the 16×16-tile kernels of ``chunk_intra.py``
+    at chunk size 64, with {"diag": ..., "pairs": ..., "wy": ...} launch settings.
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -499,12 +507,14 @@ def chunk_gdn2_fwd(
         n_slots = B * triton.cdiv(T, BT)
         grid1 = (triton.cdiv(T, BT), B * H)
     BKp, BVp = max(16, _next_pow2(K)), max(16, _next_pow2(V))
+    intra_config = dict(intra_config or {})
+    use_v2 = bool(intra_config.pop("V2", INTRA_V2)) and BT == 64
     # bfloat16 inputs: the off-diagonal, Y and U products take bfloat16 operands (H200, 8×2K: 1.70 ms
     # against 1.83 with tf32 ones; o error 3.4e-3 against 3.1e-3, bound 1e-2; benchmarks/NOTES.md).
     # Not float16: its exponent range underflows the decay factors, and a strong-decay test failed on
     # an H200 with float16 operands.
     cfg1 = {"BK": min(32, BKp), "BV": min(32, BVp), "num_warps": 4, "LOWP": q.dtype == torch.bfloat16,
-            **(intra_config or {})}
+            **intra_config}
     dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
     dt = q.dtype
 
@@ -517,15 +527,27 @@ def chunk_gdn2_fwd(
     l2 = use_qk_l2norm_in_kernel
     q_rstd = empty((B, T, H), torch.float32, dev) if save and l2 else None
     k_rstd = empty((B, T, H), torch.float32, dev) if save and l2 else None
-    chunk_intra_wy_fwd_kernel[grid1](
-        q, k, v, g, b, w, A_log, dt_bias,
-        Y, Qg, Kt, Aqk, U, gC, G_out, A_out, q_rstd, k_rstd,
-        cu_seqlens, chunk_indices, scale, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, NS=BT // 16,
-        USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=l2,
-        IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec,
-        num_stages=1, **cfg1,
-    )
+    if use_v2:
+        # the 16×16-tile intra stage (fast/chunk_intra.py): A and the norms go through memory
+        f32 = torch.float32
+        launch_intra_v2(
+            q, k, v, g, b, w, A_log, dt_bias, Aqk,
+            A_out if save else empty((B, T, H, BT), f32, dev),
+            q_rstd if q_rstd is not None else empty((B, T, H), f32, dev),
+            k_rstd if k_rstd is not None else empty((B, T, H), f32, dev),
+            Y, Qg, Kt, U, gC, G_out, cu_seqlens, chunk_indices, scale, grid1,
+            l2norm=l2, save=save, dot_prec=dot_prec, lowp=q.dtype == torch.bfloat16, config=intra_config,
+        )
+    else:
+        chunk_intra_wy_fwd_kernel[grid1](
+            q, k, v, g, b, w, A_log, dt_bias,
+            Y, Qg, Kt, Aqk, U, gC, G_out, A_out, q_rstd, k_rstd,
+            cu_seqlens, chunk_indices, scale, T,
+            H=H, HV=HV, K=K, V=V, BT=BT, NS=BT // 16,
+            USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=l2,
+            IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec,
+            num_stages=1, **cfg1,
+        )
 
     o = empty((B, T, HV, V), dt, dev)
     ht = empty((N, HV, K, V), torch.float32, dev) if output_final_state else None
