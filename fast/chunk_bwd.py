@@ -593,11 +593,6 @@ def chunk_bwd_local_pairwise_kernel(
 
 
 
-#: launch settings of the backward kernels for K > 128, by kernel ("state", "wy", "pairwise");
-#: experiments set these to find tiles that Triton compiles right at K = 256
-LARGE_K_CONFIG: dict = {"state": {}, "wy": {}, "pairwise": {}}
-
-
 def _state_bwd_block_v(programs: int, BVp: int) -> int:
     """V-block width of the reverse state pass: 64 when the (sequence, head) pairs alone fill the GPU
     (8x2K on an H200: 0.28 ms against 0.45 ms with 32), else 32 (more, shorter programs for the
@@ -632,7 +627,7 @@ def chunk_bwd_state(
     BKH = 128 if do.is_cuda else min(128, max(16, triton.next_power_of_2(K)))
     BK, BVp = BKH * triton.cdiv(K, BKH), max(16, triton.next_power_of_2(V))
     cfg = {"BV": _state_bwd_block_v(N * HV, BVp), "num_warps": 4 if K <= 128 else 8,
-           "num_stages": 2 if K <= 128 else 1, **(LARGE_K_CONFIG["state"] if K > 128 else {}), **(config or {})}
+           "num_stages": 2 if K <= 128 else 1, **(config or {})}
     chunk_bwd_state_kernel[(triton.cdiv(V, cfg["BV"]), N * HV)](
         saved.Qg, saved.Kt, saved.Y, saved.G, saved.Aqk, do, dht, dS_end, dR, dh0, cu_seqlens, T,
         H=H, HV=HV, K=K, V=V, BT=chunk_size, BK=BK, BKH=BKH, PREC=_dot_precision(do.dtype, K),
@@ -689,8 +684,7 @@ def chunk_bwd_local(
         dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT, saved.q_rstd, saved.k_rstd,
         cu_seqlens, saved.chunk_indices, scale, T,
         H=H, HV=HV, K=K, V=V, BT=BT, PREC=prec, L2NORM=l2, IS_VARLEN=varlen,
-        **{"BK": min(BK, 64), "BV": min(BVp, 64), "num_warps": 8, "num_stages": 2,
-           **(LARGE_K_CONFIG["wy"] if K > 128 else {}), **(wy_config or {})},
+        **{"BK": min(BK, 64), "BV": min(BVp, 64), "num_warps": 8, "num_stages": 2, **(wy_config or {})},
     )
 
     dq, dk, db = empty(q.shape, q.dtype, dev), empty(k.shape, k.dtype, dev), empty(b.shape, b.dtype, dev)
@@ -703,8 +697,7 @@ def chunk_bwd_local(
         cu_seqlens, saved.chunk_indices, T,
         H=H, K=K, BT=BT, BC=BC, BK=BK, EXP_MAX=DIAG_EXP_MAX, PREC=prec, L2NORM=l2, GATE=gate,
         HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=varlen,
-        **{"num_warps": 4, "num_stages": 1, **(LARGE_K_CONFIG["pairwise"] if K > 128 else {}),
-           **(pairwise_config or {})},
+        **{"num_warps": 4, "num_stages": 1, **(pairwise_config or {})},
     )
     dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
     ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None

@@ -28,7 +28,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .chunk_intra import launch_intra_v2
 from .utils import empty, prepare_chunk_indices
 
 __all__ = ["ChunkForward", "chunk_gdn2_fwd", "chunk_intra_wy_fwd_kernel", "chunk_state_output_fwd_kernel"]
@@ -315,7 +314,7 @@ def chunk_state_output_fwd_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BKH: tl.constexpr, BV: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
-    DOT_PREC: tl.constexpr, SEP_DOTS: tl.constexpr = False,
+    DOT_PREC: tl.constexpr,
 ):
     """Stages (4)+(5): walk one sequence's chunks in order for one value head and V-column block.
 
@@ -389,14 +388,10 @@ def chunk_state_output_fwd_kernel(
         if BK > BKH:
             m_key2 = m_t[:, None] & m_k2[None, :]
             b_S2d = b_S2.to(b_y.dtype)
-            if SEP_DOTS:
-                b_yS += tl.dot(tl.load(Y + p_key + BKH, mask=m_key2, other=0.0), b_S2d, input_precision=DOT_PREC)
-                b_o += tl.dot(tl.load(Qg + p_key + BKH, mask=m_key2, other=0.0), b_S2d, input_precision=DOT_PREC)
-            else:
-                b_yS = tl.dot(tl.load(Y + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_yS,
-                              input_precision=DOT_PREC)
-                b_o = tl.dot(tl.load(Qg + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_o,
-                             input_precision=DOT_PREC)
+            b_yS = tl.dot(tl.load(Y + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_yS,
+                          input_precision=DOT_PREC)
+            b_o = tl.dot(tl.load(Qg + p_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_o,
+                         input_precision=DOT_PREC)
         b_Rd = (b_u - b_yS).to(b_y.dtype)                                 # (4) R = U − Y S₀
         b_o = tl.dot(b_a, b_Rd, acc=b_o, input_precision=DOT_PREC)       # (5) O = Q_γ S₀ + A_qk R
         tl.store(o + p_val, b_o.to(o.dtype.element_ty), mask=m_val)
@@ -458,10 +453,6 @@ class ChunkForward(NamedTuple):
 #: run stages (1)-(3) through the 16×16-tile kernels of fast/chunk_intra.py (chunk size 64 only).
 #: Off by default until it is measured faster on a GPU (benchmarks/NOTES.md); GDN2_INTRA_V2=1 turns it on.
 INTRA_V2: bool = os.environ.get("GDN2_INTRA_V2") == "1"
-
-#: state kernel settings for K > 128 (experiments set this to find a tile that Triton compiles right)
-LARGE_K_STATE_CONFIG: dict = {}
-
 
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
@@ -529,6 +520,8 @@ def chunk_gdn2_fwd(
     k_rstd = empty((B, T, H), torch.float32, dev) if save and l2 else None
     if use_v2:
         # the 16×16-tile intra stage (fast/chunk_intra.py): A and the norms go through memory
+        from .chunk_intra import launch_intra_v2
+
         f32 = torch.float32
         launch_intra_v2(
             q, k, v, g, b, w, A_log, dt_bias, Aqk,
@@ -554,7 +547,7 @@ def chunk_gdn2_fwd(
     h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
     cfg2 = {"BV": _state_block_v(N * HV, BVp, K, save), "num_warps": 4, "num_stages": 2,
-            **(LARGE_K_STATE_CONFIG if K > 128 else {}), **(state_config or {})}
+            **(state_config or {})}
     grid2 = (triton.cdiv(V, cfg2["BV"]), N * HV)
     chunk_state_output_fwd_kernel[grid2](
         Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, cu_seqlens, T,

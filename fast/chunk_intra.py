@@ -27,26 +27,9 @@ from typing import no_type_check
 import triton
 import triton.language as tl
 
+from .chunk_fwd import DIAG_SPAN, _load_gate
+
 __all__ = ["chunk_diag_v2_kernel", "chunk_pairs_solve_v2_kernel", "chunk_wy_v2_kernel"]
-
-#: largest exponent of the diagonal blocks' column factor (the one-kernel path's DIAG_SPAN)
-SPAN: tl.constexpr = tl.constexpr(60.0)
-
-
-@triton.jit
-@no_type_check  # keeps jaxtyping's test-time import hook off the kernels
-def _gate_tile(g, p, m, i_h, o_k, m_k, A_log, dt_bias, K: tl.constexpr, USE_GATE: tl.constexpr,
-               HAS_DT_BIAS: tl.constexpr):
-    """A [rows, BK] tile of g in float32 (the in-kernel gate applied with USE_GATE), 0 where masked."""
-    b_g = tl.load(g + p, mask=m, other=0.0).to(tl.float32)
-    if USE_GATE:
-        b_x = b_g
-        if HAS_DT_BIAS:
-            b_x += tl.load(dt_bias + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)[None, :]
-        b_sp = tl.where(b_x > 20.0, b_x, tl.log(1.0 + tl.exp(b_x)))
-        b_g = tl.where(m, -tl.exp(tl.load(A_log + i_h).to(tl.float32)) * b_sp, 0.0)
-    return b_g
-
 
 @triton.jit
 @no_type_check
@@ -103,7 +86,7 @@ def chunk_diag_v2_kernel(
     """One 16-row sub-chunk i: T_ii, (A_qk)_ii, (I + T_ii)⁻¹. Grid (chunks·4, B·H) or (slots·4, H).
 
     Anchored at the sub-chunk's first row a: exp(F_r)·exp(−F_s), F_r = Σ_{a<t≤r} g_t, the column
-    factor clamped at e^SPAN; the rows of a key tile past the clamp take exact running products
+    factor clamped at e^DIAG_SPAN; the rows of a key tile past the clamp take exact running products
     column by column. Also writes zeros right of the diagonal blocks (the pairs kernel fills the left).
     """
     i_x, i_bh = tl.program_id(0), tl.program_id(1)
@@ -127,13 +110,13 @@ def chunk_diag_v2_kernel(
             b_q = tl.load(q + p, mask=m, other=0.0).to(tl.float32)
             b_k = tl.load(k + p, mask=m, other=0.0).to(tl.float32)
             b_bk = tl.load(b + p, mask=m, other=0.0).to(tl.float32) * b_k
-            b_g = _gate_tile(g, p, m, i_h, o_k, m_k, A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+            b_g = _load_gate(g, p, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
             b_sq += tl.sum(b_q * b_q, 1)
             b_sk += tl.sum(b_k * b_k, 1)
             b_F = tl.cumsum(tl.where((o_s == 0)[:, None], 0.0, b_g), 0)
-            b_ok = tl.min(b_F, 1) >= -SPAN
+            b_ok = tl.min(b_F, 1) >= -DIAG_SPAN
             b_er = tl.exp(b_F)
-            b_kd = tl.trans(b_k * tl.exp(tl.minimum(-b_F, SPAN)))
+            b_kd = tl.trans(b_k * tl.exp(tl.minimum(-b_F, DIAG_SPAN)))
             b_Td += tl.where(b_ok[:, None], tl.dot(b_bk * b_er, b_kd, input_precision=DOT_PREC), 0.0)
             b_Ad += tl.where(b_ok[:, None], tl.dot(b_q * b_er, b_kd, input_precision=DOT_PREC), 0.0)
             if tl.min(b_ok.to(tl.int32)) == 0:
@@ -177,7 +160,7 @@ def _sub_tiles(q, k, b, g, A_log, dt_bias, base, i: tl.constexpr, L, i_h, o_s, o
     p = base + r[:, None] * (H * K) + o_k[None, :]
     m = (r < L)[:, None] & m_k[None, :]
     b_k = tl.load(k + p, mask=m, other=0.0).to(tl.float32)
-    b_g = _gate_tile(g, p, m, i_h, o_k, m_k, A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+    b_g = _load_gate(g, p, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
     b_qr = b_k
     b_bkr = b_k
     b_kE = b_k
@@ -187,7 +170,8 @@ def _sub_tiles(q, k, b, g, A_log, dt_bias, base, i: tl.constexpr, L, i_h, o_s, o
         b_bkr = tl.load(b + p, mask=m, other=0.0).to(tl.float32) * b_k * b_er
     if COLS:
         m_n = ((o_s < 15) & (r + 1 < L))[:, None] & m_k[None, :]
-        b_gn = _gate_tile(g, p + H * K, m_n, i_h, o_k, m_k, A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+        b_gn = _load_gate(g, p + H * K, m_n, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE,
+                            HAS_DT_BIAS)
         b_kE = b_k * tl.exp(tl.cumsum(b_gn, 0, reverse=True))
     b_ga = tl.sum(tl.where((o_s == 0)[:, None], b_g, 0.0), 0)
     return b_qr, b_bkr, b_kE, tl.sum(b_g, 0), b_ga
@@ -339,9 +323,9 @@ def chunk_wy_v2_kernel(
             b_q = tl.load(q + p, mask=m, other=0.0).to(tl.float32)
             b_k = tl.load(k + p, mask=m, other=0.0).to(tl.float32) * b_rk[:, None]
             b_b = tl.load(b + p, mask=m, other=0.0).to(tl.float32)
-            b_g = _gate_tile(g, p, m, i_h, o_k, m_k, A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
-            b_gn = _gate_tile(g, p + H * K, ((o_t + 1) < L)[:, None] & m_k[None, :], i_h, o_k, m_k, A_log,
-                              dt_bias, K, USE_GATE, HAS_DT_BIAS)                  # g of row r + 1
+            b_g = _load_gate(g, p, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+            b_gn = _load_gate(g, p + H * K, ((o_t + 1) < L)[:, None] & m_k[None, :], i_h, o_k[None, :],
+                              m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)  # g of row r + 1
             b_G = tl.cumsum(b_g, 0)                                            # G_r = Σ_{t≤r} g_t
             if SAVE:
                 tl.store(G_out + p, b_G, mask=m)
