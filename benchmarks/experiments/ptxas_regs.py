@@ -48,4 +48,4 @@ def regs(kernel, types: dict, consts: dict, num_warps: int = 4, num_stages: int 
     r = re.search(r"Used (\d+) registers", info)
     sp = re.search(r"(\d+) bytes spill stores", info)
     print(f"{label:40s} warps {num_warps}: {r.group(1) if r else '?'} regs, {sp.group(1) if sp else '?'} B spill "
-          f"stores, {ck.asm['ptx'].count(chr(10))} PTX lines", flush=True)
+          f"stores, {ck.metadata.shared} B shared, {ck.asm['ptx'].count(chr(10))} PTX lines", flush=True)

@@ -1,6 +1,10 @@
 """Static registers and spills (ptxas, sm_90a) of the 16×16-tile intra kernels (fast/chunk_intra.py), no GPU.
 
-    python benchmarks/experiments/registers_v2.py [diag] [pairs] [wy]
+    python benchmarks/experiments/registers_v2.py [diag] [pairs] [wy] [options]
+
+``options``: every kernel with packing, the gate and saving, in bfloat16, float32 and float16, at
+K = V = 128 and 256, so that a compile failure or a shared-memory size over the H200's 227 KB shows
+before a GPU is at hand (2026-11-30: all compile, 2-24 KB of shared memory, spills only in float32).
 """
 import sys
 from pathlib import Path
@@ -27,3 +31,15 @@ if "wy" in which:
     for bk, bv, nw in ((64, 64, 4), (32, 32, 4), (64, 64, 8)):
         regs(ci.chunk_wy_v2_kernel, t, dict(**none, H=H, HV=HV, K=K, V=V, BK=bk, BV=bv, SAVE=False, LOWP=True), nw,
              label=f"wy BK{bk} BV{bv}")
+if "options" in which:
+    for dt, prec, lowp in (("bf16", "tf32", True), ("fp32", "ieee", False), ("fp16", "tf32", False)):
+        P = "*" + dt
+        t = dict(q=P, k=P, v=P, g=P32, b=P, w=P, Aqk=P, A=P32, q_rstd=P32, k_rstd=P32, Y=P, Qg=P, Kt=P, U=P, gC=P32,
+                 G_out=P32, scale="fp32", T="i32", A_log=P32, dt_bias=P32, cu_seqlens="*i32", chunk_indices="*i32")
+        fl = dict(USE_GATE=True, HAS_DT_BIAS=True, IS_VARLEN=True, DOT_PREC=prec)
+        for K in (128, 256):
+            regs(ci.chunk_diag_v2_kernel, t, dict(**fl, H=4, K=K, BK=32, L2NORM=True), 2, label=f"{dt} diag K{K}")
+            regs(ci.chunk_pairs_solve_v2_kernel, t, dict(**fl, H=4, K=K, BK=32, LOWP=lowp), 4,
+                 label=f"{dt} pairs K{K}")
+            regs(ci.chunk_wy_v2_kernel, t, dict(**fl, H=4, HV=8, K=K, V=K, BK=32, BV=32, SAVE=True, LOWP=lowp), 4,
+                 label=f"{dt} wy K{K} V{K}")
