@@ -15,7 +15,7 @@ from torch import Tensor
 from gdn2.ops._contract import check_inputs
 
 from . import custom_op  # noqa: F401  (registers gdn2::chunk_gdn2_fwd / _bwd)
-from .utils import GPU_CHUNK_MAX_HEAD_DIM, MAX_HEAD_DIM
+from .utils import MAX_HEAD_DIM
 
 __all__ = ["chunk_gdn2", "ChunkGDN2Function", "validated"]
 
@@ -154,11 +154,6 @@ def chunk_gdn2(
     """
     if isinstance(chunk_size, bool) or chunk_size not in (16, 32, 64):
         raise ValueError(f"chunk_size must be 16, 32 or 64 for the Triton backend, got {chunk_size!r}")
-    if q.is_cuda and max(q.shape[3], v.shape[3]) > GPU_CHUNK_MAX_HEAD_DIM:
-        raise ValueError(
-            f"the Triton chunk path on a GPU supports K, V <= {GPU_CHUNK_MAX_HEAD_DIM}, got "
-            f"K={q.shape[3]}, V={v.shape[3]}; use backend='reference' for larger heads"
-        )
     scale = q.shape[3] ** -0.5 if scale is None else float(scale)
     if dt_bias is not None:
         dt_bias = dt_bias.reshape(-1)

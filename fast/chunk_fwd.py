@@ -454,6 +454,7 @@ class ChunkForward(NamedTuple):
 #: Off by default until it is measured faster on a GPU (benchmarks/NOTES.md); GDN2_INTRA_V2=1 turns it on.
 INTRA_V2: bool = os.environ.get("GDN2_INTRA_V2") == "1"
 
+
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 

@@ -9,15 +9,10 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "MAX_HEAD_DIM", "GPU_CHUNK_MAX_HEAD_DIM"]
+__all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "MAX_HEAD_DIM"]
 
 #: largest K and V the kernels accept (one state tile of K x BV stays in registers)
 MAX_HEAD_DIM = 256
-
-#: largest K and V of the chunk path on a GPU: K = V = 256 once failed there (Triton 3.6 read shared
-#: memory out of bounds in the forward's state kernel with num_stages 1; benchmarks/NOTES.md), now
-#: the same as MAX_HEAD_DIM; kept so that a future compiler fault can be fenced off in one place.
-GPU_CHUNK_MAX_HEAD_DIM = 256
 
 #: Tests set this to True: every buffer a kernel must fill starts as NaN, so an unwritten
 #: element fails loudly (SPEC §7). Never set on the hot path of real use.
