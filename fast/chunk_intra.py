@@ -1,7 +1,7 @@
 """Stages (1)-(3) of the chunk forward from 16×16 tiles: three small kernels (opt-in, chunk size 64).
 
-``chunk_gdn2_fwd(..., intra_config={"V2": True})`` (or ``chunk_fwd.INTRA_V2 = True``) runs these in
-place of ``chunk_intra_wy_fwd_kernel``, with the same outputs:
+``chunk_gdn2_fwd(..., intra_config={"V2": True})`` (or ``chunk_fwd.INTRA_V2 = True``, or the environment
+variable ``GDN2_INTRA_V2=1``) runs these in place of ``chunk_intra_wy_fwd_kernel``, with the same outputs:
 
     chunk_diag_v2_kernel          per 16-row sub-chunk: its diagonal blocks of T and A_qk, (I + T_ii)⁻¹,
                                   1/‖q‖ and 1/‖k‖ of its rows; zeros right of the diagonal blocks
@@ -29,7 +29,8 @@ import triton.language as tl
 
 from .chunk_fwd import DIAG_SPAN, _load_gate
 
-__all__ = ["chunk_diag_v2_kernel", "chunk_pairs_solve_v2_kernel", "chunk_wy_v2_kernel"]
+__all__ = ["chunk_diag_v2_kernel", "chunk_pairs_solve_v2_kernel", "chunk_wy_v2_kernel", "launch_intra_v2"]
+
 
 @triton.jit
 @no_type_check
