@@ -12,7 +12,6 @@ and the FLOP floor (matrix-product FLOPs over ~700 TFLOP/s bf16), and the ratio 
 
 import argparse
 import csv
-import os
 import time
 from pathlib import Path
 
@@ -135,6 +134,15 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
     return rows
 
 
+def write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
+    """Write rows (columns ``fields``, else the first row's keys) to path, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def profile_kernels(label: str, fn, n: int = 10) -> None:
     """Print the GPU time of every kernel one call of fn launches (torch profiler, mean of n calls)."""
     fn()
@@ -225,13 +233,9 @@ def main():
     if args.profile:
         print("-- compiled kernel variants")
         registers()
-    os.makedirs(args.out, exist_ok=True)
     path = Path(args.out) / f"{args.mode}-{card.replace(' ', '_')}.csv"
-    fields = ["card", "mode", "shape", "impl", "ms", "device_ms", "mem_floor_ms", "flop_floor_ms", "peer_over_this"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, ["card", "mode", "shape", "impl", "ms", "device_ms", "mem_floor_ms", "flop_floor_ms",
+                           "peer_over_this"])
     print(f"{'mode':7} {'shape':9} {'impl':20} {'ms':>9} {'dev ms':>9} {'mem floor':>9} {'flop fl.':>9} {'peer/x':>7}")
     for r in rows:
         print(f"{r['mode']:7} {r['shape']:9} {r['impl']:20} {r['ms']:>9} {r.get('device_ms', ''):>9} "

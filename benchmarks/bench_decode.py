@@ -21,7 +21,6 @@ by device time at every B, the default marked. A configuration that fails to com
 reported and skipped.
 """
 
-import csv
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from bench import peer_ops, write_csv
 
 import gdn2.fast
 from gdn2.fast import fused_recurrent as fr
@@ -39,16 +39,6 @@ H, K, V = 16, 128, 128
 SWEEP = [(BV, num_warps) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
 CALLS_PER_GRAPH = 50
 FIELDS = ["card", "B", "impl", "config", "wall_us", "device_us", "mem_floor_us", "peer_over_ours"]
-
-
-def peer_op():
-    """flash-linear-attention's fused_recurrent_gdn2, or None where it is not installed."""
-    try:
-        from fla.ops.gdn2 import fused_recurrent_gdn2
-    except ImportError as e:
-        print(f"peer skipped: {e}")
-        return None
-    return fused_recurrent_gdn2
 
 
 def inputs(B: int) -> dict:
@@ -233,7 +223,7 @@ def main():
     card = torch.cuda.get_device_name()
     bw = copy_bandwidth()
     print(f"card: {card}; copy bandwidth {bw / 1e12:.2f} TB/s; Triton {triton.__version__}, torch {torch.__version__}")
-    peer = peer_op()
+    peer = peer_ops()[1]
     kw = dict(output_final_state=True, use_qk_l2norm_in_kernel=True)
     rows = []
     try:
@@ -276,17 +266,12 @@ def main():
         registers()
     except Exception as e:
         print(f"   unavailable: {type(e).__name__}: {e}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"decode-{card.replace(' ', '_')}.csv"
+    path = Path(__file__).parent / "results" / f"decode-{card.replace(' ', '_')}.csv"
     for r in rows:
         for col in ("wall_us", "device_us", "mem_floor_us", "peer_over_ours"):
             if isinstance(r.get(col), float):
                 r[col] = round(r[col], 2 if col != "peer_over_ours" else 3)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, FIELDS)
     print(f"\n{'B':>4} {'impl':22} {'config':34} {'wall µs':>9} {'device µs':>9} {'floor µs':>9} {'peer/ours':>9}")
     for r in rows:
         print(f"{r.get('B', ''):>4} {r['impl']:22} {r.get('config', '')[:34]:34} {_cell(r, 'wall_us'):>9} "

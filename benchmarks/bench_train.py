@@ -18,7 +18,6 @@ is compared with. (The reference backend's manual backward does not run under bf
 """
 
 import argparse
-import csv
 import math
 import os
 from pathlib import Path
@@ -26,22 +25,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
+from bench import peer_ops, profile_kernels, write_csv
 from triton.testing import do_bench
 
 import gdn2.fast
 
 SHAPES = [(8, 2048), (4, 4096), (2, 8192), (1, 16384), (1, 65536)]
 H, K, V = 16, 128, 128
-
-
-def peer_chunk():
-    """flash-linear-attention 0.6.0's chunk_gdn2, or None where it is not installed."""
-    try:
-        from fla.ops.gdn2 import chunk_gdn2
-    except ImportError as e:
-        print(f"peer unavailable: {e}")
-        return None
-    return chunk_gdn2
 
 
 def op_inputs(B: int, T: int) -> dict:
@@ -116,7 +106,7 @@ def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None) -> list
 
 
 def bench_fwdbwd(args, card: str) -> list[dict]:
-    peer = None if args.no_peer else peer_chunk()
+    peer = None if args.no_peer else peer_ops()[0]
     path = csv_path(args, card, "fwdbwd")
     rows = []
     for B, T in SHAPES:
@@ -130,13 +120,6 @@ def bench_fwdbwd(args, card: str) -> list[dict]:
 
 def csv_path(args, card: str, mode: str) -> Path:
     return Path(args.out) / f"train-{mode}-{card.replace(' ', '_')}.csv"
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def bench_lm(args, card: str) -> list[dict]:
@@ -220,18 +203,11 @@ def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
 
 
 def kernel_profile(B: int, T: int) -> None:
-    """Per-kernel device time of one train step of ours (torch.profiler), printed."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """Per-kernel device time of one train step of ours, printed (bench.profile_kernels)."""
     x = op_inputs(B, T)
     do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
-    step = train_step(lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do)
-    step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14, max_name_column_width=40))
+    profile_kernels(f"one train step {B}x{T}", train_step(
+        lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do))
 
 
 def bench_stages(args, card: str) -> list[dict]:
