@@ -300,11 +300,13 @@ def chunk_wy_v2_kernel(
     cu_seqlens, chunk_indices, scale, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
-    DOT_PREC: tl.constexpr, LOWP: tl.constexpr,
+    DOT_PREC: tl.constexpr, LOWP: tl.constexpr, NP: tl.constexpr,
 ):
-    """One chunk: per key tile G (a scan of g), Y, Q_γ, K_tail, γ_C; per value tile of each value head
-    of the group, U. A is loaded once (and cast to bfloat16 once with LOWP). Grid (chunks, B·H)."""
-    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    """One chunk, or one of NP programs of a chunk: per key tile G (a scan of g), Y, Q_γ, K_tail, γ_C;
+    per value tile of each value head of the group, U. Program p of a chunk takes key tiles p, p + NP, …
+    and value tiles p, p + NP, … (each loads A, and casts it to bfloat16 with LOWP, once).
+    Grid (chunks, B·H, NP)."""
+    i_c, i_bh, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     t0, L, slot, work = _span(cu_seqlens, chunk_indices, i_c, i_b, T, IS_VARLEN)
     if work:
@@ -316,7 +318,7 @@ def chunk_wy_v2_kernel(
         b_rq = tl.load(q_rstd + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
         b_rk = tl.load(k_rstd + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
         p_row = (t0 * H + i_h) * K + o_t[:, None] * (H * K)
-        for i_k in range(tl.cdiv(K, BK)):
+        for i_k in range(i_p, tl.cdiv(K, BK), NP):
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K
             m = m_t[:, None] & m_k[None, :]
@@ -341,19 +343,19 @@ def chunk_wy_v2_kernel(
             tl.store(Qg + p, (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty), mask=m)
             tl.store(Kt + p, (b_tail * b_k).to(Kt.dtype.element_ty), mask=m)
             tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_g, 0)), mask=m_k)
-        for i_g in range(HV // H):
-            i_hv = i_h * (HV // H) + i_g
+        NV: tl.constexpr = (V + BV - 1) // BV
+        for i_gv in range(i_p, (HV // H) * NV, NP):
+            i_hv = i_h * (HV // H) + i_gv // NV
             p_v = (t0 * HV + i_hv) * V + o_t[:, None] * (HV * V)
-            for i_v in range(tl.cdiv(V, BV)):
-                o_v = i_v * BV + tl.arange(0, BV)
-                m = m_t[:, None] & (o_v < V)[None, :]
-                b_z = tl.load(v + p_v + o_v[None, :], mask=m, other=0.0).to(tl.float32) \
-                    * tl.load(w + p_v + o_v[None, :], mask=m, other=0.0).to(tl.float32)
-                if LOWP:
-                    b_U = tl.dot(b_Al, b_z.to(U.dtype.element_ty))
-                else:
-                    b_U = tl.dot(b_A, b_z, input_precision=DOT_PREC)
-                tl.store(U + p_v + o_v[None, :], b_U.to(U.dtype.element_ty), mask=m)
+            o_v = (i_gv % NV) * BV + tl.arange(0, BV)
+            m = m_t[:, None] & (o_v < V)[None, :]
+            b_z = tl.load(v + p_v + o_v[None, :], mask=m, other=0.0).to(tl.float32) \
+                * tl.load(w + p_v + o_v[None, :], mask=m, other=0.0).to(tl.float32)
+            if LOWP:
+                b_U = tl.dot(b_Al, b_z.to(U.dtype.element_ty))
+            else:
+                b_U = tl.dot(b_A, b_z, input_precision=DOT_PREC)
+            tl.store(U + p_v + o_v[None, :], b_U.to(U.dtype.element_ty), mask=m)
 # --8<-- [end:chunk_wy_v2_kernel]
 
 
@@ -377,7 +379,9 @@ def launch_intra_v2(q, k, v, g, b, w, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, Y,
         q, k, g, b, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T,
         H=H, K=K, LOWP=lowp, **flags,
         **{"BK": min(32, BKp), "num_warps": 4, "num_stages": 1, **config.get("pairs", {})})
-    chunk_wy_v2_kernel[grid](
+    wy = {"BK": min(32, BKp), "BV": min(32, BVp), "NP": 1, "num_warps": 4, "num_stages": 1, **config.get("wy", {})}
+    # no more programs per chunk than it has key tiles or value tiles
+    wy["NP"] = max(1, min(wy["NP"], max(triton.cdiv(K, wy["BK"]), (HV // H) * triton.cdiv(V, wy["BV"]))))
+    chunk_wy_v2_kernel[(grid[0], grid[1], wy["NP"])](
         q, k, v, g, b, w, A_log, dt_bias, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G_out,
-        cu_seqlens, chunk_indices, scale, T, H=H, HV=HV, K=K, V=V, SAVE=save, LOWP=lowp, **flags,
-        **{"BK": min(32, BKp), "BV": min(32, BVp), "num_warps": 4, "num_stages": 1, **config.get("wy", {})})
+        cu_seqlens, chunk_indices, scale, T, H=H, HV=HV, K=K, V=V, SAVE=save, LOWP=lowp, **flags, **wy)

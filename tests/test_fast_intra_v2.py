@@ -111,3 +111,17 @@ def test_v2_is_causal():
     o2, _ = gdn2.fast.chunk_gdn2(**low)
     assert torch.equal(o1[:, :t], o2[:, :t])
     assert not torch.equal(o1[:, t:], o2[:, t:])
+
+
+@pytest.mark.parametrize("wy", [{"NP": 2}, {"NP": 3, "BK": 16, "BV": 16}, {"NP": 8, "BK": 16, "BV": 16}],
+                         ids=["NP2", "NP3-tiles16", "NP8-tiles16"])
+def test_v2_wy_programs_per_chunk(wy):
+    """The WY kernel's tiles spread over NP programs per chunk give what one program per chunk gives,
+    with key tiles and value tiles (of every value head of a GVA group) not dividing evenly by NP."""
+    H, K = 1, 48
+    inputs = make_inputs(1, 150, H, 2, K, 32)
+    low, _ = cast(inputs, torch.float32)
+    outs = [chunk_fwd.chunk_gdn2_fwd(**low, scale=K ** -0.5, save=True,
+                                     intra_config={"V2": True, "wy": cfg}) for cfg in ({**wy, "NP": 1}, wy)]
+    for name in ("o", "G", "Y", "Qg", "Kt", "U", "gC"):
+        assert torch.equal(getattr(outs[0], name), getattr(outs[1], name)), name
