@@ -5,7 +5,8 @@
         python benchmarks/experiments/ncu_forward.py
 
 Warm-up calls run first (compiles, autotuning) so the profiled launches are steady state; ncu's
---launch-skip / --launch-count pick them.
+--launch-skip / --launch-count pick them. ``--ours-only`` skips the peer (its autotuning takes minutes);
+``GDN2_INTRA_V2=1`` profiles the 16×16-tile intra stage.
 """
 
 import sys
@@ -21,7 +22,7 @@ import gdn2.fast  # noqa: E402
 x = inputs(8, 2048)
 peer_chunk, _ = peer_ops()
 fns = {"ours": lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)}
-if peer_chunk is not None:
+if peer_chunk is not None and "--ours-only" not in sys.argv:
     fns["peer"] = lambda: peer_chunk(**x, use_qk_l2norm_in_kernel=True)
 for name, fn in fns.items():
     for _ in range(3):

@@ -1,0 +1,78 @@
+"""Launch settings of the three kernels of the 16×16-tile intra stage (fast/chunk_intra.py), one kernel
+at a time from a base, with each kernel's GPU time (torch profiler, mean of 20 calls) and the whole
+forward's median time (do_bench), at 8×2K and 1×16K (H=16, K=V=128, bf16, L2 norm in the kernel).
+
+    python benchmarks/experiments/sweep_v2.py [--quick]
+
+A kernel's time depends on its own settings only, so the best of each sweep add up; the printed
+`best` line is that sum, and the last row times it.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from triton.testing import do_bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import K, inputs  # noqa: E402
+
+from gdn2.fast.chunk_fwd import chunk_gdn2_fwd  # noqa: E402
+
+BASE = {"diag": {"num_warps": 1}, "pairs": {"num_warps": 2}, "wy": {"BK": 64, "BV": 64}}
+SWEEP = {
+    "diag": [dict(num_warps=1), dict(num_warps=1, num_stages=2), dict(num_warps=1, num_stages=3),
+             dict(num_warps=2, num_stages=2), dict(num_warps=1, BK=16, num_stages=2), dict(num_warps=2, BK=64),
+             dict(num_warps=4, BK=128)],
+    "pairs": [dict(num_warps=2), dict(num_warps=1), dict(num_warps=2, num_stages=2), dict(num_warps=1, num_stages=2),
+              dict(num_warps=1, BK=16), dict(num_warps=1, BK=16, num_stages=3), dict(num_warps=2, BK=64),
+              dict(num_warps=4, BK=64, num_stages=2)],
+    "wy": [dict(BK=64, BV=64), dict(BK=64, BV=64, NP=2), dict(BK=32, BV=32, NP=2), dict(BK=32, BV=32, NP=4),
+           dict(BK=32, BV=32, NP=4, num_warps=2), dict(BK=64, BV=64, num_warps=2), dict(BK=64, BV=64, num_stages=2),
+           dict(BK=64, BV=64, NP=2, num_stages=2), dict(BK=128, BV=128, num_warps=8),
+           dict(BK=32, BV=32, NP=2, num_stages=2)],
+}
+NAMES = {"diag": "chunk_diag_v2_kernel", "pairs": "chunk_pairs_solve_v2_kernel", "wy": "chunk_wy_v2_kernel"}
+
+
+def kernel_us(fn, n: int = 20) -> dict[str, float]:
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    return {e.key: e.device_time_total / n for e in prof.key_averages() if e.device_time_total > 0}
+
+
+def run(B: int, T: int) -> None:
+    x = inputs(B, T)
+
+    def fwd(cfg):
+        return lambda: chunk_gdn2_fwd(**x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True,
+                                      intra_config={"V2": True, **cfg})
+
+    best = {}
+    for part, cfgs in SWEEP.items():
+        for c in cfgs:
+            cfg = {**BASE, part: c}
+            try:
+                us = kernel_us(fwd(cfg))
+                ms = do_bench(fwd(cfg), warmup=20, rep=100, return_mode="median")
+            except Exception as e:  # a setting that does not compile (shared memory, registers)
+                print(f"{B}x{T} {part:5} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                continue
+            t = us.get(NAMES[part], float("nan"))
+            print(f"{B}x{T} {part:5} {str(c):60} {NAMES[part]} {t:8.1f} us   fwd {ms:.3f} ms   "
+                  + " ".join(f"{k.split('_kernel')[0][-12:]}={v:.0f}" for k, v in us.items() if "kernel" in k),
+                  flush=True)
+            if t == t and (part not in best or t < best[part][1]):
+                best[part] = (c, t)
+    cfg = {p: c for p, (c, _) in best.items()}
+    ms = do_bench(fwd(cfg), warmup=20, rep=200, return_mode="median")
+    print(f"{B}x{T} best {cfg}: kernels {sum(t for _, t in best.values()):.1f} us, fwd {ms:.3f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    for B, T in ((8, 2048),) if "--quick" in sys.argv else ((8, 2048), (1, 16384)):
+        run(B, T)
