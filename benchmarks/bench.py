@@ -159,7 +159,7 @@ def profile_kernels(label: str, fn, n: int = 10) -> None:
 
 
 def registers() -> None:
-    """Print registers and spills per thread of every compiled variant of our forward kernels."""
+    """Print registers, spills, warps, stages and shared memory of every compiled variant of our forward kernels."""
     from gdn2.fast import chunk_fwd, chunk_intra
 
     kernels = [chunk_fwd.chunk_intra_wy_fwd_kernel, chunk_fwd.chunk_state_output_fwd_kernel,
@@ -168,7 +168,9 @@ def registers() -> None:
     for kern in kernels:
         for cache in getattr(kern, "device_caches", {}).values():
             for ck in cache[0].values():
-                print(f"   {kern.__name__}: {ck.n_regs} registers, {ck.n_spills} spills, {ck.metadata.num_warps} warps")
+                md = ck.metadata
+                print(f"   {kern.__name__}: {ck.n_regs} registers, {ck.n_spills} spills, {md.num_warps} warps, "
+                      f"{md.num_stages} stages, {md.shared} B shared")
 
 
 @triton.jit

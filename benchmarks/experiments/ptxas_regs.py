@@ -49,3 +49,28 @@ def regs(kernel, types: dict, consts: dict, num_warps: int = 4, num_stages: int 
     sp = re.search(r"(\d+) bytes spill stores", info)
     print(f"{label:40s} warps {num_warps}: {r.group(1) if r else '?'} regs, {sp.group(1) if sp else '?'} B spill "
           f"stores, {ck.metadata.shared} B shared, {ck.asm['ptx'].count(chr(10))} PTX lines", flush=True)
+
+
+def sass_mix(kernel, types: dict, consts: dict, num_warps: int = 4, num_stages: int = 1, label: str = "",
+             top: int = 14) -> dict:
+    """Print the static SASS instruction mix (sm_90a, by opcode) of ``kernel``: a proxy, without a GPU, for
+    how many instructions a variant issues (loops that are not unrolled count once)."""
+    names = list(inspect.signature(kernel.fn).parameters)
+    sig = {n: "constexpr" if n in consts else types[n] for n in names}
+    src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()})
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps,
+                                                                         "num_stages": num_stages})
+    with tempfile.TemporaryDirectory() as d:
+        ptx, obj = os.path.join(d, "k.ptx"), os.path.join(d, "k.o")
+        with open(ptx, "w") as f:
+            f.write(ck.asm["ptx"])
+        subprocess.run([_ptxas(), "-arch=sm_90a", ptx, "-o", obj], check=True, capture_output=True)
+        sass = subprocess.run([os.path.join(_BIN, "cuobjdump"), "-sass", obj], capture_output=True, text=True).stdout
+    ops: dict[str, int] = {}
+    for m in re.finditer(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M):
+        op = m.group(1)
+        ops[op] = ops.get(op, 0) + 1
+    total = sum(ops.values())
+    mix = ", ".join(f"{o} {n}" for o, n in sorted(ops.items(), key=lambda x: -x[1])[:top])
+    print(f"{label:40s} warps {num_warps}: {total} SASS instructions: {mix}", flush=True)
+    return ops

@@ -19,20 +19,23 @@ from bench import K, inputs  # noqa: E402
 
 from gdn2.fast.chunk_fwd import chunk_gdn2_fwd  # noqa: E402
 
-BASE = {"diag": {"num_warps": 1}, "pairs": {"num_warps": 2}, "wy": {"BK": 64, "BV": 64}}
+BASE = {"diag": {"num_warps": 1, "BK": 16, "num_stages": 2}, "pairs": {"num_warps": 1, "num_stages": 2},
+        "wy": {"BK": 64, "BV": 64}}
+#: round 2 (round 1, the H200 of 2026-11-30: diag BK 16 / 1 warp / 2 stages 218 µs, pairs 1 warp / 2 stages
+#: 259 µs, WY BK = BV = 64 / 4 warps 319 µs at 8×2K; more warps, NP > 1 and WY stages were slower)
 SWEEP = {
-    "diag": [dict(num_warps=1), dict(num_warps=1, num_stages=2), dict(num_warps=1, num_stages=3),
-             dict(num_warps=2, num_stages=2), dict(num_warps=1, BK=16, num_stages=2), dict(num_warps=2, BK=64),
-             dict(num_warps=4, BK=128)],
-    "pairs": [dict(num_warps=2), dict(num_warps=1), dict(num_warps=2, num_stages=2), dict(num_warps=1, num_stages=2),
-              dict(num_warps=1, BK=16), dict(num_warps=1, BK=16, num_stages=3), dict(num_warps=2, BK=64),
-              dict(num_warps=4, BK=64, num_stages=2)],
-    "wy": [dict(BK=64, BV=64), dict(BK=64, BV=64, NP=2), dict(BK=32, BV=32, NP=2), dict(BK=32, BV=32, NP=4),
-           dict(BK=32, BV=32, NP=4, num_warps=2), dict(BK=64, BV=64, num_warps=2), dict(BK=64, BV=64, num_stages=2),
-           dict(BK=64, BV=64, NP=2, num_stages=2), dict(BK=128, BV=128, num_warps=8),
-           dict(BK=32, BV=32, NP=2, num_stages=2)],
+    "diag": [dict(num_warps=1, BK=16, num_stages=2), dict(num_warps=1, BK=16, num_stages=3),
+             dict(num_warps=1, BK=16, num_stages=4), dict(num_warps=1, BK=32, num_stages=4),
+             dict(num_warps=2, BK=16, num_stages=3)],
+    "pairs": [dict(num_warps=1, num_stages=2), dict(num_warps=1, num_stages=3), dict(num_warps=1, BK=64, num_stages=2),
+              dict(num_warps=2, BK=64, num_stages=2), dict(num_warps=2, BK=64, num_stages=3)],
+    "wy": [dict(BK=64, BV=64), dict(BK=64, BV=128), dict(BK=128, BV=64), dict(BK=32, BV=64), dict(BK=64, BV=32)],
+    "state": [None, dict(BV=32, num_stages=1), dict(BV=16, num_stages=1), dict(BV=64, num_stages=1),
+              dict(BV=16, num_stages=2), dict(BV=64, num_stages=2), dict(BV=32, num_stages=2, num_warps=8),
+              dict(BV=64, num_stages=1, num_warps=8)],
 }
-NAMES = {"diag": "chunk_diag_v2_kernel", "pairs": "chunk_pairs_solve_v2_kernel", "wy": "chunk_wy_v2_kernel"}
+NAMES = {"diag": "chunk_diag_v2_kernel", "pairs": "chunk_pairs_solve_v2_kernel", "wy": "chunk_wy_v2_kernel",
+         "state": "chunk_state_output_fwd_kernel"}
 
 
 def kernel_us(fn, n: int = 20) -> dict[str, float]:
@@ -48,17 +51,18 @@ def kernel_us(fn, n: int = 20) -> dict[str, float]:
 def run(B: int, T: int) -> None:
     x = inputs(B, T)
 
-    def fwd(cfg):
+    def fwd(cfg, state=None):
         return lambda: chunk_gdn2_fwd(**x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True,
-                                      intra_config={"V2": True, **cfg})
+                                      intra_config={"V2": True, **cfg}, state_config=state)
 
     best = {}
     for part, cfgs in SWEEP.items():
         for c in cfgs:
             cfg = {**BASE, part: c}
+            state = cfg.pop("state", None)
             try:
-                us = kernel_us(fwd(cfg))
-                ms = do_bench(fwd(cfg), warmup=20, rep=100, return_mode="median")
+                us = kernel_us(fwd(cfg, state))
+                ms = do_bench(fwd(cfg, state), warmup=20, rep=100, return_mode="median")
             except Exception as e:  # a setting that does not compile (shared memory, registers)
                 print(f"{B}x{T} {part:5} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
@@ -69,7 +73,9 @@ def run(B: int, T: int) -> None:
             if t == t and (part not in best or t < best[part][1]):
                 best[part] = (c, t)
     cfg = {p: c for p, (c, _) in best.items()}
-    ms = do_bench(fwd(cfg), warmup=20, rep=200, return_mode="median")
+    state = cfg.pop("state", None)
+    ms = do_bench(fwd(cfg, state), warmup=20, rep=200, return_mode="median")
+    cfg["state"] = state
     print(f"{B}x{T} best {cfg}: kernels {sum(t for _, t in best.values()):.1f} us, fwd {ms:.3f} ms", flush=True)
 
 
