@@ -451,8 +451,10 @@ class ChunkForward(NamedTuple):
 
 
 #: run stages (1)-(3) through the 16×16-tile kernels of fast/chunk_intra.py (chunk size 64 only).
-#: Off by default until it is measured faster on a GPU (benchmarks/NOTES.md); GDN2_INTRA_V2=1 turns it on.
-INTRA_V2: bool = os.environ.get("GDN2_INTRA_V2") == "1"
+#: On by default: 1.6× faster than the one-kernel intra stage on an H200 (8×2K to 1×64K, benchmarks/NOTES.md);
+#: GDN2_INTRA_V2=0 (or ``intra_config={"V2": False}``) selects the one-kernel stage, which chunk sizes 16 and 32
+#: always take.
+INTRA_V2: bool = os.environ.get("GDN2_INTRA_V2", "1") != "0"
 
 
 def _next_pow2(x: int) -> int:
@@ -547,7 +549,7 @@ def chunk_gdn2_fwd(
     ht = empty((N, HV, K, V), torch.float32, dev) if output_final_state else None
     h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
-    cfg2 = {"BV": _state_block_v(N * HV, BVp, K, save), "num_warps": 4, "num_stages": 2,
+    cfg2 = {"BV": _state_block_v(N * HV, BVp, K, save, q.element_size()), "num_warps": 4, "num_stages": 2,
             **(state_config or {})}
     grid2 = (triton.cdiv(V, cfg2["BV"]), N * HV)
     chunk_state_output_fwd_kernel[grid2](
@@ -561,13 +563,14 @@ def chunk_gdn2_fwd(
     return ChunkForward(o, ht, G_out, A_out, Aqk, Y, Qg, Kt, U, R, gC, h, q_rstd, k_rstd, chunk_indices)
 
 
-def _state_block_v(programs: int, BVp: int, K: int, save: bool = False) -> int:
+def _state_block_v(programs: int, BVp: int, K: int, save: bool = False, itemsize: int = 2) -> int:
     """V-block width of the state kernel: wide blocks when there are many (sequence, head) pairs,
     narrow ones (more programs, shorter critical path each) when a few long sequences must fill the GPU.
-    K > 128 takes at most 32, and 16 when saving (Triton 3.6 asked 233472 B of shared memory at 32,
-    over the H200's 232448; with num_stages 1 instead it read shared memory out of bounds)."""
+    K > 128 takes at most 32, and 16 when saving or with float32 inputs (at 32, Triton 3.6 asked 233472 B
+    of shared memory when saving and 237568 B in float32, over the H200's 232448; with num_stages 1
+    instead it read shared memory out of bounds; benchmarks/experiments/launch_check.py checks this)."""
     if K > 128:
-        return 16 if save else 32
+        return 16 if save or itemsize > 2 else 32
     for bv in (64, 32):
         if bv <= BVp and programs * triton.cdiv(BVp, bv) >= 264:
             return bv

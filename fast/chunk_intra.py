@@ -359,9 +359,10 @@ def chunk_wy_v2_kernel(
 # --8<-- [end:chunk_wy_v2_kernel]
 
 
-#: default tiles: the fastest of each kernel's variants timed side by side on an H200 (8×2K to 1×64K,
-#: K = V = 128, bf16; benchmarks/NOTES.md): diag BK 32 / 1 warp, pairs BK 32 / 2 warps, WY BK = BV = 64 /
-#: 4 warps. Fewer warps won: these programs wait on memory and on cross-warp scans, not on arithmetic.
+#: default launch settings: the fastest of each kernel's variants timed side by side on an H200 (8×2K and
+#: 1×16K, K = V = 128, bf16; benchmarks/experiments/sweep_v2.py, benchmarks/NOTES.md): diag BK 16 / 1 warp /
+#: 3 stages, pairs BK 32 / 1 warp / 2 stages, WY BK 64, BV 128 / 4 warps. Fewer warps won: these programs
+#: wait on memory and on cross-warp scans, not on arithmetic; stages overlap the next key tile's loads.
 def launch_intra_v2(q, k, v, g, b, w, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G_out,
                     cu_seqlens, chunk_indices, scale, grid, *, l2norm: bool, save: bool, dot_prec: str,
                     lowp: bool, config: dict) -> None:
@@ -374,12 +375,12 @@ def launch_intra_v2(q, k, v, g, b, w, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, Y,
     chunk_diag_v2_kernel[(grid[0] * 4, grid[1])](
         q, k, g, b, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T,
         H=H, K=K, L2NORM=l2norm, **flags,
-        **{"BK": min(32, BKp), "num_warps": 1, "num_stages": 1, **config.get("diag", {})})
+        **{"BK": 16, "num_warps": 1, "num_stages": 3, **config.get("diag", {})})
     chunk_pairs_solve_v2_kernel[grid](
         q, k, g, b, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T,
         H=H, K=K, LOWP=lowp, **flags,
-        **{"BK": min(32, BKp), "num_warps": 2, "num_stages": 1, **config.get("pairs", {})})
-    wy = {"BK": min(64, BKp), "BV": min(64, BVp), "NP": 1, "num_warps": 4, "num_stages": 1, **config.get("wy", {})}
+        **{"BK": min(32, BKp), "num_warps": 1, "num_stages": 2, **config.get("pairs", {})})
+    wy = {"BK": min(64, BKp), "BV": min(128, BVp), "NP": 1, "num_warps": 4, "num_stages": 1, **config.get("wy", {})}
     # no more programs per chunk than it has key tiles or value tiles
     wy["NP"] = max(1, min(wy["NP"], max(triton.cdiv(K, wy["BK"]), (HV // H) * triton.cdiv(V, wy["BV"]))))
     chunk_wy_v2_kernel[(grid[0], grid[1], wy["NP"])](

@@ -296,11 +296,12 @@ def test_gpu_backward_matches_recurrence(B, T, H, HV, K, V):
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("K,V", [(256, 256), (192, 64)], ids=["K256-V256", "K192-V64"])
-def test_gpu_backward_large_heads(K, V):
+@pytest.mark.parametrize("K,V,dtype", [(256, 256, "bf16"), (192, 64, "bf16"), (256, 256, "fp32"), (160, 64, "fp16")],
+                         ids=["K256-V256", "K192-V64", "K256-V256-fp32", "K160-V64-fp16"])
+def test_gpu_backward_large_heads(K, V, dtype):
     """K, V above 128 (two state tiles in the forward and the reverse state pass), packed, GVA, h0."""
     cu = torch.tensor([0, 1, 130, 300], device=DEVICE)
-    check_grads(make_inputs(1, 300, 1, 2, K, V, N=3, dtype=torch.float64), torch.bfloat16, cu_seqlens=cu)
+    check_grads(make_inputs(1, 300, 1, 2, K, V, N=3, dtype=torch.float64), DT[dtype], cu_seqlens=cu)
 
 
 @pytest.mark.gpu

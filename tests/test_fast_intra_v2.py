@@ -1,6 +1,9 @@
-"""The opt-in 16×16-tile intra stage (fast/chunk_intra.py, ``chunk_fwd.INTRA_V2``) as a drop-in: the
-forward's options against the float64 recurrence, its saved intermediates equal to the default
-path's, gradients through it, and causality. Chunk size 64 (the only size it serves)."""
+"""The two intra stages of chunk size 64: the 16×16-tile kernels (fast/chunk_intra.py, the default,
+``chunk_fwd.INTRA_V2``) and the one-kernel stage (``chunk_intra_wy_fwd_kernel``, which chunk sizes 16
+and 32 always take). The tile kernels: the forward's options against the float64 recurrence, their
+saved intermediates equal to the one-kernel stage's, gradients through them, and causality. The
+one-kernel stage at chunk size 64: the same options against the recurrence. Every other test file
+runs the default."""
 
 import pytest
 import torch
@@ -125,3 +128,25 @@ def test_v2_wy_programs_per_chunk(wy):
                                      intra_config={"V2": True, "wy": cfg}) for cfg in ({**wy, "NP": 1}, wy)]
     for name in ("o", "G", "Y", "Qg", "Kt", "U", "gC"):
         assert torch.equal(getattr(outs[0], name), getattr(outs[1], name)), name
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_one_kernel_stage_at_chunk_64(monkeypatch, dtype):
+    """The one-kernel intra stage (INTRA_V2 off) with every option: packing, GVA, h0, L2 norm, gate."""
+    monkeypatch.setattr(chunk_fwd, "INTRA_V2", False)
+    H, K = 2, 16
+    inputs = make_inputs(1, 200, H, 4, K, 16, N=5)
+    inputs["g"] = torch.randn_like(inputs["g"])
+    cu = torch.tensor([0, 1, 1, 64, 129, 200], device=DEVICE)
+    A_log = torch.rand(H, device=DEVICE, dtype=torch.float64).float()
+    dt_bias = torch.randn(H * K, device=DEVICE).float()
+    check(inputs, DT[dtype], cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias)
+
+
+def test_one_kernel_stage_strong_decay_and_gradients(monkeypatch):
+    monkeypatch.setattr(chunk_fwd, "INTRA_V2", False)
+    check(make_inputs(1, 100, 1, 1, 48, 16, g_min=-20.0), torch.float32)
+    H, K = 1, 16
+    inputs = with_gate(make_inputs(1, 150, H, 2, K, 16, N=3), H, K)
+    cu = torch.tensor([0, 70, 71, 150], device=DEVICE)
+    check_grads(inputs, torch.float32, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, recompute=True)

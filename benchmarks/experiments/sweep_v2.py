@@ -19,20 +19,14 @@ from bench import K, inputs  # noqa: E402
 
 from gdn2.fast.chunk_fwd import chunk_gdn2_fwd  # noqa: E402
 
-BASE = {"diag": {"num_warps": 1, "BK": 16, "num_stages": 2}, "pairs": {"num_warps": 1, "num_stages": 2},
-        "wy": {"BK": 64, "BV": 64}}
-#: round 2 (round 1, the H200 of 2026-11-30: diag BK 16 / 1 warp / 2 stages 218 µs, pairs 1 warp / 2 stages
-#: 259 µs, WY BK = BV = 64 / 4 warps 319 µs at 8×2K; more warps, NP > 1 and WY stages were slower)
+BASE: dict = {}   # launch_intra_v2's defaults
+#: round 3. Round 1 (H200, 8×2K): diag BK 16 / 1 warp / 2 stages 218 µs, pairs 1 warp / 2 stages 259 µs,
+#: WY BK = BV = 64 / 4 warps 319 µs; more warps, NP > 1 and WY stages were slower. Round 2: diag 3 stages
+#: 200 µs, WY BV 128 305 µs (now the defaults); the state kernel with num_stages 1 faults (illegal address).
 SWEEP = {
-    "diag": [dict(num_warps=1, BK=16, num_stages=2), dict(num_warps=1, BK=16, num_stages=3),
-             dict(num_warps=1, BK=16, num_stages=4), dict(num_warps=1, BK=32, num_stages=4),
-             dict(num_warps=2, BK=16, num_stages=3)],
-    "pairs": [dict(num_warps=1, num_stages=2), dict(num_warps=1, num_stages=3), dict(num_warps=1, BK=64, num_stages=2),
-              dict(num_warps=2, BK=64, num_stages=2), dict(num_warps=2, BK=64, num_stages=3)],
-    "wy": [dict(BK=64, BV=64), dict(BK=64, BV=128), dict(BK=128, BV=64), dict(BK=32, BV=64), dict(BK=64, BV=32)],
-    "state": [None, dict(BV=32, num_stages=1), dict(BV=16, num_stages=1), dict(BV=64, num_stages=1),
-              dict(BV=16, num_stages=2), dict(BV=64, num_stages=2), dict(BV=32, num_stages=2, num_warps=8),
-              dict(BV=64, num_stages=1, num_warps=8)],
+    "state": [None, dict(BV=64), dict(BV=64, num_warps=8), dict(BV=128, num_warps=8), dict(BV=16),
+              dict(BV=32, num_warps=8)],
+    "wy": [{}, dict(BV=128, BK=64, num_warps=8)],
 }
 NAMES = {"diag": "chunk_diag_v2_kernel", "pairs": "chunk_pairs_solve_v2_kernel", "wy": "chunk_wy_v2_kernel",
          "state": "chunk_state_output_fwd_kernel"}

@@ -1,0 +1,113 @@
+"""Compile every kernel launch of the chunk forward and backward for sm_90a, without a GPU, and check
+each one's shared memory against the H200's 232448 B per block (and report registers and spills).
+
+    python benchmarks/experiments/launch_check.py [--v2] [K V dtype ...]
+
+The launches are recorded by running the host code of ``chunk_gdn2_fwd`` / ``chunk_gdn2_bwd`` on
+CPU tensors with ``JITFunction.run`` replaced by a recorder (no kernel runs; later launches do not
+depend on values, and the host code never synchronises), then each is compiled with this machine's
+Triton for ``GPUTarget("cuda", 90, 32)``. A launch over the limit is what a GPU reports as
+``OutOfResources`` at run time: e.g. the state kernel at K = 160 in float32 with BV = 32 asked for
+237568 B (2026-11-30), which only a GPU run of that shape had shown.
+"""
+
+import sys
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+
+from gdn2.fast import chunk_bwd, chunk_fwd
+
+SMEM_LIMIT = 232448
+_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int32: "i32",
+          torch.int64: "i64"}
+
+
+def record(fn) -> list:
+    """Run fn with every Triton launch recorded as (kernel, bound arguments, launch options)."""
+    launches = []
+
+    def run(self, *args, grid, warmup, **kwargs):
+        launches.append((self, args, kwargs))
+
+    orig = JITFunction.run
+    JITFunction.run = run
+    try:
+        fn()
+    finally:
+        JITFunction.run = orig
+    return launches
+
+
+def compile_launch(kernel: JITFunction, args: tuple, kwargs: dict):
+    import inspect
+
+    names = list(inspect.signature(kernel.fn).parameters)
+    opts = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
+    bound = dict(zip(names, args))
+    bound.update(kwargs)
+    sig, consts = {}, {}
+    for i, n in enumerate(names):
+        a = bound.get(n, kernel.params[i].default if hasattr(kernel.params[i], "default") else None)
+        if n in kwargs and kernel.params[i].is_constexpr or a is None:
+            sig[n], consts[(i,)] = "constexpr", a
+        elif isinstance(a, torch.Tensor):
+            sig[n] = "*" + _TYPES[a.dtype]
+        elif isinstance(a, bool):
+            sig[n] = "i1"
+        elif isinstance(a, int):
+            sig[n] = "i32"
+        elif isinstance(a, float):
+            sig[n] = "fp32"
+        else:
+            sig[n], consts[(i,)] = "constexpr", a
+    src = ASTSource(fn=kernel, signature=sig, constexprs=consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+
+
+def check(K: int, V: int, dtype: torch.dtype, v2: bool, T: int = 130, H: int = 1, HV: int = 2) -> bool:
+    torch.manual_seed(0)
+    q, k = (torch.randn(1, T, H, K, dtype=dtype) for _ in range(2))
+    g = -torch.rand(1, T, H, K)
+    b = torch.rand(1, T, H, K, dtype=dtype)
+    v, w = torch.randn(1, T, HV, V, dtype=dtype), torch.rand(1, T, HV, V, dtype=dtype)
+    h0 = torch.randn(2, HV, K, V)
+    cu = torch.tensor([0, 70, T], dtype=torch.int32)
+    A_log, dt_bias = torch.rand(H), torch.randn(H * K)
+    kw = dict(use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias)
+
+    def run():
+        for save in (False, True):
+            out = chunk_fwd.chunk_gdn2_fwd(q, k, v, g, b, w, K ** -0.5, h0, True, cu, save=save,
+                                           intra_config={"V2": v2}, **kw)
+        chunk_bwd.chunk_gdn2_bwd(q, k, v, g, b, w, K ** -0.5, h0, cu, out, torch.randn_like(v),
+                                 torch.randn_like(h0), **kw)
+
+    ok = True
+    seen = set()
+    for kernel, args, kwargs in record(run):
+        key = (kernel.fn.__name__, tuple(sorted((n, str(x)) for n, x in kwargs.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        ck = compile_launch(kernel, args, dict(kwargs))
+        md = ck.metadata
+        bad = md.shared > SMEM_LIMIT
+        ok &= not bad
+        print(f"{'OVER ' if bad else '     '}K{K} V{V} {_TYPES[dtype]:4} {kernel.fn.__name__:36} "
+              f"{md.shared:7d} B shared, {md.num_warps} warps, {md.num_stages} stages, "
+              f"{getattr(ck, 'n_regs', '?')} regs", flush=True)
+    return ok
+
+
+if __name__ == "__main__":
+    v2 = "--v2" in sys.argv
+    rest = [a for a in sys.argv[1:] if a != "--v2"]
+    dts = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    cases = [(int(rest[i]), int(rest[i + 1]), dts[rest[i + 2]]) for i in range(0, len(rest), 3)] or [
+        (K, V, dt) for K, V in ((256, 256), (160, 64), (64, 192), (128, 128)) for dt in dts.values()]
+    results = [check(K, V, dt, v2) for K, V, dt in cases]
+    sys.exit(0 if all(results) else 1)
