@@ -48,9 +48,10 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
     # -v prints each test's name as it ends, so a run cut by its limit still names its failures, and
     # SIGINT (not TERM) at the limit makes pytest print the failures it has.
     nvidia-smi --query-gpu=name --format=csv,noheader
+    # PYTEST_K="..." selects tests by name (pytest -k).
     step tests "${T_TESTS:-420}" python3 -m pytest -n "${WORKERS:-16}" -v -rf --tb=short -p no:cacheprovider \
-        tests/test_fast_forward.py tests/test_fast_backward.py tests/test_fast_decode.py tests/test_fast_compile.py \
-        tests/test_layer.py tests/test_model.py
+        ${PYTEST_K:+-k "$PYTEST_K"} tests/test_fast_forward.py tests/test_fast_backward.py tests/test_fast_intra_v2.py \
+        tests/test_fast_decode.py tests/test_fast_compile.py tests/test_layer.py tests/test_model.py
     grep -E "FAILED|ERROR" "$OUT/tests.log" | grep -v Benchmark | head -20
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then

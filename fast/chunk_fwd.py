@@ -20,6 +20,7 @@ above 1 clamped at e^DIAG_SPAN, and form the factors of the rows past that clamp
 running products Π_{s<t≤r} α_t. Padded rows of a partly filled last chunk load as zeros (k = b = q = 0, g = 0).
 """
 
+import functools
 import os
 from typing import NamedTuple, no_type_check
 
@@ -549,7 +550,10 @@ def chunk_gdn2_fwd(
     ht = empty((N, HV, K, V), torch.float32, dev) if output_final_state else None
     h = empty((n_slots, HV, K, V), torch.float32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
-    cfg2 = {"BV": _state_block_v(N * HV, BVp, K, save, q.element_size()), "num_warps": 4, "num_stages": 2,
+    n_sm = _sm_count(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" \
+        else 132
+    BV, warps = _state_block_v(N * HV, BVp, K, save, q.element_size(), n_sm)
+    cfg2 = {"BV": BV, "num_warps": warps, "num_stages": 2,
             **(state_config or {})}
     grid2 = (triton.cdiv(V, cfg2["BV"]), N * HV)
     chunk_state_output_fwd_kernel[grid2](
@@ -563,16 +567,32 @@ def chunk_gdn2_fwd(
     return ChunkForward(o, ht, G_out, A_out, Aqk, Y, Qg, Kt, U, R, gC, h, q_rstd, k_rstd, chunk_indices)
 
 
-def _state_block_v(programs: int, BVp: int, K: int, save: bool = False, itemsize: int = 2) -> int:
-    """V-block width of the state kernel: wide blocks when there are many (sequence, head) pairs,
-    narrow ones (more programs, shorter critical path each) when a few long sequences must fill the GPU.
+def _state_block_v(programs: int, BVp: int, K: int, save: bool = False, itemsize: int = 2,
+                   n_sm: int = 132) -> tuple[int, int]:
+    """(BV, num_warps) of the state kernel for ``programs`` = N·HV (sequence, value head) pairs.
+
+    Each program walks its sequence's chunks in order, and the kernel's 127 KB of shared memory leaves
+    one program per SM, so time ≈ waves × chunks × per-chunk latency. Measured per-chunk latency on an
+    H200 (K = V = 128, bf16; benchmarks/NOTES.md): BV 16 1.85 µs, 32 2.1, 64 2.6, 128 (8 warps) 4.8.
+    So 16-bit inputs take the narrowest BV whose programs fit in one wave of ``n_sm`` SMs, and BV 128
+    when none does (8×2K: BV 128, 155 µs against 270 at BV 32; 1×16K: BV 16). float32 inputs keep the
+    rule measured before (BV 64 or 32 when there are many programs, else 16).
     K > 128 takes at most 32, and 16 when saving or with float32 inputs (at 32, Triton 3.6 asked 233472 B
     of shared memory when saving and 237568 B in float32, over the H200's 232448; with num_stages 1
     instead it read shared memory out of bounds; benchmarks/experiments/launch_check.py checks this)."""
     if K > 128:
-        return 16 if save or itemsize > 2 else 32
-    for bv in (64, 32):
-        if bv <= BVp and programs * triton.cdiv(BVp, bv) >= 264:
-            return bv
-    return 16
+        return (16 if save or itemsize > 2 else 32), 4
+    if itemsize > 2:
+        for bv in (64, 32):
+            if bv <= BVp and programs * triton.cdiv(BVp, bv) >= 264:
+                return bv, 4
+        return 16, 4
+    widths = [bv for bv in (16, 32, 64, 128) if bv <= BVp]
+    bv = next((bv for bv in widths if programs * triton.cdiv(BVp, bv) <= n_sm), widths[-1])
+    return bv, 8 if bv == 128 else 4
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 

@@ -22,6 +22,8 @@ and head, written once and read twice. Status: interpreter-tested against the re
 version was measured on an H200, this one is not yet (benchmarks/NOTES.md).
 """
 
+import json
+import os
 from typing import no_type_check
 
 import triton
@@ -363,26 +365,45 @@ def chunk_wy_v2_kernel(
 #: 1×16K, K = V = 128, bf16; benchmarks/experiments/sweep_v2.py, benchmarks/NOTES.md): diag BK 16 / 1 warp /
 #: 3 stages, pairs BK 32 / 1 warp / 2 stages, WY BK 64, BV 128 / 4 warps. Fewer warps won: these programs
 #: wait on memory and on cross-warp scans, not on arithmetic; stages overlap the next key tile's loads.
+def _env_config() -> dict:
+    """Launch-setting overrides from the environment, for tuning and diagnosis on a GPU:
+    ``GDN2_INTRA_V2_CONFIG='{"diag": {"num_stages": 1}}'`` (JSON, keys "diag", "pairs", "wy")."""
+    text = os.environ.get("GDN2_INTRA_V2_CONFIG", "")
+    if not text:
+        return {}
+    cfg = json.loads(text)
+    if not isinstance(cfg, dict) or not set(cfg) <= {"diag", "pairs", "wy"}:
+        raise ValueError(f"GDN2_INTRA_V2_CONFIG must be a JSON object with keys diag, pairs, wy; got {text!r}")
+    return cfg
+
+
 def launch_intra_v2(q, k, v, g, b, w, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G_out,
                     cu_seqlens, chunk_indices, scale, grid, *, l2norm: bool, save: bool, dot_prec: str,
                     lowp: bool, config: dict) -> None:
-    """Launch the three kernels on chunk_fwd's buffers (A, q_rstd, k_rstd are scratch unless saved)."""
+    """Launch the three kernels on chunk_fwd's buffers (A, q_rstd, k_rstd are scratch unless saved).
+
+    ``config`` (then ``GDN2_INTRA_V2_CONFIG``) overrides any launch setting or constexpr of a kernel,
+    by kernel: {"diag": {...}, "pairs": {...}, "wy": {...}}."""
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     BKp, BVp = max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
+    env = _env_config()
     flags = dict(USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=cu_seqlens is not None,
                  DOT_PREC=dot_prec)
+
+    def settings(name: str, defaults: dict) -> dict:
+        return {**flags, **defaults, **env.get(name, {}), **config.get(name, {})}
+
     chunk_diag_v2_kernel[(grid[0] * 4, grid[1])](
         q, k, g, b, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T,
-        H=H, K=K, L2NORM=l2norm, **flags,
-        **{"BK": 16, "num_warps": 1, "num_stages": 3, **config.get("diag", {})})
+        H=H, K=K, L2NORM=l2norm, **settings("diag", {"BK": 16, "num_warps": 1, "num_stages": 3}))
     chunk_pairs_solve_v2_kernel[grid](
         q, k, g, b, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T,
-        H=H, K=K, LOWP=lowp, **flags,
-        **{"BK": min(32, BKp), "num_warps": 1, "num_stages": 2, **config.get("pairs", {})})
-    wy = {"BK": min(64, BKp), "BV": min(128, BVp), "NP": 1, "num_warps": 4, "num_stages": 1, **config.get("wy", {})}
+        H=H, K=K, **settings("pairs", {"LOWP": lowp, "BK": min(32, BKp), "num_warps": 1, "num_stages": 2}))
+    wy = settings("wy", {"LOWP": lowp, "BK": min(64, BKp), "BV": min(128, BVp), "NP": 1, "num_warps": 4,
+                         "num_stages": 1})
     # no more programs per chunk than it has key tiles or value tiles
     wy["NP"] = max(1, min(wy["NP"], max(triton.cdiv(K, wy["BK"]), (HV // H) * triton.cdiv(V, wy["BV"]))))
     chunk_wy_v2_kernel[(grid[0], grid[1], wy["NP"])](
         q, k, v, g, b, w, A_log, dt_bias, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G_out,
-        cu_seqlens, chunk_indices, scale, T, H=H, HV=HV, K=K, V=V, SAVE=save, LOWP=lowp, **flags, **wy)
+        cu_seqlens, chunk_indices, scale, T, H=H, HV=HV, K=K, V=V, SAVE=save, **wy)

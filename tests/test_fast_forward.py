@@ -186,6 +186,41 @@ def test_gpu_chunk_large_heads(K, V, dtype):
     check(make_inputs(1, 300, 1, 2, K, V, N=3, dtype=torch.float64), DT[dtype], cu_seqlens=cu)
 
 
+def test_state_kernel_width_rule():
+    """The state kernel's V-block rule: the narrowest width whose programs fit in one wave of SMs (16-bit
+    inputs), BV 128 with 8 warps when none does; float32 and K > 128 keep their shared-memory limits."""
+    from gdn2.fast.chunk_fwd import _state_block_v
+
+    assert _state_block_v(16, 128, 128) == (16, 4)          # 1×16K, H 16: 128 programs at BV 16
+    assert _state_block_v(32, 128, 128) == (32, 4)          # 2×8K
+    assert _state_block_v(64, 128, 128) == (64, 4)          # 4×4K
+    assert _state_block_v(128, 128, 128) == (128, 8)        # 8×2K: one wave at BV 128
+    assert _state_block_v(512, 128, 128) == (128, 8)        # no width fits one wave
+    assert _state_block_v(128, 64, 128) == (64, 4)          # never wider than V
+    assert _state_block_v(16, 128, 128, itemsize=4) == (16, 4)
+    assert _state_block_v(128, 128, 128, itemsize=4) == (32, 4)
+    assert _state_block_v(512, 128, 128, itemsize=4) == (64, 4)
+    assert _state_block_v(512, 128, 256) == (32, 4)
+    assert _state_block_v(512, 128, 256, save=True) == (16, 4)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("BV,warps", [(16, 4), (32, 4), (64, 4), (128, 8)], ids=["BV16", "BV32", "BV64", "BV128-w8"])
+def test_gpu_state_kernel_widths(BV, warps):
+    """Every width the rule can pick, forced (small tests get BV 16 from it), bf16, GVA, h0, saving or not."""
+    from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+
+    low, exact = cast(make_inputs(2, 300, 2, 4, 128, 128, dtype=torch.float64), torch.bfloat16)
+    o_ref, ht_ref = recurrent_gdn2(**exact, output_final_state=True)
+    tol = TOLERANCES["triton-bfloat16"][0]
+    for save in (False, True):
+        out = chunk_gdn2_fwd(**low, scale=128 ** -0.5, output_final_state=True, save=save,
+                             state_config=dict(BV=BV, num_warps=warps))
+        assert_close("o", out.o, o_ref, tol)
+        assert_close("ht", out.final_state, ht_ref, tol)
+
+
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("T", [4096, 16384])
