@@ -1,7 +1,8 @@
-"""Stages (1)-(3) of the chunk forward from 16×16 tiles: three small kernels (opt-in, chunk size 64).
+"""Stages (1)-(3) of the chunk forward from 16×16 tiles: three small kernels (the default at chunk size 64).
 
-``chunk_gdn2_fwd(..., intra_config={"V2": True})`` (or ``chunk_fwd.INTRA_V2 = True``, or the environment
-variable ``GDN2_INTRA_V2=1``) runs these in place of ``chunk_intra_wy_fwd_kernel``, with the same outputs:
+``chunk_gdn2_fwd`` runs these in place of ``chunk_intra_wy_fwd_kernel`` at chunk size 64, with the same
+outputs (``intra_config={"V2": False}``, ``chunk_fwd.INTRA_V2 = False`` or ``GDN2_INTRA_V2=0`` select the
+one-kernel stage, which chunk sizes 16 and 32 always take):
 
     chunk_diag_v2_kernel          per 16-row sub-chunk: its diagonal blocks of T and A_qk, (I + T_ii)⁻¹,
                                   1/‖q‖ and 1/‖k‖ of its rows; zeros right of the diagonal blocks
@@ -18,8 +19,8 @@ product wants, and each kernel holds few accumulators. Numerics are those of the
 every exponent is a sum of g ≤ 0 anchored at the first row of a 16-row sub-chunk; the diagonal
 blocks' column factor is clamped at e^DIAG_SPAN and rows past it take exact running products.
 The round trip of A (float32) and of 1/‖q‖, 1/‖k‖ through memory is the price: 264 bytes per token
-and head, written once and read twice. Status: interpreter-tested against the reference; a first
-version was measured on an H200, this one is not yet (benchmarks/NOTES.md).
+and head, written once and read twice. On an H200 at 8×2K (K = V = 128, bf16) the three kernels take
+about 0.8 ms where the one-kernel stage takes 1.4 ms (benchmarks/NOTES.md).
 """
 
 import json
@@ -362,9 +363,13 @@ def chunk_wy_v2_kernel(
 
 
 #: default launch settings: the fastest of each kernel's variants timed side by side on an H200 (8×2K and
-#: 1×16K, K = V = 128, bf16; benchmarks/experiments/sweep_v2.py, benchmarks/NOTES.md): diag BK 16 / 1 warp /
-#: 3 stages, pairs BK 32 / 1 warp / 2 stages, WY BK 64, BV 128 / 4 warps. Fewer warps won: these programs
-#: wait on memory and on cross-warp scans, not on arithmetic; stages overlap the next key tile's loads.
+#: 1×16K, K = V = 128, bf16; benchmarks/experiments/sweep_v2.py, benchmarks/NOTES.md): diag BK 16 / 1 warp,
+#: pairs BK 32 / 1 warp / 2 stages, WY BK 64, BV 128 / 4 warps. Fewer warps won: these programs wait on
+#: memory and on cross-warp scans, not on arithmetic. The diag kernel stays at 1 stage: with 3 stages
+#: (18 µs faster) Triton 3.6 computed wrong diagonal blocks wherever the per-column fallback runs with
+#: tf32 products (16-bit inputs; benchmarks/experiments/v2_diagnose.py: A 10-13% off, o rel-RMS 0.13).
+
+
 def _env_config() -> dict:
     """Launch-setting overrides from the environment, for tuning and diagnosis on a GPU:
     ``GDN2_INTRA_V2_CONFIG='{"diag": {"num_stages": 1}}'`` (JSON, keys "diag", "pairs", "wy")."""
@@ -396,7 +401,7 @@ def launch_intra_v2(q, k, v, g, b, w, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, Y,
 
     chunk_diag_v2_kernel[(grid[0] * 4, grid[1])](
         q, k, g, b, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T,
-        H=H, K=K, L2NORM=l2norm, **settings("diag", {"BK": 16, "num_warps": 1, "num_stages": 3}))
+        H=H, K=K, L2NORM=l2norm, **settings("diag", {"BK": 16, "num_warps": 1, "num_stages": 1}))
     chunk_pairs_solve_v2_kernel[grid](
         q, k, g, b, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T,
         H=H, K=K, **settings("pairs", {"LOWP": lowp, "BK": min(32, BKp), "num_warps": 1, "num_stages": 2}))
