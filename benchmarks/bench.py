@@ -143,19 +143,27 @@ def write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> 
         writer.writerows(rows)
 
 
-def profile_kernels(label: str, fn, n: int = 10) -> None:
-    """Print the GPU time of every kernel one call of fn launches (torch profiler, mean of n calls)."""
-    fn()
+def kernel_us(fn, n: int = 10, warmup: int = 1) -> dict[str, float]:
+    """GPU µs per call of every kernel that one call of fn launches (torch profiler, mean of n calls),
+    slowest first."""
+    for _ in range(warmup):
+        fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(n):
             fn()
         torch.cuda.synchronize()
+    events = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)
+    return {e.key: e.device_time_total / n for e in events if e.device_time_total > 0}
+
+
+def profile_kernels(label: str, fn, n: int = 10) -> None:
+    """Print the GPU time of every kernel one call of fn launches (torch profiler, mean of n calls)."""
+    times = kernel_us(fn, n)
     print(f"-- kernels of {label} (us per call)")
     registers()
-    for e in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:12]:
-        if e.device_time_total > 0:
-            print(f"   {e.device_time_total / n:9.1f}  {e.key[:90]}")
+    for key, us in list(times.items())[:12]:
+        print(f"   {us:9.1f}  {key[:90]}")
 
 
 def registers() -> None:

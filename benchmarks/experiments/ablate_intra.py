@@ -18,6 +18,9 @@ import torch.nn.functional as F
 
 import gdn2.fast.chunk_fwd as chunk_fwd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import kernel_us  # noqa: E402
+
 SRC = Path(chunk_fwd.__file__).read_text()
 
 # stage -> (text in the kernel, replacement); each text must occur exactly as given (count checked)
@@ -58,14 +61,7 @@ def variant(cuts: tuple[str, ...], tag: str):
 
 def intra_us(mod, x, cfg, n=20) -> tuple[float, str]:
     fn = lambda: mod.chunk_gdn2_fwd(**x, scale=128 ** -0.5, use_qk_l2norm_in_kernel=True, intra_config=cfg)
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    us = sum(e.device_time_total for e in prof.key_averages() if "intra" in e.key) / n
+    us = sum(t for key, t in kernel_us(fn, n, warmup=3).items() if "intra" in key)
     regs = ""
     for cache in getattr(mod.chunk_intra_wy_fwd_kernel, "device_caches", {}).values():
         for ck in cache[0].values():

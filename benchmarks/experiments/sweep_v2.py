@@ -11,11 +11,10 @@ A kernel's time depends on its own settings only, so the best of each sweep add 
 import sys
 from pathlib import Path
 
-import torch
 from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import K, inputs  # noqa: E402
+from bench import K, inputs, kernel_us  # noqa: E402
 
 from gdn2.fast.chunk_fwd import chunk_gdn2_fwd  # noqa: E402
 
@@ -32,16 +31,6 @@ NAMES = {"diag": "chunk_diag_v2_kernel", "pairs": "chunk_pairs_solve_v2_kernel",
          "state": "chunk_state_output_fwd_kernel"}
 
 
-def kernel_us(fn, n: int = 20) -> dict[str, float]:
-    fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    return {e.key: e.device_time_total / n for e in prof.key_averages() if e.device_time_total > 0}
-
-
 def run(B: int, T: int) -> None:
     x = inputs(B, T)
 
@@ -55,7 +44,7 @@ def run(B: int, T: int) -> None:
             cfg = {**BASE, part: c}
             state = cfg.pop("state", None)
             try:
-                us = kernel_us(fwd(cfg, state))
+                us = kernel_us(fwd(cfg, state), n=20)
                 ms = do_bench(fwd(cfg, state), warmup=20, rep=100, return_mode="median")
             except Exception as e:  # a setting that does not compile (shared memory, registers)
                 print(f"{B}x{T} {part:5} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
