@@ -452,7 +452,8 @@ class ChunkForward(NamedTuple):
 
 
 #: run stages (1)-(3) through the 16×16-tile kernels of fast/chunk_intra.py (chunk size 64 only).
-#: On by default: 1.6× faster than the one-kernel intra stage on an H200 (8×2K to 1×64K, benchmarks/NOTES.md);
+#: On by default: the forward is 1.3-1.8× faster with it than with the one-kernel intra stage on an H200
+#: (8×2K to 1×16K, K = V = 128, bf16; benchmarks/NOTES.md);
 #: GDN2_INTRA_V2=0 (or ``intra_config={"V2": False}``) selects the one-kernel stage, which chunk sizes 16 and 32
 #: always take.
 INTRA_V2: bool = os.environ.get("GDN2_INTRA_V2", "1") != "0"

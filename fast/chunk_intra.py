@@ -382,22 +382,25 @@ def _env_config() -> dict:
     return cfg
 
 
+#: read once, at import
+ENV_CONFIG: dict = _env_config()
+
+
 def launch_intra_v2(q, k, v, g, b, w, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G_out,
                     cu_seqlens, chunk_indices, scale, grid, *, l2norm: bool, save: bool, dot_prec: str,
                     lowp: bool, config: dict) -> None:
     """Launch the three kernels on chunk_fwd's buffers (A, q_rstd, k_rstd are scratch unless saved).
 
-    ``config`` (then ``GDN2_INTRA_V2_CONFIG``) overrides any launch setting or constexpr of a kernel,
+    ``config`` (then ``GDN2_INTRA_V2_CONFIG``, read at import) overrides any launch setting or constexpr of a kernel,
     by kernel: {"diag": {...}, "pairs": {...}, "wy": {...}}."""
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     BKp, BVp = max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
-    env = _env_config()
     flags = dict(USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=cu_seqlens is not None,
                  DOT_PREC=dot_prec)
 
     def settings(name: str, defaults: dict) -> dict:
-        return {**flags, **defaults, **env.get(name, {}), **config.get(name, {})}
+        return {**flags, **defaults, **ENV_CONFIG.get(name, {}), **config.get(name, {})}
 
     chunk_diag_v2_kernel[(grid[0] * 4, grid[1])](
         q, k, g, b, A_log, dt_bias, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T,
