@@ -105,6 +105,22 @@ def check(K: int, V: int, dtype: torch.dtype, v2: bool, T: int = 130, H: int = 1
     return ok
 
 
+def forward_shared(K: int, V: int, dtype: str, save: bool, state_config: dict | None = None,
+                   kernels: tuple[str, ...] = ("chunk_state_output_fwd_kernel",)) -> dict[str, int]:
+    """Shared memory (B) of the named kernels' launches of one forward (T = 130, H = 1, HV = 2), by name.
+    Needs Triton's compiler, not its interpreter: run it with TRITON_INTERPRET unset."""
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    T, H, HV = 130, 1, 2
+    q, k = (torch.randn(1, T, H, K, dtype=dt) for _ in range(2))
+    g = -torch.rand(1, T, H, K)
+    b = torch.rand(1, T, H, K, dtype=dt)
+    v, w = torch.randn(1, T, HV, V, dtype=dt), torch.rand(1, T, HV, V, dtype=dt)
+    launches = record(lambda: chunk_fwd.chunk_gdn2_fwd(q, k, v, g, b, w, K ** -0.5, None, True, None, save=save,
+                                                       state_config=state_config))
+    return {kern.fn.__name__: compile_launch(kern, args, dict(kw)).metadata.shared
+            for kern, args, kw in launches if kern.fn.__name__ in kernels}
+
+
 if __name__ == "__main__":
     v2 = "--v2" in sys.argv
     rest = [a for a in sys.argv[1:] if a != "--v2"]

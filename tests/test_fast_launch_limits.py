@@ -1,0 +1,41 @@
+"""The launch settings the forward picks fit an H200's shared memory (232448 B per block), checked without
+a GPU: in a subprocess without the interpreter, the host code runs on CPU tensors with Triton's launcher
+replaced by a recorder, and each recorded launch is compiled for sm_90a
+(benchmarks/experiments/launch_check.py). A GPU reports the same numbers only at run time, as
+``OutOfResources``: the state kernel in float32 at K = 160 asked 237568 B (2026-11-30)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMEM_LIMIT = 232448
+V2 = ("chunk_diag_v2_kernel", "chunk_pairs_solve_v2_kernel", "chunk_wy_v2_kernel", "chunk_state_output_fwd_kernel")
+
+
+@pytest.mark.parametrize(
+    "K,V,dtype,save,state_config,kernels",
+    [
+        pytest.param(160, 16, "fp32", False, None, V2[3:], id="K160-fp32-state"),
+        pytest.param(160, 16, "fp32", True, None, V2[3:], id="K160-fp32-save-state"),
+        pytest.param(256, 256, "bf16", True, None, V2[3:], id="K256-bf16-save-state"),
+        pytest.param(128, 128, "bf16", True, dict(BV=128, num_warps=8), V2[3:], id="K128-bf16-save-state-BV128"),
+        pytest.param(128, 128, "bf16", False, None, V2, id="K128-bf16-intra-v2-and-state"),
+    ],
+)
+def test_forward_launches_fit_h200_shared_memory(K, V, dtype, save, state_config, kernels):
+    code = ("import json, sys; sys.path.insert(0, 'benchmarks/experiments'); from launch_check import forward_shared; "
+            f"print(json.dumps(forward_shared({K}, {V}, {dtype!r}, {save}, {state_config!r}, {kernels!r})))")
+    env = {n: x for n, x in os.environ.items() if n != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode and "ptxas" in out.stderr.lower() and "not found" in out.stderr.lower():
+        pytest.skip("this Triton build cannot compile for sm_90a (no ptxas)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    shared = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(shared) == set(kernels), shared          # every kernel named was launched (and compiled)
+    for name, nbytes in shared.items():
+        assert nbytes <= SMEM_LIMIT, (name, nbytes)
