@@ -214,11 +214,17 @@ def test_gpu_state_kernel_widths(BV, warps):
     low, exact = cast(make_inputs(2, 300, 2, 4, 128, 128, dtype=torch.float64), torch.bfloat16)
     o_ref, ht_ref = recurrent_gdn2(**exact, output_final_state=True)
     tol = TOLERANCES["triton-bfloat16"][0]
+    narrow = chunk_gdn2_fwd(**low, scale=128 ** -0.5, output_final_state=True, save=True,
+                            state_config=dict(BV=16, num_warps=4))
     for save in (False, True):
         out = chunk_gdn2_fwd(**low, scale=128 ** -0.5, output_final_state=True, save=save,
                              state_config=dict(BV=BV, num_warps=warps))
         assert_close("o", out.o, o_ref, tol)
         assert_close("ht", out.final_state, ht_ref, tol)
+    # what the backward reads, every chunk's start state and R, as the narrowest width writes them (the
+    # widths round S to bfloat16 in the same places, so they differ by rounding order only)
+    assert_close("h", out.h, narrow.h, tol)
+    assert_close("R", out.R, narrow.R, tol)
 
 
 @pytest.mark.gpu
