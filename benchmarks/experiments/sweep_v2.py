@@ -19,13 +19,15 @@ from bench import K, inputs, kernel_us  # noqa: E402
 from gdn2.fast.chunk_fwd import chunk_gdn2_fwd  # noqa: E402
 
 BASE: dict = {}   # launch_intra_v2's defaults
-#: round 3. Round 1 (H200, 8×2K): diag BK 16 / 1 warp / 2 stages 218 µs, pairs 1 warp / 2 stages 259 µs,
-#: WY BK = BV = 64 / 4 warps 319 µs; more warps, NP > 1 and WY stages were slower. Round 2: diag 3 stages
-#: 200 µs, WY BV 128 305 µs (now the defaults); the state kernel with num_stages 1 faults (illegal address).
+#: round 4 (next). Round 1 (H200, 8×2K): diag BK 16 / 1 warp / 2 stages 218 µs, pairs 1 warp / 2 stages
+#: 259 µs, WY BK = BV = 64 / 4 warps 319 µs; more warps, NP > 1 and WY stages were slower. Round 2: diag
+#: 3 stages 200 µs, WY BV 128 305 µs. Round 3: state BV 128 / 8 warps 155 µs at 8×2K (the width rule).
+#: The diag kernel at 3 stages miscompiles with tf32 products (v2_diagnose.py) and is at 1 stage now;
+#: float32 ("ieee") products were right at 3 stages: time them, and check them with v2_diagnose.py.
 SWEEP = {
-    "state": [None, dict(BV=64), dict(BV=64, num_warps=8), dict(BV=128, num_warps=8), dict(BV=16),
-              dict(BV=32, num_warps=8)],
-    "wy": [{}, dict(BV=128, BK=64, num_warps=8)],
+    "diag": [{}, dict(BK=32), dict(DOT_PREC="ieee", num_stages=3), dict(DOT_PREC="ieee", num_stages=2),
+             dict(DOT_PREC="tf32x3", num_stages=3)],
+    "state": [None, dict(BV=64)],
 }
 NAMES = {"diag": "chunk_diag_v2_kernel", "pairs": "chunk_pairs_solve_v2_kernel", "wy": "chunk_wy_v2_kernel",
          "state": "chunk_state_output_fwd_kernel"}
