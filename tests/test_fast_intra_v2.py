@@ -2,8 +2,8 @@
 ``chunk_fwd.INTRA_V2``) and the one-kernel stage (``chunk_intra_wy_fwd_kernel``, which chunk sizes 16
 and 32 always take). The tile kernels: the forward's options against the float64 recurrence, their
 saved intermediates equal to the one-kernel stage's, gradients through them, and causality. The
-one-kernel stage at chunk size 64: the same options against the recurrence. Every other test file
-runs the default."""
+tests of options, strong decay and gradients run the one-kernel stage at chunk size 64 too. Every
+other test file runs the default."""
 
 import pytest
 import torch
@@ -26,6 +26,10 @@ def intra_v2(monkeypatch):
     monkeypatch.setattr(chunk_fwd, "INTRA_V2", True)
 
 
+#: tests that also run the one-kernel stage at chunk size 64 take this parameter
+STAGES = pytest.mark.parametrize("v2", [True, False], ids=["tiles", "one-kernel"])
+
+
 @pytest.mark.parametrize(
     "B,T,H,HV,K,V,dtype",
     [
@@ -40,9 +44,11 @@ def test_v2_matches_recurrence(B, T, H, HV, K, V, dtype):
     check(make_inputs(B, T, H, HV, K, V), DT[dtype], chunk_size=64)
 
 
+@STAGES
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
-def test_v2_options_together(dtype):
+def test_v2_options_together(monkeypatch, v2, dtype):
     """Packed sequences (one empty, lengths around the chunk), GVA, initial state, L2 norm, gate."""
+    monkeypatch.setattr(chunk_fwd, "INTRA_V2", v2)
     H, K = 2, 16
     inputs = make_inputs(1, 200, H, 4, K, 16, N=5)
     inputs["g"] = torch.randn_like(inputs["g"])
@@ -53,8 +59,10 @@ def test_v2_options_together(dtype):
     check(inputs, DT[dtype], cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias)
 
 
+@STAGES
 @pytest.mark.parametrize("g_min", [-20.0, -1e4], ids=["g-20", "g-1e4"])
-def test_v2_strong_decay(g_min):
+def test_v2_strong_decay(monkeypatch, v2, g_min):
+    monkeypatch.setattr(chunk_fwd, "INTRA_V2", v2)
     check(make_inputs(1, 100, 1, 1, 48, 16, g_min=g_min), torch.float32)
 
 
@@ -94,9 +102,11 @@ def test_v2_saves_what_the_default_path_saves(monkeypatch):
         assert torch.allclose(a, e, rtol=1e-4, atol=1e-5), (name, (a - e).abs().max().item())
 
 
-@pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "saved"])
-def test_v2_gradients(recompute):
-    """Gradients of every input through the v2 forward (packed, GVA, gate, L2 norm, h0, final-state gradient)."""
+@pytest.mark.parametrize("v2,recompute", [(True, True), (True, False), (False, True)],
+                         ids=["tiles-recompute", "tiles-saved", "one-kernel-recompute"])
+def test_v2_gradients(monkeypatch, v2, recompute):
+    """Gradients of every input through the forward (packed, GVA, gate, L2 norm, h0, final-state gradient)."""
+    monkeypatch.setattr(chunk_fwd, "INTRA_V2", v2)
     H, K = 1, 16
     inputs = with_gate(make_inputs(1, 150, H, 2, K, 16, N=3), H, K)
     cu = torch.tensor([0, 70, 71, 150], device=DEVICE)
@@ -129,24 +139,3 @@ def test_v2_wy_programs_per_chunk(wy):
     for name in ("o", "G", "Y", "Qg", "Kt", "U", "gC"):
         assert torch.equal(getattr(outs[0], name), getattr(outs[1], name)), name
 
-
-@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
-def test_one_kernel_stage_at_chunk_64(monkeypatch, dtype):
-    """The one-kernel intra stage (INTRA_V2 off) with every option: packing, GVA, h0, L2 norm, gate."""
-    monkeypatch.setattr(chunk_fwd, "INTRA_V2", False)
-    H, K = 2, 16
-    inputs = make_inputs(1, 200, H, 4, K, 16, N=5)
-    inputs["g"] = torch.randn_like(inputs["g"])
-    cu = torch.tensor([0, 1, 1, 64, 129, 200], device=DEVICE)
-    A_log = torch.rand(H, device=DEVICE, dtype=torch.float64).float()
-    dt_bias = torch.randn(H * K, device=DEVICE).float()
-    check(inputs, DT[dtype], cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias)
-
-
-def test_one_kernel_stage_strong_decay_and_gradients(monkeypatch):
-    monkeypatch.setattr(chunk_fwd, "INTRA_V2", False)
-    check(make_inputs(1, 100, 1, 1, 48, 16, g_min=-20.0), torch.float32)
-    H, K = 1, 16
-    inputs = with_gate(make_inputs(1, 150, H, 2, K, 16, N=3), H, K)
-    cu = torch.tensor([0, 70, 71, 150], device=DEVICE)
-    check_grads(inputs, torch.float32, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, recompute=True)

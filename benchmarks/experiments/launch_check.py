@@ -14,6 +14,7 @@ of the one-kernel path at K, V in {(256, 256), (160, 64), (64, 192), (128, 128)}
 takes minutes.
 """
 
+import inspect
 import sys
 
 import torch
@@ -27,6 +28,16 @@ from gdn2.fast import chunk_bwd, chunk_fwd
 SMEM_LIMIT = 232448
 _TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int32: "i32",
           torch.int64: "i64"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def inputs(K: int, V: int, dtype: torch.dtype, T: int = 130, H: int = 1, HV: int = 2) -> tuple:
+    """(q, k, v, g, b, w) on the CPU: one batch row of T tokens."""
+    q, k = (torch.randn(1, T, H, K, dtype=dtype) for _ in range(2))
+    g = -torch.rand(1, T, H, K)
+    b = torch.rand(1, T, H, K, dtype=dtype)
+    v, w = torch.randn(1, T, HV, V, dtype=dtype), torch.rand(1, T, HV, V, dtype=dtype)
+    return q, k, v, g, b, w
 
 
 def record(fn) -> list:
@@ -46,8 +57,6 @@ def record(fn) -> list:
 
 
 def compile_launch(kernel: JITFunction, args: tuple, kwargs: dict):
-    import inspect
-
     names = list(inspect.signature(kernel.fn).parameters)
     opts = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
     bound = dict(zip(names, args))
@@ -73,10 +82,7 @@ def compile_launch(kernel: JITFunction, args: tuple, kwargs: dict):
 
 def check(K: int, V: int, dtype: torch.dtype, v2: bool, T: int = 130, H: int = 1, HV: int = 2) -> bool:
     torch.manual_seed(0)
-    q, k = (torch.randn(1, T, H, K, dtype=dtype) for _ in range(2))
-    g = -torch.rand(1, T, H, K)
-    b = torch.rand(1, T, H, K, dtype=dtype)
-    v, w = torch.randn(1, T, HV, V, dtype=dtype), torch.rand(1, T, HV, V, dtype=dtype)
+    q, k, v, g, b, w = inputs(K, V, dtype, T, H, HV)
     h0 = torch.randn(2, HV, K, V)
     cu = torch.tensor([0, 70, T], dtype=torch.int32)
     A_log, dt_bias = torch.rand(H), torch.randn(H * K)
@@ -109,12 +115,7 @@ def forward_shared(K: int, V: int, dtype: str, save: bool, state_config: dict | 
                    kernels: tuple[str, ...] = ("chunk_state_output_fwd_kernel",)) -> dict[str, int]:
     """Shared memory (B) of the named kernels' launches of one forward (T = 130, H = 1, HV = 2), by name.
     Needs Triton's compiler, not its interpreter: run it with TRITON_INTERPRET unset."""
-    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    T, H, HV = 130, 1, 2
-    q, k = (torch.randn(1, T, H, K, dtype=dt) for _ in range(2))
-    g = -torch.rand(1, T, H, K)
-    b = torch.rand(1, T, H, K, dtype=dt)
-    v, w = torch.randn(1, T, HV, V, dtype=dt), torch.rand(1, T, HV, V, dtype=dt)
+    q, k, v, g, b, w = inputs(K, V, DTYPES[dtype])
     launches = record(lambda: chunk_fwd.chunk_gdn2_fwd(q, k, v, g, b, w, K ** -0.5, None, True, None, save=save,
                                                        state_config=state_config))
     return {kern.fn.__name__: compile_launch(kern, args, dict(kw)).metadata.shared
@@ -124,8 +125,7 @@ def forward_shared(K: int, V: int, dtype: str, save: bool, state_config: dict | 
 if __name__ == "__main__":
     v2 = "--v2" in sys.argv
     rest = [a for a in sys.argv[1:] if a != "--v2"]
-    dts = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    cases = [(int(rest[i]), int(rest[i + 1]), dts[rest[i + 2]]) for i in range(0, len(rest), 3)] or [
-        (K, V, dt) for K, V in ((256, 256), (160, 64), (64, 192), (128, 128)) for dt in dts.values()]
+    cases = [(int(rest[i]), int(rest[i + 1]), DTYPES[rest[i + 2]]) for i in range(0, len(rest), 3)] or [
+        (K, V, dt) for K, V in ((256, 256), (160, 64), (64, 192), (128, 128)) for dt in DTYPES.values()]
     results = [check(K, V, dt, v2) for K, V, dt in cases]
     sys.exit(0 if all(results) else 1)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from gdn2.fast.chunk_fwd import chunk_gdn2_fwd  # noqa: E402
 from gdn2.ops import recurrent_gdn2  # noqa: E402
 
-from gdn2_testing import TOLERANCES, make_inputs  # noqa: E402
+from gdn2_testing import TOLERANCES, make_inputs, rel_rms  # noqa: E402
 
 #: the default first (the diag kernel at 1 stage since this script's first run), then faster candidates,
 #: then the known-bad control (3 stages with tf32 products: A 10-13% off on an H200, Triton 3.6)
@@ -46,11 +46,6 @@ def cases():
     yield "fp16-fallback-mix", x, torch.float16, TOLERANCES["triton-float16"][0]
     yield "bf16-g-20", make_inputs(2, 1000, 2, 2, 128, 128, g_min=-20.0, seed=2), torch.bfloat16, \
         TOLERANCES["triton-bfloat16"][0]
-
-
-def rel_rms(a, b) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-30)).item()
 
 
 def main() -> None:
