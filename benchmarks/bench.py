@@ -161,7 +161,6 @@ def profile_kernels(label: str, fn, n: int = 10) -> None:
     """Print the GPU time of every kernel one call of fn launches (torch profiler, mean of n calls)."""
     times = kernel_us(fn, n)
     print(f"-- kernels of {label} (us per call)")
-    registers()
     for key, us in list(times.items())[:12]:
         print(f"   {us:9.1f}  {key[:90]}")
 
