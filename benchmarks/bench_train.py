@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py                  # every mode, CSVs into benchmarks/results/
     python benchmarks/bench_train.py --mode fwdbwd    # time and memory only
+    python benchmarks/bench_train.py --mode crossover # train step at B = 1, T from 4K to 16K, vs SDPA
     python benchmarks/bench_train.py --mode lm        # 200-step loss curves, Triton vs reference
 
 fwdbwd: one train step of the operator (forward, then backward of <o, do>) at H = 16, K = V = 128,
@@ -31,6 +32,7 @@ from triton.testing import do_bench
 import gdn2.fast
 
 SHAPES = [(8, 2048), (4, 4096), (2, 8192), (1, 16384), (1, 65536)]
+CROSSOVER_T = [4096, 6144, 8192, 10240, 12288, 14336, 16384]
 H, K, V = 16, 128, 128
 
 
@@ -115,6 +117,33 @@ def bench_fwdbwd(args, card: str) -> list[dict]:
         done = list(rows)
         rows = done + fwdbwd_rows(B, T, card, peer, lambda new, done=done: write_csv(path, done + new))
         torch.cuda.empty_cache()
+    return rows
+
+
+def crossing(rows: list[dict], impl: str) -> str:
+    """T where ``impl``'s train step and SDPA's take equal time, interpolated linearly between the two
+    measured lengths that bracket it (SDPA grows as T², the chunked forms about as T)."""
+    pts = [(int(r["shape"].split("x")[1]), r["sdpa_over_this"]) for r in rows if r["impl"] == impl]
+    for (t0, r0), (t1, r1) in zip(pts, pts[1:]):
+        if r0 < 1 <= r1:
+            return f"T ≈ {t0 + (1 - r0) / (r1 - r0) * (t1 - t0):.0f} (between {t0} and {t1})"
+    return "not inside the measured lengths"
+
+
+def bench_crossover(args, card: str) -> list[dict]:
+    """The train step of ours, the peer and SDPA at B = 1 over CROSSOVER_T: where the linear forms
+    overtake softmax attention."""
+    peer = None if args.no_peer else peer_ops()[0]
+    path = csv_path(args, card, "crossover")
+    rows = []
+    for T in CROSSOVER_T:
+        done = list(rows)
+        new = [dict(r, mode="crossover") for r in fwdbwd_rows(1, T, card, peer)]
+        rows = done + new
+        write_csv(path, rows)
+        torch.cuda.empty_cache()
+    for impl in ("ours", "ours-saved", "peer"):
+        print(f"{impl} overtakes SDPA (train step, B = 1) at {crossing(rows, impl)}")
     return rows
 
 
@@ -218,7 +247,7 @@ def bench_stages(args, card: str) -> list[dict]:
     return rows
 
 
-MODES = {"fwdbwd": bench_fwdbwd, "stages": bench_stages, "lm": bench_lm}
+MODES = {"fwdbwd": bench_fwdbwd, "crossover": bench_crossover, "stages": bench_stages, "lm": bench_lm}
 
 
 def main():
