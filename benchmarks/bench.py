@@ -40,6 +40,33 @@ def peer_ops():
     return chunk_gdn2, fused_recurrent_gdn2
 
 
+def retune_peer() -> int:
+    """Make every autotuned kernel of the peer tune again at its next launch; returns how many.
+
+    The peer's autotune keys hold H, K, V and the chunk size but not T (and mostly not B), so without
+    this it keeps the launch settings chosen at the first shape it ran: configurations tuned at 8×2K
+    made its train step 10% slower at 1×16K and 1×64K than configurations tuned there (H200). Its
+    cached results on disk (``cache_results``) would bring the old choice back, so those go off too.
+    """
+    import sys
+
+    from triton.runtime.autotuner import Autotuner
+
+    tuners = {}
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("fla.") or module is None:
+            continue
+        for obj in vars(module).values():
+            while obj is not None and not isinstance(obj, type):   # autotune under heuristics etc.
+                if isinstance(obj, Autotuner):
+                    tuners[id(obj)] = obj
+                obj = getattr(obj, "fn", None)
+    for tuner in tuners.values():
+        tuner.cache.clear()
+        tuner.cache_results = False
+    return len(tuners)
+
+
 def copy_bandwidth() -> float:
     """Device-to-device copy rate in bytes/s, counting bytes read plus bytes written."""
     x = torch.randn(256 * 2**20, device="cuda")          # 1 GiB
@@ -119,6 +146,9 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
             for name, cfg in sweep.items():
                 impls[name] = lambda x=x, cfg=cfg: chunk_gdn2_fwd(
                     **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, **cfg)
+        if peer_chunk is not None and not args.keep_peer_tuning:
+            print(f"peer: {retune_peer()} autotuned kernels tune again at {B}x{T}", flush=True)
+            peer_chunk(**x, use_qk_l2norm_in_kernel=True)
         if args.profile and (B, T) in ((8, 2048), (1, 16384)):
             for name in ("ours", "v2", "peer"):
                 if name in impls:
@@ -229,6 +259,8 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="also time other block sizes and warps of both kernels")
     ap.add_argument("--quick", action="store_true", help="skip the largest shapes")
     ap.add_argument("--profile", action="store_true", help="print per-kernel GPU times of ours and the peer")
+    ap.add_argument("--keep-peer-tuning", action="store_true",
+                    help="let the peer keep the launch settings it autotuned at the first shape (faster to run)")
     ap.add_argument("--v2", action="store_true",
                     help="also time the opt-in 16x16-tile intra stage (fast/chunk_intra.py)")
     args = ap.parse_args()

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
-from bench import peer_ops, profile_kernels, write_csv
+from bench import peer_ops, profile_kernels, retune_peer, write_csv
 from triton.testing import do_bench
 
 import gdn2.fast
@@ -74,11 +74,12 @@ def measure(step, leaves: list) -> tuple[float, float]:
     return ms, peak
 
 
-def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None) -> list[dict]:
+def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune: bool = True) -> list[dict]:
     """Time and peak memory of one train step of every implementation at one shape.
 
-    The peer goes last (its first call autotunes for minutes); ``save`` gets the rows measured so
-    far after each implementation, so a run cut short keeps ours and SDPA's.
+    The peer goes last (its first call autotunes for minutes); with ``retune`` it tunes again at this
+    shape (``bench.retune_peer``). ``save`` gets the rows measured so far after each implementation,
+    so a run cut short keeps ours and SDPA's.
     """
     x = op_inputs(B, T)
     leaves = list(x.values())
@@ -101,6 +102,8 @@ def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None) -> list
                 for name, (ms, mib) in results.items()]
 
     for name, (fn, grad, inputs) in impls.items():
+        if name == "peer" and retune:
+            print(f"  peer: {retune_peer()} autotuned kernels tune again at {B}x{T}", flush=True)
         results[name] = measure(train_step(fn, grad), inputs)
         print(f"  {B}x{T} {name}: {results[name][0]:.3f} ms, {results[name][1]:.0f} MiB", flush=True)
         save(rows())
@@ -115,7 +118,8 @@ def bench_fwdbwd(args, card: str) -> list[dict]:
         if (args.quick and B * T > 16384) or (args.shapes and f"{B}x{T}" not in args.shapes.split(",")):
             continue
         done = list(rows)
-        rows = done + fwdbwd_rows(B, T, card, peer, lambda new, done=done: write_csv(path, done + new))
+        rows = done + fwdbwd_rows(B, T, card, peer, lambda new, done=done: write_csv(path, done + new),
+                                  retune=not args.keep_peer_tuning)
         torch.cuda.empty_cache()
     return rows
 
@@ -138,7 +142,7 @@ def bench_crossover(args, card: str) -> list[dict]:
     rows = []
     for T in CROSSOVER_T:
         done = list(rows)
-        new = [dict(r, mode="crossover") for r in fwdbwd_rows(1, T, card, peer)]
+        new = [dict(r, mode="crossover") for r in fwdbwd_rows(1, T, card, peer, retune=not args.keep_peer_tuning)]
         rows = done + new
         write_csv(path, rows)
         torch.cuda.empty_cache()
@@ -258,6 +262,8 @@ def main():
     ap.add_argument("--shapes", default="", help="comma-separated BxT to run (fwdbwd), e.g. 8x2048,1x65536")
     ap.add_argument("--lm-steps", type=int, default=200)
     ap.add_argument("--no-peer", action="store_true", help="skip flash-linear-attention (its autotuning is slow)")
+    ap.add_argument("--keep-peer-tuning", action="store_true",
+                    help="let the peer keep the launch settings it autotuned at the first shape (faster to run)")
     args = ap.parse_args()
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()
