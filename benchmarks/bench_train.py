@@ -141,9 +141,7 @@ def bench_crossover(args, card: str) -> list[dict]:
     path = csv_path(args, card, "crossover")
     rows = []
     for T in CROSSOVER_T:
-        done = list(rows)
-        new = [dict(r, mode="crossover") for r in fwdbwd_rows(1, T, card, peer, retune=not args.keep_peer_tuning)]
-        rows = done + new
+        rows += [dict(r, mode="crossover") for r in fwdbwd_rows(1, T, card, peer, retune=not args.keep_peer_tuning)]
         write_csv(path, rows)
         torch.cuda.empty_cache()
     for impl in ("ours", "ours-saved", "peer"):
