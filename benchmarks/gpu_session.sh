@@ -2,21 +2,28 @@
 # The GPU work of a session in one device call: the GPU-relevant test files, then the benchmarks.
 #
 #   bash benchmarks/gpu_session.sh tests     # every test file that runs kernels, on the GPU
-#   bash benchmarks/gpu_session.sh bench     # forward, decoding, train step, with the peer
+#   bash benchmarks/gpu_session.sh bench     # forward, decoding, train step, with the peer (or one of
+#                                            # them: bench-fwd, bench-decode, bench-train; SHAPES=8x2048,...)
+#   bash benchmarks/gpu_session.sh stages    # where a train step of ours spends its time
 #   bash benchmarks/gpu_session.sh lm        # 200-step LM loss curves: triton vs reference (issue 4)
 #   bash benchmarks/gpu_session.sh all       # tests and bench (two calls' worth: more than 600 s)
+#   bash benchmarks/gpu_session.sh x2 A B    # on a two-GPU machine: A on GPU 0 and B on GPU 1 at once,
+#                                            # each on half the CPU cores, logs in $OUT/A and $OUT/B
+#                                            # (e.g. "x2 tests bench", or "x2 bench-fwd bench-train")
 #
 # Each step has its own time limit in seconds (T_TESTS=..., T_BFWD=... override them), so one slow
 # step cannot eat the call. A session has 30 minutes of device time, and start-up and the idle
-# half-minute after each call count too: the tests (16 workers) reached 106 of 138 in 195 s on an H200.
+# half-minute after each call count too: the whole suite (174 tests) took 491 s with 28 workers on
+# the 32 cores of a two-GPU H200 machine.
 # V2=1 adds the fwd_v2 experiment to the forward benchmark.
 # Logs and CSVs go to $OUT (the device tool's output folder), else ./out.
 #
-# The peer autotunes its backward for minutes on a fresh machine. It asks Triton to keep autotune
-# results (cache_results), which Triton writes as <cache>/<hash>/<kernel>.autotune.json; this script
-# seeds Triton's cache from ./.autotune (git-ignored: carry it to the GPU machine) and hands the
-# results of this run back in $OUT/autotune (copy them into ./.autotune for the next session).
+# The benchmarks autotune the peer again at every shape (bench.retune_peer), with Triton's cached
+# autotune results off. With --keep-peer-tuning they reuse what the peer chose first; for such runs
+# this script seeds Triton's cache from ./.autotune (git-ignored: carry it to the GPU machine) and
+# hands the autotune results of this run back in $OUT/autotune.
 set -u
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -54,13 +61,33 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
         tests/test_fast_decode.py tests/test_fast_compile.py tests/test_layer.py tests/test_model.py
     grep -E "FAILED|ERROR" "$OUT/tests.log" | grep -v Benchmark | head -20
 fi
-if [ "$what" = bench ] || [ "$what" = all ]; then
-    step bench_fwd "${T_BFWD:-200}" python3 benchmarks/bench.py --mode fwd --profile ${V2:+--v2} --out "$OUT"
+# The peer is autotuned again at every shape (bench.retune_peer): about a minute of its tuning per shape.
+if [ "$what" = bench ] || [ "$what" = bench-fwd ] || [ "$what" = all ]; then
+    step bench_fwd "${T_BFWD:-400}" python3 benchmarks/bench.py --mode fwd --profile ${V2:+--v2} --out "$OUT"
+fi
+if [ "$what" = bench ] || [ "$what" = bench-decode ] || [ "$what" = all ]; then
     step bench_decode "${T_BDEC:-80}" python3 benchmarks/bench_decode.py
     cp benchmarks/results/decode-*.csv "$OUT"/ 2>/dev/null
+fi
+if [ "$what" = bench ] || [ "$what" = bench-train ] || [ "$what" = all ]; then
+    step bench_fwdbwd "${T_BTRAIN:-500}" python3 benchmarks/bench_train.py --mode fwdbwd --out "$OUT" \
+        ${SHAPES:+--shapes "$SHAPES"}
+fi
+if [ "$what" = stages ]; then
     step bench_stages "${T_BSTAGE:-80}" python3 benchmarks/bench_train.py --mode stages --out "$OUT"
-    step bench_fwdbwd "${T_BTRAIN:-200}" python3 benchmarks/bench_train.py --mode fwdbwd --out "$OUT" \
-        --shapes "${SHAPES:-8x2048,1x65536}"
+fi
+if [ "$what" = x2 ]; then
+    half=$(( $(nproc) / 2 ))
+    for gpu in 0 1; do
+        job=${2:-tests}
+        [ "$gpu" = 1 ] && job=${3:-bench}
+        cores=$(( gpu * half ))-$(( gpu * half + half - 1 ))
+        mkdir -p "$OUT/$job"
+        CUDA_VISIBLE_DEVICES=$gpu OUT="$OUT/$job" WORKERS=$(( half > 3 ? half - 2 : 1 )) \
+            taskset -c "$cores" bash "$SELF" "$job" >"$OUT/$job/session.txt" 2>&1 &
+    done
+    wait
+    for job in "${2:-tests}" "${3:-bench}"; do echo "=== $job"; cat "$OUT/$job/session.txt"; done
 fi
 if [ "$what" = lm ]; then
     step bench_lm "${T_BLM:-500}" python3 benchmarks/bench_train.py --mode lm --out "$OUT"
