@@ -74,7 +74,8 @@ def measure(step, leaves: list) -> tuple[float, float]:
     return ms, peak
 
 
-def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune: bool = True) -> list[dict]:
+def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune: bool = True,
+                mode: str = "fwdbwd") -> list[dict]:
     """Time and peak memory of one train step of every implementation at one shape.
 
     The peer goes last (its first call autotunes for minutes); with ``retune`` it tunes again at this
@@ -96,7 +97,7 @@ def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune:
     results = {}
 
     def rows() -> list[dict]:
-        return [dict(card=card, mode="fwdbwd", shape=f"{B}x{T}", impl=name, ms=round(ms, 4), peak_mib=round(mib, 1),
+        return [dict(card=card, mode=mode, shape=f"{B}x{T}", impl=name, ms=round(ms, 4), peak_mib=round(mib, 1),
                      peer_over_this=round(results["peer"][0] / ms, 3) if "peer" in results else "",
                      sdpa_over_this=round(results["sdpa"][0] / ms, 3) if "sdpa" in results else "")
                 for name, (ms, mib) in results.items()]
@@ -110,18 +111,23 @@ def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune:
     return rows()
 
 
-def bench_fwdbwd(args, card: str) -> list[dict]:
+def train_step_rows(args, card: str, mode: str, shapes: list[tuple[int, int]]) -> list[dict]:
+    """fwdbwd_rows at each shape in turn, the CSV of ``mode`` rewritten after every implementation."""
     peer = None if args.no_peer else peer_ops()[0]
-    path = csv_path(args, card, "fwdbwd")
+    path = csv_path(args, card, mode)
     rows = []
-    for B, T in SHAPES:
-        if (args.quick and B * T > 16384) or (args.shapes and f"{B}x{T}" not in args.shapes.split(",")):
-            continue
+    for B, T in shapes:
         done = list(rows)
         rows = done + fwdbwd_rows(B, T, card, peer, lambda new, done=done: write_csv(path, done + new),
-                                  retune=not args.keep_peer_tuning)
+                                  retune=not args.keep_peer_tuning, mode=mode)
         torch.cuda.empty_cache()
     return rows
+
+
+def bench_fwdbwd(args, card: str) -> list[dict]:
+    shapes = [(B, T) for B, T in SHAPES if not (args.quick and B * T > 16384)
+              and not (args.shapes and f"{B}x{T}" not in args.shapes.split(","))]
+    return train_step_rows(args, card, "fwdbwd", shapes)
 
 
 def crossing(rows: list[dict], impl: str) -> str:
@@ -137,13 +143,7 @@ def crossing(rows: list[dict], impl: str) -> str:
 def bench_crossover(args, card: str) -> list[dict]:
     """The train step of ours, the peer and SDPA at B = 1 over CROSSOVER_T: where the linear forms
     overtake softmax attention."""
-    peer = None if args.no_peer else peer_ops()[0]
-    path = csv_path(args, card, "crossover")
-    rows = []
-    for T in CROSSOVER_T:
-        rows += [dict(r, mode="crossover") for r in fwdbwd_rows(1, T, card, peer, retune=not args.keep_peer_tuning)]
-        write_csv(path, rows)
-        torch.cuda.empty_cache()
+    rows = train_step_rows(args, card, "crossover", [(1, T) for T in CROSSOVER_T])
     for impl in ("ours", "ours-saved", "peer"):
         print(f"{impl} overtakes SDPA (train step, B = 1) at {crossing(rows, impl)}")
     return rows

@@ -78,16 +78,15 @@ if [ "$what" = stages ]; then
 fi
 if [ "$what" = x2 ]; then
     half=$(( $(nproc) / 2 ))
+    jobs=("${2:-tests}" "${3:-bench}")
     for gpu in 0 1; do
-        job=${2:-tests}
-        [ "$gpu" = 1 ] && job=${3:-bench}
-        cores=$(( gpu * half ))-$(( gpu * half + half - 1 ))
+        job=${jobs[$gpu]}
         mkdir -p "$OUT/$job"
         CUDA_VISIBLE_DEVICES=$gpu OUT="$OUT/$job" WORKERS=$(( half > 3 ? half - 2 : 1 )) \
-            taskset -c "$cores" bash "$SELF" "$job" >"$OUT/$job/session.txt" 2>&1 &
+            taskset -c "$(( gpu * half ))-$(( gpu * half + half - 1 ))" bash "$SELF" "$job" >"$OUT/$job/session.txt" 2>&1 &
     done
     wait
-    for job in "${2:-tests}" "${3:-bench}"; do echo "=== $job"; cat "$OUT/$job/session.txt"; done
+    for job in "${jobs[@]}"; do echo "=== $job"; cat "$OUT/$job/session.txt"; done
 fi
 if [ "$what" = lm ]; then
     step bench_lm "${T_BLM:-500}" python3 benchmarks/bench_train.py --mode lm --out "$OUT"
