@@ -31,6 +31,20 @@ def assert_close(name: str, actual: Tensor, expected: Tensor, tol: float) -> Non
     assert err <= tol, f"{name}: rel-RMS {err:.3e} > tol {tol:.1e} (max-abs {max_abs:.3e})"
 
 
+def assert_close_sum(name: str, actual: Tensor, expected: Tensor, term_size: Tensor, tol: float) -> None:
+    """Like assert_close, for a gradient that is a sum of many signed terms (``A_log`` sums over every
+    token and channel of its head, ``dt_bias`` over every token): the error is measured against the RMS of
+    Σ|term| (``term_size``, same shape), not of the sum itself. A sum that cancels to near zero keeps no
+    relative accuracy in any floating-point format; the size of its terms is the scale its rounding
+    errors follow, and a wrong term (a missing factor, a dropped token) is still of that size."""
+    assert actual.shape == expected.shape == term_size.shape, f"{name}: shapes differ"
+    assert torch.isfinite(actual).all(), f"{name}: non-finite values ({(~torch.isfinite(actual)).sum()} of them)"
+    a, e, s = actual.double(), expected.double(), term_size.double()
+    assert (s >= e.abs() * (1 - 1e-9)).all(), f"{name}: term sizes smaller than the sum"
+    err = ((a - e).pow(2).mean().sqrt() / s.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+    assert err <= tol, f"{name}: RMS error / RMS Σ|term| = {err:.3e} > tol {tol:.1e} (max-abs {(a - e).abs().max():.3e})"
+
+
 def assert_all_close(results: dict[str, Tensor], expected: dict[str, Tensor], path: str) -> None:
     """Compare every named quantity with its SPEC §7 bound for ``path`` (e.g. "triton-bfloat16")."""
     tols = TOLERANCES[path]
