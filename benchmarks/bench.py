@@ -125,7 +125,7 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
     if args.v2:
         v2_accuracy()
     for B, T in FWD_SHAPES:
-        if args.quick and B * T > 16384 * 2:
+        if (args.quick and B * T > 16384 * 2) or (args.shapes and f"{B}x{T}" not in args.shapes.split(",")):
             continue
         x = inputs(B, T)
         mem, flop = forward_floors(B, T, bw)
@@ -258,6 +258,7 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--sweep", action="store_true", help="also time other block sizes and warps of both kernels")
     ap.add_argument("--quick", action="store_true", help="skip the largest shapes")
+    ap.add_argument("--shapes", default="", help="comma-separated BxT to run (fwd), e.g. 1x16384,1x65536")
     ap.add_argument("--profile", action="store_true", help="print per-kernel GPU times of ours and the peer")
     ap.add_argument("--keep-peer-tuning", action="store_true",
                     help="let the peer keep the launch settings it autotuned at the first shape (faster to run)")
