@@ -5,7 +5,8 @@ L2 norm, T not a multiple of the chunk size, an initial state), each backend's `
 ``fused_recurrent_gdn2`` run in each of its dtypes; outputs, final states and (where the backend
 has a backward) the gradients of every input are compared with ``recurrent_gdn2`` in float64 on
 the same rounded inputs, by relative RMS error against the SPEC §7 bounds of
-:mod:`gdn2.tolerances`.
+:mod:`gdn2.tolerances`. dA_log and ddt_bias, sums of signed terms that can cancel, are measured
+against the size of their terms (:func:`gdn2.tolerances.gate_term_sizes`).
 """
 
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from .backends import BACKENDS, available_backends, get_backend
 from .ops import recurrent_gdn2
-from .tolerances import path_name, tolerance
+from .tolerances import gate_term_sizes, path_name, tolerance
 
 __all__ = ["Case", "CASES", "Row", "run_check", "format_table"]
 
@@ -64,11 +65,13 @@ class Row:
         return self.error <= self.tol  # NaN compares False: a non-finite result fails
 
 
-def _rel_rms(actual: Tensor, expected: Tensor) -> float:
+def _rel_rms(actual: Tensor, expected: Tensor, scale: Tensor | None = None) -> float:
+    """RMS(actual − expected) / RMS(scale), the scale being expected unless given."""
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     if a.shape != e.shape:
         return float("nan")
-    return ((a - e).pow(2).mean().sqrt() / e.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+    s = e if scale is None else scale.detach().double().cpu()
+    return ((a - e).pow(2).mean().sqrt() / s.pow(2).mean().sqrt().clamp_min(1e-30)).item()
 
 
 def _problem(case: Case, seed: int) -> dict[str, Tensor]:
@@ -159,6 +162,8 @@ def run_check(backends: list[str] | None = None, seed: int = 0, log: Callable[[s
                     oracle_cache[key], _ = _call(recurrent_gdn2, _rounded(p, dtype), case, torch.float64, "cpu",
                                                  grads=True)
                 expected = oracle_cache[key]
+                r = _rounded(p, dtype)
+                sizes = gate_term_sizes(r["g"], r["A_log"], r["dt_bias"], expected["g"]) if case.gate_in_op else {}
                 path = path_name(name, dtype)
                 for op_name in ("chunk_gdn2", "fused_recurrent_gdn2"):
                     got, has_backward = _call(getattr(module, op_name), p, case, dtype, device, grads=True)
@@ -167,7 +172,8 @@ def run_check(backends: list[str] | None = None, seed: int = 0, log: Callable[[s
                             continue  # forward-only op: gradients are not part of its contract
                         rows.append(Row(name, op_name, case.name, str(dtype).removeprefix("torch."),
                                         quantity if quantity in ("o", "ht") else f"d{quantity}",
-                                        _rel_rms(got[quantity], exp), tolerance(path, quantity)))
+                                        _rel_rms(got[quantity], exp, sizes.get(quantity)),
+                                        tolerance(path, quantity)))
                     if not has_backward:
                         rows.append(Row(name, op_name, case.name, str(dtype).removeprefix("torch."),
                                         "(forward only)", 0.0, 0.0))
@@ -183,5 +189,7 @@ def format_table(rows: list[Row], skipped: dict[str, str]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     lines = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+    if any(r.quantity in ("dA_log", "ddt_bias") for r in rows):
+        lines.append("dA_log, ddt_bias: RMS error over the RMS of the sum of |terms| (their sums can cancel)")
     lines += [f"backend {n!r} unavailable: {reason}" for n, reason in skipped.items()]
     return "\n".join(lines)

@@ -3,11 +3,15 @@
 One table for the package (``gdn2 check``) and the tests. A path is ``"<backend>-<dtype>"``; each
 row bounds three kinds of quantity: outputs and final state, the gradients dq/dk/dv, and the
 gradients of the gates and the initial state (dg, db, dw, dh0, and dA_log, ddt_bias with the in-op gate).
+
+dA_log and ddt_bias are sums of signed terms over tokens (and channels), which can cancel to near zero:
+their error is measured against the size of their terms (:func:`gate_term_sizes`), not of the sum.
 """
 
 import torch
+from torch import Tensor
 
-__all__ = ["TOLERANCES", "KIND", "path_name", "tolerance"]
+__all__ = ["TOLERANCES", "KIND", "path_name", "tolerance", "gate_term_sizes"]
 
 #: path -> (outputs and final state, dq/dk/dv, dg/db/dw/dh0)
 TOLERANCES: dict[str, tuple[float, float, float]] = {
@@ -33,3 +37,19 @@ def tolerance(path: str, quantity: str) -> float:
     if path not in TOLERANCES:
         raise KeyError(f"no tolerances for path {path!r}; known: {', '.join(TOLERANCES)}")
     return TOLERANCES[path][KIND[quantity]]
+
+
+def gate_term_sizes(g: Tensor, A_log: Tensor, dt_bias: Tensor, dg: Tensor) -> dict[str, Tensor]:
+    """Σ|term| of the in-op gate's parameter gradients, the scale their rounding errors follow.
+
+    With x = g + dt_bias and the log-decay −exp(A_log)·softplus(x) (SPEC §6), the raw gate's gradient
+    ``dg`` [B, T, H, K] is dL/dx, so ddt_bias[h·K + k] = Σ_tokens dL/dx and
+    dA_log[h] = Σ_tokens,k dL/dx · softplus(x) / σ(x). A sum that cancels keeps no relative accuracy
+    in any floating-point format; a wrong term (a missing factor, a dropped token) is still of the size
+    of the terms, so the error measured against it still shows. Returns ``{"A_log": [H], "dt_bias": [H·K]}``
+    in float64; the signed terms sum to the float64 oracle's own dA_log and ddt_bias."""
+    H = A_log.shape[0]
+    x = (g.double() + dt_bias.double().view(H, -1))
+    dx = dg.double()
+    return {"A_log": (dx * torch.nn.functional.softplus(x) / torch.sigmoid(x)).abs().flatten(0, 1).sum((0, 2)),
+            "dt_bias": dx.abs().flatten(0, 1).sum(0).flatten()}

@@ -5,6 +5,7 @@ import torch
 
 from gdn2.ops import chunk_gdn2, fused_recurrent_gdn2, recurrent_gdn2
 from gdn2.ops.chunk import chunk_intra_t, chunk_local_cumsum, pairwise_decay, solve_unit_lower
+from gdn2.tolerances import gate_term_sizes
 
 from gdn2_testing import TOLERANCES, assert_close, make_inputs, rel_rms
 
@@ -129,6 +130,28 @@ def test_in_op_l2norm_and_gate_equal_preprocessing(op):
     # l2norm adds eps = 1e-6 under the square root: a relative effect of ~1e-6 / |x|^2
     assert_close("o", o, o_ref, 1e-5)
     assert_close("ht", ht, ht_ref, 1e-5)
+
+
+def test_gate_term_sizes_are_the_terms_of_the_gate_parameter_gradients():
+    """gate_term_sizes (how dA_log, ddt_bias are judged) against autograd: with dL/dx > 0 every term is
+    positive, so the sizes are the gradients themselves; with signed dL/dx they bound them."""
+    gen = torch.Generator().manual_seed(torch.seed())
+    raw = 3 * torch.randn(2, 9, 3, 4, generator=gen, dtype=torch.float64)
+    A_log = torch.rand(3, generator=gen, dtype=torch.float64).mul(15).add(1).log().requires_grad_()
+    dt_bias = torch.randn(12, generator=gen, dtype=torch.float64).requires_grad_()
+    x = raw.requires_grad_() + dt_bias.view(3, 4)
+    gate = -A_log.exp()[:, None] * torch.nn.functional.softplus(x)
+    for dx in (torch.rand(raw.shape, generator=gen, dtype=torch.float64) + 0.1,
+               torch.randn(raw.shape, generator=gen, dtype=torch.float64)):
+        weight = (dx / (-A_log.exp()[:, None] * torch.sigmoid(x))).detach()      # so that dL/dx = dx
+        d_raw, d_A, d_bias = torch.autograd.grad((weight * gate).sum(), [raw, A_log, dt_bias], retain_graph=True)
+        assert torch.allclose(d_raw, dx, rtol=1e-12, atol=0)
+        sizes = gate_term_sizes(raw.detach(), A_log.detach(), dt_bias.detach(), d_raw)
+        for name, grad in (("A_log", d_A), ("dt_bias", d_bias)):
+            if (dx > 0).all():
+                assert torch.allclose(sizes[name], grad, rtol=1e-12, atol=0), name
+            else:
+                assert (sizes[name] >= grad.abs() * (1 - 1e-12)).all() and (sizes[name] > grad.abs()).any(), name
 
 
 # ---- the tied-gate reductions of SPEC §2, against independent recurrences -------------------------------
