@@ -8,8 +8,10 @@
 #   bash benchmarks/gpu_session.sh lm        # 200-step LM loss curves: triton vs reference (issue 4)
 #   bash benchmarks/gpu_session.sh all       # tests and bench (two calls' worth: more than 600 s)
 #   bash benchmarks/gpu_session.sh x2 A B    # on a two-GPU machine: A on GPU 0 and B on GPU 1 at once,
-#                                            # each on half the CPU cores, logs in $OUT/A and $OUT/B
-#                                            # (e.g. "x2 tests bench", or "x2 bench-fwd bench-train")
+#                                            # each on half the CPU cores, logs in $OUT/gpu0-A and $OUT/gpu1-B
+#                                            # (e.g. "x2 tests bench", or "x2 bench-fwd bench-train"); a job
+#                                            # STEP@SHAPES runs STEP at those shapes only, so one step can
+#                                            # be split: "x2 bench-fwd@8x2048,4x4096,2x8192 bench-fwd@1x16384,1x65536"
 #
 # Each step has its own time limit in seconds (T_TESTS=..., T_BFWD=... override them), so one slow
 # step cannot eat the call. A session has 30 minutes of device time, and start-up and the idle
@@ -44,7 +46,8 @@ step() {  # step NAME LIMIT COMMAND...: run with a limit, log to $OUT/NAME.log, 
     local name=$1 limit=$2
     shift 2
     local t0=$SECONDS
-    timeout -k 15 -s INT "$limit" "$@" >"$OUT/$name.log" 2>&1
+    echo "+ $*" >"$OUT/$name.log"
+    timeout -k 15 -s INT "$limit" "$@" >>"$OUT/$name.log" 2>&1
     local rc=$?
     echo "== $name: rc $rc in $((SECONDS - t0)) s (limit $limit)"
     grep -E "passed|failed|error|FAILED|^fwd |^decode|ours|peer|wrote" "$OUT/$name.log" | tail -25
@@ -63,7 +66,8 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 fi
 # The peer is autotuned again at every shape (bench.retune_peer): about a minute of its tuning per shape.
 if [ "$what" = bench ] || [ "$what" = bench-fwd ] || [ "$what" = all ]; then
-    step bench_fwd "${T_BFWD:-400}" python3 benchmarks/bench.py --mode fwd --profile ${V2:+--v2} --out "$OUT"
+    step bench_fwd "${T_BFWD:-400}" python3 benchmarks/bench.py --mode fwd --profile ${V2:+--v2} --out "$OUT" \
+        ${SHAPES:+--shapes "$SHAPES"}
 fi
 if [ "$what" = bench ] || [ "$what" = bench-decode ] || [ "$what" = all ]; then
     step bench_decode "${T_BDEC:-80}" python3 benchmarks/bench_decode.py
@@ -79,14 +83,19 @@ fi
 if [ "$what" = x2 ]; then
     half=$(( $(nproc) / 2 ))
     jobs=("${2:-tests}" "${3:-bench}")
+    dirs=()
     for gpu in 0 1; do
-        job=${jobs[$gpu]}
-        mkdir -p "$OUT/$job"
-        CUDA_VISIBLE_DEVICES=$gpu OUT="$OUT/$job" WORKERS=$(( half > 3 ? half - 2 : 1 )) \
-            taskset -c "$(( gpu * half ))-$(( gpu * half + half - 1 ))" bash "$SELF" "$job" >"$OUT/$job/session.txt" 2>&1 &
+        job=${jobs[$gpu]}                      # STEP or STEP@SHAPES (e.g. bench-fwd@1x16384,1x65536)
+        name=${job%%@*}
+        shapes=$([ "$name" != "$job" ] && echo "${job#*@}")
+        dir="$OUT/gpu$gpu-$name"
+        dirs+=("$dir")
+        mkdir -p "$dir"
+        CUDA_VISIBLE_DEVICES=$gpu OUT="$dir" SHAPES="${shapes:-${SHAPES:-}}" WORKERS=$(( half > 3 ? half - 2 : 1 )) \
+            taskset -c "$(( gpu * half ))-$(( gpu * half + half - 1 ))" bash "$SELF" "$name" >"$dir/session.txt" 2>&1 &
     done
     wait
-    for job in "${jobs[@]}"; do echo "=== $job"; cat "$OUT/$job/session.txt"; done
+    for gpu in 0 1; do echo "=== GPU $gpu: ${jobs[$gpu]}"; cat "${dirs[$gpu]}/session.txt"; done
 fi
 if [ "$what" = lm ]; then
     step bench_lm "${T_BLM:-500}" python3 benchmarks/bench_train.py --mode lm --out "$OUT"
