@@ -149,7 +149,7 @@ def run_check(backends: list[str] | None = None, seed: int = 0, log: Callable[[s
         raise ValueError(f"unknown backend(s) {unknown}; registered backends: {', '.join(BACKENDS)}")
     skipped = {n: available[n] for n in names if available[n] is not None}
     rows: list[Row] = []
-    oracle_cache: dict[tuple[str, torch.dtype], dict[str, Tensor]] = {}
+    oracle_cache: dict[tuple[str, torch.dtype], tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
     problems = {c.name: _problem(c, seed + i) for i, c in enumerate(CASES)}
     for name in (n for n in names if n not in skipped):
         module = get_backend(name)
@@ -158,12 +158,12 @@ def run_check(backends: list[str] | None = None, seed: int = 0, log: Callable[[s
             p = problems[case.name]
             for dtype in _dtypes(name, device):
                 key = (case.name, dtype)
-                if key not in oracle_cache:
-                    oracle_cache[key], _ = _call(recurrent_gdn2, _rounded(p, dtype), case, torch.float64, "cpu",
-                                                 grads=True)
-                expected = oracle_cache[key]
-                r = _rounded(p, dtype)
-                sizes = gate_term_sizes(r["g"], r["A_log"], r["dt_bias"], expected["g"]) if case.gate_in_op else {}
+                if key not in oracle_cache:   # the oracle's results, and the term sizes of dA_log, ddt_bias
+                    r = _rounded(p, dtype)
+                    oracle, _ = _call(recurrent_gdn2, r, case, torch.float64, "cpu", grads=True)
+                    oracle_cache[key] = oracle, (gate_term_sizes(r["g"], r["A_log"], r["dt_bias"], oracle["g"])
+                                                 if case.gate_in_op else {})
+                expected, sizes = oracle_cache[key]
                 path = path_name(name, dtype)
                 for op_name in ("chunk_gdn2", "fused_recurrent_gdn2"):
                     got, has_backward = _call(getattr(module, op_name), p, case, dtype, device, grads=True)
