@@ -119,14 +119,20 @@ def v2_accuracy() -> None:
         print(f"accuracy 1x4096 {name:5} o rel-RMS {err:.2e} (SPEC §7 bf16 bound 1e-2)", flush=True)
 
 
+def picked(shapes: list[tuple[int, int]], args, quick_tokens: int) -> list[tuple[int, int]]:
+    """The shapes a run times: those named by ``--shapes`` (all if none), without those above
+    quick_tokens with ``--quick``."""
+    named = set(args.shapes.split(",")) if args.shapes else None
+    return [(B, T) for B, T in shapes if not (args.quick and B * T > quick_tokens)
+            and (named is None or f"{B}x{T}" in named)]
+
+
 def bench_fwd(args, card: str, bw: float) -> list[dict]:
     peer_chunk, _ = peer_ops()
     rows = []
     if args.v2:
         v2_accuracy()
-    for B, T in FWD_SHAPES:
-        if (args.quick and B * T > 16384 * 2) or (args.shapes and f"{B}x{T}" not in args.shapes.split(",")):
-            continue
+    for B, T in picked(FWD_SHAPES, args, 16384 * 2):
         x = inputs(B, T)
         mem, flop = forward_floors(B, T, bw)
         impls = {"ours": lambda x=x: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)}

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
-from bench import peer_ops, profile_kernels, retune_peer, write_csv
+from bench import peer_ops, picked, profile_kernels, retune_peer, write_csv
 from triton.testing import do_bench
 
 import gdn2.fast
@@ -125,9 +125,7 @@ def train_step_rows(args, card: str, mode: str, shapes: list[tuple[int, int]]) -
 
 
 def bench_fwdbwd(args, card: str) -> list[dict]:
-    shapes = [(B, T) for B, T in SHAPES if not (args.quick and B * T > 16384)
-              and not (args.shapes and f"{B}x{T}" not in args.shapes.split(","))]
-    return train_step_rows(args, card, "fwdbwd", shapes)
+    return train_step_rows(args, card, "fwdbwd", picked(SHAPES, args, 16384))
 
 
 def crossing(rows: list[dict], impl: str) -> str:

@@ -87,7 +87,8 @@ if [ "$what" = x2 ]; then
     for gpu in 0 1; do
         job=${jobs[$gpu]}                      # STEP or STEP@SHAPES (e.g. bench-fwd@1x16384,1x65536)
         name=${job%%@*}
-        shapes=$([ "$name" != "$job" ] && echo "${job#*@}")
+        shapes=""
+        [ "$name" != "$job" ] && shapes=${job#*@}
         dir="$OUT/gpu$gpu-$name"
         dirs+=("$dir")
         mkdir -p "$dir"
