@@ -12,6 +12,8 @@ use_qk_l2norm_in_kernel=True. For B in {1, 8, 64, 256} each row has
   divided by 50 (blank where the capture fails);
 - ``mem_floor_us``: the float32 state read and written once, 2·B·H·K·V·4 bytes, over the device copy
   bandwidth measured in the same run;
+- ``flop_floor_us``: the step's 8·B·H·K·V FLOPs (no matrix products: decay, read, write, output are
+  vector operations on the state) over the float32 CUDA-core rate, ~67 TFLOP/s on an H100 SXM or H200;
 - ``peer_over_ours``: the peer's time over ours (> 1: ours is faster); wall time for the operator's
   rows, device time for the sweep rows.
 
@@ -36,9 +38,12 @@ from gdn2.fast import fused_recurrent as fr
 
 BATCHES = [1, 8, 64, 256]
 H, K, V = 16, 128, 128
-SWEEP = [(BV, num_warps) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
+SWEEP = [(BV, num_warps, False) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
+#: the tiles within 10% of the best at some B, again with the state's cache hints (stream_state)
+SWEEP += [(BV, num_warps, True) for BV, num_warps in ((16, 1), (32, 1), (32, 2), (64, 2), (64, 4), (128, 4))]
 CALLS_PER_GRAPH = 50
-FIELDS = ["card", "B", "impl", "config", "wall_us", "device_us", "mem_floor_us", "peer_over_ours"]
+FIELDS = ["card", "B", "impl", "config", "wall_us", "device_us", "mem_floor_us", "flop_floor_us", "peer_over_ours"]
+FP32_FLOPS = 67e12
 
 
 def inputs(B: int) -> dict:
@@ -181,16 +186,16 @@ def host_breakdown(card: str, x: dict, kw: dict) -> list[dict]:
     return rows
 
 
-def sweep(card: str, B: int, x: dict, kw: dict, default: tuple[int, int], peer_dev: float | None,
+def sweep(card: str, B: int, x: dict, kw: dict, default: tuple[int, int, bool], peer_dev: float | None,
           floor: float) -> list[dict]:
-    """Device µs of every (BV, num_warps) of our kernel at batch B."""
+    """Device µs of every (BV, num_warps, stream_state) of our kernel at batch B."""
     rows = []
     real = fr._launch_config
     try:
-        for BV, num_warps in SWEEP:
-            fr._launch_config = lambda programs, K, V, c=(BV, num_warps): c
+        for config in SWEEP:
+            fr._launch_config = lambda programs, K, V, c=config: c
             fr._LAUNCHES.clear()
-            name = f"BV{BV}-w{num_warps}" + (" default" if (BV, num_warps) == default else "")
+            name = tile_name(config) + (" default" if config == default else "")
             try:
                 fr.fused_recurrent_gdn2(**x, **kw)
                 torch.cuda.synchronize()
@@ -205,6 +210,12 @@ def sweep(card: str, B: int, x: dict, kw: dict, default: tuple[int, int], peer_d
         fr._launch_config = real
         fr._LAUNCHES.clear()
     return rows
+
+
+def tile_name(config: tuple[int, int, bool]) -> str:
+    """BV32-w1, or BV32-w1-stream with the state's cache hints."""
+    BV, num_warps, stream = config
+    return f"BV{BV}-w{num_warps}" + ("-stream" if stream else "")
 
 
 def registers() -> None:
@@ -233,6 +244,7 @@ def main():
     for B in BATCHES:
         x = inputs(B)
         floor = 2 * B * H * K * V * 4 / bw * 1e6
+        flop_floor = 8 * B * H * K * V / FP32_FLOPS * 1e6
         if B == 1:
             try:
                 rows += host_breakdown(card, x, kw)
@@ -240,7 +252,7 @@ def main():
                 print(f"host breakdown failed: {type(e).__name__}: {str(e)[:200]}")
         n = 2000 if B <= 8 else 1000 if B <= 64 else 200
         default = fr._launch_config(B * H, K, V)
-        impls = {"ours": (lambda x=x: gdn2.fast.fused_recurrent_gdn2(**x, **kw), "BV{}-w{} default".format(*default))}
+        impls = {"ours": (lambda x=x: gdn2.fast.fused_recurrent_gdn2(**x, **kw), tile_name(default) + " default")}
         if peer is not None:
             impls["peer"] = (lambda x=x: peer(**x, **kw), "fla")
         times, mine = {}, {}
@@ -251,7 +263,7 @@ def main():
                 print(f"B={B} {name}: failed: {type(e).__name__}: {str(e)[:200]}")
                 continue
             mine[name] = dict(card=card, B=B, impl=name, config=config, wall_us=times[name][0],
-                              device_us=times[name][1], mem_floor_us=floor)
+                              device_us=times[name][1], mem_floor_us=floor, flop_floor_us=flop_floor)
             rows.append(mine[name])
         if "ours" in times and "peer" in times:
             mine["ours"]["peer_over_ours"] = times["peer"][0] / times["ours"][0]
@@ -268,14 +280,16 @@ def main():
         print(f"   unavailable: {type(e).__name__}: {e}")
     path = Path(__file__).parent / "results" / f"decode-{card.replace(' ', '_')}.csv"
     for r in rows:
-        for col in ("wall_us", "device_us", "mem_floor_us", "peer_over_ours"):
+        for col in ("wall_us", "device_us", "mem_floor_us", "flop_floor_us", "peer_over_ours"):
             if isinstance(r.get(col), float):
                 r[col] = round(r[col], 2 if col != "peer_over_ours" else 3)
     write_csv(path, rows, FIELDS)
-    print(f"\n{'B':>4} {'impl':22} {'config':34} {'wall µs':>9} {'device µs':>9} {'floor µs':>9} {'peer/ours':>9}")
+    print(f"\n{'B':>4} {'impl':22} {'config':34} {'wall µs':>9} {'device µs':>9} {'mem fl.':>9} {'flop fl.':>9} "
+          f"{'peer/ours':>9}")
     for r in rows:
         print(f"{r.get('B', ''):>4} {r['impl']:22} {r.get('config', '')[:34]:34} {_cell(r, 'wall_us'):>9} "
-              f"{_cell(r, 'device_us'):>9} {_cell(r, 'mem_floor_us'):>9} {_cell(r, 'peer_over_ours'):>9}")
+              f"{_cell(r, 'device_us'):>9} {_cell(r, 'mem_floor_us'):>9} {_cell(r, 'flop_floor_us'):>9} "
+              f"{_cell(r, 'peer_over_ours'):>9}")
     print(f"wrote {path} in {time.perf_counter() - t_start:.0f} s")
 
 

@@ -11,7 +11,9 @@
 #                                            # each on half the CPU cores, logs in $OUT/gpu0-A and $OUT/gpu1-B
 #                                            # (e.g. "x2 tests bench", or "x2 bench-fwd bench-train"); a job
 #                                            # STEP@SHAPES runs STEP at those shapes only, so one step can
-#                                            # be split: "x2 bench-fwd@8x2048,4x4096,2x8192 bench-fwd@1x16384,1x65536"
+#                                            # be split: "x2 bench-fwd@8x2048,4x4096,2x8192 bench-fwd@1x16384,1x65536";
+#                                            # STEP+STEP runs both, in order, on that GPU
+#                                            # ("x2 bench-fwd@8x2048 bench-fwd@1x16384+bench-decode")
 #
 # Each step has its own time limit in seconds (T_TESTS=..., T_BFWD=... override them), so one slow
 # step cannot eat the call. A session has 30 minutes of device time, and start-up and the idle
@@ -70,7 +72,7 @@ if [ "$what" = bench ] || [ "$what" = bench-fwd ] || [ "$what" = all ]; then
         ${SHAPES:+--shapes "$SHAPES"}
 fi
 if [ "$what" = bench ] || [ "$what" = bench-decode ] || [ "$what" = all ]; then
-    step bench_decode "${T_BDEC:-80}" python3 benchmarks/bench_decode.py
+    step bench_decode "${T_BDEC:-150}" python3 benchmarks/bench_decode.py
     cp benchmarks/results/decode-*.csv "$OUT"/ 2>/dev/null
 fi
 if [ "$what" = bench ] || [ "$what" = bench-train ] || [ "$what" = all ]; then
@@ -85,15 +87,20 @@ if [ "$what" = x2 ]; then
     jobs=("${2:-tests}" "${3:-bench}")
     dirs=()
     for gpu in 0 1; do
-        job=${jobs[$gpu]}                      # STEP or STEP@SHAPES (e.g. bench-fwd@1x16384,1x65536)
-        name=${job%%@*}
-        shapes=""
-        [ "$name" != "$job" ] && shapes=${job#*@}
-        dir="$OUT/gpu$gpu-$name"
+        job=${jobs[$gpu]}                      # STEP[@SHAPES][+STEP[@SHAPES]...], run in order on this GPU
+        dir="$OUT/gpu$gpu-${job%%[@+]*}"
         dirs+=("$dir")
         mkdir -p "$dir"
-        CUDA_VISIBLE_DEVICES=$gpu OUT="$dir" SHAPES="${shapes:-${SHAPES:-}}" WORKERS=$(( half > 3 ? half - 2 : 1 )) \
-            taskset -c "$(( gpu * half ))-$(( gpu * half + half - 1 ))" bash "$SELF" "$name" >"$dir/session.txt" 2>&1 &
+        (
+            IFS=+ read -ra parts <<<"$job"
+            for part in "${parts[@]}"; do
+                name=${part%%@*}
+                shapes=""
+                [ "$name" != "$part" ] && shapes=${part#*@}
+                CUDA_VISIBLE_DEVICES=$gpu OUT="$dir" SHAPES="${shapes:-${SHAPES:-}}" WORKERS=$(( half > 3 ? half - 2 : 1 )) \
+                    taskset -c "$(( gpu * half ))-$(( gpu * half + half - 1 ))" bash "$SELF" "$name"
+            done
+        ) >"$dir/session.txt" 2>&1 &
     done
     wait
     for gpu in 0 1; do echo "=== GPU $gpu: ${jobs[$gpu]}"; cat "${dirs[$gpu]}/session.txt"; done

@@ -49,6 +49,7 @@ def fused_recurrent_fwd_kernel(
     BK: tl.constexpr, BV: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr,
+    STREAM_STATE: tl.constexpr,  # the state is read and written once: load it past L1, store it streaming
 ):
     """All tokens of one sequence for one value head and one block of BV value columns.
 
@@ -77,7 +78,11 @@ def fused_recurrent_fwd_kernel(
 
     b_S = tl.zeros([BK, BV], tl.float32)
     if HAS_H0:
-        b_S += tl.load(h0 + p_S, mask=m_kv, other=0.0).to(tl.float32)
+        if STREAM_STATE:
+            b_S += tl.load(h0 + p_S, mask=m_kv, other=0.0, cache_modifier=".cg",
+                           eviction_policy="evict_first").to(tl.float32)
+        else:
+            b_S += tl.load(h0 + p_S, mask=m_kv, other=0.0).to(tl.float32)
     if USE_GATE:
         b_alog = tl.load(A_log + i_h).to(tl.float32)
         b_bias = tl.zeros([BK], tl.float32)
@@ -106,12 +111,15 @@ def fused_recurrent_fwd_kernel(
         p_key += H * K
         p_val += HV * V
     if STORE_FINAL:
-        tl.store(ht + p_S, b_S, mask=m_kv)
+        if STREAM_STATE:
+            tl.store(ht + p_S, b_S, mask=m_kv, cache_modifier=".cs")
+        else:
+            tl.store(ht + p_S, b_S, mask=m_kv)
 # --8<-- [end:fused_recurrent_fwd_kernel]
 
 
-def _launch_config(programs: int, K: int, V: int) -> tuple[int, int]:
-    """(BV, num_warps) for ``programs`` = N·HV (sequence, value head) pairs.
+def _launch_config(programs: int, K: int, V: int) -> tuple[int, int, bool]:
+    """(BV, num_warps, stream_state) for ``programs`` = N·HV (sequence, value head) pairs.
 
     Few pairs (small batches): BV = 16, so each head's state is spread over V/16 programs and more
     of the card loads it in parallel. Many pairs: BV = 32. One warp per [K, BV] state tile up to
@@ -119,10 +127,11 @@ def _launch_config(programs: int, K: int, V: int) -> tuple[int, int]:
     (``benchmarks/bench_decode.py``, device µs at H = 16, K = V = 128): B = 1 2.77, B = 8 5.10
     (BV 16, 1 warp); B = 64 40.2, B = 256 155.6 (BV 32, 1 warp), the best of 20 tiles at every B;
     the former BV 32 / 4 warps took 175 µs at B = 256 (peer 154 µs).
+    ``stream_state`` (cache hints on the state's one load and one store) is off until measured.
     ``benchmarks/bench_decode.py`` replaces this function to sweep the other tiles.
     """
     BV = min(16 if programs < 256 else 32, max(8, triton.next_power_of_2(V)))
-    return BV, max(1, max(16, triton.next_power_of_2(K)) * BV // 4096)
+    return BV, max(1, max(16, triton.next_power_of_2(K)) * BV // 4096), False
 
 
 class _Launch(NamedTuple):
@@ -132,7 +141,7 @@ class _Launch(NamedTuple):
     grid: tuple[int, int]
     function: int                   # the compiled kernel's CUDA function handle
     metadata: object                # its packed launch metadata
-    constexprs: tuple               # H, HV, K, V, BK, BV and the six flags, in the kernel's order
+    constexprs: tuple               # H, HV, K, V, BK, BV and the seven flags, in the kernel's order
     T: int
     scale: float                    # the default scale K^-1/2
     ht_shape: tuple | None          # (N, HV, K, V), or None without output_final_state
@@ -246,12 +255,12 @@ def _launch_new(
         contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens))
     o = utils.empty((B, T, HV, V), q.dtype, q.device)
     ht = utils.empty((N, HV, K, V), torch.float32, q.device) if output_final_state else None
-    BV, num_warps = _launch_config(N * HV, K, V)
+    BV, num_warps, stream = _launch_config(N * HV, K, V)
     grid = (triton.cdiv(V, BV), N * HV)
     meta = dict(H=H, HV=HV, K=K, V=V, BK=max(16, triton.next_power_of_2(K)), BV=BV,   # the kernel's order
                 USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=bool(use_qk_l2norm_in_kernel),
                 HAS_H0=initial_state is not None, STORE_FINAL=bool(output_final_state),
-                IS_VARLEN=cu_seqlens is not None)
+                IS_VARLEN=cu_seqlens is not None, STREAM_STATE=stream)
     args = (q, k, v, g, b, w, A_log, dt_bias, initial_state, o, ht, cu_seqlens, scale, T)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         kernel = fused_recurrent_fwd_kernel[grid](*args, **meta, num_warps=num_warps)

@@ -54,6 +54,16 @@ def test_decode_options_together():
           use_qk_l2norm_in_kernel=True, A_log=torch.rand(H, device=DEVICE), dt_bias=torch.randn(H * K, device=DEVICE))
 
 
+@pytest.mark.parametrize("stream_state", [False, True], ids=["plain-state-access", "streamed-state-access"])
+def test_decode_state_cache_hints_keep_the_numbers(stream_state, monkeypatch):
+    """Both ways of loading and storing the state (with and without cache hints) give the recurrence."""
+    import gdn2.fast.fused_recurrent as fr
+
+    monkeypatch.setattr(fr, "_launch_config", lambda programs, K, V: (16, 1, stream_state))
+    monkeypatch.setattr(fr, "_LAUNCHES", {})
+    check(make_inputs(2, 3, 1, 2, 16, 32), torch.float32)
+
+
 def test_decode_steps_chain_to_the_sequence():
     """T decode calls, each carrying the state, equal one call over all T tokens."""
     low, _ = cast(make_inputs(2, 6, 1, 2, 16, 16), torch.float32)
