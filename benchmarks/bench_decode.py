@@ -38,9 +38,13 @@ from gdn2.fast import fused_recurrent as fr
 
 BATCHES = [1, 8, 64, 256]
 H, K, V = 16, 128, 128
-SWEEP = [(BV, num_warps, False) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
-#: the tiles within 10% of the best at some B, again with the state's cache hints (stream_state)
-SWEEP += [(BV, num_warps, True) for BV, num_warps in ((16, 1), (32, 1), (32, 2), (64, 2), (64, 4), (128, 4))]
+SWEEP = [fr.Tile(BV, num_warps) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
+#: the best tiles again with the state's cache hints, and with fewer programs than state blocks (each
+#: looping over blocks, optionally prefetching the next block's state or pipelined by Triton)
+SWEEP += [fr.Tile(BV, w, stream_state=True) for BV, w in ((16, 1), (32, 1), (64, 2))]
+SWEEP += [fr.Tile(BV, w, stream, per_sm, prefetch, stages)
+          for BV, w in ((16, 1), (32, 1)) for per_sm in (8, 16) for stream in (False, True)
+          for prefetch, stages in ((False, 1), (True, 1), (False, 2))]
 CALLS_PER_GRAPH = 50
 FIELDS = ["card", "B", "impl", "config", "wall_us", "device_us", "mem_floor_us", "flop_floor_us", "peer_over_ours"]
 FP32_FLOPS = 67e12
@@ -186,13 +190,15 @@ def host_breakdown(card: str, x: dict, kw: dict) -> list[dict]:
     return rows
 
 
-def sweep(card: str, B: int, x: dict, kw: dict, default: tuple[int, int, bool], peer_dev: float | None,
+def sweep(card: str, B: int, x: dict, kw: dict, default: fr.Tile, peer_dev: float | None,
           floor: float) -> list[dict]:
-    """Device µs of every (BV, num_warps, stream_state) of our kernel at batch B."""
+    """Device µs of every launch in SWEEP of our kernel at batch B."""
     rows = []
     real = fr._launch_config
     try:
         for config in SWEEP:
+            if config.programs_per_sm and B < 64:         # fewer programs than blocks needs many blocks
+                continue
             fr._launch_config = lambda programs, K, V, c=config: c
             fr._LAUNCHES.clear()
             name = tile_name(config) + (" default" if config == default else "")
@@ -212,20 +218,23 @@ def sweep(card: str, B: int, x: dict, kw: dict, default: tuple[int, int, bool], 
     return rows
 
 
-def tile_name(config: tuple[int, int, bool]) -> str:
-    """BV32-w1, or BV32-w1-stream with the state's cache hints."""
-    BV, num_warps, stream = config
-    return f"BV{BV}-w{num_warps}" + ("-stream" if stream else "")
+def tile_name(t: fr.Tile) -> str:
+    """BV32-w1, with -stream for the state's cache hints, -p8/SM for 8 programs per SM looping over the
+    blocks, -prefetch, -s2 for Triton's pipelining at depth 2."""
+    return (f"BV{t.BV}-w{t.num_warps}" + ("-stream" if t.stream_state else "")
+            + (f"-p{t.programs_per_sm}/SM" if t.programs_per_sm else "") + ("-prefetch" if t.prefetch else "")
+            + (f"-s{t.stages}" if t.stages > 1 else ""))
 
 
 def registers() -> None:
     """Registers and spills per thread of every compiled variant of the decoding kernel."""
-    i_bv = fr.fused_recurrent_fwd_kernel.arg_names.index("BV")
+    names = fr.fused_recurrent_fwd_kernel.arg_names
     for cache in getattr(fr.fused_recurrent_fwd_kernel, "device_caches", {}).values():
         for ck in cache[0].values():
             constants = getattr(ck.src, "constants", {})
-            BV = constants.get("BV", constants.get((i_bv,), "?"))
-            print(f"   BV={BV} num_warps={ck.metadata.num_warps}: {ck.n_regs} registers, {ck.n_spills} spills")
+            flags = " ".join(f"{n}={constants.get(n, constants.get((names.index(n),), '?'))}"
+                             for n in ("BV", "STREAM_STATE", "PREFETCH", "STAGES"))
+            print(f"   {flags} num_warps={ck.metadata.num_warps}: {ck.n_regs} registers, {ck.n_spills} spills")
 
 
 def main():

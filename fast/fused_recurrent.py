@@ -35,7 +35,7 @@ __all__ = ["fused_recurrent_gdn2", "fused_recurrent_fwd_kernel"]
 
 
 # --8<-- [start:fused_recurrent_fwd_kernel]
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "n_tiles"])
 @no_type_check  # keeps jaxtyping's test-time import hook off the kernels
 def fused_recurrent_fwd_kernel(
     q, k, v, g, b, w,        # inputs: q, k, g, b [B, T, H, K]; v, w [B, T, HV, V]
@@ -45,81 +45,118 @@ def fused_recurrent_fwd_kernel(
     ht,                      # final state [N, HV, K, V] float32 (STORE_FINAL)
     cu_seqlens,              # [N+1] sequence offsets (IS_VARLEN)
     scale, T,
+    n_tiles,                 # cdiv(V, BV)·N·HV state blocks, taken in turn by the grid's programs
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr,
     STREAM_STATE: tl.constexpr,  # the state is read and written once: load it past L1, store it streaming
+    PREFETCH: tl.constexpr,      # load the program's next state block before updating this one
+    STAGES: tl.constexpr,        # software-pipelining depth of the loop over blocks
 ):
-    """All tokens of one sequence for one value head and one block of BV value columns.
+    """All tokens of one sequence for one value head and one block of BV value columns, per state block.
 
-    Grid: (cdiv(V, BV), N·HV). The program loads its state block S [BK, BV] (float32) once, then
-    per token the key-side rows q, k, g, b [K] of key head i_hv // (HV/H) and v, w [BV]; S never
-    leaves registers until the final store. Per token: S̄ = Diag(α) S, r = S̄ᵀ(b⊙k),
+    Grid: (programs,); program p takes the state blocks p, p + programs, ... of the cdiv(V, BV)·N·HV,
+    block i being value columns (i % cdiv(V, BV))·BV.. of pair (sequence, value head) i // cdiv(V, BV);
+    with one program per block (the default) each takes one. A block's state S [BK, BV] (float32) is
+    loaded once, then per token the key-side rows q, k, g, b [K] of key head i_hv // (HV/H) and v, w [BV];
+    S never leaves registers until the final store. Per token: S̄ = Diag(α) S, r = S̄ᵀ(b⊙k),
     S = S̄ + k (w⊙v − r)ᵀ, o = Sᵀ(scale·q): 8·K·BV FLOPs. Bytes: 8·K·V (state in and out, float32)
     per sequence and value head, plus per token 2·(4K + 3V) for 16-bit q, k, b, v, w, o (g float32).
     """
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
-    i_n, i_hv = i_nh // HV, i_nh % HV
-    i_h = i_hv // (HV // H)
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    else:
-        bos = i_n.to(tl.int64) * T
-        eos = bos + T
-
+    NV: tl.constexpr = (V + BV - 1) // BV
     o_k = tl.arange(0, BK)
     m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    p_S = (i_n * HV + i_hv).to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
-
-    b_S = tl.zeros([BK, BV], tl.float32)
-    if HAS_H0:
-        if STREAM_STATE:
-            b_S += tl.load(h0 + p_S, mask=m_kv, other=0.0, cache_modifier=".cg",
-                           eviction_policy="evict_first").to(tl.float32)
+    first, step = tl.program_id(0), tl.num_programs(0)
+    if HAS_H0 and PREFETCH:
+        p_next, m_next = _state_block(first, n_tiles, K, V, BK, BV)
+        b_next = tl.load(h0 + p_next, mask=m_next, other=0.0).to(tl.float32)
+    for i in tl.range(0, tl.cdiv(n_tiles - first, step), num_stages=STAGES):
+        tile = first + i * step
+        i_v, i_nh = tile % NV, tile // NV
+        i_n, i_hv = i_nh // HV, i_nh % HV
+        i_h = i_hv // (HV // H)
+        if IS_VARLEN:
+            bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+            eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
         else:
-            b_S += tl.load(h0 + p_S, mask=m_kv, other=0.0).to(tl.float32)
-    if USE_GATE:
-        b_alog = tl.load(A_log + i_h).to(tl.float32)
-        b_bias = tl.zeros([BK], tl.float32)
-        if HAS_DT_BIAS:
-            b_bias += tl.load(dt_bias + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+            bos = i_n.to(tl.int64) * T
+            eos = bos + T
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        p_S, m_kv = _state_block(tile, n_tiles, K, V, BK, BV)
 
-    p_key = (bos * H + i_h) * K + o_k                     # row pointers, advanced per token
-    p_val = (bos * HV + i_hv) * V + o_v
-    for _ in range(eos - bos):
-        b_q = tl.load(q + p_key, mask=m_k, other=0.0).to(tl.float32)
-        b_k = tl.load(k + p_key, mask=m_k, other=0.0).to(tl.float32)
-        b_g = tl.load(g + p_key, mask=m_k, other=0.0).to(tl.float32)
-        b_b = tl.load(b + p_key, mask=m_k, other=0.0).to(tl.float32)
-        b_v = tl.load(v + p_val, mask=m_v, other=0.0).to(tl.float32)
-        b_w = tl.load(w + p_val, mask=m_v, other=0.0).to(tl.float32)
-        if L2NORM:
-            b_q = b_q * tl.rsqrt(tl.sum(b_q * b_q) + 1e-6)
-            b_k = b_k * tl.rsqrt(tl.sum(b_k * b_k) + 1e-6)
+        b_S = tl.zeros([BK, BV], tl.float32)
+        if HAS_H0:
+            if PREFETCH:
+                b_S += b_next
+                p_next, m_next = _state_block(tile + step, n_tiles, K, V, BK, BV)
+                b_next = tl.load(h0 + p_next, mask=m_next, other=0.0).to(tl.float32)
+            elif STREAM_STATE:
+                b_S += tl.load(h0 + p_S, mask=m_kv, other=0.0, cache_modifier=".cg").to(tl.float32)
+            else:
+                b_S += tl.load(h0 + p_S, mask=m_kv, other=0.0).to(tl.float32)
         if USE_GATE:
-            b_g = tl.where(m_k, _gate(b_g, b_alog, b_bias), 0.0)
-        b_S = b_S * tl.exp(b_g)[:, None]                           # decay first, per key channel
-        b_r = tl.sum((b_b * b_k)[:, None] * b_S, 0)                # read along the erase direction
-        b_S = b_S + b_k[:, None] * (b_w * b_v - b_r)[None, :]      # write the gated value minus the read
-        b_o = tl.sum((scale * b_q)[:, None] * b_S, 0)
-        tl.store(o + p_val, b_o.to(o.dtype.element_ty), mask=m_v)
-        p_key += H * K
-        p_val += HV * V
-    if STORE_FINAL:
-        if STREAM_STATE:
-            tl.store(ht + p_S, b_S, mask=m_kv, cache_modifier=".cs")
-        else:
-            tl.store(ht + p_S, b_S, mask=m_kv)
+            b_alog = tl.load(A_log + i_h).to(tl.float32)
+            b_bias = tl.zeros([BK], tl.float32)
+            if HAS_DT_BIAS:
+                b_bias += tl.load(dt_bias + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+
+        p_key = (bos * H + i_h) * K + o_k                     # row pointers, advanced per token
+        p_val = (bos * HV + i_hv) * V + o_v
+        for _ in range(eos - bos):
+            b_q = tl.load(q + p_key, mask=m_k, other=0.0).to(tl.float32)
+            b_k = tl.load(k + p_key, mask=m_k, other=0.0).to(tl.float32)
+            b_g = tl.load(g + p_key, mask=m_k, other=0.0).to(tl.float32)
+            b_b = tl.load(b + p_key, mask=m_k, other=0.0).to(tl.float32)
+            b_v = tl.load(v + p_val, mask=m_v, other=0.0).to(tl.float32)
+            b_w = tl.load(w + p_val, mask=m_v, other=0.0).to(tl.float32)
+            if L2NORM:
+                b_q = b_q * tl.rsqrt(tl.sum(b_q * b_q) + 1e-6)
+                b_k = b_k * tl.rsqrt(tl.sum(b_k * b_k) + 1e-6)
+            if USE_GATE:
+                b_g = tl.where(m_k, _gate(b_g, b_alog, b_bias), 0.0)
+            b_S = b_S * tl.exp(b_g)[:, None]                           # decay first, per key channel
+            b_r = tl.sum((b_b * b_k)[:, None] * b_S, 0)                # read along the erase direction
+            b_S = b_S + b_k[:, None] * (b_w * b_v - b_r)[None, :]      # write the gated value minus the read
+            b_o = tl.sum((scale * b_q)[:, None] * b_S, 0)
+            tl.store(o + p_val, b_o.to(o.dtype.element_ty), mask=m_v)
+            p_key += H * K
+            p_val += HV * V
+        if STORE_FINAL:
+            if STREAM_STATE:
+                tl.store(ht + p_S, b_S, mask=m_kv, cache_modifier=".cs")
+            else:
+                tl.store(ht + p_S, b_S, mask=m_kv)
+
+
+@triton.jit
+@no_type_check
+def _state_block(tile, n_tiles, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+    """Offsets [BK, BV] into an [N, HV, K, V] state of block ``tile`` (see the kernel), and their mask
+    (all false for a block past the last)."""
+    NV: tl.constexpr = (V + BV - 1) // BV
+    o_k = tl.arange(0, BK)
+    o_v = (tile % NV) * BV + tl.arange(0, BV)
+    p = (tile // NV).to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
+    return p, (o_k < K)[:, None] & (o_v < tl.where(tile < n_tiles, V, 0))[None, :]
 # --8<-- [end:fused_recurrent_fwd_kernel]
 
 
-def _launch_config(programs: int, K: int, V: int) -> tuple[int, int, bool]:
-    """(BV, num_warps, stream_state) for ``programs`` = N·HV (sequence, value head) pairs.
+class Tile(NamedTuple):
+    """How ``fused_recurrent_fwd_kernel`` is launched: what ``_launch_config`` returns."""
+
+    BV: int                        # value columns per state block
+    num_warps: int
+    stream_state: bool = False     # cache hints on the state's one load (.cg) and one store (.cs)
+    programs_per_sm: int = 0       # 0: one program per state block; else this many programs per SM, each
+                                   # taking every (programs)-th block
+    prefetch: bool = False         # with programs_per_sm: load the next block's state during this one's update
+    stages: int = 1                # with programs_per_sm: Triton's pipelining depth of the loop over blocks
+
+
+def _launch_config(programs: int, K: int, V: int) -> Tile:
+    """The launch for ``programs`` = N·HV (sequence, value head) pairs.
 
     Few pairs (small batches): BV = 16, so each head's state is spread over V/16 programs and more
     of the card loads it in parallel. Many pairs: BV = 32. One warp per [K, BV] state tile up to
@@ -127,22 +164,22 @@ def _launch_config(programs: int, K: int, V: int) -> tuple[int, int, bool]:
     (``benchmarks/bench_decode.py``, device µs at H = 16, K = V = 128): B = 1 2.77, B = 8 5.10
     (BV 16, 1 warp); B = 64 40.2, B = 256 155.6 (BV 32, 1 warp), the best of 20 tiles at every B;
     the former BV 32 / 4 warps took 175 µs at B = 256 (peer 154 µs).
-    ``stream_state`` (cache hints on the state's one load and one store) is off until measured.
-    ``benchmarks/bench_decode.py`` replaces this function to sweep the other tiles.
+    ``benchmarks/bench_decode.py`` replaces this function to sweep the other launches.
     """
     BV = min(16 if programs < 256 else 32, max(8, triton.next_power_of_2(V)))
-    return BV, max(1, max(16, triton.next_power_of_2(K)) * BV // 4096), False
+    return Tile(BV, max(1, max(16, triton.next_power_of_2(K)) * BV // 4096))
 
 
 class _Launch(NamedTuple):
     """What a call of a known configuration needs besides its tensors: one value of ``_LAUNCHES``."""
 
     run: Callable                   # the compiled kernel's launcher
-    grid: tuple[int, int]
+    grid: tuple[int, int]           # (programs, 1)
     function: int                   # the compiled kernel's CUDA function handle
     metadata: object                # its packed launch metadata
-    constexprs: tuple               # H, HV, K, V, BK, BV and the seven flags, in the kernel's order
+    constexprs: tuple               # H, HV, K, V, BK, BV and the nine launch flags, in the kernel's order
     T: int
+    n_tiles: int
     scale: float                    # the default scale K^-1/2
     ht_shape: tuple | None          # (N, HV, K, V), or None without output_final_state
     ht_like_h0: bool                # the final state can be allocated as empty_like(initial_state)
@@ -194,7 +231,7 @@ def fused_recurrent_gdn2(
           and b.is_contiguous() and w.is_contiguous() and (h0 is None or h0.is_contiguous())
           and (A_log is None or A_log.is_contiguous()) and (dt_bias is None or dt_bias.is_contiguous())
           and (cu is None or cu.is_contiguous())):
-        run, grid, function, metadata, constexprs, T, scale0, ht_shape, ht_like_h0, device = hit
+        run, grid, function, metadata, constexprs, T, n_tiles, scale0, ht_shape, ht_like_h0, device = hit
         p_q, p_k, p_v = q.data_ptr(), k.data_ptr(), v.data_ptr()
         p_g, p_b, p_w = g.data_ptr(), b.data_ptr(), w.data_ptr()
         p_a = None if A_log is None else A_log.data_ptr()
@@ -218,7 +255,7 @@ def fused_recurrent_gdn2(
                     ht.fill_(float("nan"))
             run(grid[0], grid[1], 1, _current_stream(dev), function, metadata, None, None, None,
                 p_q, p_k, p_v, p_g, p_b, p_w, p_a, p_d, p_h, o.data_ptr(), None if ht is None else ht.data_ptr(),
-                p_c, scale0 if scale is None else float(scale), T, *constexprs)
+                p_c, scale0 if scale is None else float(scale), T, n_tiles, *constexprs)
             return o, ht
         key = None                                                               # known, just not launchable directly
     else:
@@ -255,23 +292,31 @@ def _launch_new(
         contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens))
     o = utils.empty((B, T, HV, V), q.dtype, q.device)
     ht = utils.empty((N, HV, K, V), torch.float32, q.device) if output_final_state else None
-    BV, num_warps, stream = _launch_config(N * HV, K, V)
-    grid = (triton.cdiv(V, BV), N * HV)
-    meta = dict(H=H, HV=HV, K=K, V=V, BK=max(16, triton.next_power_of_2(K)), BV=BV,   # the kernel's order
+    tile = _launch_config(N * HV, K, V)
+    n_tiles = triton.cdiv(V, tile.BV) * N * HV
+    grid = (min(n_tiles, tile.programs_per_sm * _sm_count(q.device)) if tile.programs_per_sm else n_tiles, 1)
+    persistent = grid[0] < n_tiles
+    meta = dict(H=H, HV=HV, K=K, V=V, BK=max(16, triton.next_power_of_2(K)), BV=tile.BV,   # the kernel's order
                 USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=bool(use_qk_l2norm_in_kernel),
                 HAS_H0=initial_state is not None, STORE_FINAL=bool(output_final_state),
-                IS_VARLEN=cu_seqlens is not None, STREAM_STATE=stream)
-    args = (q, k, v, g, b, w, A_log, dt_bias, initial_state, o, ht, cu_seqlens, scale, T)
+                IS_VARLEN=cu_seqlens is not None, STREAM_STATE=tile.stream_state,
+                PREFETCH=persistent and tile.prefetch, STAGES=tile.stages if persistent else 1)
+    args = (q, k, v, g, b, w, A_log, dt_bias, initial_state, o, ht, cu_seqlens, scale, T, n_tiles)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        kernel = fused_recurrent_fwd_kernel[grid](*args, **meta, num_warps=num_warps)
+        kernel = fused_recurrent_fwd_kernel[grid](*args, **meta, num_warps=tile.num_warps)
     if key is not None and _DIRECT_LAUNCH and all(x is None or x.data_ptr() % 16 == 0 for x in args[:12]):
         if len(_LAUNCHES) >= _MAX_LAUNCHES:                                     # bound the cache, never hit in practice
             _LAUNCHES.clear()
         _LAUNCHES[key] = _Launch(
-            kernel.run, grid, kernel.function, kernel.packed_metadata, tuple(meta.values()), T, K ** -0.5,
+            kernel.run, grid, kernel.function, kernel.packed_metadata, tuple(meta.values()), T, n_tiles, K ** -0.5,
             (N, HV, K, V) if output_final_state else None,
             initial_state is not None and initial_state.dtype == torch.float32, q.device)
     return o, ht
+
+
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (4 for the interpreter's CPU)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
 def _direct_launch_supported() -> bool:

@@ -54,14 +54,27 @@ def test_decode_options_together():
           use_qk_l2norm_in_kernel=True, A_log=torch.rand(H, device=DEVICE), dt_bias=torch.randn(H * K, device=DEVICE))
 
 
-@pytest.mark.parametrize("stream_state", [False, True], ids=["plain-state-access", "streamed-state-access"])
-def test_decode_state_cache_hints_keep_the_numbers(stream_state, monkeypatch):
-    """Both ways of loading and storing the state (with and without cache hints) give the recurrence."""
+@pytest.mark.parametrize(
+    "launch",
+    [
+        pytest.param(dict(stream_state=True), id="streamed-state-access"),
+        pytest.param(dict(programs_per_sm=1), id="programs-loop-over-blocks"),
+        pytest.param(dict(programs_per_sm=1, prefetch=True), id="loop-with-prefetch"),
+        pytest.param(dict(programs_per_sm=1, prefetch=True, stages=2, stream_state=True), id="loop-pipelined-all"),
+    ],
+)
+def test_decode_launch_variants_keep_the_numbers(launch, monkeypatch):
+    """Every launch the benchmark sweeps gives the recurrence: cache hints on the state, and fewer programs
+    than state blocks (4 programs for 12 blocks of 3 sequences: each program takes three, in turn), with
+    the next block's state prefetched and the loop pipelined. Varlen packing with an empty sequence, GVA."""
     import gdn2.fast.fused_recurrent as fr
 
-    monkeypatch.setattr(fr, "_launch_config", lambda programs, K, V: (16, 1, stream_state))
+    monkeypatch.setattr(fr, "_launch_config", lambda programs, K, V: fr.Tile(16, 1, **launch))
     monkeypatch.setattr(fr, "_LAUNCHES", {})
+    monkeypatch.setattr(fr, "_sm_count", lambda device: 4)
     check(make_inputs(2, 3, 1, 2, 16, 32), torch.float32)
+    inputs = make_inputs(1, 7, 1, 2, 16, 32, N=3)
+    check(inputs, torch.float32, cu_seqlens=torch.tensor([0, 2, 2, 7], device=DEVICE))
 
 
 def test_decode_steps_chain_to_the_sequence():
