@@ -42,9 +42,10 @@ SWEEP = [fr.Tile(BV, num_warps) for BV in (8, 16, 32, 64, 128) for num_warps in 
 #: the best tiles again with the state's cache hints, and with fewer programs than state blocks (each
 #: looping over blocks, optionally prefetching the next block's state or pipelined by Triton)
 SWEEP += [fr.Tile(BV, w, stream_state=True) for BV, w in ((16, 1), (32, 1), (64, 2))]
-SWEEP += [fr.Tile(BV, w, stream, per_sm, prefetch, stages)
-          for BV, w in ((16, 1), (32, 1)) for per_sm in (8, 16) for stream in (False, True)
-          for prefetch, stages in ((False, 1), (True, 1), (False, 2))]
+SWEEP += [fr.Tile(32, 1, programs_per_sm=per_sm) for per_sm in (4, 6, 8, 12, 16)]
+SWEEP += [fr.Tile(16, 1, programs_per_sm=per_sm) for per_sm in (8, 16)]
+SWEEP += [fr.Tile(16, 1, programs_per_sm=8, prefetch=True), fr.Tile(32, 1, programs_per_sm=8, prefetch=True),
+          fr.Tile(32, 1, programs_per_sm=8, stages=2), fr.Tile(32, 1, True, programs_per_sm=8)]
 CALLS_PER_GRAPH = 50
 FIELDS = ["card", "B", "impl", "config", "wall_us", "device_us", "mem_floor_us", "flop_floor_us", "peer_over_ours"]
 FP32_FLOPS = 67e12
@@ -178,7 +179,7 @@ def host_breakdown(card: str, x: dict, kw: dict) -> list[dict]:
                                                    ht.data_ptr(), None]
     stream = torch.cuda.current_stream().cuda_stream
     launch = lambda: entry.run(*entry.grid, 1, stream, entry.function, entry.metadata, None, None, None,
-                               *ptrs, entry.scale, entry.T, *entry.constexprs)
+                               *ptrs, entry.scale, entry.T, entry.n_tiles, *entry.constexprs)
     rows.append(dict(card=card, B=1, impl="ours-host-only", config="the call, its launch replaced by a no-op",
                      wall_us=host_only))
     rows.append(dict(card=card, B=1, impl="ours-launch-only", config="the cached compiled kernel's run, "

@@ -159,15 +159,21 @@ def _launch_config(programs: int, K: int, V: int) -> Tile:
     """The launch for ``programs`` = N·HV (sequence, value head) pairs.
 
     Few pairs (small batches): BV = 16, so each head's state is spread over V/16 programs and more
-    of the card loads it in parallel. Many pairs: BV = 32. One warp per [K, BV] state tile up to
-    4096 elements (128 registers of state per thread), more above. Measured on an H200
-    (``benchmarks/bench_decode.py``, device µs at H = 16, K = V = 128): B = 1 2.77, B = 8 5.10
-    (BV 16, 1 warp); B = 64 40.2, B = 256 155.6 (BV 32, 1 warp), the best of 20 tiles at every B;
-    the former BV 32 / 4 warps took 175 µs at B = 256 (peer 154 µs).
+    of the card loads it in parallel. Many pairs: BV = 32, and 8 programs per SM, each taking every
+    (8·SMs)-th state block in turn, instead of one program per block: a [128, 32] block on one warp
+    needs 254 registers per thread, so 8 programs fill an SM, and programs that stay resident skip the
+    block scheduler's launch of a new program per block. One warp per [K, BV] state tile up to 4096
+    elements (128 registers of state per thread), more above. Measured on an H200
+    (``benchmarks/bench_decode.py``, device µs at H = 16, K = V = 128, the peer 4.2 / 6.9 / 43.8 / 153.1):
+    B = 1 2.8, B = 8 5.4 (BV 16, 1 warp); B = 64 40.5, B = 256 145.3 (BV 32, 1 warp, 8 per SM), against
+    40.6 and 158.0 with one program per block; the best of 44 launches at every B (20 tiles, cache hints
+    on the state, 4 to 16 programs per SM, prefetching the next block, Triton's pipelining).
     ``benchmarks/bench_decode.py`` replaces this function to sweep the other launches.
     """
-    BV = min(16 if programs < 256 else 32, max(8, triton.next_power_of_2(V)))
-    return Tile(BV, max(1, max(16, triton.next_power_of_2(K)) * BV // 4096))
+    if programs < 256:
+        return Tile(min(16, max(8, triton.next_power_of_2(V))), 1)
+    BV = min(32, max(8, triton.next_power_of_2(V)))
+    return Tile(BV, max(1, max(16, triton.next_power_of_2(K)) * BV // 4096), programs_per_sm=8)
 
 
 class _Launch(NamedTuple):
