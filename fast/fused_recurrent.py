@@ -164,16 +164,21 @@ def _launch_config(programs: int, K: int, V: int) -> Tile:
     needs 254 registers per thread, so 8 programs fill an SM, and programs that stay resident skip the
     block scheduler's launch of a new program per block. One warp per [K, BV] state tile up to 4096
     elements (128 registers of state per thread), more above. Measured on an H200
-    (``benchmarks/bench_decode.py``, device µs at H = 16, K = V = 128, the peer 4.2 / 6.9 / 43.8 / 153.1):
-    B = 1 2.8, B = 8 5.4 (BV 16, 1 warp); B = 64 40.5, B = 256 145.3 (BV 32, 1 warp, 8 per SM), against
-    40.6 and 158.0 with one program per block; the best of 44 launches at every B (20 tiles, cache hints
-    on the state, 4 to 16 programs per SM, prefetching the next block, Triton's pipelining).
+    (``benchmarks/bench_decode.py``, device µs at H = 16, K = V = 128; the peer 4.1 / 6.8 / 44.0 / 153.9):
+    B = 1 2.8, B = 8 5.3 (BV 16, 1 warp); B = 64 40.7, B = 256 145.9 (BV 32, 1 warp, 8 per SM), against
+    40.8 and 159.4 with one program per block. At B = 256, 16 per SM (two rounds of resident programs)
+    take 148.0, but 12 / 6 / 4 per SM 158.9 / 163.9 / 188.7 (a last round part full, or too few
+    programs in flight). Cache hints on the state (161.2), prefetching the next block's state (219.4:
+    104 spills) and Triton's pipelining of the loop over blocks (146.1) did not help. Smaller tiles
+    (K < 128) keep one program per block: fewer registers let more programs fit, and 8 per SM was not
+    measured there; K = 256 (two warps per program) takes the rule of K = 128, also unmeasured.
     ``benchmarks/bench_decode.py`` replaces this function to sweep the other launches.
     """
     if programs < 256:
         return Tile(min(16, max(8, triton.next_power_of_2(V))), 1)
-    BV = min(32, max(8, triton.next_power_of_2(V)))
-    return Tile(BV, max(1, max(16, triton.next_power_of_2(K)) * BV // 4096), programs_per_sm=8)
+    BK, BV = max(16, triton.next_power_of_2(K)), min(32, max(8, triton.next_power_of_2(V)))
+    num_warps = max(1, BK * BV // 4096)
+    return Tile(BV, num_warps, programs_per_sm=8 if BK * BV == 4096 * num_warps else 0)
 
 
 class _Launch(NamedTuple):
