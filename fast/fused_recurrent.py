@@ -58,7 +58,8 @@ def fused_recurrent_fwd_kernel(
 
     Grid: (programs,); program p takes the state blocks p, p + programs, ... of the cdiv(V, BV)·N·HV,
     block i being value columns (i % cdiv(V, BV))·BV.. of pair (sequence, value head) i // cdiv(V, BV);
-    with one program per block (the default) each takes one. A block's state S [BK, BV] (float32) is
+    with one program per block (small batches) each takes one, with 8 per SM (many pairs, see
+    ``_launch_config``) each loops. A block's state S [BK, BV] (float32) is
     loaded once, then per token the key-side rows q, k, g, b [K] of key head i_hv // (HV/H) and v, w [BV];
     S never leaves registers until the final store. Per token: S̄ = Diag(α) S, r = S̄ᵀ(b⊙k),
     S = S̄ + k (w⊙v − r)ᵀ, o = Sᵀ(scale·q): 8·K·BV FLOPs. Bytes: 8·K·V (state in and out, float32)
