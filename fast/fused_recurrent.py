@@ -177,9 +177,14 @@ def _launch_config(programs: int, K: int, V: int) -> Tile:
     """
     if programs < 256:
         return Tile(min(16, max(8, triton.next_power_of_2(V))), 1)
-    BK, BV = max(16, triton.next_power_of_2(K)), min(32, max(8, triton.next_power_of_2(V)))
+    BK, BV = _block_k(K), min(32, max(8, triton.next_power_of_2(V)))
     num_warps = max(1, BK * BV // 4096)
     return Tile(BV, num_warps, programs_per_sm=8 if BK * BV == 4096 * num_warps else 0)
+
+
+def _block_k(K: int) -> int:
+    """The kernel's BK: the whole key axis in one block, a power of two of at least 16."""
+    return max(16, triton.next_power_of_2(K))
 
 
 class _Launch(NamedTuple):
@@ -308,7 +313,7 @@ def _launch_new(
     n_tiles = triton.cdiv(V, tile.BV) * N * HV
     grid = (min(n_tiles, tile.programs_per_sm * _sm_count(q.device)) if tile.programs_per_sm else n_tiles, 1)
     persistent = grid[0] < n_tiles
-    meta = dict(H=H, HV=HV, K=K, V=V, BK=max(16, triton.next_power_of_2(K)), BV=tile.BV,   # the kernel's order
+    meta = dict(H=H, HV=HV, K=K, V=V, BK=_block_k(K), BV=tile.BV,   # the kernel's order
                 USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, L2NORM=bool(use_qk_l2norm_in_kernel),
                 HAS_H0=initial_state is not None, STORE_FINAL=bool(output_final_state),
                 IS_VARLEN=cu_seqlens is not None, STREAM_STATE=tile.stream_state,

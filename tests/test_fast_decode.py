@@ -65,7 +65,8 @@ def test_decode_options_together():
 )
 def test_decode_launch_variants_keep_the_numbers(launch, monkeypatch):
     """Every launch the benchmark sweeps gives the recurrence: cache hints on the state, and fewer programs
-    than state blocks (4 programs for 12 blocks of 3 sequences: each program takes three, in turn), with
+    than state blocks (4 programs for 8 blocks of 2 sequences, then for 12 blocks of 3 packed ones: each
+    program takes every fourth block), with
     the next block's state prefetched and the loop pipelined. Varlen packing with an empty sequence, GVA."""
     import gdn2.fast.fused_recurrent as fr
 
