@@ -1,7 +1,7 @@
 """Benchmark of the Triton backend against its peer (flash-linear-attention ``chunk_gdn2``) and SDPA.
 
     python benchmarks/bench.py                       # forward + decoding, writes benchmarks/results/*.csv
-    python benchmarks/bench.py --mode fwd --sweep    # also time other kernel configurations
+    python benchmarks/bench.py --mode fwd --sweep    # also time other launch settings (gdn2.fast.config)
 
 Modes live in ``MODES`` (name -> function(args, card) -> rows); a new mode (e.g. ``fwdbwd``)
 adds one function there. Every timing is the median of many runs after warm-up
@@ -23,6 +23,7 @@ from triton.testing import do_bench
 
 import gdn2.fast
 from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+from gdn2.fast.config import DiagLaunch, ForwardConfig, OffDiagLaunch, StateLaunch, WYLaunch
 
 FWD_SHAPES = [(8, 2048), (4, 4096), (2, 8192), (1, 16384), (1, 65536)]
 DECODE_BATCHES = [1, 8, 64, 256]
@@ -76,7 +77,7 @@ def copy_bandwidth() -> float:
 
 
 def inputs(B: int, T: int, dtype=torch.bfloat16, state: bool = False) -> dict:
-    """Random inputs of SPEC §5 as a layer makes them: raw q, k (normalised in the op), g < 0 float32."""
+    """Random operator inputs as a layer makes them: raw q, k (normalised in the op), g < 0 float32."""
     dev = "cuda"
     x = {
         "q": torch.randn(B, T, H, K, device=dev, dtype=dtype),
@@ -100,23 +101,16 @@ def forward_floors(B: int, T: int, bw: float) -> tuple[float, float]:
     return nbytes / bw * 1e3, flops / PEAK_FLOPS * 1e3
 
 
-#: the opt-in 16×16-tile intra stage (fast/chunk_intra.py) timed with --v2: name -> intra_config
-V2_VARIANTS = {"v2": {}, "v2-diag-w1": {"diag": {"num_warps": 1}}, "v2-diag-w4": {"diag": {"num_warps": 4}},
-               "v2-pairs-w2": {"pairs": {"num_warps": 2}}, "v2-pairs-bk16-w2": {"pairs": {"BK": 16, "num_warps": 2}},
-               "v2-wy-bk64": {"wy": {"BK": 64, "BV": 64}},
-               "v2-wy-bk64-w8": {"wy": {"BK": 64, "BV": 64, "num_warps": 8}}}
-
-
-def v2_accuracy() -> None:
-    """rel-RMS of o, ours and the V2 intra stage, against the float64 chunkwise reference (1×4K, bf16)."""
-    from gdn2.ops import chunk_gdn2 as ref_chunk
-
-    x = inputs(1, 4096)
-    o_ref, _ = ref_chunk(**{n: t.double() for n, t in x.items()}, use_qk_l2norm_in_kernel=True)
-    for name, cfg in (("ours", {}), ("v2", {"V2": True})):
-        o = chunk_gdn2_fwd(**x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, intra_config=cfg).o
-        err = ((o.double() - o_ref).pow(2).mean().sqrt() / o_ref.pow(2).mean().sqrt()).item()
-        print(f"accuracy 1x4096 {name:5} o rel-RMS {err:.2e} (SPEC §7 bf16 bound 1e-2)", flush=True)
+#: launch settings timed by --sweep at 8x2K and 1x16K: name -> ForwardConfig
+SWEEP = {
+    "diag-bk32": ForwardConfig(diag=DiagLaunch(BK=32)),
+    "diag-w2": ForwardConfig(diag=DiagLaunch(num_warps=2)),
+    "offdiag-bk16-w2": ForwardConfig(offdiag=OffDiagLaunch(BK=16, num_warps=2)),
+    "wy-bk32-bv64": ForwardConfig(wy=WYLaunch(BK=32, BV=64)),
+    "wy-np2": ForwardConfig(wy=WYLaunch(NP=2)),
+    "state-bv32": ForwardConfig(state=StateLaunch(BV=32, num_warps=4)),
+    "state-bv64": ForwardConfig(state=StateLaunch(BV=64, num_warps=4)),
+}
 
 
 def picked(shapes: list[tuple[int, int]], args, quick_tokens: int) -> list[tuple[int, int]]:
@@ -130,8 +124,6 @@ def picked(shapes: list[tuple[int, int]], args, quick_tokens: int) -> list[tuple
 def bench_fwd(args, card: str, bw: float) -> list[dict]:
     peer_chunk, _ = peer_ops()
     rows = []
-    if args.v2:
-        v2_accuracy()
     for B, T in picked(FWD_SHAPES, args, 16384 * 2):
         x = inputs(B, T)
         mem, flop = forward_floors(B, T, bw)
@@ -140,23 +132,15 @@ def bench_fwd(args, card: str, bw: float) -> list[dict]:
             impls["peer"] = lambda x=x: peer_chunk(**x, use_qk_l2norm_in_kernel=True)
         qkv = [x[n].transpose(1, 2) for n in "qkv"]                   # [B, H, T, K]
         impls["sdpa"] = lambda qkv=qkv: F.scaled_dot_product_attention(*qkv, is_causal=True)
-        if args.v2:
-            for name, cfg in V2_VARIANTS.items():
-                impls[name] = lambda x=x, cfg=cfg: chunk_gdn2_fwd(
-                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, intra_config={"V2": True, **cfg})
         if args.sweep and (B, T) in ((8, 2048), (1, 16384)):
-            sweep = {f"intra-{'-'.join(f'{k}{v}' for k, v in c.items())}": dict(intra_config=c) for c in (
-                dict(BK=16, num_warps=4), dict(BK=16, num_warps=8), dict(BK=32, num_warps=8), dict(BK=64, num_warps=8))}
-            sweep.update({f"state-bv{bv}-w{nw}": dict(state_config=dict(BV=bv, num_warps=nw))
-                          for bv in (32, 64) for nw in (4,)})
-            for name, cfg in sweep.items():
+            for name, cfg in SWEEP.items():
                 impls[name] = lambda x=x, cfg=cfg: chunk_gdn2_fwd(
-                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, **cfg)
+                    **x, scale=K ** -0.5, use_qk_l2norm_in_kernel=True, config=cfg)
         if peer_chunk is not None and not args.keep_peer_tuning:
             print(f"peer: {retune_peer()} autotuned kernels tune again at {B}x{T}", flush=True)
             peer_chunk(**x, use_qk_l2norm_in_kernel=True)
         if args.profile and (B, T) in ((8, 2048), (1, 16384)):
-            for name in ("ours", "v2", "peer"):
+            for name in ("ours", "peer"):
                 if name in impls:
                     profile_kernels(f"{name} {B}x{T}", impls[name])
         times = {name: do_bench(fn, warmup=50, rep=300, return_mode="median") for name, fn in impls.items()}
@@ -203,11 +187,10 @@ def profile_kernels(label: str, fn, n: int = 10) -> None:
 
 def registers() -> None:
     """Print registers, spills, warps, stages and shared memory of every compiled variant of our forward kernels."""
-    from gdn2.fast import chunk_fwd, chunk_intra
+    from gdn2.fast import intra_fwd, state_fwd
 
-    kernels = [chunk_fwd.chunk_intra_wy_fwd_kernel, chunk_fwd.chunk_state_output_fwd_kernel,
-               chunk_intra.chunk_diag_v2_kernel, chunk_intra.chunk_pairs_solve_v2_kernel,
-               chunk_intra.chunk_wy_v2_kernel]
+    kernels = [intra_fwd.chunk_intra_diag_kernel, intra_fwd.chunk_intra_offdiag_kernel, intra_fwd.chunk_wy_fwd_kernel,
+               state_fwd.chunk_state_output_fwd_kernel]
     for kern in kernels:
         for cache in getattr(kern, "device_caches", {}).values():
             for ck in cache[0].values():
@@ -268,8 +251,6 @@ def main():
     ap.add_argument("--profile", action="store_true", help="print per-kernel GPU times of ours and the peer")
     ap.add_argument("--keep-peer-tuning", action="store_true",
                     help="let the peer keep the launch settings it autotuned at the first shape (faster to run)")
-    ap.add_argument("--v2", action="store_true",
-                    help="also time the opt-in 16x16-tile intra stage (fast/chunk_intra.py)")
     args = ap.parse_args()
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()

@@ -17,10 +17,9 @@ use_qk_l2norm_in_kernel=True. For B in {1, 8, 64, 256} each row has
 - ``peer_over_ours``: the peer's time over ours (> 1: ours is faster); wall time for the operator's
   rows, device time for the sweep rows.
 
-Also measured: a bare launch of a one-line Triton kernel (through the JIT, and through its compiled
-kernel directly), where our host time goes at B = 1, and a sweep of our kernel's tile (BV, num_warps)
-by device time at every B, the default marked. A configuration that fails to compile or to run is
-reported and skipped.
+Also measured: a bare launch of a one-line Triton kernel through the JIT (the host's floor for any
+Triton call), and a sweep of our kernel's launch (``gdn2.fast.config.DecodeLaunch``) by device time at
+every B, the default marked. A launch that fails to compile or to run is reported and skipped.
 """
 
 import statistics
@@ -35,17 +34,13 @@ from bench import peer_ops, write_csv
 
 import gdn2.fast
 from gdn2.fast import fused_recurrent as fr
+from gdn2.fast.config import DecodeLaunch
 
 BATCHES = [1, 8, 64, 256]
 H, K, V = 16, 128, 128
-SWEEP = [fr.Tile(BV, num_warps) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
-#: the best tiles again with the state's cache hints, and with fewer programs than state blocks (each
-#: looping over blocks, optionally prefetching the next block's state or pipelined by Triton)
-SWEEP += [fr.Tile(BV, w, stream_state=True) for BV, w in ((16, 1), (32, 1), (64, 2))]
-SWEEP += [fr.Tile(32, 1, programs_per_sm=per_sm) for per_sm in (4, 6, 8, 12, 16)]
-SWEEP += [fr.Tile(16, 1, programs_per_sm=per_sm) for per_sm in (8, 16)]
-SWEEP += [fr.Tile(16, 1, programs_per_sm=8, prefetch=True), fr.Tile(32, 1, programs_per_sm=8, prefetch=True),
-          fr.Tile(32, 1, programs_per_sm=8, stages=2), fr.Tile(32, 1, True, programs_per_sm=8)]
+SWEEP = [DecodeLaunch(BV=BV, num_warps=num_warps) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
+#: fewer programs than state blocks, each looping over blocks
+SWEEP += [DecodeLaunch(BV=BV, num_warps=1, programs_per_sm=per_sm) for BV in (16, 32) for per_sm in (4, 8, 16)]
 CALLS_PER_GRAPH = 50
 FIELDS = ["card", "B", "impl", "config", "wall_us", "device_us", "mem_floor_us", "flop_floor_us", "peer_over_ours"]
 FP32_FLOPS = 67e12
@@ -139,92 +134,33 @@ def bare_launches(card: str) -> list[dict]:
     """The floor of any Triton call from Python: a one-line kernel, through the JIT and through its compiled kernel."""
     flag = torch.zeros(1, device="cuda")
     jit = wall_us(lambda: _one_store[(1,)](flag), 5000)
-    compiled = _one_store[(1,)](flag)
-    stream = torch.cuda.current_stream().cuda_stream
-    p = flag.data_ptr()
-    run = compiled.run
-    direct = wall_us(lambda: run(1, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None, p),
-                     5000)
-    return [dict(card=card, impl="bare-triton-launch", config="jit, 1 argument", wall_us=jit),
-            dict(card=card, impl="bare-triton-launch", config="compiled kernel's run, 1 argument", wall_us=direct)]
+    return [dict(card=card, impl="bare-triton-launch", config="jit, 1 argument", wall_us=jit)]
 
 
-def host_breakdown(card: str, x: dict, kw: dict) -> list[dict]:
-    """Where our host time goes at B = 1: the call without its launch, the launch alone, the JIT's path.
-
-    Also checks that the direct launch gives what the JIT launch gives, bit for bit."""
-    rows = []
-    op = lambda: gdn2.fast.fused_recurrent_gdn2(**x, **kw)
-    module_op = lambda: fr.fused_recurrent_gdn2(**x, **kw)
-    jit_path = lambda: fr._launch_new(None, x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], None, x["initial_state"],
-                                      True, None, True, None, None)
-    fr._LAUNCHES.clear()
-    o_jit, ht_jit = jit_path()
-    op()
-    if not fr._LAUNCHES:
-        print(f"!! no direct launch on this machine (_DIRECT_LAUNCH={fr._DIRECT_LAUNCH}, Triton {triton.__version__}):"
-              " every call takes the JIT's path")
-        return rows
-    o, ht = op()
-    same = torch.equal(o, o_jit) and torch.equal(ht, ht_jit)
-    print(f"direct launch == JIT launch: {same}")
-    if not same:
-        print("!! the direct launch differs from the JIT launch")
-    ((key, entry),) = fr._LAUNCHES.items()
-    fr._LAUNCHES[key] = entry._replace(run=lambda *args: None)
-    host_only = wall_us(op, 5000)
-    fr._LAUNCHES[key] = entry
-    o, ht = torch.empty_like(o), torch.empty_like(ht)
-    ptrs = [x[n].data_ptr() for n in "qkvgbw"] + [None, None, x["initial_state"].data_ptr(), o.data_ptr(),
-                                                   ht.data_ptr(), None]
-    stream = torch.cuda.current_stream().cuda_stream
-    launch = lambda: entry.run(*entry.grid, 1, stream, entry.function, entry.metadata, None, None, None,
-                               *ptrs, entry.scale, entry.T, entry.n_tiles, *entry.constexprs)
-    rows.append(dict(card=card, B=1, impl="ours-host-only", config="the call, its launch replaced by a no-op",
-                     wall_us=host_only))
-    rows.append(dict(card=card, B=1, impl="ours-launch-only", config="the cached compiled kernel's run, "
-                     "arguments ready", wall_us=wall_us(launch, 5000)))
-    rows.append(dict(card=card, B=1, impl="ours-module-function", config="gdn2.fast.fused_recurrent."
-                     "fused_recurrent_gdn2 (no package wrapper)", wall_us=wall_us(module_op, 5000)))
-    rows.append(dict(card=card, B=1, impl="ours-jit-path", config="contiguous, allocate, launch through the JIT "
-                     "(every call before the direct launch worked)", wall_us=wall_us(jit_path, 2000)))
-    return rows
-
-
-def sweep(card: str, B: int, x: dict, kw: dict, default: fr.Tile, peer_dev: float | None,
+def sweep(card: str, B: int, x: dict, kw: dict, default: DecodeLaunch, peer_dev: float | None,
           floor: float) -> list[dict]:
     """Device µs of every launch in SWEEP of our kernel at batch B."""
     rows = []
-    real = fr._launch_config
-    try:
-        for config in SWEEP:
-            if config.programs_per_sm and B < 64:         # fewer programs than blocks needs many blocks
-                continue
-            fr._launch_config = lambda programs, K, V, c=config: c
-            fr._LAUNCHES.clear()
-            name = tile_name(config) + (" default" if config == default else "")
-            try:
-                fr.fused_recurrent_gdn2(**x, **kw)
-                torch.cuda.synchronize()
-            except Exception as e:  # a tile that does not compile or run is skipped
-                print(f"    {name}: failed: {type(e).__name__}: {str(e)[:200]}")
-                continue
-            dev = device_us(lambda: fr.fused_recurrent_gdn2(**x, **kw))
-            rows.append(dict(card=card, B=B, impl="ours-sweep", config=name, device_us=dev, mem_floor_us=floor,
-                             peer_over_ours=peer_dev / dev if peer_dev and dev else None))
-            print(f"    {name:16s} {dev if dev is not None else float('nan'):8.1f} µs")
-    finally:
-        fr._launch_config = real
-        fr._LAUNCHES.clear()
+    for config in SWEEP:
+        if config.programs_per_sm and B < 64:             # fewer programs than blocks needs many blocks
+            continue
+        name = launch_name(config) + (" default" if config == default else "")
+        try:
+            fr.fused_recurrent_gdn2(**x, **kw, launch=config)
+            torch.cuda.synchronize()
+        except Exception as e:  # a launch that does not compile or run is skipped
+            print(f"    {name}: failed: {type(e).__name__}: {str(e)[:200]}")
+            continue
+        dev = device_us(lambda c=config: fr.fused_recurrent_gdn2(**x, **kw, launch=c))
+        rows.append(dict(card=card, B=B, impl="ours-sweep", config=name, device_us=dev, mem_floor_us=floor,
+                         peer_over_ours=peer_dev / dev if peer_dev and dev else None))
+        print(f"    {name:16s} {dev if dev is not None else float('nan'):8.1f} µs")
     return rows
 
 
-def tile_name(t: fr.Tile) -> str:
-    """BV32-w1, with -stream for the state's cache hints, -p8/SM for 8 programs per SM looping over the
-    blocks, -prefetch, -s2 for Triton's pipelining at depth 2."""
-    return (f"BV{t.BV}-w{t.num_warps}" + ("-stream" if t.stream_state else "")
-            + (f"-p{t.programs_per_sm}/SM" if t.programs_per_sm else "") + ("-prefetch" if t.prefetch else "")
-            + (f"-s{t.stages}" if t.stages > 1 else ""))
+def launch_name(t: DecodeLaunch) -> str:
+    """BV32-w1, with -p8/SM for 8 programs per SM looping over the blocks."""
+    return f"BV{t.BV}-w{t.num_warps}" + (f"-p{t.programs_per_sm}/SM" if t.programs_per_sm else "")
 
 
 def registers() -> None:
@@ -233,8 +169,7 @@ def registers() -> None:
     for cache in getattr(fr.fused_recurrent_fwd_kernel, "device_caches", {}).values():
         for ck in cache[0].values():
             constants = getattr(ck.src, "constants", {})
-            flags = " ".join(f"{n}={constants.get(n, constants.get((names.index(n),), '?'))}"
-                             for n in ("BV", "STREAM_STATE", "PREFETCH", "STAGES"))
+            flags = " ".join(f"{n}={constants.get(n, constants.get((names.index(n),), '?'))}" for n in ("BV",))
             print(f"   {flags} num_warps={ck.metadata.num_warps}: {ck.n_regs} registers, {ck.n_spills} spills")
 
 
@@ -255,14 +190,9 @@ def main():
         x = inputs(B)
         floor = 2 * B * H * K * V * 4 / bw * 1e6
         flop_floor = 8 * B * H * K * V / FP32_FLOPS * 1e6
-        if B == 1:
-            try:
-                rows += host_breakdown(card, x, kw)
-            except Exception as e:
-                print(f"host breakdown failed: {type(e).__name__}: {str(e)[:200]}")
         n = 2000 if B <= 8 else 1000 if B <= 64 else 200
-        default = fr._launch_config(B * H, K, V)
-        impls = {"ours": (lambda x=x: gdn2.fast.fused_recurrent_gdn2(**x, **kw), tile_name(default) + " default")}
+        default = fr.decode_launch(B * H, K, V)
+        impls = {"ours": (lambda x=x: gdn2.fast.fused_recurrent_gdn2(**x, **kw), launch_name(default) + " default")}
         if peer is not None:
             impls["peer"] = (lambda x=x: peer(**x, **kw), "fla")
         times, mine = {}, {}

@@ -197,28 +197,31 @@ def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
     stage; with ``sweep`` the local stage under several launch configurations of its two kernels."""
     from gdn2.fast.chunk_bwd import chunk_bwd_local, chunk_bwd_state
     from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+    from gdn2.fast.config import BackwardConfig, LocalWYLaunch, PairwiseLaunch, StateBwdLaunch
 
     x = {n: t.detach() for n, t in op_inputs(B, T).items()}
     do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
     kw = dict(scale=K ** -0.5, use_qk_l2norm_in_kernel=True)
     saved = chunk_gdn2_fwd(**x, **kw, save=True)
-    dS_end, dR, _ = chunk_bwd_state(saved, do, None, None, None)
-    local = lambda wy=None, pw=None: chunk_bwd_local(  # noqa: E731
-        x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], K ** -0.5, None, saved, do, dR, dS_end,
-        use_qk_l2norm_in_kernel=True, wy_config=wy, pairwise_config=pw)
+    default = BackwardConfig()
+    dS_end, dR, _ = chunk_bwd_state(saved, do, None, None, None, default)
+    local = lambda cfg=default: chunk_bwd_local(  # noqa: E731
+        x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], K ** -0.5, None, saved, do, dR, dS_end, cfg,
+        use_qk_l2norm_in_kernel=True)
     stages = {
         "forward": lambda: chunk_gdn2_fwd(**x, **kw),
         "forward-save": lambda: chunk_gdn2_fwd(**x, **kw, save=True),
-        "bwd-state": lambda: chunk_bwd_state(saved, do, None, None, None),
+        "bwd-state": lambda: chunk_bwd_state(saved, do, None, None, None, default),
         "bwd-local": local,
     }
     if sweep:
-        stages["bwd-state-bv64"] = lambda: chunk_bwd_state(saved, do, None, None, None, config={"BV": 64})
-        for name, wy, pw in (("wy4", {"num_warps": 4}, None), ("wy8-bk32", {"BK": 32}, None),
-                             ("wy8-bv32", {"BV": 32}, None), ("pw4", None, {"num_warps": 4}),
-                             ("pw8", None, {"num_warps": 8}),
-                             ("pw16", None, {"num_warps": 16})):
-            stages[f"bwd-local-{name}"] = lambda wy=wy, pw=pw: local(wy, pw)
+        stages["bwd-state-bv64"] = lambda: chunk_bwd_state(saved, do, None, None, None,
+                                                           BackwardConfig(state=StateBwdLaunch(BV=64)))
+        for name, cfg in (("wy4", BackwardConfig(local_wy=LocalWYLaunch(num_warps=4))),
+                          ("wy8-bk32", BackwardConfig(local_wy=LocalWYLaunch(BK=32))),
+                          ("wy8-bv32", BackwardConfig(local_wy=LocalWYLaunch(BV=32))),
+                          ("pw8", BackwardConfig(pairwise=PairwiseLaunch(num_warps=8)))):
+            stages[f"bwd-local-{name}"] = lambda cfg=cfg: local(cfg)
     rows = []
     for name, fn in stages.items():
         try:

@@ -4,7 +4,7 @@
 and ``fused_recurrent_gdn2`` (:func:`gdn2.fast.fused_recurrent.fused_recurrent_gdn2`) load with their
 kernels on first access, so this module imports on machines without Triton or a GPU, and
 :func:`unavailable_reason` says why the backend cannot run there. The operators take the arguments
-of SPEC §5.
+of the reference (docs page "The operator contract").
 """
 
 import importlib

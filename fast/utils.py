@@ -15,7 +15,7 @@ __all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "MAX_HEAD_DIM
 MAX_HEAD_DIM = 256
 
 #: Tests set this to True: every buffer a kernel must fill starts as NaN, so an unwritten
-#: element fails loudly (SPEC §7). Never set on the hot path of real use.
+#: element fails loudly. Never set on the hot path of real use.
 POISON_OUTPUTS = False
 
 

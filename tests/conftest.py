@@ -1,6 +1,9 @@
-"""Test configuration: Triton runs through its CPU interpreter when no GPU is present."""
+"""Test configuration: Triton runs through its CPU interpreter when no GPU is present, every test draws
+its random inputs from a seed of its own, and a failing test's report names the seed that reproduces it."""
 
 import os
+import random
+import zlib
 
 import pytest
 import torch
@@ -9,10 +12,35 @@ if not torch.cuda.is_available():
     # Must be set before any Triton kernel is defined, so before gdn2.fast is imported.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+#: the run's base seed: fresh draws each run unless GDN2_TEST_SEED repeats a run
+BASE_SEED = int(os.environ.get("GDN2_TEST_SEED") or random.SystemRandom().randrange(2**31))
+
+
+def pytest_report_header(config):
+    return f"gdn2 test seed: GDN2_TEST_SEED={BASE_SEED}"
+
+
+@pytest.fixture(autouse=True)
+def seeded(request):
+    """Seed torch's generators for this test from the base seed and the test's id."""
+    seed = (BASE_SEED + zlib.crc32(request.node.nodeid.encode())) % 2**63
+    torch.manual_seed(seed)
+    request.node.gdn2_seed = seed
+    return seed
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and hasattr(item, "gdn2_seed"):
+        report.sections.append(("gdn2 seed", f"reproduce with GDN2_TEST_SEED={BASE_SEED} "
+                                             f"(this test's torch seed: {item.gdn2_seed})"))
+
 
 @pytest.fixture
 def poison_triton_outputs(monkeypatch):
-    """Every buffer the Triton drivers allocate starts as NaN, so an unwritten element fails (SPEC §7)."""
+    """Every buffer the Triton drivers allocate starts as NaN, so an unwritten element fails."""
     import gdn2.fast.utils
 
     monkeypatch.setattr(gdn2.fast.utils, "POISON_OUTPUTS", True)

@@ -1,4 +1,4 @@
-"""The ``gdn2`` command line: ``check`` prints the SPEC §7 table and exits 0 (non-zero on a failure),
+"""The ``gdn2`` command line: ``check`` prints the tolerance table and exits 0 (non-zero on a failure),
 ``train`` shows progress and a dropping loss, ``generate`` samples from a saved model."""
 
 import os

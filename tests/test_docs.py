@@ -413,7 +413,7 @@ def test_scalar_post_scale_needs_tied_gates(tied):
     else:
         b, w = _u64(C, K), _u64(C, V)
     gamma = G.exp()
-    dA = dU @ (w * v).T + dY @ (gamma * b * k).T                 # gate-aware (SPEC §4)
+    dA = dU @ (w * v).T + dY @ (gamma * b * k).T                 # gate-aware
     ungated = dU @ v.T + dY @ (gamma * k).T                      # what a post-scaled kernel accumulates
     c = (dA * ungated).sum(0) / ungated.pow(2).sum(0)            # best scalar per column s
     err = rel_rms(ungated * c, dA)

@@ -1,8 +1,8 @@
-"""The Triton backward (gradients of gdn2.fast.chunk_gdn2) against the float64 references (SPEC §4, §7).
+"""The Triton backward (gradients of gdn2.fast.chunk_gdn2) against the float64 references.
 
 Every gradient (q, k, v, g, b, w, the initial state, A_log and dt_bias) is compared with autograd
 through the float64 recurrence, and each of the two backward stages with the reference's manual
-backward stage (``gdn2.ops.chunk_backward``) fed the same inputs. On the CPU the kernels run through
+backward stage (``gdn2.ops.chunk_bwd``) fed the same inputs. On the CPU the kernels run through
 Triton's interpreter at tiny shapes (float32 and float16: its tl.dot is wrong on bfloat16 operands);
 the tests marked ``gpu`` run realistic shapes in bfloat16.
 """
@@ -14,8 +14,8 @@ import gdn2.fast
 from gdn2.ops import chunk_gdn2 as ref_chunk_gdn2
 from gdn2.ops import recurrent_gdn2
 from gdn2.ops.chunk import chunk_forward, from_chunks, pairwise_decay, to_chunks
-from gdn2.ops.chunk_backward import chunk_bwd_local as ref_bwd_local
-from gdn2.ops.chunk_backward import chunk_bwd_state as ref_bwd_state
+from gdn2.ops.chunk_bwd import chunk_bwd_local as ref_bwd_local
+from gdn2.ops.chunk_bwd import chunk_bwd_state as ref_bwd_state
 from gdn2.tolerances import gate_term_sizes
 
 from gdn2_testing import DEVICE, DT, KIND, PATH, TOLERANCES, assert_close, gpu, make_inputs
@@ -43,7 +43,7 @@ def grads(op, inputs: dict, do: torch.Tensor, dht: torch.Tensor | None, **kw) ->
 
 def check_grads(inputs: dict, dtype: torch.dtype, oracle=recurrent_gdn2, final_state: bool = True,
                 **kw) -> dict:
-    """Gradients of the Triton op on ``inputs`` cast to dtype against the float64 oracle (SPEC §7)."""
+    """Gradients of the Triton op on ``inputs`` cast to dtype against the float64 oracle."""
     low, exact = cast(inputs, dtype)
     B, T, HV, V = low["v"].shape
     N = B if kw.get("cu_seqlens") is None else kw["cu_seqlens"].numel() - 1
@@ -65,7 +65,7 @@ def check_grads(inputs: dict, dtype: torch.dtype, oracle=recurrent_gdn2, final_s
 
 
 def with_gate(inputs: dict, H: int, K: int, seed: int = 0) -> dict:
-    """The same inputs with a raw gate (g ~ N(0, 1)) and the in-op gate's A_log, dt_bias (SPEC §6)."""
+    """The same inputs with a raw gate (g ~ N(0, 1)) and the in-op gate's A_log, dt_bias."""
     gen = torch.Generator().manual_seed(seed)
     out = dict(inputs)
     out["g"] = torch.randn(inputs["g"].shape, generator=gen, dtype=torch.float64).to(DEVICE)
@@ -76,30 +76,30 @@ def with_gate(inputs: dict, H: int, K: int, seed: int = 0) -> dict:
 
 def diag_fast_valid(g: torch.Tensor, C: int) -> torch.Tensor:
     """[B, T, H] whether each token takes the pairwise kernel's fast diagonal products: the kernel's rule
-    max_d (G_a − G_t) ≤ DIAG_EXP_MAX, a = the first token of t's 16-token sub-chunk, G chunk-local."""
-    from gdn2.fast.chunk_bwd import BC, DIAG_EXP_MAX
+    max_d (G_a − G_t) ≤ EXP_MAX, a = the first token of t's 16-token sub-chunk, G chunk-local."""
+    from gdn2.fast.chunk_bwd import BC, EXP_MAX
 
     B, T, H, K = g.shape
     Tp = -(-T // C) * C
     G = torch.nn.functional.pad(g.double(), (0, 0, 0, 0, 0, Tp - T)).view(B, Tp // C, C, H, K).cumsum(2)
     Ga = G[:, :, ::BC].repeat_interleave(BC, dim=2)
-    return ((Ga - G).amax(-1) <= DIAG_EXP_MAX).view(B, Tp, H)[:, :T]
+    return ((Ga - G).amax(-1) <= EXP_MAX).view(B, Tp, H)[:, :T]
 
 
 # ---- CPU interpreter (and GPU): every gradient against the float64 recurrence -----------------
 @pytest.mark.parametrize(
-    "B,T,H,HV,K,V,C,dtype",
+    "B,T,H,HV,K,V,dtype",
     [
-        pytest.param(2, 45, 2, 4, 32, 16, 64, "fp32", id="B2-T45-H2-HV4-K32-V16-C64-fp32"),
-        pytest.param(1, 70, 1, 1, 16, 16, 32, "fp16", id="B1-T70-H1-K16-V16-C32-fp16"),
-        pytest.param(2, 40, 1, 1, 20, 12, 16, "fp32", id="B2-T40-H1-K20-V12-C16-unaligned-dims"),
-        pytest.param(1, 20, 1, 2, 144, 16, 16, "fp32", id="B1-T20-H1-HV2-K144-V16-C16-two-state-tiles"),
+        pytest.param(2, 45, 2, 4, 32, 16, "fp32", id="B2-T45-H2-HV4-K32-V16-fp32"),
+        pytest.param(1, 70, 1, 1, 16, 16, "fp16", id="B1-T70-H1-K16-V16-fp16"),
+        pytest.param(2, 40, 1, 1, 20, 12, "fp32", id="B2-T40-H1-K20-V12-unaligned-dims"),
+        pytest.param(1, 20, 1, 2, 144, 16, "fp32", id="B1-T20-H1-HV2-K144-V16-two-state-tiles"),
     ],
 )
-def test_backward_matches_recurrence(B, T, H, HV, K, V, C, dtype):
+def test_backward_matches_recurrence(B, T, H, HV, K, V, dtype):
     inputs = make_inputs(B, T, H, HV, K, V)
-    assert diag_fast_valid(inputs["g"], C).all()                       # the diagonal fast path only
-    check_grads(inputs, DT[dtype], chunk_size=C)
+    assert diag_fast_valid(inputs["g"], 64).all()                      # the diagonal fast path only
+    check_grads(inputs, DT[dtype])
 
 
 @pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "saved"])
@@ -109,8 +109,7 @@ def test_backward_all_options_together(recompute):
     inputs = with_gate(make_inputs(1, 70, H, 2, K, 16, N=3), H, K)
     inputs["q"], inputs["k"] = 3 * inputs["q"], 2 * inputs["k"]          # not unit norm: the op normalises
     cu = torch.tensor([0, 30, 30, 70], device=DEVICE)
-    got = check_grads(inputs, torch.float32, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, chunk_size=16,
-                      recompute=recompute)
+    got = check_grads(inputs, torch.float32, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, recompute=recompute)
     assert set(got) == {"q", "k", "v", "g", "b", "w", "initial_state", "A_log", "dt_bias"}
 
 
@@ -118,8 +117,8 @@ def test_recompute_and_saved_intermediates_give_identical_gradients():
     low, _ = cast(make_inputs(1, 50, 1, 2, 16, 16), torch.float32)
     do = torch.randn(1, 50, 2, 16, device=DEVICE)
     dht = torch.randn(1, 2, 16, 16, device=DEVICE)
-    _, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, dht, chunk_size=32, recompute=True)
-    _, _, g2 = grads(gdn2.fast.chunk_gdn2, low, do, dht, chunk_size=32, recompute=False)
+    _, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, dht, recompute=True)
+    _, _, g2 = grads(gdn2.fast.chunk_gdn2, low, do, dht, recompute=False)
     for name in g1:
         assert torch.equal(g1[name], g2[name]), f"d{name} differs between recompute and saved"
 
@@ -127,7 +126,7 @@ def test_recompute_and_saved_intermediates_give_identical_gradients():
 def test_backward_output_only_without_states():
     """No initial state, no final state: the loss reads o only (dht is None in the backward)."""
     inputs = make_inputs(1, 33, 2, 2, 16, 16, initial_state=False)
-    got = check_grads(inputs, torch.float32, final_state=False, chunk_size=32)
+    got = check_grads(inputs, torch.float32, final_state=False)
     assert "initial_state" not in got
 
 
@@ -160,13 +159,14 @@ def slots(x: torch.Tensor) -> torch.Tensor:
 def test_state_stage_matches_reference():
     from gdn2.fast.chunk_bwd import chunk_bwd_state
     from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+    from gdn2.fast.config import BackwardConfig
 
-    B, T, H, HV, K, V, C = 2, 70, 1, 2, 16, 16, 32
+    B, T, H, HV, K, V, C = 2, 140, 1, 2, 16, 16, 64
     low, exact = cast(make_inputs(B, T, H, HV, K, V), torch.float32)
     do, dht = torch.randn(B, T, HV, V, device=DEVICE), torch.randn(B, HV, K, V, device=DEVICE)
     ref = reference_stages(exact, C, do.double(), dht.double())
-    saved = chunk_gdn2_fwd(**low, scale=K ** -0.5, chunk_size=C, save=True)
-    dS_end, dR, dh0 = chunk_bwd_state(saved, do, dht, low["initial_state"], None, C)
+    saved = chunk_gdn2_fwd(**low, scale=K ** -0.5, save=True)
+    dS_end, dR, dh0 = chunk_bwd_state(saved, do, dht, low["initial_state"], None, BackwardConfig())
     tol = TOLERANCES["triton-float32"]
     assert_close("dR", dR, from_chunks(ref["dR"], None, T), tol[1])
     assert_close("dS_end", dS_end, slots(ref["dS_end"]), tol[2])
@@ -177,16 +177,17 @@ def test_local_stage_matches_reference():
     """The local stage fed the reference's dS_end and dR returns the reference's local gradients."""
     from gdn2.fast.chunk_bwd import chunk_bwd_local
     from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+    from gdn2.fast.config import BackwardConfig
 
-    B, T, H, HV, K, V, C = 1, 80, 2, 4, 16, 16, 32
+    B, T, H, HV, K, V, C = 1, 150, 2, 4, 16, 16, 64
     low, exact = cast(make_inputs(B, T, H, HV, K, V), torch.float32)
     do, dht = torch.randn(B, T, HV, V, device=DEVICE), torch.randn(B, HV, K, V, device=DEVICE)
     ref = reference_stages(exact, C, do.double(), dht.double())
-    saved = chunk_gdn2_fwd(**low, scale=K ** -0.5, chunk_size=C, save=True)
+    saved = chunk_gdn2_fwd(**low, scale=K ** -0.5, save=True)
     dS_end = slots(ref["dS_end"]).float().contiguous()
     dR = from_chunks(ref["dR"], None, T).float().contiguous()
     out = chunk_bwd_local(low["q"], low["k"], low["v"], low["g"], low["b"], low["w"], K ** -0.5, None, saved,
-                          do, dR, dS_end, chunk_size=C)
+                          do, dR, dS_end, BackwardConfig())
     expected = dict(zip(("q", "k", "g", "b", "v", "w"), ref["local"]))      # the reference's order
     tol = TOLERANCES["triton-float32"]
     for name, got in zip(("q", "k", "v", "g", "b", "w"), out):
@@ -198,12 +199,12 @@ def test_local_stage_matches_reference():
 # ---- numerics: strong decay, saturated gates, causality ------------------------------------------
 @pytest.mark.parametrize("case", ["g-20", "chunk-at-1e4"])
 def test_backward_strong_decay_is_finite_and_accurate(case):
-    """exp(−G) overflows float32 within a chunk here; no gradient may (SPEC §3)."""
-    inputs = make_inputs(1, 100, 1, 1, 16, 16, g_min=-20.0)
+    """exp(−G) overflows float32 within a chunk here; no gradient may."""
+    inputs = make_inputs(1, 150, 1, 1, 16, 16, g_min=-20.0)
     if case == "chunk-at-1e4":
-        inputs["g"][:, 32:64] = -1e4                                   # a whole chunk at -1e4
-    assert not diag_fast_valid(inputs["g"], 32).all()                  # the diagonal fallback runs
-    check_grads(inputs, torch.float32, chunk_size=32)
+        inputs["g"][:, 64:128] = -1e4                                  # a whole chunk at -1e4
+    assert not diag_fast_valid(inputs["g"], 64).all()                  # the diagonal fallback runs
+    check_grads(inputs, torch.float32)
 
 
 def mixed_decay_inputs(T: int, K: int) -> dict:
@@ -232,7 +233,7 @@ def mixed_decay_inputs(T: int, K: int) -> dict:
 def test_backward_diagonal_fast_path_and_fallback_in_one_call(monkeypatch, dtype, l2norm, forced):
     """The pairwise kernel's diagonal blocks mix the products with the anchor (fast-valid tokens) and
     the element-by-element fallback (the others) inside one sub-chunk; every gradient stays within
-    SPEC §7. ``fallback-everywhere`` lowers the clamp so that no token is fast-valid (the fallback alone,
+    the tolerance. ``fallback-everywhere`` lowers the clamp so that no token is fast-valid (the fallback alone,
     padded rows included)."""
     import gdn2.fast.chunk_bwd
 
@@ -243,8 +244,8 @@ def test_backward_diagonal_fast_path_and_fallback_in_one_call(monkeypatch, dtype
     assert valid[80] and not valid[81:96].any() and valid[96:99].all() and not valid[99]
     assert valid[:16].all() and valid[32:80].all()
     if forced:
-        monkeypatch.setattr(gdn2.fast.chunk_bwd, "DIAG_EXP_MAX", -1.0)
-    check_grads(inputs, DT[dtype], chunk_size=C, use_qk_l2norm_in_kernel=l2norm)
+        monkeypatch.setattr(gdn2.fast.chunk_bwd, "EXP_MAX", -1.0)
+    check_grads(inputs, DT[dtype], use_qk_l2norm_in_kernel=l2norm)
 
 
 def test_backward_saturated_gates():
@@ -253,12 +254,12 @@ def test_backward_saturated_gates():
     gen = torch.Generator().manual_seed(3)
     pick = lambda x, lo, hi: torch.where(torch.rand(x.shape, generator=gen) < 0.5, lo, hi).to(x)
     inputs["b"], inputs["w"] = pick(inputs["b"], 0.0, 2.0), pick(inputs["w"], 0.0, 1.0)
-    check_grads(inputs, torch.float32, chunk_size=32)
+    check_grads(inputs, torch.float32)
 
 
 def test_backward_is_causal():
     """The loss reads outputs before the cut only: wild changes after it leave earlier gradients bit-equal."""
-    T, cut = 45, 40                                                    # the cut is inside a partly filled chunk
+    T, cut = 100, 90                                                   # the cut is inside a partly filled chunk
     low, _ = cast(make_inputs(1, T, 1, 2, 16, 16), torch.float32)
     changed = {n: x.clone() for n, x in low.items()}
     for name, scale in (("q", 9.0), ("k", 50.0), ("v", -30.0), ("b", 7.0), ("w", 9.0)):
@@ -266,8 +267,8 @@ def test_backward_is_causal():
     changed["g"][:, cut:] = -1e4
     do = torch.randn(1, T, 2, 16, device=DEVICE)
     do[:, cut:] = 0
-    o1, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, None, chunk_size=32)
-    o2, _, g2 = grads(gdn2.fast.chunk_gdn2, changed, do, None, chunk_size=32)
+    o1, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, None)
+    o2, _, g2 = grads(gdn2.fast.chunk_gdn2, changed, do, None)
     assert not torch.equal(o1[:, cut:], o2[:, cut:])                   # the change is real
     for name in ("q", "k", "v", "g", "b", "w"):
         assert torch.equal(g1[name][:, :cut], g2[name][:, :cut]), f"d{name} changed before the cut"
@@ -277,7 +278,7 @@ def test_backward_is_causal():
 def test_backward_does_not_mutate_inputs():
     low, _ = cast(make_inputs(1, 20, 1, 1, 16, 16), torch.float32)
     leaves = {n: x.clone().requires_grad_() for n, x in low.items()}
-    o, ht = gdn2.fast.chunk_gdn2(**leaves, output_final_state=True, chunk_size=16)
+    o, ht = gdn2.fast.chunk_gdn2(**leaves, output_final_state=True)
     (o.sum() + ht.sum()).backward()
     for n in low:
         assert torch.equal(leaves[n].detach(), low[n]), n

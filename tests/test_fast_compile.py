@@ -25,7 +25,7 @@ def layer_like(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens=None)
     """What a layer does around the op: in-op gate and L2 norm, a loss on o and the final state."""
     o, ht = gdn2.fast.chunk_gdn2(q, k, v, g, b, w, initial_state=initial_state, output_final_state=True,
                                  cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=True, A_log=A_log,
-                                 dt_bias=dt_bias, chunk_size=16 if DEVICE == "cpu" else 64)
+                                 dt_bias=dt_bias)
     return (o.float() * torch.linspace(-1, 1, o.shape[-1], device=o.device)).sum() + ht.square().sum()
 
 
@@ -55,8 +55,8 @@ def compiled_matches_eager(x: dict, **kw) -> None:
 def run_without_test_hooks(call: str) -> None:
     """Run ``call`` (a function of this module) in a fresh interpreter.
 
-    pytest wraps every gdn2 function in jaxtyping's checking decorator (pyproject's addopts), which
-    Dynamo cannot trace; users' code has no such hook, so the compile checks run in a subprocess.
+    pytest wraps the typed reference's functions in jaxtyping's checking decorator (pyproject's addopts),
+    which Dynamo cannot trace; users' code has no such hook, so the compile checks run in a subprocess.
     """
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_fast_compile as t; {call}"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)

@@ -1,11 +1,10 @@
 """The Triton decoding operator (gdn2.fast.fused_recurrent_gdn2) against the float64 recurrence."""
 
-import inspect
-
 import pytest
 import torch
 
 import gdn2.fast
+from gdn2.fast.config import DecodeLaunch
 from gdn2.ops import recurrent_gdn2
 
 from gdn2_testing import DEVICE, DT, PATH, TOLERANCES, assert_close, gpu, make_inputs
@@ -24,7 +23,8 @@ def cast(inputs, dtype):
 
 def check(inputs, dtype, **kw):
     low, exact = cast(inputs, dtype)
-    ref_kw = {n: (x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x) for n, x in kw.items()}
+    ref_kw = {n: (x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x) for n, x in kw.items()
+              if n != "launch"}
     o_ref, ht_ref = recurrent_gdn2(**exact, output_final_state=True, **ref_kw)
     o, ht = gdn2.fast.fused_recurrent_gdn2(**low, output_final_state=True, **kw)
     assert o.dtype == dtype and ht.dtype == torch.float32
@@ -57,25 +57,30 @@ def test_decode_options_together():
 @pytest.mark.parametrize(
     "launch",
     [
-        pytest.param(dict(stream_state=True), id="streamed-state-access"),
-        pytest.param(dict(programs_per_sm=1), id="programs-loop-over-blocks"),
-        pytest.param(dict(programs_per_sm=1, prefetch=True), id="loop-with-prefetch"),
-        pytest.param(dict(programs_per_sm=1, prefetch=True, stages=2, stream_state=True), id="loop-pipelined-all"),
+        pytest.param(DecodeLaunch(BV=16, programs_per_sm=1), id="programs-loop-over-blocks"),
+        pytest.param(DecodeLaunch(BV=8, num_warps=2), id="BV8-two-warps"),
     ],
 )
-def test_decode_launch_variants_keep_the_numbers(launch, monkeypatch):
-    """Every launch the benchmark sweeps gives the recurrence: cache hints on the state, and fewer programs
-    than state blocks (4 programs for 8 blocks of 2 sequences, then for 12 blocks of 3 packed ones: each
-    program takes every fourth block), with
-    the next block's state prefetched and the loop pipelined. Varlen packing with an empty sequence, GVA."""
+def test_decode_launches_keep_the_numbers(launch, monkeypatch):
+    """Fewer programs than state blocks (4 programs for 8 blocks of 2 sequences, then for 12 blocks of 3
+    packed ones: each program takes every fourth block) and other block widths give the recurrence;
+    packing with an empty sequence, GVA."""
     import gdn2.fast.fused_recurrent as fr
 
-    monkeypatch.setattr(fr, "_launch_config", lambda programs, K, V: fr.Tile(16, 1, **launch))
-    monkeypatch.setattr(fr, "_LAUNCHES", {})
     monkeypatch.setattr(fr, "_sm_count", lambda device: 4)
-    check(make_inputs(2, 3, 1, 2, 16, 32), torch.float32)
+    check(make_inputs(2, 3, 1, 2, 16, 32), torch.float32, launch=launch)
     inputs = make_inputs(1, 7, 1, 2, 16, 32, N=3)
-    check(inputs, torch.float32, cu_seqlens=torch.tensor([0, 2, 2, 7], device=DEVICE))
+    check(inputs, torch.float32, cu_seqlens=torch.tensor([0, 2, 2, 7], device=DEVICE), launch=launch)
+
+
+def test_decode_launch_rule():
+    """Few (sequence, head) pairs: one program per [K, 16] block; many: [K, 32] blocks, 8 programs per SM."""
+    from gdn2.fast.fused_recurrent import decode_launch
+
+    assert decode_launch(16, 128, 128) == DecodeLaunch(BV=16, num_warps=1)
+    assert decode_launch(1024, 128, 128) == DecodeLaunch(BV=32, num_warps=1, programs_per_sm=8)
+    assert decode_launch(1024, 256, 128) == DecodeLaunch(BV=32, num_warps=2, programs_per_sm=8)
+    assert decode_launch(1024, 64, 128).programs_per_sm is None
 
 
 def test_decode_steps_chain_to_the_sequence():
@@ -114,86 +119,21 @@ def test_gpu_decode_matches_recurrence(B, T, H, HV, K, V):
     check(make_inputs(B, T, H, HV, K, V, dtype=torch.float64), torch.bfloat16)
 
 
-@pytest.fixture
-def direct_launch(monkeypatch):
-    """The short path of fused_recurrent_gdn2 without a GPU: a fake kernel records the JIT launches
-    and the direct launches of its "compiled" kernel (no output is computed)."""
-    import gdn2.fast.fused_recurrent as fr
-
-    log = {"jit": [], "direct": [], "params": list(inspect.signature(fr.fused_recurrent_fwd_kernel.fn).parameters)}
-
-    class Compiled:
-        function, packed_metadata = 7, "packed"
-
-        def run(self, *args):
-            log["direct"].append(args)
-
-    class Kernel:
-        def __getitem__(self, grid):
-            return lambda *args, **kwargs: log["jit"].append((grid, args, kwargs)) or Compiled()
-
-    device = torch.empty(0, device=DEVICE).get_device()
-    monkeypatch.setattr(fr, "fused_recurrent_fwd_kernel", Kernel())
-    monkeypatch.setattr(fr, "_DIRECT_LAUNCH", True)
-    monkeypatch.setattr(fr, "_current_device", lambda: device)
-    monkeypatch.setattr(fr, "_current_stream", lambda device: 1234)
-    monkeypatch.setattr(fr, "_LAUNCHES", {})
-    return log
-
-
 def layer_inputs(B, H, HV, K, V, dtype):
     x, _ = cast(make_inputs(B, 1, H, HV, K, V), dtype)
     return dict(x, A_log=torch.rand(H, device=DEVICE), dt_bias=torch.randn(H * K, device=DEVICE))
 
 
 def layer_call(x, **over):
-    """A decoding step as the layer makes it: in-kernel gate and L2 norm, state in and out."""
+    """A decoding step as the layer makes it: in-op gate and L2 norm, state in and out."""
     return gdn2.fast.fused_recurrent_gdn2(**{**x, **over}, output_final_state=True, use_qk_l2norm_in_kernel=True)
 
 
-def test_cached_launch_repeats_the_jit_launch(direct_launch):
-    """The second call of a configuration launches the compiled kernel with what the JIT got:
-    pointers, scale, T and the constexprs in the kernel's order; the grid and stream as given."""
-    x = layer_inputs(2, 2, 4, 16, 32, torch.bfloat16)
-    o1, ht1 = layer_call(x)
-    o2, ht2 = layer_call(x)
-    assert len(direct_launch["jit"]) == 1 and len(direct_launch["direct"]) == 1
-    grid, args, kwargs = direct_launch["jit"][0]
-    num_warps = kwargs.pop("num_warps")
-    assert num_warps in (1, 2, 4, 8)
-    assert list(kwargs) == direct_launch["params"][len(args):]            # constexprs in the kernel's order
-    direct = direct_launch["direct"][0]
-    assert direct[:9] == (*grid, 1, 1234, 7, "packed", None, None, None)
-    outputs = {9: o2.data_ptr(), 10: ht2.data_ptr()}                       # o and ht are the new call's
-    expected = [outputs.get(i, a.data_ptr() if isinstance(a, torch.Tensor) else a) for i, a in enumerate(args)]
-    assert list(direct[9:]) == expected[:9] + [outputs[9], outputs[10]] + expected[11:] + list(kwargs.values())
-    assert o2.shape == o1.shape and o2.dtype == o1.dtype and ht2.shape == ht1.shape and ht2.dtype == torch.float32
-
-
-def test_cached_launch_falls_back_to_the_jit(direct_launch):
-    """A known configuration with a non-contiguous or unaligned input goes through the JIT again."""
+def test_bad_input_gets_named_errors_with_gate():
+    """The contract's named errors, also with A_log and dt_bias given (the layer's call) and after a good
+    call of the same configuration."""
     x = layer_inputs(1, 2, 2, 16, 16, torch.float32)
     layer_call(x)
-    q_strided = torch.cat([x["q"], x["q"]], -1)[..., ::2]                   # same shape, not contiguous
-    layer_call(x, q=q_strided)
-    q_unaligned = torch.empty(x["q"].numel() + 1, device=DEVICE)[1:].view_as(x["q"]).copy_(x["q"])
-    assert q_unaligned.is_contiguous() and q_unaligned.data_ptr() % 16
-    layer_call(x, q=q_unaligned)
-    assert len(direct_launch["jit"]) == 3 and not direct_launch["direct"]
-    assert direct_launch["jit"][1][1][0].is_contiguous()                    # the strided q was copied
-    layer_call(x)
-    assert len(direct_launch["direct"]) == 1
-
-
-@pytest.mark.parametrize("launch", ["jit", "cached"])
-def test_bad_input_gets_named_errors_with_gate(launch, request):
-    """The short path keeps SPEC §5's named errors, also with A_log and dt_bias given (the layer's call)
-    and after a good call of the same configuration."""
-    log = request.getfixturevalue("direct_launch") if launch == "cached" else None
-    x = layer_inputs(1, 2, 2, 16, 16, torch.bfloat16)
-    layer_call(x)
-    layer_call(x)
-    assert log is None or len(log["direct"]) == 1
     bad = [
         (ValueError, "q must have rank 4", dict(q=x["q"][0])),
         (ValueError, "k must have the shape of q", dict(k=x["k"][..., :8])),
@@ -201,25 +141,9 @@ def test_bad_input_gets_named_errors_with_gate(launch, request):
         (TypeError, "v must be a torch.Tensor", dict(v=x["v"].tolist())),
         (ValueError, "A_log must have shape", dict(A_log=torch.rand(3, device=DEVICE))),
         (ValueError, "dt_bias must have shape", dict(dt_bias=torch.rand(5, device=DEVICE))),
-        (TypeError, "scale must be a float", dict(scale=True)),
+        (TypeError, "scale must be a real number", dict(scale=True)),
+        (ValueError, "scale must be finite", dict(scale=float("nan"))),
     ]
     for error, message, over in bad:
         with pytest.raises(error, match=message):
             layer_call(x, **over)
-
-
-@pytest.mark.gpu
-@gpu
-def test_gpu_cached_launch_equals_the_jit_launch(monkeypatch):
-    """On a GPU the second call of a configuration launches the compiled kernel directly, with the same result."""
-    import gdn2.fast.fused_recurrent as fr
-
-    monkeypatch.setattr(fr, "_LAUNCHES", {})
-    x = layer_inputs(4, 2, 4, 128, 128, torch.bfloat16)
-    o1, ht1 = layer_call(x)
-    ((key, entry),) = fr._LAUNCHES.items()
-    direct = []
-    fr._LAUNCHES[key] = entry._replace(run=lambda *a: direct.append(1) or entry.run(*a))
-    o2, ht2 = layer_call(x)
-    assert direct == [1]
-    assert torch.equal(o1, o2) and torch.equal(ht1, ht2)

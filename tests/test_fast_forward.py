@@ -1,4 +1,4 @@
-"""The Triton chunkwise forward (gdn2.fast.chunk_gdn2) against the float64 reference (SPEC §3, §5, §7).
+"""The Triton chunkwise forward (gdn2.fast.chunk_gdn2) against the float64 reference.
 
 On the CPU the kernels run through Triton's interpreter at tiny shapes (float32 and float16 only:
 the interpreter's tl.dot is wrong on bfloat16 operands); the tests marked ``gpu`` run realistic
@@ -48,19 +48,19 @@ def check(inputs: dict, dtype: torch.dtype, oracle=recurrent_gdn2, **kw):
 
 # ---- CPU interpreter (and GPU): every option at tiny shapes ---------------------------------------
 @pytest.mark.parametrize(
-    "B,T,H,HV,K,V,C,dtype",
+    "B,T,H,HV,K,V,dtype",
     [
-        pytest.param(2, 40, 2, 2, 16, 16, 16, "fp32", id="B2-T40-H2-K16-V16-C16-fp32"),
-        pytest.param(1, 130, 1, 1, 32, 16, 64, "fp32", id="B1-T130-H1-K32-V16-C64-fp32"),
-        pytest.param(2, 65, 1, 2, 32, 32, 32, "fp16", id="B2-T65-H1-HV2-K32-V32-C32-fp16"),
-        pytest.param(1, 64, 2, 4, 16, 32, 64, "fp32", id="B1-T64-H2-HV4-K16-V32-C64-gva"),
-        pytest.param(1, 1, 1, 1, 16, 16, 16, "fp32", id="B1-T1-K16-V16-C16-one-token"),
-        pytest.param(1, 33, 1, 1, 20, 12, 32, "fp32", id="B1-T33-K20-V12-C32-unaligned-dims"),
-        pytest.param(1, 40, 1, 2, 160, 16, 16, "fp32", id="B1-T40-HV2-K160-V16-C16-two-state-tiles"),
+        pytest.param(2, 40, 2, 2, 16, 16, "fp32", id="B2-T40-H2-K16-V16-fp32"),
+        pytest.param(1, 130, 1, 1, 32, 16, "fp32", id="B1-T130-H1-K32-V16-fp32"),
+        pytest.param(2, 65, 1, 2, 32, 32, "fp16", id="B2-T65-H1-HV2-K32-V32-fp16"),
+        pytest.param(1, 64, 2, 4, 16, 32, "fp32", id="B1-T64-H2-HV4-K16-V32-gva"),
+        pytest.param(1, 1, 1, 1, 16, 16, "fp32", id="B1-T1-K16-V16-one-token"),
+        pytest.param(1, 70, 1, 2, 20, 12, "fp32", id="B1-T70-HV2-K20-V12-unaligned-dims"),
+        pytest.param(1, 40, 1, 2, 160, 16, "fp32", id="B1-T40-HV2-K160-V16-two-state-tiles"),
     ],
 )
-def test_chunk_matches_recurrence(B, T, H, HV, K, V, C, dtype):
-    check(make_inputs(B, T, H, HV, K, V), DT[dtype], chunk_size=C)
+def test_chunk_matches_recurrence(B, T, H, HV, K, V, dtype):
+    check(make_inputs(B, T, H, HV, K, V), DT[dtype])
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
@@ -73,19 +73,18 @@ def test_chunk_options_together(dtype):
     cu = torch.tensor([0, 5, 5, 40, 77], device=DEVICE)
     A_log = torch.rand(H, device=DEVICE, dtype=torch.float64).float()
     dt_bias = torch.randn(H * K, device=DEVICE).float()
-    check(inputs, DT[dtype], cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias,
-          chunk_size=32)
+    check(inputs, DT[dtype], cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias)
 
 
 def test_chunk_precomputed_chunk_indices_and_no_state():
     from gdn2.fast.utils import prepare_chunk_indices
 
-    inputs = make_inputs(1, 50, 1, 1, 16, 16, N=3, initial_state=False)
-    cu = torch.tensor([0, 17, 33, 50], device=DEVICE, dtype=torch.int32)
-    idx = prepare_chunk_indices(cu, 16, 50)
-    # lengths 17, 16, 17: 2 + 1 + 2 chunks in 50 // 16 + 3 = 6 slots, the last unused (-1)
-    assert idx[:, 0].tolist() == [0, 0, 1, 2, 2, -1] and idx[:, 1].tolist() == [0, 1, 0, 0, 1, 0]
-    check(inputs, torch.float32, cu_seqlens=cu, chunk_size=16, chunk_indices=idx)
+    inputs = make_inputs(1, 150, 1, 1, 16, 16, N=3, initial_state=False)
+    cu = torch.tensor([0, 70, 71, 150], device=DEVICE, dtype=torch.int32)
+    idx = prepare_chunk_indices(cu, 64, 150)
+    # lengths 70, 1, 79: 2 + 1 + 2 chunks in 150 // 64 + 3 = 5 slots
+    assert idx[:, 0].tolist() == [0, 0, 1, 2, 2] and idx[:, 1].tolist() == [0, 1, 0, 0, 1]
+    check(inputs, torch.float32, cu_seqlens=cu, chunk_indices=idx)
     low, _ = cast(inputs, torch.float32)
     o, ht = gdn2.fast.chunk_gdn2(**low, cu_seqlens=cu)
     assert ht is None and torch.isfinite(o).all()
@@ -93,9 +92,9 @@ def test_chunk_precomputed_chunk_indices_and_no_state():
 
 @pytest.mark.parametrize("g_min", [-20.0, -1e4], ids=["g-20", "g-1e4"])
 def test_chunk_strong_decay_stays_finite_and_accurate(g_min):
-    """exp(−G) overflows float32 after one chunk here; pairwise factors must not (SPEC §3)."""
-    inputs = make_inputs(1, 70, 1, 1, 16, 16, g_min=g_min)
-    check(inputs, torch.float32, chunk_size=32)
+    """exp(−G) overflows float32 within one chunk here; pairwise factors must not."""
+    inputs = make_inputs(1, 100, 1, 1, 48, 16, g_min=g_min)
+    check(inputs, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
@@ -110,19 +109,19 @@ def test_chunk_diagonal_product_and_fallback_mix(dtype):
     g[0, 33, 0, 40] = -70.0        # sub-chunk 32..47: every row but the first, in tile 1
     g[0, 80, 0, 5] = -1e3          # first row of sub-chunk 80..95: only the off-diagonal factors see it
     g[0, 90, 0, 6] = -1e3          # ... and rows 90..95 of it fall back
-    check(inputs, DT[dtype], chunk_size=64)
+    check(inputs, DT[dtype])
 
 
 def test_chunk_is_causal():
     """Changing the last tokens (wildly) changes no earlier output, in a partly filled last chunk."""
-    inputs = make_inputs(1, 45, 1, 1, 16, 16)
+    inputs = make_inputs(1, 100, 1, 1, 16, 16)
     low, _ = cast(inputs, torch.float32)
-    o1, _ = gdn2.fast.chunk_gdn2(**low, chunk_size=32)
-    t = 40
+    o1, _ = gdn2.fast.chunk_gdn2(**low)
+    t = 90
     for n, scale in (("k", 50.0), ("v", -30.0), ("b", 7.0), ("w", 9.0)):
         low[n][:, t:] = scale * low[n][:, t:].abs()
     low["g"][:, t:] = -1e4
-    o2, _ = gdn2.fast.chunk_gdn2(**low, chunk_size=32)
+    o2, _ = gdn2.fast.chunk_gdn2(**low)
     assert torch.equal(o1[:, :t], o2[:, :t])
     assert not torch.equal(o1[:, t:], o2[:, t:])
 
@@ -131,15 +130,15 @@ def test_chunk_does_not_mutate_inputs():
     inputs = make_inputs(1, 20, 1, 1, 16, 16)
     low, _ = cast(inputs, torch.float32)
     before = {n: x.clone() for n, x in low.items()}
-    gdn2.fast.chunk_gdn2(**low, output_final_state=True, chunk_size=16)
+    gdn2.fast.chunk_gdn2(**low, output_final_state=True)
     for n in low:
         assert torch.equal(low[n], before[n]), n
 
 
 def test_chunk_bad_inputs_raise_named_errors():
     low, _ = cast(make_inputs(1, 8, 1, 1, 16, 16), torch.float32)
-    with pytest.raises(ValueError, match="chunk_size"):
-        gdn2.fast.chunk_gdn2(**low, chunk_size=48)
+    with pytest.raises(ValueError, match="chunk_size must be 64"):
+        gdn2.fast.chunk_gdn2(**low, chunk_size=32)
     with pytest.raises(TypeError, match="float16, bfloat16 or float32"):
         gdn2.fast.chunk_gdn2(**{n: x.double() for n, x in low.items()})
     with pytest.raises(ValueError, match="w must have the shape of v"):
@@ -179,9 +178,7 @@ def test_gpu_chunk_matches_recurrence(B, T, H, HV, K, V):
                                        (160, 16, "fp32"), (256, 128, "fp16")],
                          ids=["K256-V256", "K160-V64", "K64-V192", "K256-V256-fp32", "K160-V16-fp32", "K256-V128-fp16"])
 def test_gpu_chunk_large_heads(K, V, dtype):
-    """K, V above 128: the state is two 128-row tiles (Triton 3.6 faulted on one 256-row tile and
-    read shared memory out of bounds with num_stages 1; float32 at BV 32 asked more shared memory
-    than the H200 has; benchmarks/NOTES.md). Packed, GVA, h0."""
+    """K, V above 128: the state is two 128-row tiles; packed, GVA, h0."""
     cu = torch.tensor([0, 1, 130, 300], device=DEVICE)
     check(make_inputs(1, 300, 1, 2, K, V, N=3, dtype=torch.float64), DT[dtype], cu_seqlens=cu)
 
@@ -210,15 +207,16 @@ def test_state_kernel_width_rule():
 def test_gpu_state_kernel_widths(BV, warps):
     """Every width the rule can pick, forced (small tests get BV 16 from it), bf16, GVA, h0, saving or not."""
     from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+    from gdn2.fast.config import ForwardConfig, StateLaunch
 
     low, exact = cast(make_inputs(2, 300, 2, 4, 128, 128, dtype=torch.float64), torch.bfloat16)
     o_ref, ht_ref = recurrent_gdn2(**exact, output_final_state=True)
     tol = TOLERANCES["triton-bfloat16"][0]
     narrow = chunk_gdn2_fwd(**low, scale=128 ** -0.5, output_final_state=True, save=True,
-                            state_config=dict(BV=16, num_warps=4))
+                            config=ForwardConfig(state=StateLaunch(BV=16, num_warps=4)))
     for save in (False, True):
         out = chunk_gdn2_fwd(**low, scale=128 ** -0.5, output_final_state=True, save=save,
-                             state_config=dict(BV=BV, num_warps=warps))
+                             config=ForwardConfig(state=StateLaunch(BV=BV, num_warps=warps)))
         assert_close("o", out.o, o_ref, tol)
         assert_close("ht", out.final_state, ht_ref, tol)
     # what the backward reads, every chunk's start state and R, as the narrowest width writes them (the

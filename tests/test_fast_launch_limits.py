@@ -1,8 +1,7 @@
 """The launch settings the forward picks fit an H200's shared memory (232448 B per block), checked without
 a GPU: in a subprocess without the interpreter, the host code runs on CPU tensors with Triton's launcher
 replaced by a recorder, and each recorded launch is compiled for sm_90a
-(benchmarks/experiments/launch_check.py). A GPU reports the same numbers only at run time, as
-``OutOfResources``: the state kernel in float32 at K = 160 asked 237568 B (2026-11-30)."""
+(tests/launch_check.py). A GPU reports the same numbers only at run time, as ``OutOfResources``."""
 
 import json
 import os
@@ -11,26 +10,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from launch_check import SMEM_LIMIT
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks" / "experiments"))
-from launch_check import SMEM_LIMIT  # noqa: E402
-
-V2 = ("chunk_diag_v2_kernel", "chunk_pairs_solve_v2_kernel", "chunk_wy_v2_kernel", "chunk_state_output_fwd_kernel")
+FWD = ("chunk_intra_diag_kernel", "chunk_intra_offdiag_kernel", "chunk_wy_fwd_kernel", "chunk_state_output_fwd_kernel")
 
 
 @pytest.mark.parametrize(
     "K,V,dtype,save,state_config,kernels",
     [
-        pytest.param(160, 16, "fp32", False, None, V2[3:], id="K160-fp32-state"),
-        pytest.param(160, 16, "fp32", True, None, V2[3:], id="K160-fp32-save-state"),
-        pytest.param(256, 256, "bf16", True, None, V2[3:], id="K256-bf16-save-state"),
-        pytest.param(128, 128, "bf16", True, dict(BV=128, num_warps=8), V2[3:], id="K128-bf16-save-state-BV128"),
-        pytest.param(128, 128, "bf16", False, None, V2, id="K128-bf16-intra-v2-and-state"),
+        pytest.param(160, 16, "fp32", False, None, FWD[3:], id="K160-fp32-state"),
+        pytest.param(160, 16, "fp32", True, None, FWD[3:], id="K160-fp32-save-state"),
+        pytest.param(256, 256, "bf16", True, None, FWD[3:], id="K256-bf16-save-state"),
+        pytest.param(128, 128, "bf16", True, dict(BV=128, num_warps=8), FWD[3:], id="K128-bf16-save-state-BV128"),
+        pytest.param(128, 128, "bf16", False, None, FWD, id="K128-bf16-intra-and-state"),
     ],
 )
 def test_forward_launches_fit_h200_shared_memory(K, V, dtype, save, state_config, kernels):
-    code = ("import json, sys; sys.path.insert(0, 'benchmarks/experiments'); from launch_check import forward_shared; "
+    code = ("import json, sys; sys.path.insert(0, 'tests'); from launch_check import forward_shared; "
             f"print(json.dumps(forward_shared({K}, {V}, {dtype!r}, {save}, {state_config!r}, {kernels!r})))")
     env = {n: x for n, x in os.environ.items() if n != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

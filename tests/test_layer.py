@@ -1,4 +1,4 @@
-"""The GDN2 layer (SPEC §6): decoding equals the full forward, padding equals unpadded sequences,
+"""The GDN2 layer: decoding equals the full forward, padding equals unpadded sequences,
 backends are interchangeable with one state_dict, constructor arguments are checked."""
 
 import math

@@ -1,4 +1,4 @@
-"""The operator contract of SPEC §5: argument checks, dtypes and the optional in-op preprocessing.
+"""The operator contract (docs page "The operator contract"): argument checks, dtypes and the in-op extras.
 
 Every backend takes ``(q, k, v, g, b, w, scale=None, initial_state=None, output_final_state=False,
 cu_seqlens=None, *, extras)`` and returns ``(o, final_state)``. This module turns bad input into a
@@ -9,18 +9,21 @@ the in-op gate ``g = -exp(A_log) * softplus(g_raw + dt_bias)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Dims", "check_inputs", "compute_dtype", "l2norm", "gate_from_raw", "split_sequences"]
+__all__ = ["Dims", "check_inputs", "check_cu_seqlens_values", "check_finite", "check_log_decay", "compute_dtype",
+           "l2norm", "gate_from_raw", "split_sequences"]
 
 
 @dataclass(frozen=True)
 class Dims:
-    """Sizes of one call, in the notation of SPEC §1."""
+    """Sizes of one call, in the symbols of the notation page."""
 
     B: int
     T: int
@@ -64,13 +67,15 @@ def check_inputs(
     dt_bias: object = None,
     check_values: bool = True,
 ) -> Dims:
-    """Validate one call against SPEC §5 and return its sizes.
+    """Validate one call against the contract and return its sizes.
 
     Arguments are typed ``object`` on purpose: this function is the type check, and its errors name
     the argument, what it got and what was expected.
 
-    ``check_values`` also inspects tensor contents (cu_seqlens monotonic, g <= 0); that costs a
-    device synchronisation, so fast backends may turn it off on their hot path.
+    ``check_values`` also inspects tensor contents (cu_seqlens from 0 to T without decreasing, g <= 0
+    and not NaN, every other input finite); that costs a device synchronisation, so the Triton backend
+    checks values inside its kernels instead (``gdn2.fast.checks``). With ``A_log`` the raw g may be any
+    value: the op checks the gate's result (:func:`check_log_decay`).
     """
     _check_tensor("q", q, 4)
     B, T, H, K = q.shape
@@ -97,8 +102,11 @@ def check_inputs(
     for name, x in (("k", k), ("v", v), ("g", g), ("b", b), ("w", w)):
         if x.device != device:
             raise ValueError(f"{name} is on {x.device}, expected q's device {device}")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
-        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, Real):
+            raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+        if not math.isfinite(scale):
+            raise ValueError(f"scale must be finite, got {scale}")
 
     N = B
     if cu_seqlens is not None:
@@ -109,15 +117,11 @@ def check_inputs(
             raise ValueError(f"cu_seqlens requires B == 1 (sequences packed along T), got q of shape {_shape(q)}")
         if cu_seqlens.numel() < 2:
             raise ValueError(f"cu_seqlens must hold N+1 >= 2 offsets, got shape {_shape(cu_seqlens)}")
-        if cu_seqlens.device != device:
-            raise ValueError(f"cu_seqlens is on {cu_seqlens.device}, expected q's device {device}")
+        if cu_seqlens.device != device and cu_seqlens.device.type != "cpu":
+            raise ValueError(f"cu_seqlens is on {cu_seqlens.device}, expected q's device {device} or the CPU")
         N = cu_seqlens.numel() - 1
         if check_values:
-            cs = cu_seqlens.tolist()
-            if cs[0] != 0 or cs[-1] != T or any(a > c for a, c in zip(cs[:-1], cs[1:])):
-                raise ValueError(
-                    f"cu_seqlens must be non-decreasing from 0 to T = {T}, got {cs if len(cs) <= 16 else cs[:16]}"
-                )
+            check_cu_seqlens_values(cu_seqlens, T)
     if initial_state is not None:
         _check_tensor("initial_state", initial_state, 4)
         if tuple(initial_state.shape) != (N, HV, K, V):
@@ -137,11 +141,40 @@ def check_inputs(
                 raise TypeError("dt_bias must be a floating torch.Tensor")
             if dt_bias.numel() != H * K or dt_bias.dim() not in (1, 2):
                 raise ValueError(f"dt_bias must have shape [H*K] = [{H * K}] or [H, K], got {_shape(dt_bias)}")
-    elif check_values and g.numel() > 0:
-        g_max = g.max().item()
-        if not g_max <= 0:
-            raise ValueError(f"g is a log-decay and must be <= 0 everywhere, got max(g) = {g_max}")
+    if check_values:
+        for name, x in (("q", q), ("k", k), ("v", v), ("b", b), ("w", w), ("initial_state", initial_state)):
+            if x is not None:
+                check_finite(name, x)
+        if A_log is None:
+            check_log_decay(g)
     return Dims(B=B, T=T, H=H, HV=HV, K=K, V=V, N=N)
+
+
+def check_cu_seqlens_values(cu_seqlens: Tensor, T: int) -> None:
+    """ValueError unless the packed offsets run from 0 to T without decreasing (reads them on the host)."""
+    cs = cu_seqlens.tolist()
+    if cs[0] != 0 or cs[-1] != T or any(a > c for a, c in zip(cs[:-1], cs[1:])):
+        raise ValueError(f"cu_seqlens must be non-decreasing from 0 to T = {T}, got {cs if len(cs) <= 16 else cs[:16]}")
+
+
+def _first(mask: Tensor) -> list[int]:
+    return mask.nonzero()[0].tolist()
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    """ValueError naming ``name`` and the first position if x holds a NaN or an infinity."""
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        raise ValueError(f"{name} holds non-finite values (NaN or ±inf): {int(bad.sum())} of them, the first at "
+                         f"index {_first(bad)} (= {x[tuple(_first(bad))].item()})")
+
+
+def check_log_decay(g: Tensor) -> None:
+    """ValueError unless every g <= 0 and none is NaN (g = −inf, a full reset of the state, is allowed)."""
+    bad = ~(g <= 0)
+    if bad.any():
+        raise ValueError(f"g is a log-decay and must be <= 0 and not NaN everywhere (after the in-op gate, if any), "
+                         f"got {g[tuple(_first(bad))].item()} at index {_first(bad)}")
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
@@ -156,7 +189,7 @@ def l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def gate_from_raw(g_raw: Tensor, A_log: Tensor, dt_bias: Tensor | None) -> Tensor:
-    """SPEC §6 gate: g = -exp(A_log) * softplus(g_raw + dt_bias), in float32 (float64 stays)."""
+    """The in-op gate g = -exp(A_log) * softplus(g_raw + dt_bias), in float32 (float64 stays)."""
     dt = compute_dtype(g_raw)
     H, K = g_raw.shape[-2], g_raw.shape[-1]
     x = g_raw.to(dt)

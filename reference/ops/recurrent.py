@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from ._contract import compute_dtype, gate_from_raw, l2norm, split_sequences
+from ._contract import check_log_decay, compute_dtype, gate_from_raw, l2norm, split_sequences
 from ._typing import shape_checked
 
 __all__ = ["recurrent_gdn2", "fused_recurrent_gdn2", "recurrent_step"]
@@ -28,7 +28,7 @@ def recurrent_step(
     w: Float[Tensor, "N HV V"],
     scale: float,
 ) -> tuple[Float[Tensor, "N HV V"], Float[Tensor, "N HV K V"]]:
-    """One token of SPEC §2 for every sequence and value head; returns (o_t, S_t)."""
+    """One token of the recurrence for every sequence and value head; returns (o_t, S_t)."""
     S_bar = torch.exp(g)[..., :, None] * S                   # decay first, per key channel
     r = torch.einsum("nhkv,nhk->nhv", S_bar, b * k)          # read along the gated erase direction
     S_new = S_bar + k[..., :, None] * (w * v - r)[..., None, :]  # write the gated value minus the read
@@ -47,6 +47,7 @@ def _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_se
         q, k = l2norm(q), l2norm(k)
     if A_log is not None:
         g = gate_from_raw(g, A_log, dt_bias)
+        check_log_decay(g)
     # GVA: value head j reads key head j // G; the readable form repeats the key side.
     q, k, g, b = (x.to(dt).repeat_interleave(G, dim=2) for x in (q, k, g, b))  # [B, T, HV, K]
     v, w = v.to(dt), w.to(dt)                                                  # [B, T, HV, V]
@@ -62,11 +63,15 @@ def _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_se
             o_n.append(o_t[0])
         outputs.append(torch.stack(o_n) if o_n else v_n.new_zeros(0, HV, V))
         finals.append(S[0])
-    if cu_seqlens is None:
+    if not outputs:                                # B = 0, or no packed sequence
+        o = v.new_zeros(v.shape)
+    elif cu_seqlens is None:
         o = torch.stack(outputs)                   # [B, T, HV, V]
     else:
         o = torch.cat(outputs)[None]               # [1, T, HV, V]
-    final_state = torch.stack(finals) if output_final_state else None  # [N, HV, K, V]
+    final_state = None
+    if output_final_state:                         # [N, HV, K, V]
+        final_state = torch.stack(finals) if finals else v.new_zeros(0, HV, K, V)
     return o, final_state
 
 
@@ -88,7 +93,7 @@ def recurrent_gdn2(
     A_log: Float[Tensor, " H"] | None = None,
     dt_bias: Float[Tensor, "..."] | None = None,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
-    """Token-by-token Gated DeltaNet-2 (SPEC §2): the float64 ground truth of the project.
+    """Token-by-token Gated DeltaNet-2: the float64 ground truth of the project.
 
     Returns ``(o, final_state)``: o in q's dtype, final_state in float32 (float64 for float64
     input) or None. With ``A_log`` given, ``g`` is the raw gate and the op applies

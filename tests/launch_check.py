@@ -1,17 +1,13 @@
 """Compile every kernel launch of the chunk forward and backward for sm_90a, without a GPU, and check
 each one's shared memory against the H200's 232448 B per block.
 
-    python benchmarks/experiments/launch_check.py [--v2] [K V dtype ...]
+    python tests/launch_check.py [K V dtype ...]
 
 The launches are recorded by running the host code of ``chunk_gdn2_fwd`` / ``chunk_gdn2_bwd`` on
 CPU tensors with ``JITFunction.run`` replaced by a recorder (no kernel runs; later launches do not
 depend on values, and the host code never synchronises), then each is compiled with this machine's
 Triton for ``GPUTarget("cuda", 90, 32)``. A launch over the limit is what a GPU reports as
-``OutOfResources`` at run time: e.g. the state kernel at K = 160 in float32 with BV = 32 asked for
-237568 B (2026-11-30), which only a GPU run of that shape had shown. With BV 16 there, every launch
-of the one-kernel path at K, V in {(256, 256), (160, 64), (64, 192), (128, 128)} and three dtypes fits
-(largest: 225280 B, the state kernel at K > 128 in float32). Compiling the float32 kernels at K = 256
-takes minutes.
+``OutOfResources`` at run time. Compiling the float32 kernels at K = 256 takes minutes.
 """
 
 import inspect
@@ -24,6 +20,7 @@ from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
 from gdn2.fast import chunk_bwd, chunk_fwd
+from gdn2.fast.config import ForwardConfig, StateLaunch
 
 SMEM_LIMIT = 232448
 _TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int32: "i32",
@@ -80,7 +77,7 @@ def compile_launch(kernel: JITFunction, args: tuple, kwargs: dict):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
 
 
-def check(K: int, V: int, dtype: torch.dtype, v2: bool, T: int = 130, H: int = 1, HV: int = 2) -> bool:
+def check(K: int, V: int, dtype: torch.dtype, T: int = 130, H: int = 1, HV: int = 2) -> bool:
     torch.manual_seed(0)
     q, k, v, g, b, w = inputs(K, V, dtype, T, H, HV)
     h0 = torch.randn(2, HV, K, V)
@@ -90,8 +87,7 @@ def check(K: int, V: int, dtype: torch.dtype, v2: bool, T: int = 130, H: int = 1
 
     def run():
         for save in (False, True):
-            out = chunk_fwd.chunk_gdn2_fwd(q, k, v, g, b, w, K ** -0.5, h0, True, cu, save=save,
-                                           intra_config={"V2": v2}, **kw)
+            out = chunk_fwd.chunk_gdn2_fwd(q, k, v, g, b, w, K ** -0.5, h0, True, cu, save=save, **kw)
         chunk_bwd.chunk_gdn2_bwd(q, k, v, g, b, w, K ** -0.5, h0, cu, out, torch.randn_like(v),
                                  torch.randn_like(h0), **kw)
 
@@ -116,16 +112,16 @@ def forward_shared(K: int, V: int, dtype: str, save: bool, state_config: dict | 
     """Shared memory (B) of the named kernels' launches of one forward (T = 130, H = 1, HV = 2), by name.
     Needs Triton's compiler, not its interpreter: run it with TRITON_INTERPRET unset."""
     q, k, v, g, b, w = inputs(K, V, DTYPES[dtype])
+    config = ForwardConfig(state=StateLaunch(**(state_config or {})))
     launches = record(lambda: chunk_fwd.chunk_gdn2_fwd(q, k, v, g, b, w, K ** -0.5, None, True, None, save=save,
-                                                       state_config=state_config))
+                                                       config=config))
     return {kern.fn.__name__: compile_launch(kern, args, dict(kw)).metadata.shared
             for kern, args, kw in launches if kern.fn.__name__ in kernels}
 
 
 if __name__ == "__main__":
-    v2 = "--v2" in sys.argv
-    rest = [a for a in sys.argv[1:] if a != "--v2"]
+    rest = sys.argv[1:]
     cases = [(int(rest[i]), int(rest[i + 1]), DTYPES[rest[i + 2]]) for i in range(0, len(rest), 3)] or [
         (K, V, dt) for K, V in ((256, 256), (160, 64), (64, 192), (128, 128)) for dt in DTYPES.values()]
-    results = [check(K, V, dt, v2) for K, V, dt in cases]
+    results = [check(K, V, dt) for K, V, dt in cases]
     sys.exit(0 if all(results) else 1)

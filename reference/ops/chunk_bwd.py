@@ -1,4 +1,4 @@
-"""The gate-aware chunkwise backward (paper appendix B; SPEC §4), written stage by stage.
+"""The gate-aware chunkwise backward (paper appendix B), written stage by stage.
 
 Given dO and the final-state gradient dS_N, walk the chunks backwards for the start-state
 gradients (the KDA state path), then form every local gradient of a chunk at once. The part that
@@ -7,16 +7,17 @@ is new in GDN-2 is the accumulation through the shared WY inverse with the gates
     dA = dU Zᵀ + dY Ēᵀ   (Z = W⊙V, Ē = γ⊙B⊙K),   dT = −strict_lower(Aᵀ dA Aᵀ)
 
 A scalar post-scale of dA would be wrong unless b and w are tied (b = w = β·1, KDA). The
-cumulative-decay gradient dG is returned to g by a reverse cumulative sum inside each chunk.
+cumulative-decay gradient dG is returned to g by a reverse cumulative sum inside each chunk. The
+autograd Function that runs these stages is ``gdn2.ops.chunk.ChunkGDN2Function``.
 """
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .chunk import chunk_forward, pairwise_decay
+from .chunk_fwd import pairwise_decay
 
-__all__ = ["ChunkGDN2Function", "chunk_bwd_state", "chunk_bwd_local"]
+__all__ = ["chunk_bwd_state", "chunk_bwd_local"]
 
 
 # --8<-- [start:chunk_bwd_state]
@@ -67,9 +68,9 @@ def chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do):
 
     Returns (dq, dk, dg, db, dv, dw) on the chunked layout.
     """
-    gamma = torch.exp(G)                                               # [N, H, NC, C, K]
+    gamma = torch.exp(G).to(k.dtype)                                   # [N, H, NC, C, K]
     gamma_C = gamma[..., -1, :]                                        # [N, H, NC, K]
-    decay_tail = torch.exp(G[..., -1:, :] - G)                         # exp(G_C − G_r) ≤ 1
+    decay_tail = torch.exp(G[..., -1:, :] - G).to(k.dtype)             # exp(G_C − G_r) ≤ 1
     k_tail = decay_tail * k
     Z = w * v                                                          # [N, H, Gr, NC, C, V]
     E = gamma * b * k                                                  # Ē, [N, H, NC, C, K]
@@ -102,9 +103,9 @@ def chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do):
     dG = -dk_tail * k_tail
     dG[..., -1, :] += (dk_tail * k_tail).sum(-2)
 
-    dq_p, dk_p, dG_p = _pairwise_grads(scale * dA_qk, q, k, pairwise_decay(G, strict=False))
+    dq_p, dk_p, dG_p = _pairwise_grads(scale * dA_qk, q, k, pairwise_decay(G, strict=False).to(k.dtype))
     dq, dk, dG = dq + dq_p, dk + dk_p, dG + dG_p
-    dbk, dk_s, dG_t = _pairwise_grads(dT, b * k, k, pairwise_decay(G, strict=True))
+    dbk, dk_s, dG_t = _pairwise_grads(dT, b * k, k, pairwise_decay(G, strict=True).to(k.dtype))
     db, dk, dG = db + dbk * k, dk + dbk * b + dk_s, dG + dG_t
 
     dG = dG + dgamma * gamma
@@ -113,35 +114,3 @@ def chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do):
     # --8<-- [end:bwd_gates]
     return dq, dk, dg, db, dv, dw
 # --8<-- [end:chunk_bwd_local]
-
-
-# --8<-- [start:ChunkGDN2Function]
-class ChunkGDN2Function(torch.autograd.Function):
-    """Autograd Function on the chunked layout: forward by the five stages, backward by hand.
-
-    Inputs: q, k, g, b [N, H, NC, C, K]; v, w [N, H, Gr, NC, C, V]; h0 [N, H, Gr, K, V]; scale.
-    Outputs: o [N, H, Gr, NC, C, V] and the final state [N, H, Gr, K, V]. The backward recomputes
-    the forward intermediates (least memory) instead of saving them.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, g, b, v, w, h0, scale):
-        o, ht, _ = chunk_forward(q, k, v, g, b, w, scale, h0)
-        ctx.save_for_backward(q, k, g, b, v, w, h0)
-        ctx.scale = scale
-        return o, ht
-
-    @staticmethod
-    def backward(ctx, do, dht):
-        q, k, g, b, v, w, h0 = ctx.saved_tensors
-        scale = ctx.scale
-        do = torch.zeros_like(v) if do is None else do.to(v.dtype)
-        dht = torch.zeros_like(h0) if dht is None else dht.to(h0.dtype)
-        _, _, (G, A, Y, U, S0, R) = chunk_forward(q, k, v, g, b, w, scale, h0)
-        gamma = torch.exp(G)
-        A_qk = scale * torch.einsum("...rd,...sd,...rsd->...rs", q, k, pairwise_decay(G, strict=False))
-        dS_end, dR, dh0 = chunk_bwd_state(scale * gamma * q, torch.exp(G[..., -1:, :] - G) * k,
-                                          gamma[..., -1, :], Y, A_qk, do, dht)
-        dq, dk, dg, db, dv, dw = chunk_bwd_local(q, k, g, b, v, w, scale, G, A, Y, S0, R, dS_end, dR, do)
-        return dq, dk, dg, db, dv, dw, dh0, None
-# --8<-- [end:ChunkGDN2Function]

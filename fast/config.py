@@ -1,0 +1,137 @@
+"""Launch settings of every kernel: one frozen dataclass per kernel, so a misspelt field is a TypeError.
+
+The drivers pick these by rule (``gdn2.fast.chunk_fwd.forward_config`` and its siblings); tests and
+``benchmarks/`` pass their own to time or reproduce a launch. ``None`` in a field means "the rule's
+choice for this call".
+"""
+
+from dataclasses import dataclass, fields
+
+__all__ = ["Launch", "DiagLaunch", "OffDiagLaunch", "WYLaunch", "StateLaunch", "ForwardConfig",
+           "StateBwdLaunch", "LocalWYLaunch", "PairwiseLaunch", "BackwardConfig", "DecodeLaunch"]
+
+
+def _pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What every launch has: warps per program and software-pipelining stages."""
+
+    num_warps: int = 4
+    num_stages: int = 1
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{type(self).__name__}.{f.name} must be a positive int, got {value!r}")
+            if f.name.startswith("B") and not _pow2(value):
+                raise ValueError(f"{type(self).__name__}.{f.name} must be a power of two, got {value}")
+
+    def meta(self) -> dict:
+        """The fields as keyword arguments of a kernel launch."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class DiagLaunch(Launch):
+    """``chunk_intra_diag_kernel``: key-tile width. One warp: the program waits on memory and on
+    cross-warp scans, not on arithmetic. One stage: deeper pipelining computed wrong diagonal blocks
+    with Triton 3.6 where the per-column fallback runs (benchmarks/triton_faults.py)."""
+
+    BK: int = 16
+    num_warps: int = 1
+
+
+@dataclass(frozen=True)
+class OffDiagLaunch(Launch):
+    """``chunk_intra_offdiag_kernel``: key-tile width (None: min(32, K rounded up))."""
+
+    BK: int | None = None
+    num_warps: int = 1
+    num_stages: int = 2
+
+
+@dataclass(frozen=True)
+class WYLaunch(Launch):
+    """``chunk_wy_fwd_kernel``: key- and value-tile widths, and NP programs per chunk sharing its tiles."""
+
+    BK: int | None = None
+    BV: int | None = None
+    NP: int = 1
+
+
+@dataclass(frozen=True)
+class StateLaunch(Launch):
+    """``chunk_state_output_fwd_kernel``: value-column block BV and state-tile height BKH (None: the
+    width rule of ``chunk_fwd._state_block_v`` and BKH = min(128, K rounded up))."""
+
+    BV: int | None = None
+    BKH: int | None = None
+    num_warps: int | None = None
+    num_stages: int = 2
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """The four launches of the chunk forward."""
+
+    diag: DiagLaunch = DiagLaunch()
+    offdiag: OffDiagLaunch = OffDiagLaunch()
+    wy: WYLaunch = WYLaunch()
+    state: StateLaunch = StateLaunch()
+
+
+@dataclass(frozen=True)
+class StateBwdLaunch(Launch):
+    """``chunk_bwd_state_kernel`` (None: the rule of ``chunk_bwd``)."""
+
+    BV: int | None = None
+    BKH: int | None = None
+    num_warps: int | None = None
+    num_stages: int | None = None
+
+
+@dataclass(frozen=True)
+class LocalWYLaunch(Launch):
+    """``chunk_bwd_local_wy_kernel``."""
+
+    BK: int | None = None
+    BV: int | None = None
+    num_warps: int = 8
+    num_stages: int = 2
+
+
+@dataclass(frozen=True)
+class PairwiseLaunch(Launch):
+    """``chunk_bwd_local_pairwise_kernel`` (it holds whole rows: BK is K rounded up)."""
+
+
+@dataclass(frozen=True)
+class BackwardConfig:
+    """The three launches of the chunk backward, and the product precision of float32 inputs
+    (None: the rule of ``chunk_bwd._dot_precision``)."""
+
+    state: StateBwdLaunch = StateBwdLaunch()
+    local_wy: LocalWYLaunch = LocalWYLaunch()
+    pairwise: PairwiseLaunch = PairwiseLaunch()
+    precision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in (None, "ieee", "tf32", "tf32x3"):
+            raise ValueError(f"BackwardConfig.precision must be None, 'ieee', 'tf32' or 'tf32x3', "
+                             f"got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class DecodeLaunch(Launch):
+    """``fused_recurrent_fwd_kernel``: value columns per state block, and programs per SM (0: one program
+    per state block; else this many per SM, each taking every (programs)-th block in turn)."""
+
+    BV: int = 16
+    num_warps: int = 1
+    programs_per_sm: int | None = None
