@@ -28,7 +28,8 @@ with torch.no_grad():
 print("decoding equals the full forward:", torch.allclose(torch.cat(steps, 1), y[:, 90:]))
 print("decoding state:", cache)
 
-# The operator (SPEC §5): q, k, g, b [B, T, H, K]; v, w [B, T, HV, V]; returns (o, final_state).
+# The operator (see the docs page "The operator contract"): q, k, g, b [B, T, H, K]; v, w [B, T, HV, V];
+# it returns (o, final_state).
 B, T, H, HV, K, V = 1, 50, 2, 4, 32, 32
 q, k = torch.randn(B, T, H, K), torch.randn(B, T, H, K)
 v, w = torch.randn(B, T, HV, V), torch.rand(B, T, HV, V)

@@ -114,6 +114,7 @@ def forward_config(config: ForwardConfig | None, K: int, V: int, N: int, HV: int
         offdiag=replace(config.offdiag, BK=config.offdiag.BK or min(32, BKp)),
         wy=replace(config.wy, BK=config.wy.BK or min(64, BKp), BV=config.wy.BV or min(128, BVp)),
         state=replace(s, BV=s.BV or BV, BKH=BKH, num_warps=s.num_warps or warps),
+        precision=config.precision,
     )
 
 
@@ -153,7 +154,7 @@ def chunk_gdn2_fwd(
     cfg = forward_config(config, K, V, N, HV, q.element_size(), save, dev)
     # float32 inputs get float32 products; bfloat16 inputs take bfloat16 operands where every factor
     # is ≤ 1 (LOWP); float16 keeps tf32 there, since its exponent range underflows strong decay
-    dot_prec = "ieee" if dt == f32 else "tf32"
+    dot_prec = (cfg.precision or "ieee") if dt == f32 else "tf32"
     lowp = dt == torch.bfloat16
     flags = checks.flag_word(dev)
     gate = dict(USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=is_varlen)

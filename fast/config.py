@@ -78,12 +78,22 @@ class StateLaunch(Launch):
 
 @dataclass(frozen=True)
 class ForwardConfig:
-    """The four launches of the chunk forward."""
+    """The four launches of the chunk forward, and the product precision of float32 inputs (None:
+    "ieee", exact float32 products)."""
 
     diag: DiagLaunch = DiagLaunch()
     offdiag: OffDiagLaunch = OffDiagLaunch()
     wy: WYLaunch = WYLaunch()
     state: StateLaunch = StateLaunch()
+    precision: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_precision(type(self).__name__, self.precision)
+
+
+def _check_precision(owner: str, precision: str | None) -> None:
+    if precision not in (None, "ieee", "tf32", "tf32x3"):
+        raise ValueError(f"{owner}.precision must be None, 'ieee', 'tf32' or 'tf32x3', got {precision!r}")
 
 
 @dataclass(frozen=True)
@@ -122,9 +132,7 @@ class BackwardConfig:
     precision: str | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in (None, "ieee", "tf32", "tf32x3"):
-            raise ValueError(f"BackwardConfig.precision must be None, 'ieee', 'tf32' or 'tf32x3', "
-                             f"got {self.precision!r}")
+        _check_precision(type(self).__name__, self.precision)
 
 
 @dataclass(frozen=True)

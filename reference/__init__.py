@@ -1,6 +1,6 @@
 """gdn2: Gated DeltaNet-2, a typed PyTorch reference and a Triton backend.
 
-- ``gdn2.ops``: the operators of SPEC §5 (``recurrent_gdn2``, ``chunk_gdn2``, ``fused_recurrent_gdn2``);
+- ``gdn2.ops``: the operators (``recurrent_gdn2``, ``chunk_gdn2``, ``fused_recurrent_gdn2``);
 - ``gdn2.GDN2``: the layer; ``gdn2.GDN2LM``: a small byte-level language model; ``gdn2.Cache``;
 - ``gdn2.get_backend`` / ``gdn2.available_backends``: the backend registry ("reference", "triton").
 """

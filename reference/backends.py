@@ -1,7 +1,7 @@
 """Backend registry: operators chosen by name, loaded lazily.
 
 A backend is a module that exposes ``chunk_gdn2`` and ``fused_recurrent_gdn2`` with the signature
-of SPEC §5, and may expose ``unavailable_reason() -> str | None`` (None when it can run here).
+of the reference operators, and may expose ``unavailable_reason() -> str | None`` (None when it can run here).
 The reference never imports the Triton plugin at import time: the arrow goes from ``gdn2.fast``
 to ``gdn2``, never back.
 """

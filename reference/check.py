@@ -4,7 +4,7 @@ For a few small random problems (plain, grouped value heads, packed sequences, t
 L2 norm, T not a multiple of the chunk size, an initial state), each backend's ``chunk_gdn2`` and
 ``fused_recurrent_gdn2`` run in each of its dtypes; outputs, final states and (where the backend
 has a backward) the gradients of every input are compared with ``recurrent_gdn2`` in float64 on
-the same rounded inputs, by relative RMS error against the SPEC §7 bounds of
+the same rounded inputs, by relative RMS error against the tolerance-table bounds of
 :mod:`gdn2.tolerances`. dA_log and ddt_bias, sums of signed terms that can cancel, are measured
 against the size of their terms (:func:`gdn2.tolerances.gate_term_sizes`).
 """
@@ -24,7 +24,7 @@ __all__ = ["Case", "CASES", "Row", "run_check", "format_table"]
 
 @dataclass(frozen=True)
 class Case:
-    """One random problem of SPEC §5 sizes; ``lengths`` packs sequences into one row (B = 1)."""
+    """One random operator problem; ``lengths`` packs sequences into one row (B = 1)."""
 
     name: str
     B: int

@@ -1,6 +1,6 @@
 """The ``gdn2`` command line (also ``python -m gdn2``).
 
-    gdn2 check      every available backend's operators against the float64 reference (SPEC §7 table)
+    gdn2 check      every available backend's operators against the float64 reference (the tolerance table)
     gdn2 train      a short byte-level LM run on the embedded corpus, then a sample
     gdn2 generate   sample from a checkpoint written by ``gdn2 train --save``
 """

@@ -1,4 +1,4 @@
-"""Causal depthwise short convolution (paper Fig. 1; SPEC §6), packed-sequence and cache aware.
+"""Causal depthwise short convolution (paper Fig. 1; docs page "The layer"), packed-sequence and cache aware.
 
     y_t = SiLU( Σ_{s=0}^{W-1} weight[:, W-1-s] ⊙ x_{t-s} ),   x_{t-s} = 0 before the sequence starts
 

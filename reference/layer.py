@@ -1,4 +1,4 @@
-"""The Gated DeltaNet-2 layer (paper Fig. 1, section 3.5, appendix C.1 and D.5; SPEC §6).
+"""The Gated DeltaNet-2 layer (paper Fig. 1, section 3.5, appendix C.1 and D.5; docs page "The layer").
 
     q, k, v = SiLU(ShortConv(W_q x)), SiLU(ShortConv(W_k x)), SiLU(ShortConv(W_v x))
     g = −exp(A_log) · softplus(W_g↑ W_g↓ x + dt_bias),   b = σ(W_b x) (×2 with negative eigenvalues),   w = σ(W_w x)
@@ -159,7 +159,7 @@ class GDN2(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """SPEC §6 initialisation: A_log = log U(1, 16), dt_bias = softplus⁻¹(dt) with dt ~ logU(1e-3, 1e-1),
+        """The paper's initialisation: A_log = log U(1, 16), dt_bias = softplus⁻¹(dt) with dt ~ logU(1e-3, 1e-1),
         Xavier-uniform linears with gain 2^-2.5 and zero biases."""
         init_linear(self)
         self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1, 16).log())

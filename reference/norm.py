@@ -1,4 +1,4 @@
-"""RMSNorm and the gated output norm of the layer (SPEC §6).
+"""RMSNorm and the gated output norm of the layer (docs page "The layer").
 
     RMSNorm(x) = x / sqrt(mean(x²) + eps) · weight,    GatedRMSNorm(o, z) = RMSNorm(o) · SiLU(z)
 

@@ -355,3 +355,23 @@ def test_gpu_backward_is_causal():
     assert not torch.equal(o1[:, cut:], o2[:, cut:])
     for name in ("q", "k", "v", "g", "b", "w"):
         assert torch.equal(g1[name][:, :cut], g2[name][:, :cut]), f"d{name} changed before the cut"
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_float32_bound_rejects_tf32_products():
+    """On a GPU, the backward with tf32 products instead of near-float32 ones fails the float32 bound."""
+    from gdn2.fast.chunk_bwd import chunk_gdn2_bwd
+    from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+    from gdn2.fast.config import BackwardConfig
+
+    low, exact = cast(make_inputs(2, 300, 2, 2, 128, 128, dtype=torch.float64), torch.float32)
+    do = torch.randn_like(low["v"])
+    _, _, expected = grads(recurrent_gdn2, exact, do.double(), None)
+    tol = TOLERANCES["triton-float32"][KIND["q"]]
+    saved = chunk_gdn2_fwd(**low, scale=128 ** -0.5, save=True)
+    args = (low["q"], low["k"], low["v"], low["g"], low["b"], low["w"], 128 ** -0.5, low["initial_state"], None,
+            saved, do, None)
+    assert_close("dq", chunk_gdn2_bwd(*args)[0], expected["q"], tol)
+    with pytest.raises(AssertionError, match="rel-RMS"):
+        assert_close("dq", chunk_gdn2_bwd(*args, config=BackwardConfig(precision="tf32"))[0], expected["q"], tol)

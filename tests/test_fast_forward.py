@@ -266,3 +266,41 @@ def test_gpu_chunk_is_causal():
     low["g"][:, t:] = -1e4
     o2, _ = gdn2.fast.chunk_gdn2(**low)
     assert torch.equal(o1[:, :t], o2[:, :t])
+
+
+# ---- the float32 bounds catch a kernel that lost float32 precision -------------------------------
+def tf32(x: torch.Tensor) -> torch.Tensor:
+    """x rounded to tf32 (10 mantissa bits, nearest), as a tf32 matrix product rounds its operands."""
+    bits = x.float().contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def test_float32_bound_rejects_tf32_operands():
+    """The forward fed tf32-rounded operands (what tf32 products in the kernels would see) misses the
+    float32 bound by far, while the exact inputs meet it: the bound tells float32 from tf32."""
+    inputs = make_inputs(1, 130, 2, 2, 32, 32)
+    low, exact = cast(inputs, torch.float32)
+    o_ref, _ = recurrent_gdn2(**exact)
+    tol = TOLERANCES["triton-float32"][0]
+    o, _ = gdn2.fast.chunk_gdn2(**low)
+    assert_close("o", o, o_ref, tol)
+    rounded = {n: tf32(x) if n in ("q", "k", "v", "b", "w") else x for n, x in low.items()}
+    o_tf32, _ = gdn2.fast.chunk_gdn2(**rounded)
+    with pytest.raises(AssertionError, match="rel-RMS"):
+        assert_close("o", o_tf32, o_ref, tol)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_float32_bound_rejects_tf32_products():
+    """On a GPU, the forward with tf32 products instead of float32 ones fails the float32 bound."""
+    from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+    from gdn2.fast.config import ForwardConfig
+
+    low, exact = cast(make_inputs(2, 300, 2, 2, 128, 128, dtype=torch.float64), torch.float32)
+    o_ref, _ = recurrent_gdn2(**exact)
+    tol = TOLERANCES["triton-float32"][0]
+    assert_close("o", chunk_gdn2_fwd(**low, scale=128 ** -0.5).o, o_ref, tol)
+    o_tf32 = chunk_gdn2_fwd(**low, scale=128 ** -0.5, config=ForwardConfig(precision="tf32")).o
+    with pytest.raises(AssertionError, match="rel-RMS"):
+        assert_close("o", o_tf32, o_ref, tol)
