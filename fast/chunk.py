@@ -5,6 +5,8 @@
 between forward and backward unless ``recompute=False`` keeps them.
 """
 
+from numbers import Real
+
 import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
@@ -64,7 +66,7 @@ def chunk_gdn2(
     g: Float[Tensor, "B T H K"],
     b: Float[Tensor, "B T H K"],
     w: Float[Tensor, "B T HV V"],
-    scale: float | None = None,
+    scale: Real | None = None,
     initial_state: Float[Tensor, "N HV K V"] | None = None,
     output_final_state: bool = False,
     cu_seqlens: Integer[Tensor, " Np1"] | None = None,

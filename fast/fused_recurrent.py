@@ -10,6 +10,7 @@ how). The launch here is Triton's public one.
 """
 
 import contextlib
+from numbers import Real
 
 import torch
 import triton
@@ -159,7 +160,7 @@ def fused_recurrent_gdn2(
     g: Float[Tensor, "B T H K"],
     b: Float[Tensor, "B T H K"],
     w: Float[Tensor, "B T HV V"],
-    scale: float | None = None,
+    scale: Real | None = None,
     initial_state: Float[Tensor, "N HV K V"] | None = None,
     output_final_state: bool = False,
     cu_seqlens: Integer[Tensor, " Np1"] | None = None,

@@ -5,6 +5,7 @@ each short convolution; a sliding-window attention layer keeps at most its windo
 values. Nothing here grows with the length of the sequence.
 """
 
+from collections.abc import Hashable
 from dataclasses import dataclass, fields
 
 from torch import Tensor
@@ -41,16 +42,17 @@ def _tensors(state) -> list[Tensor]:
 
 
 class Cache:
-    """Per-layer decoding states keyed by ``layer_idx``; layers read and update it in place."""
+    """Per-layer decoding states keyed by each layer's ``layer_idx`` (the layer itself when it has none);
+    layers read and update it in place."""
 
     def __init__(self) -> None:
-        self.layers: dict[int | None, GDN2State | WindowState] = {}
+        self.layers: dict[Hashable, GDN2State | WindowState] = {}
 
-    def get(self, layer_idx: int | None) -> GDN2State | WindowState | None:
-        return self.layers.get(layer_idx)
+    def get(self, key: Hashable) -> GDN2State | WindowState | None:
+        return self.layers.get(key)
 
-    def update(self, layer_idx: int | None, state: GDN2State | WindowState) -> None:
-        self.layers[layer_idx] = state
+    def update(self, key: Hashable, state: GDN2State | WindowState) -> None:
+        self.layers[key] = state
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -60,4 +62,5 @@ class Cache:
         return sum(t.numel() * t.element_size() for s in self.layers.values() for t in _tensors(s))
 
     def __repr__(self) -> str:
-        return f"Cache(layers={sorted(self.layers, key=str)}, bytes={self.num_bytes()})"
+        keys = sorted((k if isinstance(k, int) else type(k).__name__ for k in self.layers), key=str)
+        return f"Cache(layers={keys}, bytes={self.num_bytes()})"

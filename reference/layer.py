@@ -168,6 +168,12 @@ class GDN2(nn.Module):
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))           # softplus(dt_bias) = dt
         self.o_norm.weight.fill_(1.0)
 
+    @property
+    def cache_key(self):
+        """This layer's key in a Cache: ``layer_idx``, or the layer itself when it has none (so two
+        layers without an index never share an entry)."""
+        return self if self.layer_idx is None else self.layer_idx
+
     def extra_repr(self) -> str:
         return (f"H={self.num_heads}, HV={self.num_v_heads}, K={self.head_dim}, V={self.head_v_dim}, "
                 f"backend={self.backend!r}, layer_idx={self.layer_idx}")
@@ -210,9 +216,9 @@ class GDN2(nn.Module):
             raise ValueError(f"hidden_states must have last dim hidden_size = {self.hidden_size}, got {D}")
         if use_cache and cache is None:
             raise ValueError("use_cache=True needs a cache to update: pass cache=gdn2.Cache()")
-        state = cache.get(self.layer_idx) if cache is not None else None
+        state = cache.get(self.cache_key) if cache is not None else None
         if state is not None and not isinstance(state, GDN2State):
-            raise ValueError(f"cache entry {self.layer_idx} is a {type(state).__name__}, not a GDN2 state")
+            raise ValueError(f"cache entry {self.cache_key} is a {type(state).__name__}, not a GDN2 state")
         if state is not None and state.recurrent_state.shape[0] != B:
             raise ValueError(f"the cache holds {state.recurrent_state.shape[0]} sequences, hidden_states has B = {B}")
 
@@ -246,7 +252,7 @@ class GDN2(nn.Module):
         z = self.g_proj(x).view(Bx, Tx, HV, V)
         o = self.o_proj(self.o_norm(o, z).reshape(Bx, Tx, HV * V))             # [Bx, Tx, D]
         if use_cache:
-            cache.update(self.layer_idx, GDN2State(final_state, conv_states))
+            cache.update(self.cache_key, GDN2State(final_state, conv_states))
         if indices is None:
             return o
         return o.new_zeros(B * T, D).index_copy(0, indices, o[0]).view(B, T, D)  # padding → 0

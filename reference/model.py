@@ -96,6 +96,11 @@ class SlidingWindowAttention(nn.Module):
     the valid tokens of each sequence, so padding never shifts them.
     """
 
+    @property
+    def cache_key(self):
+        """This layer's key in a Cache: ``layer_idx``, or the layer itself when it has none."""
+        return self if self.layer_idx is None else self.layer_idx
+
     def __init__(self, hidden_size: int, num_heads: int, window: int, layer_idx: int | None = None) -> None:
         super().__init__()
         self.num_heads, self.head_dim, self.window = num_heads, hidden_size // num_heads, window
@@ -120,7 +125,7 @@ class SlidingWindowAttention(nn.Module):
             raise ValueError("use_cache=True needs a cache to update: pass cache=gdn2.Cache()")
         valid = (torch.ones(B, T, dtype=torch.bool, device=x.device) if attention_mask is None
                  else attention_mask[:, attention_mask.shape[1] - T:].to(x.device).bool())   # [B, T]
-        past = cache.get(self.layer_idx) if cache is not None else None
+        past = cache.get(self.cache_key) if cache is not None else None
         seen = past.seen if past is not None else torch.zeros(B, dtype=torch.long, device=x.device)
         pos = seen[:, None] + valid.long().cumsum(1) - 1                                    # [B, T]
         split = lambda y: y.view(B, T, h, d).transpose(1, 2)                                # [B, h, T, d]
@@ -141,7 +146,7 @@ class SlidingWindowAttention(nn.Module):
         o = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=allowed[:, None])     # [B, h, T, d]
         if use_cache:  # keep the last window − 1 slots: all that a later query can see
             start = max(0, k_all.shape[2] - (self.window - 1))
-            cache.update(self.layer_idx, WindowState(
+            cache.update(self.cache_key, WindowState(
                 k=k_all[:, :, start:], v=v_all[:, :, start:], valid=valid_all[:, start:], pos=pos_all[:, start:],
                 seen=seen + valid.long().sum(1),
             ))
@@ -207,18 +212,23 @@ class GDN2LM(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        input_ids: Integer[Tensor, "B T"],
+        input_ids: Tensor,
         max_new_tokens: int,
         temperature: float | int = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         cache: Cache | None = None,
     ) -> Integer[Tensor, "B T_out"]:
-        """Prefill the prompt, then sample one token at a time with constant memory per token.
+        """Prefill the prompt ``input_ids`` [B, T] (byte ids), then sample one token at a time with constant
+        memory per token.
 
         ``temperature = 0`` is greedy. Pass a :class:`~gdn2.cache.Cache` to inspect the decoding state.
         Returns the prompt followed by ``max_new_tokens`` sampled tokens.
         """
+        if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+            shape = list(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+            raise ValueError(f"input_ids must be a [B, T] tensor of byte ids, got {shape} "
+                             "(one prompt: input_ids[None])")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
         if not temperature >= 0:

@@ -23,7 +23,7 @@ __all__ = ["TrainConfig", "train", "sample_text"]
 class TrainConfig:
     """Optimisation settings of :func:`train`."""
 
-    steps: int = 250
+    steps: int = 200
     batch_size: int = 16
     seq_len: int = 64
     lr: float = 3e-3

@@ -330,7 +330,7 @@ def test_factorised_decay_overflows():
     C, K = 64, 8
     k = torch.nn.functional.normalize(torch.randn(C, K), dim=-1)
     b = torch.rand(C, K)
-    G = chunk_local_cumsum(torch.full((1, C, K), -1.5))[0]                   # G_C = −96 < −88.7
+    G = chunk_local_cumsum(torch.full((1, C, K), -1.5))[0].float()           # G_C = −96 < −88.7
     assert torch.isinf(torch.exp(-G)).any()                                  # exp(−G) overflows float32
     naive = ((b * k * torch.exp(G)) @ (k * torch.exp(-G)).T).tril(-1)
     assert not torch.isfinite(naive).all()                                   # inf and inf·0 = nan appear

@@ -4,6 +4,8 @@ the hand-written gate-aware backward (:mod:`gdn2.ops.chunk_bwd`), on the [B, T, 
 The stage functions are importable from here too (``from gdn2.ops.chunk import chunk_intra_t``).
 """
 
+from numbers import Real
+
 import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
@@ -89,7 +91,7 @@ def chunk_gdn2(
     g: Float[Tensor, "B T H K"],
     b: Float[Tensor, "B T H K"],
     w: Float[Tensor, "B T HV V"],
-    scale: float | None = None,
+    scale: Real | None = None,
     initial_state: Float[Tensor, "N HV K V"] | None = None,
     output_final_state: bool = False,
     cu_seqlens: Integer[Tensor, " Np1"] | None = None,

@@ -7,6 +7,8 @@ recovers Gated DeltaNet; α = 1 and b = w = β recovers DeltaNet; b = w = 0 is p
 The state S is key-major, [K, V] per value head, and carried in float32 (float64 for float64 input).
 """
 
+from numbers import Real
+
 import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
@@ -84,7 +86,7 @@ def recurrent_gdn2(
     g: Float[Tensor, "B T H K"],
     b: Float[Tensor, "B T H K"],
     w: Float[Tensor, "B T HV V"],
-    scale: float | None = None,
+    scale: Real | None = None,
     initial_state: Float[Tensor, "N HV K V"] | None = None,
     output_final_state: bool = False,
     cu_seqlens: Integer[Tensor, " Np1"] | None = None,
@@ -115,7 +117,7 @@ def fused_recurrent_gdn2(
     g: Float[Tensor, "B T H K"],
     b: Float[Tensor, "B T H K"],
     w: Float[Tensor, "B T HV V"],
-    scale: float | None = None,
+    scale: Real | None = None,
     initial_state: Float[Tensor, "N HV K V"] | None = None,
     output_final_state: bool = False,
     cu_seqlens: Integer[Tensor, " Np1"] | None = None,

@@ -1,0 +1,200 @@
+"""Named regressions of the operator contract on every backend: careless input raises the reference's
+error (never corrupts memory or returns uninitialised numbers), the numerics edges give the recurrence's
+answer, and the layer, the model and the command line refuse mistakes with one clear message.
+
+Calls that once corrupted memory run in a subprocess, so a crash fails the test instead of the run.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gdn2
+import gdn2.fast
+from gdn2.ops import chunk_gdn2, fused_recurrent_gdn2, recurrent_gdn2
+
+from gdn2_testing import assert_close, make_inputs
+
+HERE = Path(__file__).resolve().parent
+triton = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason()))
+REFERENCE_OPS = [recurrent_gdn2, chunk_gdn2, fused_recurrent_gdn2]
+
+
+def isolated(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (Triton's interpreter on the CPU); return its stdout."""
+    env = {**os.environ, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "1")}
+    prelude = f"import sys; sys.path.insert(0, {str(HERE)!r})\n"
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", prelude + textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, f"exit status {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+# ---- packed offsets ---------------------------------------------------------------------------------
+@triton
+def test_triton_rejects_bad_cu_seqlens_without_touching_memory_outside():
+    """Offsets past T (which corrupted the heap), not from 0, decreasing, or short of T: the contract's
+    ValueError from both Triton ops, as the reference raises. The offsets are on the tensors' device, so
+    the kernels read them (clamped) and flag them."""
+    out = isolated("""
+        import torch, gdn2.fast
+        from gdn2.ops import chunk_gdn2
+        from gdn2_testing import make_inputs
+        x = {n: t.float() for n, t in make_inputs(1, 20, 1, 2, 16, 16, N=2, seed=0).items()}
+        for cu in ([0, 10, 30], [2, 10, 20], [0, 15, 10, 20], [0, 10, 15]):
+            x["initial_state"] = torch.zeros(len(cu) - 1, 2, 16, 16)
+            for op in (chunk_gdn2, gdn2.fast.chunk_gdn2, gdn2.fast.fused_recurrent_gdn2):
+                try:
+                    op(**x, cu_seqlens=torch.tensor(cu), output_final_state=True)
+                except ValueError as e:
+                    assert "cu_seqlens must be non-decreasing from 0 to T" in str(e), str(e)
+                else:
+                    raise AssertionError(f"{op.__module__}: no error for {cu}")
+        print("ok")
+    """)
+    assert out.strip().endswith("ok")
+
+
+# ---- values --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", REFERENCE_OPS)
+def test_reference_names_nan_in_g_as_nan(op):
+    x = make_inputs(1, 8, 1, 1, 4, 4)
+    x["g"][0, 3, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match="not NaN"):
+        op(**x)
+
+
+@pytest.mark.parametrize("op", REFERENCE_OPS)
+@pytest.mark.parametrize("name", ["q", "k", "v", "b", "w", "initial_state"])
+def test_reference_rejects_non_finite_inputs(op, name):
+    x = make_inputs(1, 8, 1, 1, 4, 4)
+    x[name].view(-1)[5] = float("inf")
+    with pytest.raises(ValueError, match=f"{name} holds non-finite values"):
+        op(**x)
+
+
+@triton
+@pytest.mark.parametrize("op", ["chunk_gdn2", "fused_recurrent_gdn2"])
+@pytest.mark.parametrize("change,match", [
+    pytest.param(lambda x: x["g"].__setitem__((0, 3, 0, 1), 0.5), "g is a log-decay", id="g-positive"),
+    pytest.param(lambda x: x["g"].__setitem__((0, 3, 0, 1), float("nan")), "g is a log-decay", id="g-nan"),
+    pytest.param(lambda x: x["g"].__setitem__((0, 3, 0, 1), float("inf")), "g is a log-decay", id="g-inf"),
+    pytest.param(lambda x: x["k"].__setitem__((0, 70, 0, 2), float("nan")), "k holds non-finite", id="k-nan"),
+    pytest.param(lambda x: x["v"].__setitem__((0, 1, 1, 0), float("-inf")), "v holds non-finite", id="v-inf"),
+    pytest.param(lambda x: x["initial_state"].__setitem__((0, 1, 0, 0), float("nan")), "initial_state holds",
+                 id="h0-nan"),
+])
+def test_triton_rejects_what_the_reference_rejects(op, change, match):
+    x = {n: t.float() for n, t in make_inputs(1, 80, 1, 2, 16, 16).items()}
+    change(x)
+    with pytest.raises(ValueError, match=match):
+        getattr(gdn2.fast, op)(**x)
+    gdn2.fast.chunk_gdn2(**{n: t.nan_to_num(0.0, 0.0, 0.0).clamp(max=0.0) if n == "g" else t.nan_to_num(0.0)
+                            for n, t in x.items()})   # the next good call raises nothing: the report was cleared
+
+
+@triton
+def test_interpreter_refuses_bfloat16():
+    """Triton's interpreter computes tl.dot on bfloat16 operands wrongly: the backend refuses, never
+    returns garbage."""
+    x = make_inputs(1, 20, 1, 1, 16, 16)
+    x = {n: t.bfloat16() if n in "qkv" else t.float() for n, t in x.items()}
+    if x["q"].is_cuda:
+        pytest.skip("on a GPU bfloat16 is computed")
+    for op in (gdn2.fast.chunk_gdn2, gdn2.fast.fused_recurrent_gdn2):
+        with pytest.raises(TypeError, match="bfloat16 cannot run on Triton's CPU interpreter"):
+            op(**x)
+
+
+@pytest.mark.parametrize("case", ["g-minus-inf", "g-huge-negative", "A_log-100"])
+def test_chunk_reference_follows_the_recurrence_at_full_reset(case):
+    """g = −inf, g ≈ −3e38 and the in-op gate with A_log = 100 (a full reset of the state's channel) are
+    legitimate input: the chunkwise reference returns the recurrence's finite answer, in float64 and
+    float32."""
+    x = make_inputs(1, 70, 2, 2, 16, 16)
+    kw = {}
+    if case == "g-minus-inf":
+        x["g"][0, 10, 0] = float("-inf")
+        x["g"][0, 40:45, 1, 3] = float("-inf")
+    elif case == "g-huge-negative":
+        x["g"][0, 20, :, ::2] = -3e38
+    else:
+        x["g"] = torch.randn_like(x["g"])
+        kw["A_log"] = torch.tensor([100.0, 0.5], dtype=torch.float64)
+    o_ref, h_ref = recurrent_gdn2(**x, output_final_state=True, **kw)
+    o, h = chunk_gdn2(**x, output_final_state=True, chunk_size=16, **kw)
+    assert_close("o", o, o_ref, 1e-10)
+    assert_close("ht", h, h_ref, 1e-10)
+    xf = {n: t.float() for n, t in x.items()}
+    o, h = chunk_gdn2(**xf, output_final_state=True, **{n: t.float() for n, t in kw.items()})
+    assert_close("o", o, o_ref, 1e-5)
+    assert_close("ht", h, h_ref, 1e-5)
+
+
+def test_chunk_reference_gradients_at_full_reset():
+    """Gradients through a g = −inf token equal autograd through the recurrence (finite, 0 for that g)."""
+    x = make_inputs(1, 40, 1, 1, 8, 8)
+    x["g"][0, 7, 0, :4] = float("-inf")
+    leaves = lambda: {n: t.clone().requires_grad_() for n, t in x.items()}  # noqa: E731
+    out = {}
+    for op in (recurrent_gdn2, chunk_gdn2):
+        xs = leaves()
+        o, h = op(**xs, output_final_state=True)
+        (o.square().sum() + h.sum()).backward()
+        out[op] = {n: t.grad for n, t in xs.items()}
+    for n, g in out[chunk_gdn2].items():
+        assert torch.isfinite(g).all(), n
+        assert_close(f"d{n}", g, out[recurrent_gdn2][n].nan_to_num(0.0), 1e-9)
+
+
+# ---- empty calls ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("B,T", [(0, 5), (2, 0)], ids=["B0", "T0"])
+def test_calls_without_tokens(B, T):
+    """No tokens: an empty o and each sequence's initial state as its final state, on every op."""
+    x = make_inputs(max(B, 1), max(T, 1), 1, 2, 16, 16)
+    x = {n: t[:B, :T] if n != "initial_state" else t[:B] for n, t in x.items()}
+    ops = REFERENCE_OPS + ([] if gdn2.fast.unavailable_reason() else [gdn2.fast.chunk_gdn2,
+                                                                       gdn2.fast.fused_recurrent_gdn2])
+    for op in ops:
+        xs = x if op in REFERENCE_OPS else {n: t.float() for n, t in x.items()}
+        o, h = op(**xs, output_final_state=True)
+        assert o.shape == (B, T, 2, 16) and h.shape == (B, 2, 16, 16)
+        assert torch.equal(h.double(), xs["initial_state"].double())
+
+
+# ---- scale ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", REFERENCE_OPS)
+def test_scale_takes_any_finite_real(op):
+    x = make_inputs(1, 6, 1, 1, 4, 4)
+    o1, _ = op(**x, scale=0.5)
+    o2, _ = op(**x, scale=np.float32(0.5))
+    assert torch.equal(o1, o2)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="scale must be finite"):
+            op(**x, scale=bad)
+
+
+# ---- the layer and the model ---------------------------------------------------------------------------
+def test_layers_without_an_index_keep_their_own_cache_entries():
+    """Two layers built with layer_idx=None decode with one Cache as two separate entries."""
+    torch.manual_seed(0)
+    a, b = gdn2.GDN2(32, 2, head_dim=16).eval(), gdn2.GDN2(32, 2, head_dim=16).eval()
+    x = torch.randn(1, 6, 32)
+    cache = gdn2.Cache()
+    a(x[:, :5], cache=cache, use_cache=True)
+    b(x[:, :5], cache=cache, use_cache=True)
+    assert len(cache) == 2
+    assert torch.allclose(a(x[:, 5:], cache=cache, use_cache=True), a(x)[:, 5:], atol=1e-5)
+    assert torch.allclose(b(x[:, 5:], cache=cache, use_cache=True), b(x)[:, 5:], atol=1e-5)
+
+
+def test_generate_names_a_one_dimensional_prompt():
+    lm = gdn2.GDN2LM(gdn2.GDN2LMConfig(num_layers=1))
+    with pytest.raises(ValueError, match=r"input_ids must be a \[B, T\] tensor"):
+        lm.generate(torch.tensor(list(b"Anne")), 2)
