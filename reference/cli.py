@@ -57,8 +57,12 @@ def _positive(kind):
 
 
 def _check(args: argparse.Namespace) -> int:
+    from .backends import BACKENDS
     from .check import format_table, run_check
 
+    unknown = [b for b in args.backend or [] if b not in BACKENDS]
+    if unknown:
+        raise CLIError(f"--backend: unknown backend(s) {unknown}; registered backends: {', '.join(BACKENDS)}")
     start = time.perf_counter()
     rows, skipped = run_check(args.backend or None, seed=args.seed)
     print(format_table(rows, skipped))
@@ -74,6 +78,7 @@ def _check(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from .backends import resolve_backend
     from .model import GDN2LMConfig
     from .train import TrainConfig, train
 
@@ -84,10 +89,14 @@ def _train(args: argparse.Namespace) -> int:
     _check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model_config = GDN2LMConfig(hidden_size=args.hidden_size, num_layers=args.layers, num_heads=args.heads,
-                                head_dim=args.head_dim, swa_layers=tuple(args.swa_layers), backend=args.backend)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                         seed=args.seed, prompt=args.prompt, sample_tokens=args.sample_tokens)
+    try:
+        model_config = GDN2LMConfig(hidden_size=args.hidden_size, num_layers=args.layers, num_heads=args.heads,
+                                    head_dim=args.head_dim, swa_layers=tuple(args.swa_layers), backend=args.backend)
+        config = TrainConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                             seed=args.seed, prompt=args.prompt, sample_tokens=args.sample_tokens)
+        resolve_backend(args.backend)
+    except (ValueError, TypeError) as e:      # the configs' and the registry's named errors
+        raise CLIError(str(e)) from None
     model, summary = train(model_config, config, progress=not args.no_progress, device=args.device)
     if args.save:
         torch.save({"model_config": model_config.to_dict(), "state_dict": model.state_dict()}, args.save)
@@ -109,7 +118,10 @@ def _generate(args: argparse.Namespace) -> int:
     from .train import sample_text
 
     ckpt = torch.load(args.checkpoint, map_location=args.device, weights_only=True)
-    config = GDN2LMConfig(**{**ckpt["model_config"], "backend": args.backend})
+    try:
+        config = GDN2LMConfig(**{**ckpt["model_config"], "backend": args.backend})
+    except (ValueError, TypeError) as e:
+        raise CLIError(str(e)) from None
     model = GDN2LM(config).to(args.device)
     model.load_state_dict(ckpt["state_dict"])
     print(sample_text(model, args.prompt, args.tokens, seed=args.seed, temperature=args.temperature,
@@ -174,20 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CLIError as e:
         parser.exit(2, f"gdn2 {args.command}: error: {e}\n")
-    except (ValueError, TypeError) as e:
-        if _raised_by_argument_checks(e):
-            parser.exit(2, f"gdn2 {args.command}: error: {e}\n")
-        raise
-
-
-def _raised_by_argument_checks(e: BaseException) -> bool:
-    """True for the named errors that gdn2's own argument checks raise (configs, the backend registry),
-    false for a failure deeper inside (a bug: its traceback is kept)."""
-    import traceback
-
-    frames = traceback.extract_tb(e.__traceback__)
-    return bool(frames) and any(f.name in ("__post_init__", "resolve_backend", "__init__", "_check_device")
-                                for f in frames[-2:])
 
 
 if __name__ == "__main__":  # pragma: no cover

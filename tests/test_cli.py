@@ -44,9 +44,47 @@ def test_check_fails_loudly(monkeypatch, capsys):
     assert "'triton' unavailable: no GPU" in out
 
 
-def test_check_rejects_an_unknown_backend():
-    with pytest.raises(ValueError, match="registered backends: reference, triton"):
+def test_check_rejects_an_unknown_backend(capsys):
+    with pytest.raises(SystemExit) as stop:
         cli.main(["check", "--backend", "cuda"])
+    assert stop.value.code == 2
+    assert "registered backends: reference, triton" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    pytest.param(["train", "--backend", "nope"], "unknown backend 'nope'", id="unknown-backend"),
+    pytest.param(["train", "--steps", "0"], "--steps: expected a positive int", id="steps-0"),
+    pytest.param(["train", "--lr", "-1"], "--lr: expected a positive float", id="negative-lr"),
+    pytest.param(["train", "--swa-layers", "7"], "swa_layers", id="swa-layer-out-of-range"),
+    pytest.param(["generate", "no-such-file.pt"], "no file no-such-file.pt", id="missing-checkpoint"),
+    pytest.param(["train", "--device", "tpu"], "--device", id="unknown-device"),
+])
+def test_command_line_mistakes_are_one_line_errors(args, message):
+    """A mistake is one line on stderr and exit status 2, never a traceback."""
+    proc = run_gdn2(*args, "--no-progress" if args[0] == "train" else "--tokens=1", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_train_refuses_cuda_without_a_gpu_and_a_missing_save_folder_before_training(tmp_path):
+    proc = run_gdn2("train", "--save", str(tmp_path / "missing" / "lm.pt"), "--steps", "100000", timeout=60)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = run_gdn2("train", "--device", "cuda", timeout=60)
+        assert proc.returncode == 2 and "no CUDA GPU is visible" in proc.stderr
+
+
+def test_train_help_shows_the_defaults_of_train_config():
+    from gdn2.train import TrainConfig
+
+    out = run_gdn2("train", "--help").stdout.split("options:", 1)[1]
+    defaults = TrainConfig()
+    for flag, value in (("--steps", defaults.steps), ("--batch-size", defaults.batch_size),
+                        ("--seq-len", defaults.seq_len), ("--lr", defaults.lr)):
+        line = " ".join(out.split(flag, 1)[1].split("--", 1)[0].split())
+        assert f"(default: {value})" in line, (flag, line)
 
 
 def test_train_then_generate(tmp_path, capsys):
