@@ -9,6 +9,8 @@ import argparse
 import sys
 import time
 
+from .course.cli import add_parser as add_course_parser
+
 __all__ = ["main"]
 
 
@@ -104,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_generate)
+
+    add_course_parser(sub)
     return p
 
 

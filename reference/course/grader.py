@@ -1,0 +1,216 @@
+"""Grade a student's folder: every property of every exercise, a report that explains each failure, a
+score table, and a JSON form of the same for a learning-management system.
+
+A property ends in one of four states: passed; failed (the result differs from the reference: the
+case, the first mismatching element and a diagnosis are reported); error (the student's code
+raised: a short traceback of the student's own frames); not attempted (the function still raises
+NotImplementedError). No student code can crash the grader: whatever it raises is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import linecache
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .exercises import EXERCISES
+from .framework import Exercise, Mismatch, NotAttempted, Run, Student, StudentError
+
+__all__ = ["PropertyResult", "ExerciseResult", "grade_exercise", "grade_folder", "format_report", "as_json",
+           "STATUSES"]
+
+#: the states of a property and of an exercise, in the order the report explains them
+STATUSES = ("passed", "failed", "error", "not attempted")
+_modules = itertools.count()
+
+
+@dataclass
+class PropertyResult:
+    name: str
+    status: str
+    case: str = ""            # the failing case: sizes, ranges, seed
+    detail: str = ""          # what differs, or the traceback
+    diagnosis: str = ""       # the diagnosis id ("decay-after-write"), empty when passed
+    explanation: str = ""     # the diagnosis in words
+
+
+@dataclass
+class ExerciseResult:
+    number: int
+    slug: str
+    title: str
+    seed: int
+    seconds: float
+    properties: list[PropertyResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return sum(p.status == "passed" for p in self.properties)
+
+    @property
+    def status(self) -> str:
+        states = {p.status for p in self.properties}
+        if states == {"passed"}:
+            return "passed"
+        if states == {"not attempted"}:
+            return "not attempted"
+        return "error" if "error" in states else "failed"
+
+    @property
+    def diagnoses(self) -> list[str]:
+        return [p.diagnosis for p in self.properties if p.diagnosis]
+
+
+@contextlib.contextmanager
+def _student(exercise: Exercise, path: Path) -> Iterator[Student]:
+    """Load the student's file as a fresh module (its folder importable, so one exercise may import
+    another); Triton exercises load and run with the interpreter on. Everything is restored after."""
+    folder = str(path.parent.resolve())
+    before = set(sys.modules)
+    saved_env = os.environ.get("TRITON_INTERPRET")
+    sys.path.insert(0, folder)
+    if exercise.triton:
+        os.environ["TRITON_INTERPRET"] = "1"  # read when @triton.jit runs, i.e. while the file loads
+    name = f"_gdn2_course_{exercise.slug}_{next(_modules)}"
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        student = Student(module, path)
+        linecache.checkcache(str(path))
+        try:
+            # compiled from the text each time: a byte-code cache could hold an older version of the file
+            exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)  # noqa: S102
+        except Exception as exc:  # a syntax or import error in the student's file is an error, not a crash
+            raise StudentError(f"loading {path.name} raised {type(exc).__name__}",
+                               student.short_traceback(exc)) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # numpy's overflow warnings in the interpreter
+            yield student
+    finally:
+        sys.path.remove(folder)
+        if saved_env is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = saved_env
+        for added in set(sys.modules) - before:
+            file = getattr(sys.modules[added], "__file__", None) or ""
+            if added == name or file.startswith(folder + os.sep):
+                del sys.modules[added]
+
+
+def _grade_property(exercise: Exercise, index: int, student: Student, seed: int) -> PropertyResult:
+    prop = exercise.properties[index]
+    run = Run(student, seed, stream=exercise.number * 100 + index)
+    try:
+        prop.check(run)
+    except NotAttempted as exc:
+        return PropertyResult(prop.name, "not attempted", detail=str(exc))
+    except StudentError as exc:
+        return PropertyResult(prop.name, "error", detail=f"{exc.summary}\n{exc.trace}".strip())
+    except Mismatch as exc:
+        diagnosis = exc.diagnosis or prop.hint
+        return PropertyResult(prop.name, "failed", exc.case, exc.detail, diagnosis.id, diagnosis.text)
+    except Exception as exc:  # an output the checks could not even compare (e.g. a wrong type deep inside)
+        trace = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return PropertyResult(prop.name, "error", detail=f"checking the result raised: {trace[:500]}")
+    return PropertyResult(prop.name, "passed")
+
+
+def grade_exercise(exercise: Exercise, path: Path, seed: int = 0) -> ExerciseResult:
+    """Grade one file against one exercise's properties."""
+    start = time.perf_counter()
+    result = ExerciseResult(exercise.number, exercise.slug, exercise.title, seed, 0.0)
+    if not path.is_file():
+        result.properties = [PropertyResult(p.name, "not attempted", detail=f"no file {path.name}")
+                             for p in exercise.properties]
+    else:
+        try:
+            with _student(exercise, path) as student:
+                result.properties = [_grade_property(exercise, i, student, seed)
+                                     for i in range(len(exercise.properties))]
+        except StudentError as exc:
+            result.properties = [PropertyResult(p.name, "error", detail=f"{exc.summary}\n{exc.trace}")
+                                 for p in exercise.properties]
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def select(numbers: Sequence[int]) -> list[Exercise]:
+    """The exercises with these numbers (all when empty); an unknown number is a ValueError."""
+    known = {e.number: e for e in EXERCISES}
+    unknown = [n for n in numbers if n not in known]
+    if unknown:
+        raise ValueError(f"no exercise {', '.join(map(str, unknown))}; the course has 1 to {len(EXERCISES)}")
+    return [known[n] for n in sorted(set(numbers))] if numbers else list(EXERCISES)
+
+
+def grade_folder(folder: Path, numbers: Sequence[int] = (), seed: int = 0) -> list[ExerciseResult]:
+    """Grade the exercises ``numbers`` (all when empty) of a folder made by ``gdn2 course start``."""
+    return [grade_exercise(e, folder / e.filename, seed) for e in select(numbers)]
+
+
+# ---- the report ------------------------------------------------------------------------------------
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def format_exercise(result: ExerciseResult, folder_hint: str = "DIR") -> str:
+    """The explanation of one exercise's failed and erroneous properties (empty when none)."""
+    lines, previous = [], ""
+    for p in result.properties:
+        if p.status == "error" and p.detail == previous:
+            lines += [f"  property {p.name!r}: ERROR (as above)"]
+        elif p.status == "failed":
+            lines += [f"  property {p.name!r} FAILED", f"    {p.case}", _indent(p.detail),
+                      f"    diagnosis ({p.diagnosis}): {p.explanation}"]
+        elif p.status == "error":
+            lines += [f"  property {p.name!r}: ERROR", _indent(p.detail)]
+        elif p.status == "not attempted" and result.status != "not attempted":
+            lines += [f"  property {p.name!r}: not attempted ({p.detail})"]
+        previous = p.detail
+    if not lines:
+        return ""
+    head = f"── exercise {result.number}: {result.title} ({result.slug}.py): {result.status.upper()}"
+    rerun = f"  reproduce: gdn2 course grade {folder_hint} {result.number} --seed {result.seed}"
+    return "\n".join([head, *lines, rerun])
+
+
+def format_table(results: Sequence[ExerciseResult]) -> str:
+    width = max(len(r.title) for r in results)
+    rows = [f"{'#':>3}  {'exercise':<{width}}  {'status':<13}  {'properties':>10}  {'time':>6}"]
+    for r in results:
+        rows.append(f"{r.number:>3}  {r.title:<{width}}  {r.status:<13}  "
+                    f"{f'{r.passed}/{len(r.properties)}':>10}  {r.seconds:>5.1f}s")
+    passed = sum(r.passed for r in results)
+    total = sum(len(r.properties) for r in results)
+    done = sum(r.status == "passed" for r in results)
+    rows.append(f"score: {passed}/{total} properties, {done}/{len(results)} exercises passed")
+    return "\n".join(rows)
+
+
+def format_report(results: Sequence[ExerciseResult], folder_hint: str = "DIR") -> str:
+    """Every failure explained, then the score table."""
+    details = [text for r in results if (text := format_exercise(r, folder_hint))]
+    return "\n\n".join([*details, format_table(results)])
+
+
+def as_json(results: Sequence[ExerciseResult]) -> dict:
+    """The report as one JSON object: per exercise its status, score and properties, and the total."""
+    return {
+        "score": {"passed": sum(r.passed for r in results), "total": sum(len(r.properties) for r in results),
+                  "exercises_passed": sum(r.status == "passed" for r in results), "exercises": len(results)},
+        "seed": results[0].seed if results else 0,
+        "exercises": [{"number": r.number, "slug": r.slug, "title": r.title, "status": r.status,
+                       "passed": r.passed, "total": len(r.properties), "seconds": round(r.seconds, 3),
+                       "properties": [asdict(p) for p in r.properties]} for r in results],
+    }
