@@ -296,15 +296,16 @@ class Case:
         bad_finite = ~torch.isfinite(g) & torch.isfinite(e)
         if bad_finite.any():
             idx = tuple(int(i) for i in bad_finite.nonzero()[0])
-            return (f"{out.name} has {int(bad_finite.sum())} non-finite values; the first is "
-                    f"{out.name}[{_index(idx, out.axes)}] = {_num(g[idx].item())}, expected {_num(e[idx].item())}")
+            return (f"{out.name} has {int(bad_finite.sum())} non-finite values\n"
+                    f"  the first is {out.name}[{_index(idx, out.axes)}] = {_num(g[idx].item())}, "
+                    f"expected {_num(e[idx].item())}")
         err = rel_rms(g, e)
         if not err <= tol:
             scale = e.pow(2).mean().sqrt().item()
             over = ((g - e).abs() > tol * scale).nonzero()
             idx = tuple(int(i) for i in over[0])
-            return (f"{out.name}: relative RMS error {err:.2e} > tolerance {tol:.0e}; first mismatch "
-                    f"{out.name}[{_index(idx, out.axes)}]: got {_num(g[idx].item())}, "
+            return (f"{out.name}: relative RMS error {err:.2e} > tolerance {tol:.0e}\n"
+                    f"  first mismatch {out.name}[{_index(idx, out.axes)}]: got {_num(g[idx].item())}, "
                     f"expected {_num(e[idx].item())}")
         return None
 

@@ -15,6 +15,7 @@ import itertools
 import linecache
 import os
 import sys
+import textwrap
 import time
 import traceback
 import warnings
@@ -160,6 +161,20 @@ def grade_folder(folder: Path, numbers: Sequence[int] = (), seed: int = 0) -> li
 
 
 # ---- the report ------------------------------------------------------------------------------------
+#: the report's lines are wrapped to this width (code lines of a traceback are left as they are)
+WIDTH = 100
+
+
+def _wrap(text: str, prefix: str = "    ") -> str:
+    """Each line of text indented by prefix and wrapped at WIDTH, continuation lines indented 2 more."""
+    lines = []
+    for line in text.splitlines():
+        extra = prefix + line[: len(line) - len(line.lstrip())]
+        lines += textwrap.wrap(line.strip(), WIDTH, initial_indent=extra, subsequent_indent=extra + "  ",
+                               break_long_words=False, break_on_hyphens=False) or [""]
+    return "\n".join(lines)
+
+
 def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
@@ -171,8 +186,8 @@ def format_exercise(result: ExerciseResult, folder_hint: str = "DIR") -> str:
         if p.status == "error" and p.detail == previous:
             lines += [f"  property {p.name!r}: ERROR (as above)"]
         elif p.status == "failed":
-            lines += [f"  property {p.name!r} FAILED", f"    {p.case}", _indent(p.detail),
-                      f"    diagnosis ({p.diagnosis}): {p.explanation}"]
+            lines += [f"  property {p.name!r} FAILED", _wrap(p.case), _wrap(p.detail),
+                      _wrap(f"diagnosis ({p.diagnosis}): {p.explanation}")]
         elif p.status == "error":
             lines += [f"  property {p.name!r}: ERROR", _indent(p.detail)]
         elif p.status == "not attempted" and result.status != "not attempted":

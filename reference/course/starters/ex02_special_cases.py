@@ -1,8 +1,10 @@
-"""Exercise 2: tied gates recover KDA and Gated DeltaNet; without the erase the output is masked attention.
+"""Exercise 2: tied gates recover KDA and Gated DeltaNet; without the erase (b = 0) the output is
+masked attention.
 
     KDA:            b_t = β_t·1_K,  w_t = β_t·1_V
     Gated DeltaNet: as KDA, and g_t = log(α_t)·1_K
-    b = 0:          o_t = Σ_{s≤t} (scale Σ_d q_td k_sd exp(G_td − G_sd)) (w_s ⊙ v_s),  G_t = Σ_{i≤t} g_i
+    b = 0:          o_t = Σ_{s≤t} (scale Σ_d q_td k_sd exp(G_td − G_sd)) (w_s ⊙ v_s)
+                    with G_t = Σ_{i≤t} g_i
 
 Grade it with ``gdn2 course grade DIR 2``.
 """
@@ -15,7 +17,7 @@ from torch import Tensor
 def kda_gates(
     beta: Float[Tensor, "B T H"], K: int, V: int
 ) -> tuple[Float[Tensor, "B T H K"], Float[Tensor, "B T H V"]]:
-    """Return KDA's (b, w) for GDN-2: one β per head and token on every channel of each gate's axis."""
+    """Return KDA's (b, w): one β per head and token, on every channel of each gate's axis."""
     raise NotImplementedError
 
 

@@ -17,7 +17,9 @@ def transition(
     raise NotImplementedError
 
 
-def erase_eigenvalue(k: Float[Tensor, "N HV K"], b: Float[Tensor, "N HV K"]) -> Float[Tensor, "N HV"]:
+def erase_eigenvalue(
+    k: Float[Tensor, "N HV K"], b: Float[Tensor, "N HV K"]
+) -> Float[Tensor, "N HV"]:
     """Return the eigenvalue of I − k eᵀ whose eigenvector is k (the others are 1)."""
     raise NotImplementedError
 

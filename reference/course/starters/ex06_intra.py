@@ -19,5 +19,5 @@ def intra_t(
 
 
 def solve_unit_lower(T: Float[Tensor, "*lead C C"]) -> Float[Tensor, "*lead C C"]:
-    """Return (I + T)⁻¹ for a strictly lower triangular T, by forward substitution (no torch.linalg)."""
+    """Return (I + T)⁻¹ for a strictly lower T, by forward substitution (not torch.linalg)."""
     raise NotImplementedError

@@ -19,5 +19,8 @@ def wy(
     v: Float[Tensor, "N H Gr NC C V"],
     w: Float[Tensor, "N H Gr NC C V"],
 ) -> tuple[Float[Tensor, "N H NC C K"], Float[Tensor, "N H Gr NC C V"]]:
-    """Return (Y, U) for every chunk. Key-side tensors have no group axis; the value side has Gr = HV/H."""
+    """Return (Y, U) for every chunk.
+
+    Key-side tensors have no group axis; the value side has Gr = HV/H value heads per key head.
+    """
     raise NotImplementedError

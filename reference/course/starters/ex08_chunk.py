@@ -1,7 +1,9 @@
 """Exercise 8: state passing across chunks, and the output of each chunk.
 
-    (4)  R = U − Y S_0,   S_C = Diag(γ_C) S_0 + K_tailᵀ R,   K_tail = exp(G_C − G)⊙K,  γ_C = exp(G_C)
-    (5)  O = (scale·γ⊙Q) S_0 + A_qk R,   A_qk_rs = scale Σ_d q_rd k_sd exp(G_rd − G_sd) for r ≥ s
+    (4)  R = U − Y S_0,   S_C = Diag(γ_C) S_0 + K_tailᵀ R
+         with K_tail = exp(G_C − G)⊙K and γ_C = exp(G_C)
+    (5)  O = (scale·γ⊙Q) S_0 + A_qk R
+         with A_qk_rs = scale Σ_d q_rd k_sd exp(G_rd − G_sd) for r ≥ s, else 0
 
 Grade it with ``gdn2 course grade DIR 8``.
 """
@@ -17,8 +19,10 @@ def state_passing(
     Y: Float[Tensor, "N H NC C K"],
     U: Float[Tensor, "N H Gr NC C V"],
     h0: Float[Tensor, "N H Gr K V"],
-) -> tuple[Float[Tensor, "N H Gr NC K V"], Float[Tensor, "N H Gr NC C V"], Float[Tensor, "N H Gr K V"]]:
-    """Return (S0, R, ht): the state every chunk starts from, its residual writes R, and the final state."""
+) -> tuple[
+    Float[Tensor, "N H Gr NC K V"], Float[Tensor, "N H Gr NC C V"], Float[Tensor, "N H Gr K V"]
+]:
+    """Return (S0, R, ht): each chunk's start state, its residual writes R, and the final state."""
     raise NotImplementedError
 
 

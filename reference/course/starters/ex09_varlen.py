@@ -1,11 +1,12 @@
 """Exercise 9: packed sequences. N sequences are concatenated along T (B = 1) at the offsets
-cu_seqlens = [0, T_1, T_1 + T_2, …, T]; each starts from its own initial state and none sees another.
+cu_seqlens = [0, T_1, T_1 + T_2, …, T]; each starts from its own initial state, none sees another.
 
     for each n:  o[cu_n : cu_{n+1}], ht[n] = chunk form of sequence n from initial_state[n]
 
-You may use the reference's five stages on the chunked layout, ``gdn2.ops.chunk.chunk_forward(q, k, v,
-g, b, w, scale, h0)`` (key side [N, H, NC, C, K], value side [N, H, Gr, NC, C, V], h0 [N, H, Gr, K, V]),
-or your own stages of exercises 5 to 8. The work here is the layout.
+You may use the reference's five stages on the chunked layout,
+``gdn2.ops.chunk.chunk_forward(q, k, v, g, b, w, scale, h0)`` (key side [N, H, NC, C, K], value
+side [N, H, Gr, NC, C, V], h0 [N, H, Gr, K, V]; it returns (o, ht, intermediates)), or your own
+stages of exercises 5 to 8. The work here is the layout.
 
 Grade it with ``gdn2 course grade DIR 9``.
 """

@@ -1,9 +1,11 @@
 """Exercise 10: the gate-aware backward of the WY stage (T is an input of this stage).
 
     forward:   A = (I + T)⁻¹,   Y = A Ē,  Ē = γ⊙B⊙K,  γ = exp(G),   U = A Z,  Z = W⊙V
-    backward:  given dY = ∂L/∂Y and dU = ∂L/∂U, return ∂L/∂T, ∂L/∂k, ∂L/∂b, ∂L/∂G, ∂L/∂v, ∂L/∂w
+    backward:  given dY = ∂L/∂Y and dU = ∂L/∂U, return the gradients
+               of L with respect to T, k, b, G, v and w
 
-Start from δA = −A δT A (differentiate A (I + T) = I). Grade it with ``gdn2 course grade DIR 10``.
+Start from δA = −A δT A (differentiate A (I + T) = I).
+Grade it with ``gdn2 course grade DIR 10``.
 """
 
 import torch
@@ -28,7 +30,7 @@ def wy_backward(
     Float[Tensor, "N H C V"],
     Float[Tensor, "N H C V"],
 ]:
-    """Return (dT, dk, db, dG, dv, dw) by hand: it is graded under torch.no_grad(), so autograd cannot help.
+    """Return (dT, dk, db, dG, dv, dw) by hand: it is graded under torch.no_grad().
 
     T is strictly lower triangular, and so must dT be.
     """

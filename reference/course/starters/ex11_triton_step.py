@@ -3,8 +3,8 @@
     S̄ = Diag(exp g) S,  r = S̄ᵀ(b⊙k),  S' = S̄ + k (w⊙v − r)ᵀ,  o = S'ᵀ(scale·q)
 
 One program per (sequence n, value head hv) applies exercise 1's step to its [K, V] state, held in a
-block of [BK, BV] (powers of two, at least 16, so BK ≥ K and BV ≥ V). With GVA, value head hv reads
-key head hv // (HV/H). The grader launches the kernel itself, on the grid (N·HV,):
+block of [BK, BV] (powers of two, at least 16, so BK ≥ K and BV ≥ V). With GVA, value head hv
+reads key head hv // (HV/H). The grader launches the kernel itself, on the grid (N·HV,):
 
     from gdn2.course.launch import decode_step
     o, S_out = decode_step(decode_step_kernel, S, q, k, v, g, b, w, scale)
@@ -25,5 +25,5 @@ def decode_step_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr,
 ):
-    """Program i_nh = n·HV + hv: write o[n, hv] and S_out[n, hv] for one token. All tensors are contiguous."""
+    """Program i_nh = n·HV + hv: write o[n, hv] and S_out[n, hv]. All tensors are contiguous."""
     raise NotImplementedError
