@@ -76,6 +76,28 @@ def test_a_student_exception_is_an_error_with_a_short_traceback(tmp_path):
     assert result.status == "error" and "SyntaxError" in result.properties[0].detail
 
 
+def test_an_exercise_done_in_part_is_partial(tmp_path):
+    starter = (STARTERS / "ex02_special_cases.py").read_text(encoding="utf-8")
+    solution = (SOLUTIONS / "ex02_special_cases.py").read_text(encoding="utf-8")
+    kda = re.search(r"\ndef kda_gates.*?\n(?=\n\ndef )", solution, flags=re.S).group(0)
+    done = re.sub(r"\ndef kda_gates.*?\n(?=\n\ndef )", lambda _: kda, starter, count=1, flags=re.S)
+    (tmp_path / "ex02_special_cases.py").write_text(done, encoding="utf-8")
+    result = grade_exercise(BY_NUMBER[2], tmp_path / "ex02_special_cases.py")
+    assert [p.status for p in result.properties] == ["passed", "not attempted", "not attempted"]
+    assert result.status == "partial"
+
+
+def test_a_kernel_that_ends_the_process_is_an_error(tmp_path):
+    """The interpreter dereferences raw pointers: a wild one ends the child process that grades, not the grader."""
+    kernel = (SOLUTIONS / "ex11_triton_step.py").read_text(encoding="utf-8")
+    wild = kernel.replace("tl.load(q + p_key,", "tl.load(q + p_key * 1_000_000_000,")
+    assert wild != kernel
+    (tmp_path / "ex11_triton_step.py").write_text(wild, encoding="utf-8")
+    result = grade_exercise(BY_NUMBER[11], tmp_path / "ex11_triton_step.py")
+    assert result.status == "error"
+    assert all("the kernel ended the process with SIG" in p.detail for p in result.properties), result.properties
+
+
 def test_the_seed_is_printed_and_draws_other_cases():
     mutant = ROOT / "tests" / "course_mutants" / "ex01_decay_after_write.py"
     cases = [grade_exercise(BY_NUMBER[1], mutant, seed=seed).properties[0].case for seed in (0, 7)]
@@ -156,6 +178,7 @@ def test_every_exercise_has_a_page_in_the_coursework_section():
     nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
     assert list(nav[-1]) == ["Coursework"], "the Coursework section is the last block of the nav"
     listed = {next(iter(item.values())) if isinstance(item, dict) else item for item in nav[-1]["Coursework"]}
+    index = (ROOT / "docs" / "course" / "index.md").read_text(encoding="utf-8")
     assert {"course/index.md", "course/instructor.md", "course/projects.md"} <= listed
     for e in EXERCISES:
         page = f"course/{e.slug.replace('_', '-')}.md"
@@ -164,5 +187,8 @@ def test_every_exercise_has_a_page_in_the_coursework_section():
         assert f'--8<-- "reference/course/starters/{e.filename}"' in text, page
         assert '??? tip "Hint 1"' in text and "$$" in text and "](../" in text, page
         assert f"gdn2 course grade DIR {e.number}" in text, page
+        stars = "★" * e.difficulty + "☆" * (3 - e.difficulty)
+        assert f"**Difficulty** {stars} · **time** about {e.minutes} minutes" in text, page
+        assert f"| {e.number} | [{e.title}]({page.removeprefix('course/')}) | {stars} | {e.minutes} min |" in index
         for prop in e.properties:
             assert f"`{prop.name}`" in text, (page, prop.name)

@@ -4,7 +4,9 @@ score table, and a JSON form of the same for a learning-management system.
 A property ends in one of four states: passed; failed (the result differs from the reference: the
 case, the first mismatching element and a diagnosis are reported); error (the student's code
 raised: a short traceback of the student's own frames); not attempted (the function still raises
-NotImplementedError). No student code can crash the grader: whatever it raises is reported.
+NotImplementedError). An exercise is passed when all its properties are, partial when the others are
+not attempted. No student code can crash the grader: whatever it raises is reported, and a Triton
+kernel runs in a child process, whose end by a wild pointer is reported too.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
+import json
 import linecache
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import traceback
@@ -26,11 +32,10 @@ from pathlib import Path
 from .exercises import EXERCISES
 from .framework import Exercise, Mismatch, NotAttempted, Run, Student, StudentError
 
-__all__ = ["PropertyResult", "ExerciseResult", "grade_exercise", "grade_folder", "format_report", "as_json",
-           "STATUSES"]
+__all__ = ["PropertyResult", "ExerciseResult", "grade_exercise", "grade_folder", "format_report", "as_json"]
 
-#: the states of a property and of an exercise, in the order the report explains them
-STATUSES = ("passed", "failed", "error", "not attempted")
+#: seconds a Triton exercise may take to grade (the interpreter runs the kernels on the CPU)
+KERNEL_TIMEOUT = 300
 _modules = itertools.count()
 
 
@@ -64,6 +69,8 @@ class ExerciseResult:
             return "passed"
         if states == {"not attempted"}:
             return "not attempted"
+        if states == {"passed", "not attempted"}:
+            return "partial"
         return "error" if "error" in states else "failed"
 
     @property
@@ -127,8 +134,7 @@ def _grade_property(exercise: Exercise, index: int, student: Student, seed: int)
     return PropertyResult(prop.name, "passed")
 
 
-def grade_exercise(exercise: Exercise, path: Path, seed: int = 0) -> ExerciseResult:
-    """Grade one file against one exercise's properties."""
+def _grade_here(exercise: Exercise, path: Path, seed: int) -> ExerciseResult:
     start = time.perf_counter()
     result = ExerciseResult(exercise.number, exercise.slug, exercise.title, seed, 0.0)
     if not path.is_file():
@@ -144,6 +150,45 @@ def grade_exercise(exercise: Exercise, path: Path, seed: int = 0) -> ExerciseRes
                                  for p in exercise.properties]
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _child(number: str, path: str, seed: str, out: str) -> None:
+    """The child process of :func:`_grade_in_child`: grade, and write the result as JSON to ``out``."""
+    exercise = next(e for e in EXERCISES if e.number == int(number))
+    Path(out).write_text(json.dumps(asdict(_grade_here(exercise, Path(path), int(seed)))), encoding="utf-8")
+
+
+def _grade_in_child(exercise: Exercise, path: Path, seed: int) -> ExerciseResult:
+    """Grade in a child process. Triton's interpreter reads and writes raw memory, so a kernel's wild
+    pointer ends the process that runs it; the child's end is then reported as an error."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gdn2-course-") as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, "-c", "import sys; from gdn2.course.grader import _child; _child(*sys.argv[1:])",
+                   str(exercise.number), str(path), str(seed), str(out)]
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=KERNEL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            why = f"grading did not finish in {KERNEL_TIMEOUT} s: does a loop of the kernel never end?"
+        else:
+            if proc.returncode == 0 and out.is_file():
+                fields = json.loads(out.read_text(encoding="utf-8"))
+                fields["properties"] = [PropertyResult(**p) for p in fields["properties"]]
+                return ExerciseResult(**{**fields, "seconds": time.perf_counter() - start})
+            if proc.returncode < 0:
+                why = (f"the kernel ended the process with {signal.Signals(-proc.returncode).name}:\n"
+                       "a load or store far outside its buffers (a wrong stride? a wrong program index?)")
+            else:
+                why = "grading ended without a result:\n" + "\n".join(proc.stderr.strip().splitlines()[-8:])
+    return ExerciseResult(exercise.number, exercise.slug, exercise.title, seed, time.perf_counter() - start,
+                          [PropertyResult(p.name, "error", detail=why) for p in exercise.properties])
+
+
+def grade_exercise(exercise: Exercise, path: Path, seed: int = 0) -> ExerciseResult:
+    """Grade one file against one exercise's properties (a Triton exercise in a child process)."""
+    if exercise.triton and path.is_file():
+        return _grade_in_child(exercise, path, seed)
+    return _grade_here(exercise, path, seed)
 
 
 def select(numbers: Sequence[int]) -> list[Exercise]:

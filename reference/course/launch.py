@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .framework import Diagnosis, Rejected
 
-__all__ = ["block", "decode_step", "intra_blocks", "BC"]
+__all__ = ["block", "decode_step", "intra_blocks", "off_diagonal_blocks", "BC"]
 
 #: elements of NaN after every buffer: more than any block of a kernel here can reach past the end
 GUARD = 8192

@@ -24,7 +24,7 @@ def _draw(case: Case, C_range=(3, 16), g_min=-1.0, dtype=torch.float64):
     return k, b, G
 
 
-def _t(k, b, G, *, diagonal=False, gate_on_column=False, upper=False):
+def t_variant(k, b, G, *, diagonal=False, gate_on_column=False, upper=False):
     C = k.shape[-2]
     left, right = (k, b * k) if gate_on_column else (b * k, k)
     mask = torch.ones(C, C, dtype=torch.bool).tril(0 if diagonal else -1)
@@ -36,12 +36,12 @@ def _t(k, b, G, *, diagonal=False, gate_on_column=False, upper=False):
 T_MISTAKES = (
     Mistake("t-includes-diagonal", "Your T has a diagonal: T is strictly lower (r > s). The token's own "
             "key interaction is the 1 of I + T; including it counts it twice.",
-            lambda k, b, G: _t(k, b, G, diagonal=True)),
+            lambda k, b, G: t_variant(k, b, G, diagonal=True)),
     Mistake("erase-gate-on-column", "Your T gates the earlier token s: the erase gate belongs to the row "
             "token r, whose read along e_r = b_r⊙k_r meets the earlier write k_s.",
-            lambda k, b, G: _t(k, b, G, gate_on_column=True)),
+            lambda k, b, G: t_variant(k, b, G, gate_on_column=True)),
     Mistake("t-transposed", "Your T is upper triangular: row r (the later token) reads the writes of the "
-            "earlier tokens s < r, so T is lower.", lambda k, b, G: _t(k, b, G, upper=True)),
+            "earlier tokens s < r, so T is lower.", lambda k, b, G: t_variant(k, b, G, upper=True)),
 )
 
 

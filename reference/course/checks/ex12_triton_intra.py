@@ -16,7 +16,7 @@ from gdn2.tolerances import TOLERANCES
 
 from .. import launch
 from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run
-from .ex06_intra import _t
+from .ex06_intra import t_variant
 
 TOL = TOLERANCES["reference-float32"][0]
 OUT = (Out("T", "M R S"),)
@@ -40,7 +40,7 @@ def below_blocks(T):
 MISTAKES = (
     Mistake("erase-gate-on-column", "Your block gates the earlier token s: the erase gate belongs to the row "
             "token r (b_r⊙k_r in the left factor).",
-            lambda k, b, G: _t(*(x.double() for x in (k, b, G)), gate_on_column=True)),
+            lambda k, b, G: t_variant(*(x.double() for x in (k, b, G)), gate_on_column=True)),
 )
 
 
