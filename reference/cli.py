@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from .course.cli import add_parser as add_course_parser
+
 __all__ = ["main"]
 
 
@@ -174,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu", help="torch device")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.set_defaults(func=_generate)
+
+    add_course_parser(sub)
     return p
 
 

@@ -1,0 +1,1 @@
+"""The properties of each exercise, one module per exercise; ``gdn2.course.exercises`` lists them in order."""
