@@ -335,3 +335,10 @@ class Run:
         for i in range(count):
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.stream * 1_009 + i)
             yield Case(self, i, count, gen)
+
+
+def local_cumsum(g: torch.Tensor) -> torch.Tensor:
+    """The reference's G = cumsum(g) inside each chunk, in g's dtype (the reference sums in float64)."""
+    from gdn2.ops.chunk import chunk_local_cumsum
+
+    return chunk_local_cumsum(g).to(g.dtype)

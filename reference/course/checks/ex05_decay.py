@@ -9,10 +9,10 @@ to −inf above the diagonal *before* exp, which also keeps the gradient finite.
 
 import torch
 
-from gdn2.ops.chunk import chunk_local_cumsum, pairwise_decay
+from gdn2.ops.chunk import pairwise_decay
 from gdn2.tolerances import TOLERANCES
 
-from ..framework import Diagnosis, Exercise, Mistake, Out, Property, Run
+from ..framework import Diagnosis, Exercise, Mistake, Out, Property, Run, local_cumsum
 
 TOL = TOLERANCES["reference-float64"][0]
 TOL_F32 = TOLERANCES["reference-float32"][0]
@@ -34,7 +34,7 @@ def check_cumsum(run: Run) -> None:
         C, K = case.size("C", 2, 9), case.size("K", 2, 6)
         g = case.log_decay(-1.0, N, H, NC, C, K)
         got = case.call("local_cumsum", g)
-        case.expect(got, chunk_local_cumsum(g), (Out("G", "N H NC C K"),), TOL, what="local_cumsum",
+        case.expect(got, local_cumsum(g), (Out("G", "N H NC C K"),), TOL, what="local_cumsum",
                     mistakes=CUMSUM_MISTAKES, args=(g,))
 
 
@@ -58,7 +58,7 @@ def check_pairwise(run: Run) -> None:
     for case in run.cases(4):
         lead, C, K = case.size("N·H", 1, 3), case.size("C", 2, 9), case.size("K", 2, 6)
         strict = case.fixed("strict", case.index % 2 == 1)
-        G = chunk_local_cumsum(case.log_decay(-1.0, lead, C, K))
+        G = local_cumsum(case.log_decay(-1.0, lead, C, K))
         got = case.call("pairwise_decay", G, strict)
         case.expect(got, pairwise_decay(G, strict), (Out("D", "NH R S K"),), TOL, what="pairwise_decay",
                     mistakes=PAIRWISE_MISTAKES, args=(G, strict))
@@ -68,7 +68,7 @@ def _strong_decay(case):
     lead, K = case.size("N·H", 1, 2), case.size("K", 2, 6)
     C = case.fixed("C", 64)
     case.note("float32")
-    G = chunk_local_cumsum(case.log_decay(-20.0, lead, C, K, dtype=torch.float32))
+    G = local_cumsum(case.log_decay(-20.0, lead, C, K, dtype=torch.float32))
     return G, case.fixed("strict", case.index % 2 == 0)
 
 

@@ -6,10 +6,10 @@
 
 import torch
 
-from gdn2.ops.chunk import chunk_intra_t, chunk_local_cumsum, solve_unit_lower
+from gdn2.ops.chunk import chunk_intra_t, solve_unit_lower
 from gdn2.tolerances import TOLERANCES
 
-from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run
+from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run, local_cumsum
 
 TOL = TOLERANCES["reference-float64"][0]
 TOL_F32 = TOLERANCES["reference-float32"][0]
@@ -20,7 +20,7 @@ def _draw(case: Case, C_range=(3, 16), g_min=-1.0, dtype=torch.float64):
     C = case.size("C", *C_range)
     k = case.unit(lead, C, K, dtype=dtype)
     b = case.gate("b", 2.0, lead, C, K, dtype=dtype)
-    G = chunk_local_cumsum(case.log_decay(g_min, lead, C, K, dtype=dtype))
+    G = local_cumsum(case.log_decay(g_min, lead, C, K, dtype=dtype))
     return k, b, G
 
 

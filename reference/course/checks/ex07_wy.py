@@ -9,10 +9,10 @@ at token r of a chunk that starts from S_0. Layout: key side [N, H, NC, C, K], v
 
 import torch
 
-from gdn2.ops.chunk import chunk_intra_t, chunk_local_cumsum, chunk_wy, solve_unit_lower
+from gdn2.ops.chunk import chunk_intra_t, chunk_wy, solve_unit_lower
 from gdn2.tolerances import TOLERANCES
 
-from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run
+from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run, local_cumsum
 
 TOL = TOLERANCES["reference-float64"][0]
 OUTS = (Out("Y", "N H NC C K"), Out("U", "N H GR NC C V"))
@@ -25,7 +25,7 @@ def _draw(case: Case, NC_range=(1, 3)):
     K = case.size("K", 2, 7)
     V = case.size("V", 2, 7, avoid=(K,))
     k, b = case.unit(N, H, NC, C, K), case.gate("b", 2.0, N, H, NC, C, K)
-    G = chunk_local_cumsum(case.log_decay(-1.0, N, H, NC, C, K))
+    G = local_cumsum(case.log_decay(-1.0, N, H, NC, C, K))
     v, w = case.normal(N, H, Gr, NC, C, V), case.gate("w", 1.0, N, H, Gr, NC, C, V)
     return solve_unit_lower(chunk_intra_t(k, b, G)), k, b, G, v, w
 

@@ -9,7 +9,6 @@ import torch
 from gdn2.ops import recurrent_gdn2
 from gdn2.ops.chunk import (
     chunk_intra_t,
-    chunk_local_cumsum,
     chunk_output,
     chunk_state_passing,
     chunk_wy,
@@ -18,7 +17,7 @@ from gdn2.ops.chunk import (
 )
 from gdn2.tolerances import TOLERANCES
 
-from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run
+from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run, local_cumsum
 
 TOL = TOLERANCES["reference-float64"][0]
 STATE_OUTS = (Out("S0", "N H GR NC K V"), Out("R", "N H GR NC C V"), Out("ht", "N H GR K V"))
@@ -36,7 +35,7 @@ def chunked(case: Case, *, NC_range=(2, 4)):
     b = case.gate("b", 2.0, N, H, NC, C, K)
     v, w = case.normal(N, H, Gr, NC, C, V), case.gate("w", 1.0, N, H, Gr, NC, C, V)
     h0 = case.normal(N, H, Gr, K, V)
-    G = chunk_local_cumsum(g)
+    G = local_cumsum(g)
     A = solve_unit_lower(chunk_intra_t(k, b, G))
     Y, U = chunk_wy(A, k, b, G, v, w)
     return q, k, G, Y, U, h0
@@ -121,7 +120,7 @@ def five_stages(state_passing, output, q, k, v, g, b, w, scale, h0, C):
     HV, V = v.shape[2], v.shape[3]
     qc, kc, gc, bc = (to_chunks(x, C, H)[:, :, 0] for x in (q, k, g, b))
     vc, wc = to_chunks(v, C, H), to_chunks(w, C, H)
-    G = chunk_local_cumsum(gc)
+    G = local_cumsum(gc)
     Y, U = chunk_wy(solve_unit_lower(chunk_intra_t(kc, bc, G)), kc, bc, G, vc, wc)
     S0, R, ht = state_passing(kc, G, Y, U, h0.view(B, H, HV // H, K, V))
     return from_chunks(output(qc, kc, G, S0, R, scale), T), ht.reshape(B, HV, K, V)

@@ -12,10 +12,10 @@ Backward, given dY and dU:
 
 import torch
 
-from gdn2.ops.chunk import chunk_intra_t, chunk_local_cumsum
+from gdn2.ops.chunk import chunk_intra_t
 from gdn2.tolerances import TOLERANCES
 
-from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run
+from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run, local_cumsum
 
 TOL = TOLERANCES["reference-float64"][0]
 OUTS = (Out("dT", "N H R S"), Out("dk", "N H C K"), Out("db", "N H C K"), Out("dG", "N H C K"),
@@ -28,7 +28,7 @@ def _draw(case: Case):
     K = case.size("K", 2, 7)
     V = case.size("V", 2, 7, avoid=(K,))
     k, b = case.unit(N, H, C, K), case.gate("b", 2.0, N, H, C, K)
-    G = chunk_local_cumsum(case.log_decay(-1.0, N, H, C, K))
+    G = local_cumsum(case.log_decay(-1.0, N, H, C, K))
     v, w = case.normal(N, H, C, V), case.gate("w", 1.0, N, H, C, V)
     return chunk_intra_t(k, b, G), k, b, G, v, w, case.normal(N, H, C, K), case.normal(N, H, C, V)
 

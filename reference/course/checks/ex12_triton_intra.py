@@ -11,11 +11,11 @@ are ≤ 0 and nothing overflows however strong the decay.
 
 import torch
 
-from gdn2.ops.chunk import chunk_intra_t, chunk_local_cumsum
+from gdn2.ops.chunk import chunk_intra_t
 from gdn2.tolerances import TOLERANCES
 
 from .. import launch
-from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run
+from ..framework import Case, Diagnosis, Exercise, Mistake, Out, Property, Run, local_cumsum
 from .ex06_intra import t_variant
 
 TOL = TOLERANCES["reference-float32"][0]
@@ -29,7 +29,7 @@ def _draw(case: Case, C: int, K: tuple[int, int], g_min: float) -> tuple:
     K_ = case.size("K", *K)
     f32 = torch.float32
     k, b = case.unit(M, C_, K_, dtype=f32), case.gate("b", 2.0, M, C_, K_, dtype=f32)
-    return k, b, chunk_local_cumsum(case.log_decay(g_min, M, C_, K_, dtype=f32))
+    return k, b, local_cumsum(case.log_decay(g_min, M, C_, K_, dtype=f32))
 
 
 def below_blocks(T):
