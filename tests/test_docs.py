@@ -203,6 +203,74 @@ def test_pages_render_math_offline_and_are_reachable(site, browser):
     # keys); they were refused locally, and the page's requests are the ones checked above.
 
 
+# ---- layout: nothing overflows at 1280 px, no control bytes; a screenshot of every page -------------
+WIDTH = 1280
+SCREENSHOTS = Path(os.environ.get("GDN2_DOCS_SCREENSHOTS") or Path(tempfile.gettempdir()) / "gdn2-docs-screenshots")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\r]")   # a CR is folded into a newline by the HTML parser,
+                                                                # so the bytes are checked before the browser sees them
+_LAYOUT = r"""(() => {
+  const px = 1;   // sub-pixel rounding
+  const wide = (el) => el.scrollWidth > el.clientWidth + px;
+  const what = (el) => (el.textContent || '').replace(/\s+/g, ' ').trim().slice(0, 70);
+  const scrolls = (el) => { for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      const o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll') return true; } return false; };
+  const out = [];
+  const page = document.scrollingElement;
+  if (wide(page)) out.push(`the page is ${page.scrollWidth} px wide in a ${page.clientWidth} px window`);
+  const content = document.querySelector('.md-content') || document.body;
+  for (const el of content.querySelectorAll('.katex-display'))
+    if (wide(el)) out.push(`display math overflows by ${el.scrollWidth - el.clientWidth} px: ${what(el)}`);
+  for (const el of content.querySelectorAll('pre, pre > code'))
+    if (wide(el)) out.push(`listing clipped by ${el.scrollWidth - el.clientWidth} px: ${what(el)}`);
+  for (const el of content.querySelectorAll('table'))
+    if (!scrolls(el) && el.getBoundingClientRect().width > el.parentElement.clientWidth + px)
+      out.push(`table overflows: ${what(el)}`);
+  for (const el of content.querySelectorAll('svg, img'))
+    if (el.getBoundingClientRect().right > content.getBoundingClientRect().right + px)
+      out.push(`figure overflows: ${el.getAttribute('aria-label') || el.getAttribute('alt') || el.tagName}`);
+  return out;
+})()"""
+
+
+def _page_sources() -> list[str]:
+    """Every page of docs/ (mkdocs.yml excludes hooks/ and /figures/, which hold no .md)."""
+    return sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")
+                  if "hooks" not in p.parts and "figures" not in p.relative_to(ROOT / "docs").parts[:1])
+
+
+def _url(source: str) -> str:
+    """docs/x/y.md -> x/y/ and x/index.md -> x/ (use_directory_urls)."""
+    stem = source[: -len(".md")]
+    return "" if stem == "index" else (stem[: -len("index")] if stem.endswith("/index") else stem + "/")
+
+
+@pytest.fixture(scope="module")
+def screenshots():
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    return SCREENSHOTS
+
+
+@pytest.mark.parametrize("source", _page_sources())
+def test_page_fits_1280px_without_control_bytes(site, browser, screenshots, source):
+    """At 1280 px no display formula, listing, unwrapped table or figure of the page is wider than its
+    box and the page does not scroll sideways; neither the page's source nor its HTML holds a control
+    byte (a stray CR once turned \\rceil into "ceil"). The page is saved as a PNG in SCREENSHOTS."""
+    chromium, server = browser
+    page = _url(source)
+    problems = []
+    for path in (ROOT / "docs" / source, site / page / "index.html"):
+        bad = _CONTROL.findall(path.read_bytes().decode("utf-8"))   # bytes: read_text would fold a CR into \\n
+        if bad:
+            problems.append(f"{path.relative_to(ROOT if path.is_relative_to(ROOT) else site)}: "
+                            f"control bytes {sorted(set(map(repr, bad)))}")
+    chromium.set_viewport(WIDTH, 900)
+    layout, _ = chromium.open(f"{server.origin}/{page}", _LAYOUT)
+    problems += layout
+    chromium.screenshot(str(screenshots / ((page.strip("/").replace("/", "_") or "index") + ".png")))
+    assert not problems, f"{source} at {WIDTH} px (screenshot in {screenshots}):\n" + "\n".join(problems)
+
+
 # ---- snippets: a missing file or section fails the build ---------------------------------------------
 def _snippet_site(tmp_path: Path, include: str) -> Path:
     """A one-page site with the markdown extensions of mkdocs.yml, including `include`."""
