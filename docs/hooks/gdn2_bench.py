@@ -293,7 +293,7 @@ def line_plot(key: str, title: str, xs: list[float], xlabels: list[str], xlabel:
               series: dict[str, list[float | None]], xlog: bool, ylog: bool, markers: bool = True) -> str:
     """One SVG line plot; series keys pick the label, colour and dash from STYLES."""
     esc = html.escape
-    left, right, top, plot_w, plot_h = 64, 16, 34, 600, 280
+    left, right, top, plot_w, plot_h = 64, 16, 34, 800, 300
     ys = [v for s in series.values() for v in s if v is not None and (v > 0 or not ylog)]
     ylo, yhi = min(ys), max(ys)
     if ylog:
@@ -364,6 +364,10 @@ def _short(n: int) -> str:
     return f"{n // 1024}K" if n % 1024 == 0 and n >= 1024 else str(n)
 
 
+MODE_TITLES = {"fwd": "forward", "fwdbwd": "training step (forward + backward)",
+               "crossover": "training step at B = 1"}
+
+
 def bench_plot(name: str, rows: list[dict[str, str]], mode: str) -> str | None:
     """Time against sequence length (or batch, or the row order) of one mode of a bench-schema CSV."""
     mrows = [r for r in rows if r.get("mode") == mode and _number(r.get("ms")) is not None]
@@ -390,11 +394,13 @@ def bench_plot(name: str, rows: list[dict[str, str]], mode: str) -> str | None:
     floors = [mode_floor_ms(card, mode, s) for s in shapes]
     if any(f is not None for f in floors):
         series["floor"] = floors
-    vals = [v for s in series.values() for v in s if v]
-    ylog = max(vals) / min(vals) > 12
+    measured = [v for k, s in series.items() if k != "floor" for v in s if v]
+    ylog = max(measured) / min(measured) > 20
     xlog = xlabel != "shape" and xs[-1] / max(xs[0], 1e-9) > 6
-    return line_plot(f"{name}-{mode}", f"{_card(mrows)}: {mode}, time per call", xs, labels, xlabel, "ms",
-                     series, xlog=xlog, ylog=ylog)
+    if xlog:
+        xlabel = xlabel.replace(" on the axis)", " on a log axis)")
+    return line_plot(f"{name}-{mode}", f"{_card(mrows)}: {MODE_TITLES.get(mode, mode)}, time per call", xs, labels,
+                     xlabel, "ms", series, xlog=xlog, ylog=ylog)
 
 
 def decode_plot(rows: list[dict[str, str]]) -> str | None:
