@@ -740,3 +740,40 @@ def test_pages_cite_no_outside_documents():
     outside = re.compile("SPEC" + r"\s*§\s*\d+|[Hh]ouse" + " style")
     hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files for m in outside.finditer(p.read_text("utf-8"))]
     assert not hits, "\n".join(hits)
+
+
+def test_new_csvs_are_listed_not_fatal(tmp_path):
+    """A CSV the performance page does not know (a layer benchmark, another card, another schema) is
+    plotted when it has the benchmark columns and listed, collapsed, under "Other results"."""
+    spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for p in (ROOT / "benchmarks" / "results").glob("*.csv"):
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "layer-NVIDIA_H200.csv").write_text(
+        "mode,shape,impl,ms,peak_mib,card\n" + "".join(
+            f"layer,{b}x{t},{impl},{ms},100,NVIDIA H200\n"
+            for b, t in ((8, 2048), (1, 16384)) for impl, ms in (("ours", 1.5), ("peer", 1.7))), encoding="utf-8")
+    (tmp_path / "notes-NVIDIA_B200.csv").write_text("what,value\nsomething,1\n", encoding="utf-8")
+    results = bench.load_results(tmp_path)
+    plots = bench.plots(results)
+    assert "layer-NVIDIA_H200-layer.svg" in plots and plots["layer-NVIDIA_H200-layer.svg"].startswith("<svg")
+    placed = {n for n in results if not n.startswith(("layer-", "notes-"))}
+    other = bench.other_markdown(results, placed)
+    assert other.startswith('??? note "Other results (2 files)"')
+    assert "layer-NVIDIA_H200.csv" in other and "notes-NVIDIA_B200.csv" in other
+    assert "plots/layer-NVIDIA_H200-layer.svg" in other
+    assert "NVIDIA H200" in bench.summary_markdown(results)
+
+
+def test_floors_are_for_the_card_of_the_csv():
+    """Every floor on the performance page is computed for the card its CSV names (all H200 here)."""
+    spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.load_results(ROOT / "benchmarks" / "results")
+    cards = {(r.get("card") or "").strip() for rows in results.values() for r in rows}
+    assert cards <= set(bench.CARDS), f"no constants for {cards - set(bench.CARDS)}"
+    h200 = bench.CARDS["NVIDIA H200"]
+    # the forward memory floor at 8×2K, from the card's copy bandwidth: 2048 bytes per token and head
+    assert math.isclose(bench.mode_floor_ms(h200, "fwd", "8x2048"), 8 * 2048 * 16 * 2048 / 4.3e12 * 1e3)

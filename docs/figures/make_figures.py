@@ -414,10 +414,10 @@ def chunk_products() -> Figure:
 def backward_graph() -> Figure:
     f = Figure("backward-graph", 880, 520, "The backward's dependency graph: the reverse walk over chunks, then "
                "every local gradient; the erase gate b reaches the loss through Ē and through T")
-    W, Hh = 150, 40
+    W, Hh = 160, 40
     nodes = {
         "dO": (40, 20, "dO, dS_{N}", "currentColor", ""),
-        "walk": (250, 20, "reverse walk over chunks", STATE, "dR, dS per chunk; dh_{0}"),
+        "walk": (240, 20, "reverse walk over chunks", STATE, "dR, dS per chunk; dh_{0}"),
         "out": (40, 110, "dQ_{γ}, dA_{qk}", KEY, "output path"),
         "tail": (230, 110, "dK_{tail}, dγ_{C}", STATE, "state path"),
         "wy": (430, 110, "dU = dR, dY = −dR S_{0}ᵀ", VALUE, "R = U − Y S_{0}"),
