@@ -71,6 +71,7 @@ def on_config(config):
     handlers.setdefault("python", {})["paths"] = [str(stage)]
     _state["preloaded"] = {m for m in _FORBIDDEN_IMPORTS if m in sys.modules}
     _state["bench"] = gdn2_bench.load_results(ROOT / "benchmarks" / "results")
+    gdn2_macros.clear_cache()  # `mkdocs serve` rebuilds in one process: read the CSVs again
     return config
 
 

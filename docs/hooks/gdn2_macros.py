@@ -45,6 +45,10 @@ _CALL = re.compile(r"\{\{\s*((?:csv|ratio|card|crossover|model)\s*\(.*?\))\s*\}\
 _tables: dict[Path, tuple[list[str], list[dict[str, str]]]] = {}
 
 
+def clear_cache() -> None:
+    _tables.clear()
+
+
 class MacroError(PluginError):
     """A macro names a file, row or column that is not there (the build stops)."""
 
