@@ -780,3 +780,10 @@ def test_floors_are_for_the_card_of_the_csv():
     h200 = bench.CARDS["NVIDIA H200"]
     # the forward memory floor at 8×2K, from the card's copy bandwidth: 2048 bytes per token and head
     assert math.isclose(bench.mode_floor_ms(h200, "fwd", "8x2048"), 8 * 2048 * 16 * 2048 / 4.3e12 * 1e3)
+
+
+def test_macros_in_code_are_shown_not_expanded():
+    pytest.importorskip("mkdocs")
+    m = _macros()
+    text = 'write `{{ csv("x", "a=1", "ms") }}` to cite, e.g. {{ card("fwd-NVIDIA_H200") }}'
+    assert m.expand(text) == 'write `{{ csv("x", "a=1", "ms") }}` to cite, e.g. NVIDIA H200'

@@ -212,14 +212,22 @@ def _call(source: str):
         raise MacroError(f"macro {source!r}: {e}") from None
 
 
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)   # fenced blocks and inline code: shown, never expanded
+
+
 def expand(markdown: str, where: str = "") -> str:
-    """Replace every macro of a page by its value; any error names the page and the macro."""
+    """Replace every macro of a page by its value (not inside code); an error names the page and the macro."""
     def one(m: re.Match) -> str:
         try:
             return str(_call(m.group(1)))
         except MacroError as e:
             raise MacroError(f"{where}: {e}") from None
-    return _CALL.sub(one, markdown)
+
+    out, last = [], 0
+    for code in _CODE.finditer(markdown):
+        out += [_CALL.sub(one, markdown[last:code.start()]), code.group(0)]
+        last = code.end()
+    return "".join(out) + _CALL.sub(one, markdown[last:])
 
 
 # ---- measured numbers may not be typed into prose ----------------------------------------------------
