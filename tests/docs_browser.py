@@ -177,6 +177,26 @@ class Chromium:
             events = list(self.events[start:])
         return json.loads(result["result"]["value"]), events
 
+    def set_viewport(self, width: int, height: int) -> None:
+        """Lay pages out as in a desktop window of width × height CSS pixels."""
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=self.session)
+
+    def screenshot(self, path: str, max_height: int = 16000) -> tuple[int, int]:
+        """A PNG of the whole current page (up to max_height pixels tall); returns its (width, height)."""
+        import base64
+
+        metrics = self.call("Page.getLayoutMetrics", session=self.session)
+        size = metrics.get("cssContentSize") or metrics["contentSize"]
+        width, height = int(size["width"]), min(int(size["height"]), max_height)
+        shot = self.call("Page.captureScreenshot",
+                         {"format": "png", "captureBeyondViewport": True,
+                          "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
+                         session=self.session, timeout=60)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
+        return width, height
+
     def close(self):
         try:
             self.call("Browser.close", timeout=5)

@@ -7,6 +7,8 @@ Chromium (tests/docs_browser.py). Without chromium or mkdocs these tests skip, e
 """
 
 import html.parser
+import importlib.util
+import math
 import os
 import re
 import shutil
@@ -30,7 +32,7 @@ from gdn2.ops.chunk import (
 )
 from gdn2.ops.recurrent import recurrent_step
 
-from gdn2_testing import rel_rms
+from gdn2_testing import make_inputs, rel_rms
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = bool(os.environ.get("CI"))
@@ -201,6 +203,77 @@ def test_pages_render_math_offline_and_are_reachable(site, browser):
     assert math_pages >= 7, f"only {math_pages} pages have math; the derivation pages should"
     # server.refused may list the browser's own background requests (Debian's launcher gives it API
     # keys); they were refused locally, and the page's requests are the ones checked above.
+
+
+# ---- layout: nothing overflows at 1280 px, no control bytes; a screenshot of every page -------------
+WIDTH = 1280
+SCREENSHOTS = Path(os.environ.get("GDN2_DOCS_SCREENSHOTS") or Path(tempfile.gettempdir()) / "gdn2-docs-screenshots")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\r]")   # a CR is folded into a newline by the HTML parser,
+                                                                # so the bytes are checked before the browser sees them
+_LAYOUT = r"""(() => {
+  const px = 1;   // sub-pixel rounding
+  const wide = (el) => el.scrollWidth > el.clientWidth + px;
+  const what = (el) => (el.textContent || '').replace(/\s+/g, ' ').trim().slice(0, 70);
+  const closed = [...document.querySelectorAll('details:not([open])')];
+  closed.forEach(d => d.open = true);           // collapsed blocks are measured open, then closed again
+  const out = [];
+  const page = document.scrollingElement;
+  if (wide(page)) out.push(`the page is ${page.scrollWidth} px wide in a ${page.clientWidth} px window`);
+  const content = document.querySelector('.md-content') || document.body;
+  const column = content.querySelector('.md-typeset') || content;
+  for (const el of content.querySelectorAll('.katex-display'))
+    if (wide(el)) out.push(`display math overflows by ${el.scrollWidth - el.clientWidth} px: ${what(el)}`);
+  for (const el of content.querySelectorAll('pre, pre > code'))
+    if (wide(el)) out.push(`listing clipped by ${el.scrollWidth - el.clientWidth} px: ${what(el)}`);
+  for (const el of content.querySelectorAll('table')) {   // in a scroll wrapper or not: no hidden columns
+    const box = (el.closest('.md-typeset__scrollwrap') || el.parentElement).getBoundingClientRect();
+    if (el.getBoundingClientRect().width > box.width + px || wide(el)) out.push(`table overflows: ${what(el)}`);
+  }
+  for (const el of content.querySelectorAll('svg, img'))
+    if (el.getBoundingClientRect().right > column.getBoundingClientRect().right + px)
+      out.push(`figure overflows: ${el.getAttribute('aria-label') || el.getAttribute('alt') || el.tagName}`);
+  closed.forEach(d => d.open = false);
+  return out;
+})()"""
+
+
+def _page_sources() -> list[str]:
+    """Every page of docs/ (mkdocs.yml excludes hooks/ and /figures/, which hold no .md)."""
+    return sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")
+                  if "hooks" not in p.parts and "figures" not in p.relative_to(ROOT / "docs").parts[:1])
+
+
+def _url(source: str) -> str:
+    """docs/x/y.md -> x/y/ and x/index.md -> x/ (use_directory_urls)."""
+    stem = source[: -len(".md")]
+    return "" if stem == "index" else (stem[: -len("index")] if stem.endswith("/index") else stem + "/")
+
+
+@pytest.fixture(scope="module")
+def screenshots():
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    return SCREENSHOTS
+
+
+@pytest.mark.parametrize("source", _page_sources())
+def test_page_fits_1280px_without_control_bytes(site, browser, screenshots, source):
+    """At 1280 px no display formula, listing, table or figure of the page (collapsed blocks opened) is
+    wider than its box and the page does not scroll sideways; neither the page's source nor its HTML holds a control
+    byte (a stray CR once turned \\rceil into "ceil"). The page is saved as a PNG in SCREENSHOTS."""
+    chromium, server = browser
+    page = _url(source)
+    problems = []
+    for path in (ROOT / "docs" / source, site / page / "index.html"):
+        bad = _CONTROL.findall(path.read_bytes().decode("utf-8"))   # bytes: read_text would fold a CR into \\n
+        if bad:
+            problems.append(f"{path.relative_to(ROOT if path.is_relative_to(ROOT) else site)}: "
+                            f"control bytes {sorted(set(map(repr, bad)))}")
+    chromium.set_viewport(WIDTH, 900)
+    layout, _ = chromium.open(f"{server.origin}/{page}", _LAYOUT)
+    problems += layout
+    chromium.screenshot(str(screenshots / ((page.strip("/").replace("/", "_") or "index") + ".png")))
+    assert not problems, f"{source} at {WIDTH} px (screenshot in {screenshots}):\n" + "\n".join(problems)
 
 
 # ---- snippets: a missing file or section fails the build ---------------------------------------------
@@ -413,9 +486,304 @@ def test_scalar_post_scale_needs_tied_gates(tied):
     else:
         b, w = _u64(C, K), _u64(C, V)
     gamma = G.exp()
-    dA = dU @ (w * v).T + dY @ (gamma * b * k).T                 # gate-aware
+    dA = dU @ (w * v).T + dY @ (gamma * b * k).T                 # gate-aware: each side with its gates
     ungated = dU @ v.T + dY @ (gamma * k).T                      # what a post-scaled kernel accumulates
     c = (dA * ungated).sum(0) / ungated.pow(2).sum(0)            # best scalar per column s
     err = rel_rms(ungated * c, dA)
     assert (err < 1e-12) if tied else (err > 1e-2), err
 # --8<-- [end:test_scalar_post_scale_needs_tied_gates]
+
+
+# --8<-- [start:test_gla_is_erase_free_with_unit_write]
+def test_gla_is_erase_free_with_unit_write():
+    """Gated linear attention, S_t = Diag(α_t) S_{t-1} + k_t v_tᵀ, is GDN-2 with b = 0 (no erase, so no
+    delta rule) and w = 1 (the value written as it is); any other w is GLA on the values w ⊙ v."""
+    T, K, V = 20, 4, 3
+    q, k, v, S = _f64(T, K), _f64(T, K), _f64(T, V), _f64(K, V)
+    g = -_u64(T, K)
+    outs, S_gla = [], S                                  # GLA, written independently
+    for t in range(T):
+        S_gla = g[t].exp()[:, None] * S_gla + torch.outer(k[t], v[t])
+        outs.append(S_gla.T @ q[t])
+    lift = lambda x: x[None, :, None]
+    for w, values in ((torch.ones(T, V, dtype=torch.float64), v), (_u64(T, V), None)):
+        o, S_T = recurrent_gdn2(lift(q), lift(k), lift(v), lift(g), lift(torch.zeros(T, K, dtype=torch.float64)),
+                                lift(w), scale=1.0, initial_state=S[None, None], output_final_state=True)
+        if values is None:                               # w ≠ 1: GLA of the gated values w ⊙ v
+            S_w, outs_w = S, []
+            for t in range(T):
+                S_w = g[t].exp()[:, None] * S_w + torch.outer(k[t], w[t] * v[t])
+                outs_w.append(S_w.T @ q[t])
+            assert not torch.allclose(o[0, :, 0], torch.stack(outs), rtol=1e-6, atol=1e-6)
+            assert torch.allclose(o[0, :, 0], torch.stack(outs_w), rtol=1e-12, atol=1e-12)
+        else:
+            assert torch.allclose(o[0, :, 0], torch.stack(outs), rtol=1e-12, atol=1e-12)
+            assert torch.allclose(S_T[0, 0], S_gla, rtol=1e-12, atol=1e-12)
+# --8<-- [end:test_gla_is_erase_free_with_unit_write]
+
+
+# --8<-- [start:test_erase_transition_is_not_normal]
+def test_erase_transition_is_not_normal():
+    """I − k(b⊙k)ᵀ has eigenvalues 1 and 1 − kᵀ(b⊙k), all in [0, 1] for b ∈ [0, 1]; but it is not
+    symmetric, so its norm can exceed 1, and a product of two such transitions can have an eigenvalue
+    above 1: without decay, alternating two tokens grows the state geometrically."""
+    def transition(degrees, b):
+        k = torch.tensor([math.cos(math.radians(degrees)), math.sin(math.radians(degrees))], dtype=torch.float64)
+        return torch.eye(2, dtype=torch.float64) - torch.outer(k, torch.tensor(b, dtype=torch.float64) * k), k
+
+    M, _ = transition(45, [1.0, 0.0])
+    assert torch.allclose(torch.linalg.eigvals(M).real.sort().values, torch.tensor([0.5, 1.0], dtype=torch.float64))
+    assert abs(torch.linalg.matrix_norm(M, 2).item() - 1.1441) < 1e-4            # ‖M‖₂ = 1.144 > 1
+    tied, _ = transition(45, [0.7, 0.7])                                           # b = β·1: symmetric, ‖·‖ ≤ 1
+    assert torch.linalg.matrix_norm(tied, 2).item() <= 1 + 1e-12
+    (M1, k1), (M2, k2) = transition(30, [0.0, 1.0]), transition(60, [1.0, 0.0])
+    eigenvalues, eigenvectors = torch.linalg.eig(M2 @ M1)
+    top = eigenvalues.abs().argmax()
+    rho = eigenvalues.abs()[top].item()
+    assert abs(rho - 1.2303) < 1e-4                                                # a pair grows by 1.23
+    pairs = 20                                                                     # the recurrence itself:
+    k = torch.stack([k1, k2] * pairs)                                              # g = 0, w = 0
+    b = torch.tensor([[0.0, 1.0], [1.0, 0.0]] * pairs, dtype=torch.float64)
+    zeros = lambda *s: torch.zeros(*s, dtype=torch.float64)
+    S0 = eigenvectors[:, top].real[:, None]                                        # [K, V = 1]
+    lift = lambda x: x[None, :, None]
+    _, S = recurrent_gdn2(lift(zeros(2 * pairs, 2)), lift(k), lift(zeros(2 * pairs, 1)), lift(zeros(2 * pairs, 2)),
+                          lift(b), lift(zeros(2 * pairs, 1)), initial_state=S0[None, None], output_final_state=True)
+    assert torch.allclose(S[0, 0].norm() / S0.norm(), torch.tensor(rho, dtype=torch.float64) ** pairs, rtol=1e-9)
+# --8<-- [end:test_erase_transition_is_not_normal]
+
+
+# --8<-- [start:test_decoupled_gates_do_what_tied_gates_cannot]
+def test_decoupled_gates_do_what_tied_gates_cannot():
+    """A memory S holds m = Sᵀk along a unit key k. Decoupled gates can forget it without writing the
+    token's value (b = 1, w = 0: Sᵀk becomes 0) or add the value without forgetting (b = 0, w = 1:
+    Sᵀk becomes m + v). A tied gate b = w = β·1 gives Sᵀk = (1 − β)m + βv, a point on the line through
+    m and v: no β in [0, 2], not even the best one, reaches either target."""
+    K, V = 6, 4
+    gen = torch.Generator().manual_seed(5)
+    k = torch.nn.functional.normalize(torch.randn(K, generator=gen, dtype=torch.float64), dim=0)
+    S0, v = torch.randn(K, V, generator=gen, dtype=torch.float64), torch.randn(V, generator=gen, dtype=torch.float64)
+    m = S0.T @ k                                                         # what the memory returns for k
+    other = torch.nn.functional.normalize(torch.randn(K, generator=gen, dtype=torch.float64), dim=0)
+    other = other - (other @ k) * k                                      # a key orthogonal to k
+
+    def step(b, w):                                                      # one token, no decay
+        _, S = recurrent_step(S0[None, None], k[None, None], k[None, None], v[None, None],
+                              torch.zeros(1, 1, K, dtype=torch.float64), b * torch.ones(1, 1, K, dtype=torch.float64),
+                              w * torch.ones(1, 1, V, dtype=torch.float64), scale=1.0)
+        return S[0, 0]
+
+    for (b, w), target in (((1.0, 0.0), torch.zeros(V, dtype=torch.float64)), ((0.0, 1.0), m + v)):
+        S = step(b, w)
+        assert torch.allclose(S.T @ k, target, atol=1e-12)               # decoupled: exactly the target
+        assert torch.allclose(S.T @ other, S0.T @ other, atol=1e-12)     # and nothing else moves
+        beta = ((target - m) @ (v - m) / (v - m).pow(2).sum()).clamp(0, 2)   # the best tied gate
+        assert torch.allclose(step(beta.item(), beta.item()).T @ k, (1 - beta) * m + beta * v, atol=1e-12)
+        miss = ((1 - beta) * m + beta * v - target).norm() / m.norm()
+        assert miss > 0.1, miss                                          # tied: short of it
+# --8<-- [end:test_decoupled_gates_do_what_tied_gates_cannot]
+
+
+# --8<-- [start:test_masking_after_exp_breaks_the_backward]
+def test_masking_after_exp_breaks_the_backward():
+    """One float32 chunk with g = −1.5: above the diagonal G_r − G_s reaches +94 > 88.7, so exp gives inf
+    there. Multiplying by a 0/1 mask makes the forward nan (inf·0). Selecting after exp (torch.where,
+    masked_fill, tril) keeps the forward finite, but the backward of exp multiplies the zero gradient of
+    the dropped entries by exp(diff) = inf: 0·inf = nan in dg. Masking the exponent with −inf before exp
+    (pairwise_decay) keeps forward and backward finite."""
+    C, K = 64, 8
+    gen = torch.Generator().manual_seed(0)
+    k = torch.nn.functional.normalize(torch.randn(C, K, generator=gen), dim=-1)
+    b = torch.rand(C, K, generator=gen)
+    causal = torch.ones(C, C, dtype=torch.bool).tril(-1)[..., None]
+    masks = {
+        "multiply": lambda diff: diff.exp() * causal,
+        "select after exp": lambda diff: torch.where(causal, diff.exp(), 0.0),
+        "select before exp": lambda diff: torch.where(causal, diff, -torch.inf).exp(),
+    }
+    finite = {}
+    for name, mask in masks.items():
+        g = torch.full((C, K), -1.5, requires_grad=True)
+        G = g.cumsum(0)
+        T = torch.einsum("rd,sd,rsd->rs", b * k, k, mask(G[:, None] - G[None]))
+        (grad,) = torch.autograd.grad(T.sum(), g)
+        finite[name] = (bool(torch.isfinite(T).all()), bool(torch.isfinite(grad).all()))
+    assert finite == {"multiply": (False, False), "select after exp": (True, False),
+                      "select before exp": (True, True)}
+# --8<-- [end:test_masking_after_exp_breaks_the_backward]
+
+
+# ---- the backward page's formulas, read from the page, against autograd ---------------------------------
+_TOTALS = re.compile(r'```python title="The total gradients[^"]*"\n(.*?)```', re.S)
+
+
+def _backward_page_listing() -> str:
+    blocks = _TOTALS.findall((ROOT / "docs" / "backward.md").read_text(encoding="utf-8"))
+    assert len(blocks) == 1, f"docs/backward.md has {len(blocks)} 'The total gradients' listings, expected one"
+    return blocks[0]
+
+
+def test_backward_page_formulas():
+    """The total gradients as the backward page writes them (its listing, executed as it is on the page)
+    equal autograd through the float64 recurrence for every input; db without the path through the
+    rows E = B ⊙ K of T (the erase direction inside T) is wrong by most of its size."""
+    NC, C, K, V, scale = 3, 8, 5, 4, 0.6
+    x = make_inputs(1, NC * C, 1, 1, K, V, seed=3)
+    do = torch.randn(1, NC * C, 1, V, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    dht = torch.randn(1, 1, K, V, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    leaves = {n: t.clone().requires_grad_() for n, t in x.items()}
+    o, ht = recurrent_gdn2(**leaves, scale=scale, output_final_state=True)
+    grads = dict(zip(leaves, torch.autograd.grad((o * do).sum() + (ht * dht).sum(), list(leaves.values()))))
+    chunked = lambda t: t[0, :, 0].reshape(NC, C, -1)
+    ns = {"torch": torch, "NC": NC, "C": C, "scale": scale, "h0": x["initial_state"][0, 0], "dO": chunked(do),
+          "dSN": dht[0, 0], **{n: chunked(x[n]) for n in "qkvgbw"}}
+    exec(compile(_backward_page_listing(), "docs/backward.md", "exec"), ns)
+    for name, ref in grads.items():
+        page = ns["dh0" if name == "initial_state" else "d" + name].reshape(ref.shape)
+        assert rel_rms(page, ref) < 1e-12, (name, rel_rms(page, ref))
+    without_T = (ns["k"] * ns["Gam"] * ns["dEbar"]).reshape(grads["b"].shape)   # dB = dĒ ⊙ Γ ⊙ K alone
+    assert rel_rms(without_T, grads["b"]) > 0.5
+
+
+# ---- GDN2 in 60 lines ------------------------------------------------------------------------------------
+# --8<-- [start:test_minimal_listing_is_the_recurrence]
+@pytest.mark.parametrize("C", [8, 16, 64])
+def test_minimal_listing_is_the_recurrence(C):
+    """examples/gdn2_minimal.py equals the float64 recurrence: T = 37 is no multiple of C (and below 64),
+    K ≠ V, two heads, two sequences, an initial state, b up to 2."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from gdn2_minimal import gdn2_chunked
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    x = make_inputs(2, 37, 2, 2, 5, 3, seed=11)
+    o_ref, S_ref = recurrent_gdn2(**x, output_final_state=True)
+    o, S = gdn2_chunked(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], chunk_size=C,
+                        initial_state=x["initial_state"])
+    assert rel_rms(o, o_ref) < 1e-10 and rel_rms(S, S_ref) < 1e-10
+# --8<-- [end:test_minimal_listing_is_the_recurrence]
+
+
+def test_minimal_listing_fits_60_lines():
+    lines = (ROOT / "examples" / "gdn2_minimal.py").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 60, len(lines)
+
+
+# ---- figures, macros, citations ---------------------------------------------------------------------------
+def test_figures_are_generated_by_their_script():
+    """docs/assets/figures/*.svg are exactly what docs/figures/make_figures.py draws (no hand edits, no drift)."""
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "figures" / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    drawn = module.figures()
+    committed = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "docs" / "assets" / "figures").glob("*.svg")}
+    assert set(committed) == set(drawn), "figures without a generator, or generated figures not committed"
+    stale = [name for name in drawn if committed[name] != drawn[name]]
+    assert not stale, f"run python docs/figures/make_figures.py: {stale}"
+
+
+DERIVATION_PAGES = ["notation.md", "recurrence.md", "chunking.md", "decay.md", "wy.md", "chunk-equations.md",
+                    "backward.md"]
+
+
+@pytest.mark.parametrize("page", DERIVATION_PAGES)
+def test_derivation_page_has_a_figure(page):
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    assert re.search(r"!\[[^\]]*\]\(assets/figures/[\w-]+\.svg\)", text), f"{page} shows no figure"
+
+
+def _macros():
+    spec = importlib.util.spec_from_file_location("gdn2_macros", ROOT / "docs" / "hooks" / "gdn2_macros.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_macros_read_the_csvs():
+    pytest.importorskip("mkdocs")
+    m = _macros()
+    page = ('{{ csv("fwd-NVIDIA_H200", "shape=8x2048,impl=ours", "ms", ".4f") }} / '
+            '{{ ratio("benchmarks/results/fwd-NVIDIA_H200.csv", "impl=peer", "impl=ours", where="shape=8x2048") }} / '
+            '{{ card("fwd-NVIDIA_H200") }} / $x^{{2}}$')
+    assert m.expand(page) == "0.9247 / 1.11 / NVIDIA H200 / $x^{{2}}$"
+
+
+@pytest.mark.parametrize("macro, error", [
+    ('{{ csv("fwd-NVIDIA_H200", "shape=9x9,impl=ours", "ms") }}', "0 rows match"),
+    ('{{ csv("fwd-NVIDIA_H200", "shape=8x2048", "ms") }}', "3 rows match"),
+    ('{{ csv("fwd-NVIDIA_H200", "shape=8x2048,impl=ours", "no_such_col") }}', "no column"),
+    ('{{ csv("fwd-NVIDIA_H200", "nope=1", "ms") }}', "no column"),
+    ('{{ csv("no-such-file", "impl=ours", "ms") }}', "no file"),
+    ('{{ ratio("fwd-NVIDIA_H200", "impl=peer", "impl=nobody", where="shape=8x2048") }}', "0 rows match"),
+])
+def test_a_missing_row_fails_the_build(tmp_path, macro, error):
+    """A page citing a row, column or file that is not there does not build (strict or not)."""
+    _need(_has_mkdocs(), 'the docs extra (pip install -e ".[docs]")')
+    yaml = pytest.importorskip("yaml")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text(f"# t\n\nThe forward takes {macro} ms.\n", encoding="utf-8")
+    cfg = {"site_name": "t", "docs_dir": str(tmp_path / "docs"), "site_dir": str(tmp_path / "site"),
+           "hooks": [str(ROOT / "docs" / "hooks" / "gdn2_macros.py")]}
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    build = _mkdocs("build", "-f", str(tmp_path / "mkdocs.yml"), timeout=120)
+    assert build.returncode != 0 and error in build.stdout + build.stderr, build.stdout + build.stderr
+
+
+def test_typed_numbers_are_found():
+    m = _macros()
+    assert m.typed_numbers("took 1.23 ms, 4.5× faster, 2306 MiB") == ["1.23 ms", "4.5×", "2306 MiB"]
+    assert m.typed_numbers("a 16×16 tile, $x = 3 ms$, `9 ms`, {{ csv(a) }} µs, 8×2K") == []
+
+
+def test_pages_cite_no_outside_documents():
+    """No page, hook, setting or included test refers the reader to a document that is not on the site."""
+    mine = [p for p in (ROOT / "docs").rglob("*") if p.suffix in (".md", ".py", ".yml")
+            and not p.relative_to(ROOT / "docs").as_posix().startswith(("kernels/", "decoding.md"))]
+    files = [*mine, ROOT / "mkdocs.yml", ROOT / "tests" / "test_docs.py", ROOT / "tests" / "docs_browser.py"]
+    outside = re.compile("SPEC" + r"\s*§\s*\d+|[Hh]ouse" + " style")
+    hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files for m in outside.finditer(p.read_text("utf-8"))]
+    assert not hits, "\n".join(hits)
+
+
+def test_new_csvs_are_listed_not_fatal(tmp_path):
+    """A CSV the performance page does not know (a layer benchmark, another card, another schema) is
+    plotted when it has the benchmark columns and listed, collapsed, under "Other results"."""
+    spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for p in (ROOT / "benchmarks" / "results").glob("*.csv"):
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "layer-NVIDIA_H200.csv").write_text(
+        "mode,shape,impl,ms,peak_mib,card\n" + "".join(
+            f"layer,{b}x{t},{impl},{ms},100,NVIDIA H200\n"
+            for b, t in ((8, 2048), (1, 16384)) for impl, ms in (("ours", 1.5), ("peer", 1.7))), encoding="utf-8")
+    (tmp_path / "notes-NVIDIA_B200.csv").write_text("what,value\nsomething,1\n", encoding="utf-8")
+    results = bench.load_results(tmp_path)
+    plots = bench.plots(results)
+    assert "layer-NVIDIA_H200-layer.svg" in plots and plots["layer-NVIDIA_H200-layer.svg"].startswith("<svg")
+    placed = {n for n in results if not n.startswith(("layer-", "notes-"))}
+    other = bench.other_markdown(results, placed)
+    assert other.startswith('??? note "Other results (2 files)"')
+    assert "layer-NVIDIA_H200.csv" in other and "notes-NVIDIA_B200.csv" in other
+    assert "plots/layer-NVIDIA_H200-layer.svg" in other
+    assert "NVIDIA H200" in bench.summary_markdown(results)
+
+
+def test_floors_are_for_the_card_of_the_csv():
+    """Every floor on the performance page is computed for the card its CSV names (all H200 here)."""
+    spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.load_results(ROOT / "benchmarks" / "results")
+    cards = {(r.get("card") or "").strip() for rows in results.values() for r in rows}
+    assert cards <= set(bench.CARDS), f"no constants for {cards - set(bench.CARDS)}"
+    h200 = bench.CARDS["NVIDIA H200"]
+    # the forward memory floor at 8×2K, from the card's copy bandwidth: 2048 bytes per token and head
+    assert math.isclose(bench.mode_floor_ms(h200, "fwd", "8x2048"), 8 * 2048 * 16 * 2048 / 4.3e12 * 1e3)
+
+
+def test_macros_in_code_are_shown_not_expanded():
+    pytest.importorskip("mkdocs")
+    m = _macros()
+    text = 'write `{{ csv("x", "a=1", "ms") }}` to cite, e.g. {{ card("fwd-NVIDIA_H200") }}'
+    assert m.expand(text) == 'write `{{ csv("x", "a=1", "ms") }}` to cite, e.g. NVIDIA H200'

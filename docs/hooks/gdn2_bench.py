@@ -1,28 +1,50 @@
-"""Build-time numbers of the performance page: roofline floors, benchmark tables and SVG plots.
+"""Build-time numbers of the performance page: the cost model, the floors, the tables and line plots.
 
-No plotting library: the charts are small hand-written SVG (log-scale grouped bars), so the build
-needs nothing beyond MkDocs. Every number on the page comes from here or from the committed CSVs.
+Every number on the performance page comes from here or from the committed CSVs in
+``benchmarks/results/``. Floors are computed for the card that a CSV names in its ``card`` column,
+from the constants of :data:`CARDS` (one table, with the source of each number); a CSV of a card
+that is not in the table gets its measurements plotted without a floor. CSV files the page does
+not place itself are listed, collapsed, under "Other results", so a new benchmark never breaks the
+build. No plotting library: the charts are small SVG drawn here, inlined into the page by
+``gdn2_docs.py`` so that their text and axes take the theme's colour (``currentColor``).
 """
 
 import csv
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-# The card of SPEC §8 (H100 80GB): device copy bandwidth and bf16 matrix-product rate.
-HBM_BYTES_PER_S = 3.0e12
-MATMUL_FLOP_PER_S = 700e12
-# The configuration of SPEC §8: bfloat16 q, k, v, b, w, o; float32 g; H = HV = 16, K = V = 128, C = 64.
-H, K, V, C = 16, 128, 128, 64
-PEER_MS = {  # SPEC §8: flash-linear-attention 0.6.0 chunk_gdn2 and SDPA (causal), median ms
-    (8, 2048): (1.26, 6.99, 0.28, 1.34),
-    (4, 4096): (1.31, 7.09, 0.52, 2.23),
-    (2, 8192): (1.44, 7.47, 0.98, 3.99),
-    (1, 16384): (1.71, 8.31, 1.93, 7.23),
-    (1, 65536): (6.63, 32.65, 27.8, 116.1),
+
+# ---- the cards --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Card:
+    copy_bytes_per_s: float      # device-to-device copy, bytes read + bytes written, measured
+    nominal_bytes_per_s: float   # the vendor's memory bandwidth
+    bf16_flop_per_s: float       # dense bfloat16 matrix products, measured
+    fp32_flop_per_s: float       # plain float32 arithmetic (no matrix units), the vendor's figure
+    sources: str
+
+
+CARDS = {
+    "NVIDIA H200": Card(
+        copy_bytes_per_s=4.3e12, nominal_bytes_per_s=4.8e12, bf16_flop_per_s=790e12, fp32_flop_per_s=67e12,
+        sources=(
+            "copy: torch `y.copy_(x)` of 1 GiB on the H200 machines the benchmarks ran on, about 4.3 TB/s "
+            "(the forward CSV's own run measured 4.22 TB/s, `benchmarks/bench.py: copy_bandwidth`); "
+            "nominal 4.8 TB/s and float32 67 TFLOP/s: NVIDIA's H200 SXM datasheet; bfloat16: an "
+            "8192×8192×8192 `torch.matmul` on random data on those machines, 769–798 TFLOP/s (the "
+            "datasheet's dense figure, 989 TFLOP/s, is not reached by any measured product)"
+        ),
+    ),
 }
 
+# The configuration the benchmarks run (benchmarks/bench.py): bfloat16 q, k, v, b, w, o; float32 g;
+# H = HV = 16, K = V = 128, chunk size C = 64.
+H, K, V, C = 16, 128, 128, 64
 
+
+# ---- the cost model -----------------------------------------------------------------------------------
 def chunk_macs_per_token(K: int = K, V: int = V, C: int = C) -> float:
     """Multiply-adds per token and head of the chunkwise forward, dense tiles (docs: chunking.md).
 
@@ -48,30 +70,60 @@ def fwdbwd_bytes_per_token(K: int = K, V: int = V) -> int:
     return 2 * fwd_bytes_per_token(K, V) + grads
 
 
-def floors_markdown() -> str:
-    """The floors of the SPEC §8 shapes, next to the peer's measured times: forward, then forward+backward."""
-    tables = []
-    for title, bytes_per_token, flop_factor, col in (("forward", fwd_bytes_per_token(), 1, 0),
-                                                      ("forward+backward", fwdbwd_bytes_per_token(), 3, 1)):
-        rows = [f"| B×T | {title}: memory floor | compute floor | peer (SPEC §8) | peer / floor |",
-                "|---|---|---|---|---|"]
-        for (B, T), peer in PEER_MS.items():
-            tokens = B * T * H
-            mem = tokens * bytes_per_token / HBM_BYTES_PER_S * 1e3
-            cmp = flop_factor * tokens * 2 * chunk_macs_per_token() / MATMUL_FLOP_PER_S * 1e3
-            rows.append(f"| {B}×{T} | {mem:.3f} ms | {cmp:.3f} ms | {peer[col]:.2f} ms | "
-                        f"{peer[col] / max(mem, cmp):.1f}× |")
-        tables.append("\n".join(rows))
-    per_tok = (
-        f"Per token and head: {fwd_bytes_per_token()} bytes forward, {fwdbwd_bytes_per_token()} bytes "
-        f"forward+backward; {chunk_macs_per_token():,.0f} multiply-adds forward in the chunk form "
-        f"(the recurrence: {recurrent_macs_per_token():,.0f}), three times that forward+backward. "
-        f"Card: {HBM_BYTES_PER_S / 1e12:.1f} TB/s, {MATMUL_FLOP_PER_S / 1e12:.0f} TFLOP/s (SPEC §8); "
-        f"H = {H}, K = V = {K}, C = {C}, bfloat16."
-    )
-    return "\n\n".join(tables) + "\n\n" + per_tok + "\n"
+def decode_state_bytes(batch: int) -> int:
+    """Float32 states of a decoding step, all heads: read once and written once."""
+    return 2 * batch * H * K * V * 4
 
 
+#: What the page quotes from the model (``{{ model("name") }}``): derived from the formulas above.
+MODEL = {
+    "fwd_bytes": fwd_bytes_per_token,
+    "fwdbwd_bytes": fwdbwd_bytes_per_token,
+    "chunk_macs": chunk_macs_per_token,
+    "recurrent_macs": recurrent_macs_per_token,
+    "fwd_flop_per_byte": lambda: 2 * chunk_macs_per_token() / fwd_bytes_per_token(),
+    "chunk_extra_work_pct": lambda: 100 * (chunk_macs_per_token() / recurrent_macs_per_token() - 1),
+    "all_states_gib_64k": lambda: 65536 * H * K * V * 4 / 2**30,
+    "state_mib": lambda: H * K * V * 4 / 2**20,
+    "kv_kib_per_token": lambda: 2 * H * K * 2 / 2**10,
+    "state_equals_kv_tokens": lambda: (H * K * V * 4) / (2 * H * K * 2),
+    "h200_balance": lambda: CARDS["NVIDIA H200"].bf16_flop_per_s / CARDS["NVIDIA H200"].copy_bytes_per_s,
+}
+
+
+def floor_ms(card: Card, tokens: int, nbytes_per_token: float, flop_per_token: float) -> float:
+    """The larger of the memory floor (bytes over the copy rate) and the FLOP floor (bf16 products)."""
+    return max(tokens * nbytes_per_token / card.copy_bytes_per_s,
+               tokens * flop_per_token / card.bf16_flop_per_s) * 1e3
+
+
+def _shape(shape: str) -> tuple[int, int] | None:
+    parts = shape.strip().lower().split("x")
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return None
+
+
+def mode_floor_ms(card: Card | None, mode: str, shape: str) -> float | None:
+    """The floor of a benchmark row: forward, or forward+backward (a train step), at B×T with H heads."""
+    bt = _shape(shape)
+    if card is None or bt is None:
+        return None
+    tokens = bt[0] * bt[1] * H
+    if mode == "fwd":
+        return floor_ms(card, tokens, fwd_bytes_per_token(), 2 * chunk_macs_per_token())
+    if mode in ("fwdbwd", "crossover"):
+        return floor_ms(card, tokens, fwdbwd_bytes_per_token(), 3 * 2 * chunk_macs_per_token())
+    return None
+
+
+def decode_floor_us(card: Card, batch: int) -> float:
+    """Read and write every float32 state once per step; the arithmetic (8·K·V per head) runs on fp32 units."""
+    return max(decode_state_bytes(batch) / card.copy_bytes_per_s,
+               8 * batch * H * K * V / card.fp32_flop_per_s) * 1e6
+
+
+# ---- generated tables of the derivation pages ----------------------------------------------------------
 def costs_markdown() -> str:
     """Work, sequential depth and memory per token of the three forms (docs: chunking.md)."""
     T = 65536
@@ -92,39 +144,44 @@ def costs_markdown() -> str:
     return "\n".join(rows) + f"\n\nWith K = V = {K}; multiply-adds count dense tiles.\n"
 
 
-def decode_floor_us(batch: int) -> float:
-    """Read and write every float32 state once per step."""
-    return 2 * batch * H * K * V * 4 / HBM_BYTES_PER_S * 1e6
+def cards_markdown() -> str:
+    """The constants every floor is computed from, with their sources."""
+    rows = ["| card | copy (measured) | nominal bandwidth | bf16 products (measured) | float32 | sources |",
+            "|---|---|---|---|---|---|"]
+    for name, c in CARDS.items():
+        rows.append(f"| {name} | {c.copy_bytes_per_s / 1e12:.1f} TB/s | {c.nominal_bytes_per_s / 1e12:.1f} TB/s "
+                    f"| {c.bf16_flop_per_s / 1e12:.0f} TFLOP/s | {c.fp32_flop_per_s / 1e12:.0f} TFLOP/s "
+                    f"| {c.sources} |")
+    return "\n".join(rows) + "\n"
 
 
-PEER_DECODE_US = {1: 102.0, 256: 197.0}  # SPEC §8: flash-linear-attention fused_recurrent_gdn2, per step
+def floors_markdown() -> str:
+    """Floors of the benchmark shapes on every card of CARDS: forward and forward+backward."""
+    rows = ["| card | B×T | forward: memory | forward: FLOPs | train step: memory | train step: FLOPs |",
+            "|---|---|---|---|---|---|"]
+    for name, c in CARDS.items():
+        for B, T in ((8, 2048), (4, 4096), (2, 8192), (1, 16384), (1, 65536)):
+            tok = B * T * H
+            cells = [tok * fwd_bytes_per_token() / c.copy_bytes_per_s,
+                     tok * 2 * chunk_macs_per_token() / c.bf16_flop_per_s,
+                     tok * fwdbwd_bytes_per_token() / c.copy_bytes_per_s,
+                     tok * 6 * chunk_macs_per_token() / c.bf16_flop_per_s]
+            rows.append(f"| {name} | {B}×{T} | " + " | ".join(f"{x * 1e3:.3f} ms" for x in cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def decode_markdown() -> str:
-    """Memory per sequence and per step: the recurrent state against an attention KV cache."""
+    """Memory per sequence: the recurrent state against an attention KV cache."""
     state = H * K * V * 4                      # float32 state of one sequence, all heads
     kv_per_token = 2 * H * K * 2               # bfloat16 keys and values of one token, all heads
-    rows = [
-        "| context length | GDN-2 state (fixed) | attention KV cache | cache / state |",
-        "|---|---|---|---|",
-    ]
+    rows = ["| context length | GDN-2 state (fixed) | attention KV cache | cache / state |", "|---|---|---|---|"]
     for T in (128, 2048, 16384, 65536, 524288):
         kv = T * kv_per_token
         rows.append(f"| {T:,} | {state / 2**20:g} MiB | {kv / 2**20:g} MiB | {kv / state:g}× |")
-    floor = [
-        "| batch | states read + written per step | memory floor | peer (SPEC §8) | peer / floor |",
-        "|---|---|---|---|---|",
-    ]
-    for B, peer in PEER_DECODE_US.items():
-        f = decode_floor_us(B)
-        floor.append(f"| {B} | {2 * B * state / 2**20:g} MiB | {f:.2f} µs | {peer:g} µs | {peer / f:.1f}× |")
-    note = (f"H = {H} heads, K = V = {K}: the state is {state / 2**20:g} MiB per sequence and layer; an attention "
-            f"layer with the same heads keeps {kv_per_token // 1024} KiB per token, so the two are equal at "
-            f"{state // kv_per_token} tokens. Card: {HBM_BYTES_PER_S / 1e12:.1f} TB/s.")
-    return "\n".join(rows) + "\n\n" + "\n".join(floor) + "\n\n" + note + "\n"
+    return "\n".join(rows) + f"\n\nH = {H} heads, K = V = {K}, float32 state, bfloat16 cache.\n"
 
 
-# ---- committed benchmark results ----------------------------------------------------------------
+# ---- committed benchmark results --------------------------------------------------------------------
 def load_results(folder: Path) -> dict[str, list[dict[str, str]]]:
     """name -> rows of every benchmarks/results/*.csv (empty when there is none yet)."""
     if not folder.is_dir():
@@ -132,7 +189,7 @@ def load_results(folder: Path) -> dict[str, list[dict[str, str]]]:
     out = {}
     for path in sorted(folder.glob("*.csv")):
         with path.open(newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if any(v.strip() for v in r.values() if v)]
+            rows = [r for r in csv.DictReader(f) if any((v or "").strip() for v in r.values() if isinstance(v, str))]
         if rows:
             out[path.stem] = rows
     return out
@@ -146,63 +203,29 @@ def _number(x: str | None) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _card(rows: list[dict[str, str]]) -> str:
+    cards = list(dict.fromkeys((r.get("card") or "").strip() for r in rows))
+    return ", ".join(c for c in cards if c) or "an unnamed card"
+
+
 def _table(rows: list[dict[str, str]]) -> str:
-    cols = list(rows[0])
+    cols = [c for c in rows[0] if c is not None]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(html.escape((r.get(c) or "").strip()) for c in cols) + " |")
+        lines.append("| " + " | ".join(html.escape((r.get(c) or "").strip()).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines)
 
 
-_BENCH_COLUMNS = {"mode", "shape", "impl", "ms"}   # the schema of benchmarks/bench.py
-_IMPL_NAMES = {"ours": "gdn2 (Triton)", "peer": "flash-linear-attention", "sdpa": "SDPA (causal softmax)"}
+def _collapsed(title: str, body: str) -> str:
+    inner = "\n".join(("    " + line) if line else "" for line in body.splitlines())
+    return f'??? note "{title}"\n\n{inner}\n'
+
+
+_BENCH_COLUMNS = {"mode", "shape", "impl", "ms"}   # the schema of benchmarks/bench.py (and the layer bench)
 
 
 def _is_bench(rows: list[dict[str, str]]) -> bool:
     return _BENCH_COLUMNS <= set(rows[0])
-
-
-def _modes(rows: list[dict[str, str]]) -> list[str]:
-    return list(dict.fromkeys(r["mode"] for r in rows))
-
-
-def _mode_rows(rows, mode):
-    return [r for r in rows if r["mode"] == mode and r["shape"] != "launch" and _number(r["ms"]) is not None]
-
-
-def _fmt(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return ""
-    return f"{x:.3g}{unit}" if x < 100 else f"{x:,.0f}{unit}"
-
-
-_METRICS = (("ms", "ms"), ("device_ms", "device ms"), ("peak_mib", "peak MiB"))
-
-
-def _bench_table(mrows: list[dict[str, str]]) -> str:
-    """One row per (shape, implementation): its numbers, then its time against the peer, SDPA and the floor."""
-    t = {(r["shape"], r["impl"]): _number(r["ms"]) for r in mrows}
-    metrics = [(c, label) for c, label in _METRICS if any(_number(r.get(c)) is not None for r in mrows)]
-    floors = {r["shape"]: [x for x in (_number(r.get("mem_floor_ms")), _number(r.get("flop_floor_ms"))) if x]
-              for r in mrows}
-    has_floor = any(floors.values())
-    refs = [name for name in ("peer", "sdpa") if any(r["impl"] == name for r in mrows)]
-    cols = ["shape", "implementation"] + [label for _, label in metrics]
-    cols += ["memory floor ms"] if has_floor else []
-    cols += [f"{ref} / this" for ref in refs] + (["this / floor"] if has_floor else [])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in mrows:
-        sh, ms = r["shape"], _number(r["ms"])
-        cells = [sh, _IMPL_NAMES.get(r["impl"], r["impl"])] + [_fmt(_number(r.get(c))) for c, _ in metrics]
-        if has_floor:
-            cells.append(_fmt(_number(r.get("mem_floor_ms"))))
-        for ref in refs:
-            tr = t.get((sh, ref))
-            cells.append(f"{tr / ms:.2f}×" if tr and ms and r["impl"] != ref else "")
-        if has_floor:
-            cells.append(f"{ms / max(floors[sh]):.1f}×" if ms and floors[sh] else "")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _curves(rows: list[dict[str, str]]) -> tuple[list[float], dict[str, list[float | None]]] | None:
@@ -210,174 +233,335 @@ def _curves(rows: list[dict[str, str]]) -> tuple[list[float], dict[str, list[flo
     if "step" not in rows[0]:
         return None
     steps = [_number(r["step"]) for r in rows]
-    names = [c for c in rows[0] if c not in ("step", "card", "mode")
-             and all(_number(r[c]) is not None for r in rows)]
+    names = [c for c in rows[0] if c not in ("step", "card", "mode") and all(_number(r[c]) is not None for r in rows)]
     if not names or any(x is None for x in steps):
         return None
     return steps, {n: [_number(r[n]) for r in rows] for n in names}  # type: ignore[misc]
 
 
-def _curves_table(steps, curves) -> str:
-    """The curves at a handful of steps (first, every fifth of the run, last)."""
+# ---- series: one label, colour and dash per implementation, the same on every plot ------------------------
+@dataclass(frozen=True)
+class Style:
+    label: str
+    colour: str
+    dash: str = ""
+
+
+STYLES = {
+    "ours": Style("ours (gdn2)", "#5c6bc0"),
+    "ours-saved": Style("ours, intermediates kept", "#5c6bc0", "7 4"),
+    "peer": Style("peer (flash-linear-attention)", "#f57c00"),
+    "sdpa": Style("SDPA (softmax attention)", "#43a047"),
+    "floor": Style("floor", "currentColor", "2 4"),
+    "ours-kernel": Style("ours, kernel only", "#5c6bc0", "7 4"),
+    "peer-kernel": Style("peer, kernel only", "#f57c00", "7 4"),
+    "triton-fp32": Style("ours (Triton), float32", "#5c6bc0"),
+    "reference-fp32": Style("reference (PyTorch), float32", "#8e8e8e", "7 4"),
+    "triton-bf16": Style("ours (Triton), bfloat16 autocast", "#f57c00"),
+}
+_EXTRA_COLOURS = ["#8e24aa", "#00897b", "#c62828", "#6d4c41", "#546e7a"]
+
+
+def style(key: str, i: int = 0) -> Style:
+    return STYLES.get(key) or Style(key, _EXTRA_COLOURS[i % len(_EXTRA_COLOURS)], "" if i < 5 else "7 4")
+
+
+# ---- line plots ---------------------------------------------------------------------------------------------
+def _nice_ticks(lo: float, hi: float, log: bool) -> list[float]:
+    if log:
+        out = []
+        for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
+            for m in (1, 2, 5):
+                v = m * 10.0**e
+                if lo <= v * 1.0001 and v <= hi * 1.0001:
+                    out.append(v)
+        return out
+    step = 10 ** math.floor(math.log10((hi - lo) / 4 or 1))
+    for m in (1, 2, 5, 10):
+        if (hi - lo) / (m * step) <= 6:
+            step *= m
+            break
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _fmt_tick(v: float) -> str:
+    return f"{v:g}" if abs(v) < 1e5 else f"{v:.0e}"
+
+
+def line_plot(key: str, title: str, xs: list[float], xlabels: list[str], xlabel: str, ylabel: str,
+              series: dict[str, list[float | None]], xlog: bool, ylog: bool, markers: bool = True) -> str:
+    """One SVG line plot; series keys pick the label, colour and dash from STYLES."""
+    esc = html.escape
+    left, right, top, plot_w, plot_h = 64, 16, 34, 800, 300
+    ys = [v for s in series.values() for v in s if v is not None and (v > 0 or not ylog)]
+    ylo, yhi = min(ys), max(ys)
+    if ylog:
+        ylo, yhi = ylo / 1.25, yhi * 1.25
+    else:
+        pad = (yhi - ylo) * 0.08 or abs(yhi) * 0.1 or 1.0
+        ylo, yhi = (0.0 if ylo >= 0 and ylo < (yhi - ylo) else ylo - pad), yhi + pad
+    xlo, xhi = min(xs), max(xs)
+    if xlo == xhi:
+        xlo, xhi = xlo - 1, xhi + 1
+    tx = (lambda v: math.log(v)) if xlog else (lambda v: v)
+    ty = (lambda v: math.log(v)) if ylog else (lambda v: v)
+    X = lambda v: left + 18 + (plot_w - 36) * (tx(v) - tx(xlo)) / (tx(xhi) - tx(xlo))
+    Y = lambda v: top + plot_h * (1 - (ty(v) - ty(ylo)) / (ty(yhi) - ty(ylo)))
+    # legend rows under the plot
+    legend, lx, row = [], left, 0
+    for i, name in enumerate(series):
+        w = 36 + 6.6 * len(style(name, i).label)
+        if lx + w > left + plot_w and lx > left:
+            lx, row = left, row + 1
+        legend.append((name, i, lx, row))
+        lx += w
+    width, height = left + plot_w + right, top + plot_h + 52 + 20 * (row + 1)
+    s = [f'<svg xmlns="http://www.w3.org/2000/svg" class="gdn2-plot" width="{width}" height="{height}" '
+         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12" fill="currentColor" '
+         f'role="img" aria-label="{esc(title)}">',
+         f"<title>{esc(title)}</title>",
+         f'<text x="{left}" y="18" font-size="14" font-weight="bold">{esc(title)}</text>']
+    for v in _nice_ticks(ylo, yhi, ylog):
+        y = Y(v)
+        s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" '
+                 f'stroke-opacity="0.15"/>')
+        s.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_tick(v)}</text>')
+    for v, lab in zip(xs, xlabels):
+        x = X(v)
+        s.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="currentColor" '
+                 f'stroke-opacity="0.08"/>')
+        s.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{esc(lab)}</text>')
+    s.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="currentColor" '
+             f'stroke-opacity="0.5"/>')
+    s.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 34}" text-anchor="middle">{esc(xlabel)}</text>')
+    s.append(f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
+             f'{esc(ylabel)}{" (log scale)" if ylog else ""}</text>')
+    for i, (name, vals) in enumerate(series.items()):
+        st = style(name, i)
+        pts = [(X(x), Y(v)) for x, v in zip(xs, vals) if v is not None and (v > 0 or not ylog)]
+        dash = f' stroke-dasharray="{st.dash}"' if st.dash else ""
+        width_ = 1.5 if name == "floor" else 2.2
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+        s.append(f'<polyline points="{path}" fill="none" stroke="{st.colour}" stroke-width="{width_}"{dash}>'
+                 f"<title>{esc(st.label)}</title></polyline>")
+        if markers and name != "floor":
+            for (x, y), v in zip(pts, [v for v in vals if v is not None and (v > 0 or not ylog)]):
+                s.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{st.colour}">'
+                         f"<title>{esc(st.label)}: {v:g}</title></circle>")
+    for name, i, lx, row in legend:
+        st = style(name, i)
+        ly = top + plot_h + 56 + 20 * row
+        dash = f' stroke-dasharray="{st.dash}"' if st.dash else ""
+        s.append(f'<line x1="{lx}" x2="{lx + 26}" y1="{ly - 4}" y2="{ly - 4}" stroke="{st.colour}" '
+                 f'stroke-width="2.2"{dash}/>')
+        s.append(f'<text x="{lx + 31}" y="{ly}">{esc(st.label)}</text>')
+    s.append("</svg>")
+    return "\n".join(s)
+
+
+def _short(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 and n >= 1024 else str(n)
+
+
+MODE_TITLES = {"fwd": "forward", "fwdbwd": "training step (forward + backward)",
+               "crossover": "training step at B = 1"}
+
+
+def bench_plot(name: str, rows: list[dict[str, str]], mode: str) -> str | None:
+    """Time against sequence length (or batch, or the row order) of one mode of a bench-schema CSV."""
+    mrows = [r for r in rows if r.get("mode") == mode and _number(r.get("ms")) is not None]
+    shapes = list(dict.fromkeys(r["shape"] for r in mrows))
+    if not shapes:
+        return None
+    parsed = [_shape(s) for s in shapes]
+    if all(parsed) and len({p[1] for p in parsed}) == len(parsed):           # type: ignore[index]
+        xs = [float(p[1]) for p in parsed]                                   # type: ignore[index]
+        labels = [f"{p[0]}×{_short(p[1])}" for p in parsed]                  # type: ignore[index]
+        xlabel = "B × T (T on the axis)"
+    elif all(parsed) and len({p[0] for p in parsed}) == len(parsed):         # type: ignore[index]
+        xs = [float(p[0]) for p in parsed]                                   # type: ignore[index]
+        labels = [f"{p[0]}×{_short(p[1])}" for p in parsed]                  # type: ignore[index]
+        xlabel = "B × T (B on the axis)"
+    else:
+        xs, labels, xlabel = [float(i) for i in range(len(shapes))], shapes, "shape"
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    xs, labels, shapes = [xs[i] for i in order], [labels[i] for i in order], [shapes[i] for i in order]
+    impls = list(dict.fromkeys(r["impl"] for r in mrows))
+    t = {(r["shape"], r["impl"]): _number(r["ms"]) for r in mrows}
+    series: dict[str, list[float | None]] = {i: [t.get((s, i)) for s in shapes] for i in impls}
+    card = CARDS.get(_card(mrows))
+    floors = [mode_floor_ms(card, mode, s) for s in shapes]
+    if any(f is not None for f in floors):
+        series["floor"] = floors
+    measured = [v for k, s in series.items() if k != "floor" for v in s if v]
+    ylog = max(measured) / min(measured) > 20
+    xlog = xlabel != "shape" and xs[-1] / max(xs[0], 1e-9) > 6
+    if xlog:
+        xlabel = xlabel.replace(" on the axis)", " on a log axis)")
+    return line_plot(f"{name}-{mode}", f"{_card(mrows)}: {MODE_TITLES.get(mode, mode)}, time per call", xs, labels,
+                     xlabel, "ms", series, xlog=xlog, ylog=ylog)
+
+
+def decode_plot(rows: list[dict[str, str]]) -> str | None:
+    """Decoding step time against the batch: whole call and kernel only, ours and the peer, with the floor."""
+    main = [r for r in rows if r.get("impl") in ("ours", "peer") and _number(r.get("B")) is not None]
+    batches = sorted({int(_number(r["B"])) for r in main})                   # type: ignore[arg-type]
+    if not batches:
+        return None
+    get = {(int(_number(r["B"])), r["impl"]): r for r in main}               # type: ignore[arg-type]
+    series: dict[str, list[float | None]] = {}
+    for impl in ("ours", "peer"):
+        series[impl] = [_number(get[(b, impl)].get("wall_us")) if (b, impl) in get else None for b in batches]
+    for impl in ("ours", "peer"):
+        series[f"{impl}-kernel"] = [_number(get[(b, impl)].get("device_us")) if (b, impl) in get else None
+                                    for b in batches]
+    card = CARDS.get(_card(main))
+    if card is not None:
+        series["floor"] = [decode_floor_us(card, b) for b in batches]
+    return line_plot("decode", f"{_card(main)}: one decoding step", [float(b) for b in batches],
+                     [str(b) for b in batches], "batch B (H = 16, K = V = 128)", "µs", series, xlog=True, ylog=True)
+
+
+def curves_plot(name: str, rows: list[dict[str, str]]) -> str | None:
+    got = _curves(rows)
+    if got is None:
+        return None
+    steps, curves = got
     n = len(steps)
-    picks = sorted({0, n - 1, *(round(i * (n - 1) / 5) for i in range(1, 5))})
-    lines = ["| step | " + " | ".join(curves) + " |", "|" + "---|" * (len(curves) + 1)]
-    for i in picks:
-        lines.append(f"| {steps[i]:g} | " + " | ".join(f"{c[i]:.4f}" for c in curves.values()) + " |")
-    return "\n".join(lines)
-
-
-def results_markdown(results: dict[str, list[dict[str, str]]]) -> str:
-    if not results:
-        return (
-            '!!! note "No benchmark results yet"\n'
-            "    No `benchmarks/results/*.csv` is committed yet, so this page has no measured numbers "
-            "and no plots. They appear here at the next docs build after the benchmark scripts "
-            "(`python benchmarks/bench.py`, `python benchmarks/bench_train.py`, on a GPU) have written "
-            "their CSVs.\n"
-        )
-    charts = plots(results)
-    parts = []
-    for name, rows in results.items():
-        card = rows[0].get("card") or "unknown card"
-        parts.append(f"### {name}\n\n`benchmarks/results/{name}.csv`, measured on {html.escape(card)}.\n")
-        curves = _curves(rows)
-        if curves is not None:
-            if f"{name}.svg" in charts:
-                parts.append(f'<figure class="gdn2-figure" markdown>\n![{name}](plots/{name}.svg)\n</figure>\n')
-            parts.append(_curves_table(*curves) + "\n")
-            continue
-        if not _is_bench(rows):
-            parts.append(_table(rows) + "\n")
-            continue
-        for mode in _modes(rows):
-            mrows = _mode_rows(rows, mode)
-            if not mrows:
-                continue
-            parts.append(f"#### {mode}\n")
-            if f"{name}-{mode}.svg" in charts:
-                parts.append(f'<figure class="gdn2-figure" markdown>\n![{name} {mode}](plots/{name}-{mode}.svg)\n'
-                             "</figure>\n")
-            parts.append(_bench_table(mrows) + "\n")
-        launch = [r for r in rows if r["shape"] == "launch" and _number(r["ms"]) is not None]
-        for r in launch:
-            parts.append(f"A bare Triton launch ({r['impl']}) costs {_number(r['ms']) * 1e3:.1f} µs per call on this "
-                         "card, host included.\n")
-    return "\n".join(parts)
+    picks = sorted({0, n - 1, *(round(i * (n - 1) / 4) for i in range(1, 4))})
+    return line_plot(name, f"{_card(rows)}: {rows[0].get('mode') or name} per step", steps,
+                     [f"{steps[i]:g}" if i in picks else "" for i in range(n)], "step", "loss", curves,
+                     xlog=False, ylog=False, markers=False)
 
 
 def plots(results: dict[str, list[dict[str, str]]]) -> dict[str, str]:
-    """NAME-MODE.svg -> SVG text: grouped bars of every implementation's time and the memory floor."""
+    """NAME.svg (or NAME-MODE.svg) -> SVG text for every CSV that can be drawn."""
     out = {}
     for name, rows in results.items():
-        curves = _curves(rows)
-        if curves is not None:
-            mode = rows[0].get("mode") or name
-            out[f"{name}.svg"] = line_chart(f"{rows[0].get('card') or name}: {mode} (per step)", *curves)
-            continue
-        if not _is_bench(rows):
-            continue
-        for mode in _modes(rows):
-            mrows = _mode_rows(rows, mode)
-            if not mrows:
-                continue
-            shapes = list(dict.fromkeys(r["shape"] for r in mrows))
-            groups: dict[str, dict[str, float | None]] = {}
-            for r in mrows:
-                groups.setdefault(_IMPL_NAMES.get(r["impl"], r["impl"]), {})[r["shape"]] = _number(r["ms"])
-            floors = {r["shape"]: _number(r.get("mem_floor_ms")) for r in mrows}
-            if any(floors.values()):
-                groups["memory floor"] = floors
-            title = f"{rows[0].get('card') or name}: {mode}, ms (lower is better)"
-            out[f"{name}-{mode}.svg"] = bar_chart(title, shapes, groups, "ms")
+        if _curves(rows) is not None:
+            out[f"{name}.svg"] = curves_plot(name, rows)  # type: ignore[assignment]
+        elif _is_bench(rows):
+            for mode in dict.fromkeys(r["mode"] for r in rows):
+                svg = bench_plot(name, rows, mode)
+                if svg:
+                    out[f"{name}-{mode}.svg"] = svg
+        elif {"B", "impl", "wall_us"} <= set(rows[0]):
+            svg = decode_plot(rows)
+            if svg:
+                out[f"{name}.svg"] = svg
     return out
 
 
-_PALETTE = ["#3f51b5", "#e65100", "#2e7d32", "#6a1b9a", "#00838f", "#c62828", "#5d4037", "#455a64"]
+# ---- the summary -----------------------------------------------------------------------------------------
+_SUMMARY_SHAPES = ("8x2048", "4x4096", "2x8192", "1x16384", "1x65536")
 
 
-def bar_chart(title: str, labels: list[str], groups: dict[str, dict[str, float | None]], ylabel: str) -> str:
-    """Grouped bars on a log axis; one group per label, one bar per series."""
-    values = [v for g in groups.values() for v in g.values() if v]
-    lo = 10 ** math.floor(math.log10(min(values))) if values else 0.1
-    hi = 10 ** math.ceil(math.log10(max(values))) if values else 1.0
-    hi = hi * 10 if hi <= lo else hi
-    n_series = max(1, len(groups))
-    left, top, plot_h = 70, 40, 260
-    group_w = max(22 * n_series + 20, 540 // max(1, len(labels)))
-    width = max(left + group_w * len(labels) + 20, 7 * len(title) + 2 * left)
-    # legend entries flow left to right and wrap at the figure's width
-    legend, x, row = [], left, 0
-    for name in groups:
-        w = 24 + 7 * len(name)
-        if x + w > width - 10 and x > left:
-            x, row = left, row + 1
-        legend.append((name, x, row))
-        x += w
-    height = top + plot_h + 90 + 18 * row
-    y = lambda v: top + plot_h * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
-    esc = html.escape
-    s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-         f'<title>{esc(title)}</title>',
-         f'<text x="{left}" y="20" font-size="13" font-weight="bold">{esc(title)}</text>']
-    decade = lo
-    while decade <= hi * 1.0001:
-        yy = y(decade)
-        s.append(f'<line x1="{left}" x2="{width - 20}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#ddd"/>')
-        s.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{decade:g}</text>')
-        decade *= 10
-    s.append(f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
-             f'{esc(ylabel)} (log)</text>')
-    bar_w = min(40.0, (group_w - 20) / n_series)
-    for i, label in enumerate(labels):
-        x0 = left + i * group_w + 10 + ((group_w - 20) - bar_w * n_series) / 2
-        for j, (name, g) in enumerate(groups.items()):
-            v = g.get(label)
-            if not v:
-                continue
-            yy = y(v)
-            s.append(f'<rect x="{x0 + j * bar_w:.1f}" y="{yy:.1f}" width="{bar_w - 2:.1f}" '
-                     f'height="{top + plot_h - yy:.1f}" fill="{_PALETTE[j % len(_PALETTE)]}">'
-                     f'<title>{esc(name)}: {v:g}</title></rect>')
-        cx = x0 + bar_w * n_series / 2
-        s.append(f'<text transform="translate({cx:.1f} {top + plot_h + 12}) rotate(35)">{esc(label)}</text>')
-    s.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#333"/>')
-    for j, (name, lx, row) in enumerate(legend):
-        ly = top + plot_h + 70 + 18 * row
-        s.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{_PALETTE[j % len(_PALETTE)]}"/>')
-        s.append(f'<text x="{lx + 14}" y="{ly}">{esc(name)}</text>')
-    s.append("</svg>")
-    return "\n".join(s)
+def _ms(rows, shape, impl, col="ms"):
+    for r in rows:
+        if r.get("shape") == shape and r.get("impl") == impl:
+            return _number(r.get(col))
+    return None
 
 
-def line_chart(title: str, steps: list[float], curves: dict[str, list[float | None]]) -> str:
-    """Curves over steps on linear axes (loss curves)."""
-    values = [v for c in curves.values() for v in c if v is not None]
-    lo, hi = min(values), max(values)
-    hi = hi if hi > lo else lo + 1.0
-    left, top, plot_w, plot_h = 70, 40, 560, 260
-    width, height = left + plot_w + 30, top + plot_h + 70
-    x = lambda st: left + plot_w * (st - steps[0]) / max(steps[-1] - steps[0], 1)
-    y = lambda v: top + plot_h * (1 - (v - lo) / (hi - lo))
-    esc = html.escape
-    s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-         f"<title>{esc(title)}</title>",
-         f'<text x="{left}" y="20" font-size="13" font-weight="bold">{esc(title)}</text>']
-    for i in range(5):
-        v = lo + (hi - lo) * i / 4
-        s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
-        s.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    s.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 30}" text-anchor="middle">step</text>')
-    s.append(f'<text x="{left}" y="{top + plot_h + 16}" text-anchor="middle">{steps[0]:g}</text>')
-    s.append(f'<text x="{left + plot_w}" y="{top + plot_h + 16}" text-anchor="middle">{steps[-1]:g}</text>')
-    for j, (name, c) in enumerate(curves.items()):
-        color = _PALETTE[j % len(_PALETTE)]
-        pts = " ".join(f"{x(st):.1f},{y(v):.1f}" for st, v in zip(steps, c) if v is not None)
-        s.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>')
-        lx = left + 10 + j * 170
-        s.append(f'<rect x="{lx}" y="{height - 18}" width="10" height="10" fill="{color}"/>')
-        s.append(f'<text x="{lx + 14}" y="{height - 9}">{esc(name)}</text>')
-    s.append("</svg>")
-    return "\n".join(s)
+def _cell(x: float | None, fmt: str = ".2f", unit: str = "×") -> str:
+    return "" if x is None else f"{x:{fmt}}{unit}"
+
+
+def summary_markdown(results: dict[str, list[dict[str, str]]]) -> str:
+    """One table per card: peer / ours at every benchmark shape, forward and train step; then decoding."""
+    parts = [_card_summary(results, name[len("fwd-"):]) for name, rows in results.items()
+             if name.startswith("fwd-") and _is_bench(rows)]
+    if not parts:
+        return "No forward benchmark (`benchmarks/results/fwd-*.csv`) is committed yet.\n"
+    return "\n\n".join(parts) + "\n"
+
+
+def _card_summary(results: dict[str, list[dict[str, str]]], suffix: str) -> str:
+    """The summary of the CSVs ``*-SUFFIX.csv`` (SUFFIX names the card, e.g. NVIDIA_H200)."""
+    fwd = results[f"fwd-{suffix}"]
+    card_name = _card(fwd)
+    card = CARDS.get(card_name)
+    train = results.get(f"train-fwdbwd-{suffix}", [])
+    retuned = results.get(f"train-fwdbwd-peer-retuned-{suffix}", [])
+    shapes = [s for s in _SUMMARY_SHAPES if _ms(fwd, s, "ours") is not None]
+    trains = {s: retuned if _ms(retuned, s, "ours") is not None else train for s in shapes}
+    lines = ["| | " + " | ".join(_label(s) for s in shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
+    table = [("forward: peer / ours", [_cell(_ratio(fwd, s, "peer", "ours")) for s in shapes])]
+    if card is not None:
+        table.append(("forward: ours / floor", [_cell(_over_floor(fwd, card, "fwd", s), ".1f") for s in shapes]))
+    if train:
+        table += [
+            ("train step, recompute: peer / ours", [_cell(_ratio(trains[s], s, "peer", "ours")) for s in shapes]),
+            ("train step, keep intermediates: peer / ours",
+             [_cell(_ratio(trains[s], s, "peer", "ours-saved")) for s in shapes]),
+            ("train step: peak memory, ours / peer",
+             [_cell(_ratio(trains[s], s, "ours", "peer", "peak_mib")) for s in shapes]),
+        ]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in table]
+    parts = [f"**{card_name}**. Above 1 in a peer / ours row, gdn2 is faster:\n\n" + "\n".join(lines)]
+    if train:
+        parts.append(f"Train-step cells come from `train-fwdbwd-peer-retuned-{suffix}.csv` where it has the "
+                     f"shape (the peer tuned at that shape), else from `train-fwdbwd-{suffix}.csv`.")
+    decode = results.get(f"decode-{suffix}", [])
+    if decode:
+        parts.append(_decode_summary(decode, card))
+    return "\n\n".join(parts)
+
+
+def _label(shape: str) -> str:
+    bt = _shape(shape)
+    return f"{bt[0]}×{_short(bt[1])}" if bt else shape
+
+
+def _ratio(rows, shape, num, den, col="ms"):
+    a, b = _ms(rows, shape, num, col), _ms(rows, shape, den, col)
+    return a / b if a and b else None
+
+
+def _over_floor(rows, card, mode, shape):
+    t, f = _ms(rows, shape, "ours"), mode_floor_ms(card, mode, shape)
+    return t / f if t and f else None
+
+
+def _decode_summary(rows, card) -> str:
+    get = {(r.get("B"), r.get("impl")): r for r in rows}
+    batches = sorted({r["B"] for r in rows if r.get("impl") == "ours" and r.get("B")}, key=int)
+    lines = ["| decoding step, batch B | " + " | ".join(batches) + " |", "|---" * (len(batches) + 1) + "|"]
+
+    def rat(b, col):
+        o, p = get.get((b, "ours")), get.get((b, "peer"))
+        a, c = (_number(p.get(col)) if p else None), (_number(o.get(col)) if o else None)
+        return _cell(a / c if a and c else None)
+
+    lines.append("| whole call: peer / ours | " + " | ".join(rat(b, "wall_us") for b in batches) + " |")
+    lines.append("| kernel only: peer / ours | " + " | ".join(rat(b, "device_us") for b in batches) + " |")
+    if card is not None:
+        cells = []
+        for b in batches:
+            d = _number(get[(b, "ours")].get("device_us"))
+            cells.append(_cell(d / decode_floor_us(card, int(b)) if d else None, ".1f"))
+        lines.append("| kernel only: ours / floor | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---- raw rows and the files the page does not place -------------------------------------------------------
+def raw_markdown(results: dict[str, list[dict[str, str]]], name: str) -> str:
+    if name not in results:
+        raise KeyError(name)
+    rows = results[name]
+    return _collapsed(f"Raw rows: benchmarks/results/{name}.csv ({len(rows)} rows, {_card(rows)})", _table(rows))
+
+
+def other_markdown(results: dict[str, list[dict[str, str]]], placed: set[str]) -> str:
+    """Every CSV that no placeholder of the page shows: its plots (if it has a known schema) and rows, collapsed."""
+    rest = [n for n in results if n not in placed]
+    if not rest:
+        return "Every committed CSV is shown above.\n"
+    charts = plots({n: results[n] for n in rest})
+    body = []
+    for n in rest:
+        body.append(f"**`benchmarks/results/{n}.csv`** ({len(results[n])} rows, {_card(results[n])})\n")
+        body += [f"![{c[:-4]}](plots/{c})\n" for c in charts if c == f"{n}.svg" or c.startswith(f"{n}-")]
+        body.append(_table(results[n]) + "\n")
+    return _collapsed(f"Other results ({len(rest)} files)", "\n".join(body))

@@ -11,10 +11,19 @@
    zero or several times (or fewer than N times), fails the build.
 3. Named tests must exist: every ```tests/NAME.py::test_x``` on a page must name a function of
    that file, or the build fails.
-4. Generated tables (``gdn2_bench.py``): ``<!-- gdn2:costs -->`` (work and memory per token),
-   ``<!-- gdn2:floors -->`` (roofline floors), ``<!-- gdn2:decode -->`` (decoding memory), and
-   ``<!-- gdn2:benchmarks -->``, the tables and SVG plots made from ``benchmarks/results/*.csv``;
-   with no CSV yet the page says so.
+4. Generated tables and plots (``gdn2_bench.py``): ``<!-- gdn2:costs -->`` (work and memory per
+   token), ``<!-- gdn2:cards -->`` (the card constants), ``<!-- gdn2:floors -->``, ``<!-- gdn2:decode -->``
+   (decoding memory), ``<!-- gdn2:summary -->`` (ratios against the peer), ``<!-- gdn2:raw NAME -->``
+   (the rows of ``benchmarks/results/NAME.csv``, collapsed) and ``<!-- gdn2:other -->`` (every CSV the
+   page does not show with a raw placeholder, collapsed). The plots are files ``plots/NAME.svg``
+   generated at build time, cited on the page as ordinary images.
+5. Numbers from CSVs (``gdn2_macros.py``): ``{{ csv(...) }}``, ``{{ ratio(...) }}`` and the other
+   macros are replaced by values read from ``benchmarks/results/`` when the page is built; a cited
+   file, row or column that is missing fails the build, and so does a measured number (a number
+   with a unit of time, rate, size or a ×) typed into the prose of a page instead of cited.
+6. Figures take the theme's colours: an image ``assets/figures/NAME.svg`` or ``plots/NAME.svg`` is
+   inlined into the page as SVG, so that its ``currentColor`` is the text colour of the light and
+   the dark scheme alike (an SVG loaded through ``<img>`` cannot see the page's colours).
 """
 
 import ast
@@ -30,7 +39,8 @@ from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gdn2_bench  # noqa: E402  (a sibling module of this hook file)
+import gdn2_bench  # noqa: E402  (sibling modules of this hook file)
+import gdn2_macros  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 _MARKER = re.compile(r"--8<--\s*\[(start|end):([\w.-]+)\]")
@@ -61,6 +71,7 @@ def on_config(config):
     handlers.setdefault("python", {})["paths"] = [str(stage)]
     _state["preloaded"] = {m for m in _FORBIDDEN_IMPORTS if m in sys.modules}
     _state["bench"] = gdn2_bench.load_results(ROOT / "benchmarks" / "results")
+    gdn2_macros.clear_cache()  # `mkdocs serve` rebuilds in one process: read the CSVs again
     return config
 
 
@@ -118,23 +129,68 @@ def _check_named_tests(markdown: str, page) -> None:
             raise PluginError(f"{page.file.src_uri} names {m.group(1)}::{m.group(2)}, which does not exist")
 
 
-# ---- 4. performance page ------------------------------------------------------------------------
+# ---- 4. performance page, 5. numbers from CSVs, 6. inline figures ---------------------------------
+# Pages whose prose still types measured numbers by hand; they are being rewritten and must cite
+# their numbers with the macros too before they leave this list.
+NUMBERS_NOT_YET_CITED = ("kernels/", "decoding.md")
+_RAW = re.compile(r"<!-- gdn2:raw ([\w.-]+) -->")
+_IMG = re.compile(r'<img\b[^>]*?\bsrc="(?P<src>[^"]*?(?P<kind>assets/figures|plots)/(?P<name>[\w.-]+)\.svg)"[^>]*>')
+_ALT = re.compile(r'\balt="([^"]*)"')
+_XML_PROLOG = re.compile(r"^\s*<\?xml[^>]*>\s*")
+
+
 def on_files(files, config):
-    for name, svg in gdn2_bench.plots(_state["bench"]).items():
+    _state["plots"] = gdn2_bench.plots(_state["bench"])
+    for name, svg in _state["plots"].items():
         files.append(File.generated(config, f"plots/{name}", content=svg))
     return files
 
 
 def on_page_markdown(markdown, page, config, files):
     _check_named_tests(markdown, page)
+    uri = page.file.src_uri
+    if not uri.startswith(NUMBERS_NOT_YET_CITED):
+        typed = gdn2_macros.typed_numbers(markdown)
+        if typed:
+            raise PluginError(f"{uri}: measured numbers typed into the prose ({', '.join(typed[:6])}); "
+                              "cite them from benchmarks/results/ with {{ csv(...) }} or {{ ratio(...) }}")
+    markdown = gdn2_macros.expand(markdown, uri)
     markdown = _LINE.sub(_line_number, markdown)
+    bench = _state["bench"]
+    placed = set(_RAW.findall(markdown))
+    for name in placed:
+        if name not in bench:
+            raise PluginError(f"{uri}: <!-- gdn2:raw {name} --> names no benchmarks/results/{name}.csv")
+    markdown = _RAW.sub(lambda m: gdn2_bench.raw_markdown(bench, m.group(1)), markdown)
     generated = {
         "<!-- gdn2:costs -->": gdn2_bench.costs_markdown,
+        "<!-- gdn2:cards -->": gdn2_bench.cards_markdown,
         "<!-- gdn2:floors -->": gdn2_bench.floors_markdown,
         "<!-- gdn2:decode -->": gdn2_bench.decode_markdown,
-        "<!-- gdn2:benchmarks -->": lambda: gdn2_bench.results_markdown(_state["bench"]),
+        "<!-- gdn2:summary -->": lambda: gdn2_bench.summary_markdown(bench),
+        "<!-- gdn2:other -->": lambda: gdn2_bench.other_markdown(bench, placed),
     }
     for placeholder, make in generated.items():
         if placeholder in markdown:
             markdown = markdown.replace(placeholder, make())
     return markdown
+
+
+def _inline_svg(m: re.Match) -> str:
+    kind, name = m.group("kind"), m.group("name")
+    if kind == "plots":
+        svg = _state["plots"].get(f"{name}.svg")
+    else:
+        path = ROOT / "docs" / "assets" / "figures" / f"{name}.svg"
+        svg = path.read_text(encoding="utf-8") if path.is_file() else None
+    if svg is None:
+        return m.group(0)  # MkDocs reports the broken link itself
+    svg = _XML_PROLOG.sub("", svg)
+    alt = _ALT.search(m.group(0))
+    if alt and "aria-label=" not in svg[: svg.index(">")]:
+        svg = svg.replace("<svg ", f'<svg role="img" aria-label="{alt.group(1)}" ', 1)
+    return svg
+
+
+def on_page_content(html, page, config, files):
+    return _IMG.sub(_inline_svg, html)

@@ -1,0 +1,504 @@
+"""Draw the figures of the derivation pages: ``python docs/figures/make_figures.py`` writes
+``docs/assets/figures/*.svg``; ``--check`` only compares them with what is committed.
+
+The figures are plain SVG built from the few primitives below, so that they are reproducible byte
+for byte (tests/test_docs.py regenerates them and compares) and need nothing beyond Python. Text,
+axes and outlines are drawn in ``currentColor``: the site inlines each figure into its page, where
+that is the text colour of the light or the dark scheme; the fills are mid-tone colours that read
+on both backgrounds. Ids carry the figure's name, so that several figures can share a page.
+
+One colour per kind of quantity, on every figure:
+key side (k, q, T, A, Y) indigo; value side (v, z, U, R, O) green; erase (b, e) orange;
+decay (g, G, γ) purple; state (S) teal.
+"""
+
+import html
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "assets" / "figures"
+
+KEY, VALUE, ERASE, DECAY, STATE = "#5c6bc0", "#43a047", "#f57c00", "#8e24aa", "#00897b"
+
+
+# ---- primitives ---------------------------------------------------------------------------------------
+def _n(x: float) -> str:
+    """Coordinates with at most one decimal, no trailing zeros: stable text for the comparison."""
+    s = f"{x:.1f}"
+    return s[:-2] if s.endswith(".0") else s
+
+
+def rich(text: str) -> str:
+    """Escape text; ``_{..}`` and ``^{..}`` become sub- and superscript tspans."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] in "_^" and text[i + 1: i + 2] == "{":
+            j = text.index("}", i)
+            dy = 4 if text[i] == "_" else -6
+            out.append(f'<tspan dy="{dy}" font-size="0.72em">{html.escape(text[i + 2: j])}</tspan>'
+                       f'<tspan dy="{-dy}">\u200b</tspan>')
+            i = j + 1
+        else:
+            out.append(html.escape(text[i]))
+            i += 1
+    return "".join(out)
+
+
+class Figure:
+    def __init__(self, name: str, width: int, height: int, title: str):
+        self.name, self.width, self.height, self.title = name, width, height, title
+        self.body: list[str] = []
+
+    @property
+    def arrow(self) -> str:
+        return f"url(#{self.name}-arrow)"
+
+    def rect(self, x, y, w, h, fill="none", opacity=1.0, stroke="currentColor", sw=1.2, dash="", rx=0):
+        extra = f' stroke-dasharray="{dash}"' if dash else ""
+        extra += f' rx="{_n(rx)}"' if rx else ""
+        extra += f' fill-opacity="{opacity:g}"' if fill != "none" and opacity != 1 else ""
+        self.body.append(f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(h)}" fill="{fill}" '
+                         f'stroke="{stroke}" stroke-width="{sw:g}"{extra}/>')
+
+    def text(self, x, y, s, anchor="middle", size=13, weight="", style="", fill="currentColor", opacity=1.0):
+        extra = f' font-weight="{weight}"' if weight else ""
+        extra += f' font-style="{style}"' if style else ""
+        extra += f' fill="{fill}"' if fill != "currentColor" else ""
+        extra += f' fill-opacity="{opacity:g}"' if opacity != 1 else ""
+        self.body.append(f'<text x="{_n(x)}" y="{_n(y)}" text-anchor="{anchor}" font-size="{size}"{extra}>'
+                         f"{rich(s)}</text>")
+
+    def line(self, x1, y1, x2, y2, stroke="currentColor", sw=1.4, dash="", arrow=False, opacity=1.0):
+        extra = f' stroke-dasharray="{dash}"' if dash else ""
+        extra += f' marker-end="{self.arrow}"' if arrow else ""
+        extra += f' stroke-opacity="{opacity:g}"' if opacity != 1 else ""
+        self.body.append(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" stroke="{stroke}" '
+                         f'stroke-width="{sw:g}"{extra}/>')
+
+    def path(self, d, stroke="currentColor", sw=1.4, fill="none", dash="", arrow=False, opacity=1.0):
+        extra = f' stroke-dasharray="{dash}"' if dash else ""
+        extra += f' marker-end="{self.arrow}"' if arrow else ""
+        extra += f' fill-opacity="{opacity:g}"' if fill != "none" and opacity != 1 else ""
+        self.body.append(f'<path d="{d}" fill="{fill}" stroke="{stroke}" stroke-width="{sw:g}"{extra}/>')
+
+    def box(self, x, y, w, h, label, colour, sub="", opacity=0.22, size=13):
+        """A rounded node: its label centred, an optional smaller second line (a shape, a note)."""
+        self.rect(x, y, w, h, fill=colour, opacity=opacity, stroke=colour, sw=1.4, rx=5)
+        if sub:
+            self.text(x + w / 2, y + h / 2 - 2, label, size=size)
+            self.text(x + w / 2, y + h / 2 + 13, sub, size=11, opacity=0.75)
+        else:
+            self.text(x + w / 2, y + h / 2 + 4.5, label, size=size)
+
+    def svg(self) -> str:
+        head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="gdn2-fig" width="{self.width}" '
+                f'height="{self.height}" viewBox="0 0 {self.width} {self.height}" font-family="sans-serif" '
+                f'fill="currentColor">')
+        defs = (f'<defs><marker id="{self.name}-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+                f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+                f'fill="currentColor"/></marker></defs>')
+        return "\n".join([head, f"<title>{html.escape(self.title)}</title>", defs, *self.body, "</svg>"]) + "\n"
+
+
+# ---- 1. notation: one token ----------------------------------------------------------------------------
+def token_update() -> Figure:
+    f = Figure("token-update", 880, 340, "One token of Gated DeltaNet-2: decay, read along the erase direction, "
+               "write the gated value minus the read, read out")
+    cw = 12                                                # one cell of the K×V state picture (8×8 cells)
+
+    def state(x, y, label, rows=None):
+        f.text(x + 48, y - 12, label, weight="bold")
+        for i in range(8):
+            for j in range(8):
+                f.rect(x + j * cw, y + i * cw, cw, cw, fill=DECAY if rows else STATE,
+                       opacity=rows[i] if rows else 0.12, stroke="currentColor", sw=0.3)
+        f.rect(x, y, 8 * cw, 8 * cw, stroke=STATE, sw=1.6)
+
+    state(20, 50, "S_{t−1}")
+    f.text(68, 166, "K × V, key-major", size=11, opacity=0.75)
+    f.line(124, 98, 226, 98, arrow=True)
+    f.text(175, 86, "× α_{t} per row", size=12)
+    f.text(175, 118, "decay first:", size=11, opacity=0.75)
+    f.text(175, 132, "α = exp(g), g ≤ 0", size=11, opacity=0.75)
+    state(252, 50, "S̄_{t}", rows=[0.55, 0.15, 0.4, 0.05, 0.3, 0.5, 0.1, 0.25])
+    f.rect(236, 50, 10, 96, fill=ERASE, opacity=0.5, stroke=ERASE)
+    f.text(241, 166, "e_{t} = b_{t} ⊙ k_{t}", size=12, fill=ERASE)
+    f.line(306, 150, 306, 226, arrow=True)
+    f.text(312, 196, "read", anchor="start", size=12)
+    f.rect(252, 234, 96, 12, fill=ERASE, opacity=0.35, stroke=ERASE)
+    f.text(300, 268, "r_{t} = S̄_{t}ᵀ e_{t}", size=12)
+    f.text(376, 245, "−", size=20)
+    f.rect(404, 234, 96, 12, fill=VALUE, opacity=0.35, stroke=VALUE)
+    f.text(452, 268, "z_{t} = w_{t} ⊙ v_{t}", size=12)
+    f.text(376, 296, "u_{t} = z_{t} − r_{t}, the residual write (1 × V)", size=12, weight="bold")
+    f.line(504, 240, 546, 240, arrow=True)
+    f.rect(556, 138, 10, 96, fill=KEY, opacity=0.5, stroke=KEY)
+    f.text(561, 130, "k_{t}", size=12, fill=KEY)
+    f.rect(572, 234, 96, 12, fill=VALUE, opacity=0.6, stroke=VALUE)
+    f.text(620, 268, "k_{t} u_{t}ᵀ: a rank-one write", size=12)
+    f.line(620, 228, 620, 152, arrow=True)
+    state(572, 50, "S_{t} = S̄_{t} + k_{t} u_{t}ᵀ")
+    f.line(672, 98, 742, 98, arrow=True)
+    f.text(707, 86, "read out", size=12)
+    f.rect(752, 92, 96, 12, fill=VALUE, opacity=0.6, stroke=VALUE)
+    f.text(800, 128, "o_{t} = S_{t}ᵀ (scale · q_{t})", size=12)
+    f.text(800, 144, "(1 × V)", size=11, opacity=0.75)
+    f.text(440, 330, "the decay scales the rows (key channels); the erase reads along b ⊙ k; "
+           "the write adds k times the gated value minus that read", size=12, opacity=0.85)
+    return f
+
+
+# ---- 2. recurrence: the two gates act on the two axes of the state -------------------------------------
+def gate_axes() -> Figure:
+    f = Figure("gate-axes", 860, 310, "The erase gate b weights key channels (rows of the state), the write "
+               "gate w weights value channels (columns)")
+    x0, y0, c = 300, 80, 22
+    b = [1.0, 0.2, 0.9, 0.0, 0.6, 1.0, 0.3, 0.8]
+    w = [0.7, 1.0, 0.1, 0.5, 0.9, 0.0, 0.4, 1.0]
+    for i in range(8):
+        for j in range(8):
+            f.rect(x0 + j * c, y0 + i * c, c, c, fill=STATE, opacity=0.08, stroke="currentColor", sw=0.3)
+    f.rect(x0, y0, 8 * c, 8 * c, stroke=STATE, sw=1.6)
+    f.text(x0 + 4 * c, y0 - 46, "S̄_{t}: K × V", weight="bold")
+    # b bars on the left: one per row (key channel)
+    for i, v in enumerate(b):
+        f.rect(x0 - 12 - 60 * v, y0 + i * c + 4, 60 * v, c - 8, fill=ERASE, opacity=0.6, stroke=ERASE, sw=0.8)
+    f.line(x0 - 12, y0, x0 - 12, y0 + 8 * c, opacity=0.5)
+    f.text(x0 - 90, y0 + 4 * c - 10, "b_{t}", anchor="end", size=15, fill=ERASE, weight="bold")
+    f.text(x0 - 90, y0 + 4 * c + 8, "erase gate:", anchor="end", size=12)
+    f.text(x0 - 90, y0 + 4 * c + 24, "one per key channel", anchor="end", size=12)
+    f.text(x0 - 90, y0 + 4 * c + 40, "(rows), in [0, 2]", anchor="end", size=12)
+    # w bars on top: one per column (value channel)
+    for j, v in enumerate(w):
+        f.rect(x0 + j * c + 4, y0 - 8 - 22 * v, c - 8, 22 * v, fill=VALUE, opacity=0.6, stroke=VALUE, sw=0.8)
+    f.text(x0 + 8 * c + 16, y0 - 20, "w_{t}: write gate, one per value channel (columns), in [0, 1]",
+           anchor="start", size=12, fill=VALUE)
+    # what each does
+    tx = x0 + 8 * c + 30
+    f.text(tx, y0 + 30, "read (and so removed) along the key axis:", anchor="start", size=12)
+    f.text(tx, y0 + 50, "r_{t} = S̄_{t}ᵀ (b_{t} ⊙ k_{t})", anchor="start", size=13, fill=ERASE)
+    f.text(tx, y0 + 86, "written along the value axis:", anchor="start", size=12)
+    f.text(tx, y0 + 106, "z_{t} = w_{t} ⊙ v_{t}", anchor="start", size=13, fill=VALUE)
+    f.text(tx, y0 + 142, "one rank-one update, two independent gates:", anchor="start", size=12)
+    f.text(tx, y0 + 162, "S_{t} = S̄_{t} + k_{t} (z_{t} − r_{t})ᵀ", anchor="start", size=13, weight="bold")
+    f.text(430, 300, "tied gates b = w = β·1 (KDA) move both together; decoupled, the layer can erase "
+           "without writing (w = 0) or write without erasing (b = 0)", size=12, opacity=0.85)
+    return f
+
+
+# ---- 3. chunking: the chunk grid ------------------------------------------------------------------------
+def chunk_grid() -> Figure:
+    f = Figure("chunk-grid", 880, 340, "A sequence split into chunks of C tokens: stages 1-3 and 5 run on all "
+               "chunks at once, stage 4 walks the chunks in order")
+    x0, cw, n_chunks, C = 166, 138, 5, 8
+    tok = cw / C
+    rows = {"tok": 40, "stg": 100, "walk": 200, "out": 270}
+    f.text(10, rows["tok"] + 17, "tokens", anchor="start", size=12, weight="bold")
+    f.text(10, rows["stg"] + 20, "stages 1-3", anchor="start", size=12, weight="bold")
+    f.text(10, rows["stg"] + 36, "all chunks at once", anchor="start", size=11, opacity=0.75)
+    f.text(10, rows["walk"] + 12, "stage 4", anchor="start", size=12, weight="bold")
+    f.text(10, rows["walk"] + 28, "T / C sequential steps", anchor="start", size=11, opacity=0.75)
+    f.text(10, rows["out"] + 16, "stage 5", anchor="start", size=12, weight="bold")
+    f.text(10, rows["out"] + 32, "all chunks at once", anchor="start", size=11, opacity=0.75)
+    for n in range(n_chunks):
+        x = x0 + n * cw
+        for t in range(C):
+            pad = n == n_chunks - 1 and t >= 5
+            f.rect(x + t * tok, rows["tok"], tok, 26, fill="currentColor" if pad else KEY,
+                   opacity=0.08 if pad else 0.22, stroke="currentColor", sw=0.3, dash="2 2" if pad else "")
+        f.rect(x, rows["tok"], cw, 26, stroke=KEY, sw=1.6)
+        f.text(x + cw / 2, rows["tok"] - 8, f"chunk {n + 1}" if n < n_chunks - 1 else "last chunk: padded",
+               size=12)
+        f.box(x + 10, rows["stg"], cw - 20, 44, "G, T, A, Y, U", KEY, sub="from k, b, g, v, w")
+        f.line(x + cw / 2, rows["stg"] + 44, x + cw / 2, rows["walk"] + 10, arrow=True, opacity=0.6, dash="3 3")
+        f.box(x - 20, rows["walk"], 40, 28, f"S_{{{n}}}", STATE, opacity=0.3)
+        f.line(x + 20, rows["walk"] + 14, x + cw - 22, rows["walk"] + 14, arrow=True, stroke=STATE, sw=1.8)
+        f.box(x + 10, rows["out"], cw - 20, 40, "O = Q_{γ}S_{n} + A_{qk}R", VALUE, size=12)
+        f.line(x, rows["walk"] + 28, x + 24, rows["out"], arrow=True, opacity=0.6, dash="3 3")
+    f.box(x0 + n_chunks * cw - 20, rows["walk"], 40, 28, f"S_{{{n_chunks}}}", STATE, opacity=0.3)
+    f.text(x0 + 4 * cw + 5 * tok + 26, rows["tok"] + 44, "k = 0, g = 0", size=11, opacity=0.75)
+    f.text(440, 334, "each chunk's U, Y feed the walk S_{n+1} = Diag(γ_{C}) S_{n} + K_{tail}ᵀ R; "
+           "B · H_{V} sequences run side by side", size=12, opacity=0.85)
+    return f
+
+
+# ---- 4. decay: the 64×64 intra matrix in 16×16 tiles -----------------------------------------------------
+def intra_tiles() -> Figure:
+    f = Figure("intra-tiles", 860, 420, "The 64×64 matrices T and A_qk of a chunk in 16×16 tiles: the upper "
+               "triangle is zero, tiles below the diagonal are one product of bounded factors, diagonal tiles "
+               "need care")
+    x0, y0, t = 70, 40, 80                                  # a 16×16 tile is 80 px
+    for i in range(4):
+        for j in range(4):
+            x, y = x0 + j * t, y0 + i * t
+            if j > i:
+                f.rect(x, y, t, t, fill="currentColor", opacity=0.04, stroke="currentColor", sw=0.4)
+                f.text(x + t / 2, y + t / 2 + 5, "0", opacity=0.45)
+            elif j < i:
+                f.rect(x, y, t, t, fill=KEY, opacity=0.3, stroke=KEY, sw=1)
+                f.text(x + t / 2, y + t / 2 + 5, f"({i},{j})", size=12)
+            else:
+                f.rect(x, y, t, t, fill="currentColor", opacity=0.04, stroke=ERASE, sw=1.4)
+                f.path(f"M{_n(x)},{_n(y)} L{_n(x)},{_n(y + t)} L{_n(x + t)},{_n(y + t)} Z", fill=ERASE,
+                       stroke=ERASE, sw=1, opacity=0.35)
+                f.text(x + t / 3, y + 2 * t / 3 + 5, f"({i},{i})", size=12)
+    f.rect(x0, y0, 4 * t, 4 * t, sw=1.6)
+    for k in range(5):
+        f.text(x0 + k * t, y0 - 8, str(16 * k), size=11, opacity=0.75)
+        f.text(x0 - 8, y0 + k * t + 4, str(16 * k), anchor="end", size=11, opacity=0.75)
+    f.text(x0 + 2 * t, y0 + 4 * t + 24, "column s (earlier token)", size=12)
+    f.text(24, y0 + 2 * t, "row r (later token)", size=12)
+    f.body[-1] = f.body[-1].replace("<text ", f'<text transform="rotate(-90 24 {_n(y0 + 2 * t)})" ', 1)
+    lx = x0 + 4 * t + 50
+    f.rect(lx, 60, 22, 22, fill=KEY, opacity=0.3, stroke=KEY)
+    f.text(lx + 34, 70, "below the diagonal: every row after every column.", anchor="start", size=12)
+    f.text(lx + 34, 87, "The tile's first row a is a causal anchor: one matrix", anchor="start", size=12)
+    f.text(lx + 34, 104, "product of e^{G−Gₐ}-scaled rows and e^{Gₐ−G}-scaled", anchor="start", size=12)
+    f.text(lx + 34, 121, "columns, both ≤ 1.", anchor="start", size=12)
+    f.rect(lx, 160, 22, 22, fill=ERASE, opacity=0.35, stroke=ERASE)
+    f.text(lx + 34, 170, "on the diagonal: r ≥ s within one sub-chunk, no", anchor="start", size=12)
+    f.text(lx + 34, 187, "anchor between every pair. The first row serves with", anchor="start", size=12)
+    f.text(lx + 34, 204, "the column factor clamped at e^{60}; rows past the clamp", anchor="start", size=12)
+    f.text(lx + 34, 221, "take the pairwise form on the 16×16 tile. T keeps the", anchor="start", size=12)
+    f.text(lx + 34, 238, "strictly lower part, A_{qk} the diagonal too.", anchor="start", size=12)
+    f.rect(lx, 270, 22, 22, fill="currentColor", opacity=0.04, stroke="currentColor", sw=0.6)
+    f.text(lx + 34, 280, "above the diagonal: not causal, zero, never computed", anchor="start", size=12)
+    f.text(lx + 34, 297, "(its exponents Gᵣ − Gₛ > 0 would overflow).", anchor="start", size=12)
+    f.text(430, 410, "C = 64 split into four 16-token sub-chunks: 6 off-diagonal tiles, 4 diagonal tiles",
+           size=12, opacity=0.85)
+    return f
+
+
+# ---- 5. decay: where the anchor sits -----------------------------------------------------------------------
+def decay_anchor() -> Figure:
+    f = Figure("decay-anchor", 880, 330, "A causal anchor: the first row a of the row sub-chunk lies between every "
+               "column s and every row r, so both factors are at most 1")
+    x0, w = 40, 11.0                                          # token t at x0 + t*w, 64 tokens
+
+    def axis(y, label):
+        for blk in range(4):
+            f.rect(x0 + blk * 16 * w, y - 9, 16 * w, 18, fill="currentColor", opacity=0.05, sw=0.6)
+        for t in range(0, 65, 16):
+            f.text(x0 + t * w, y + 26, str(t), size=11, opacity=0.75)
+        f.text(x0 + 64 * w + 12, y + 5, label, anchor="start", size=12)
+
+    def tick(t, y, name, colour):
+        x = x0 + (t + 0.5) * w
+        f.line(x, y - 14, x, y + 14, stroke=colour, sw=2.4)
+        f.text(x, y - 20, name, size=13, fill=colour, weight="bold")
+
+    def arc(t1, t2, y, colour, label, up=True, dash=""):
+        x1, x2 = x0 + (t1 + 0.5) * w, x0 + (t2 + 0.5) * w
+        h = -46 if up else 46
+        f.path(f"M{_n(x1)},{_n(y)} C{_n(x1)},{_n(y + h)} {_n(x2)},{_n(y + h)} {_n(x2)},{_n(y)}", stroke=colour,
+               sw=1.8, dash=dash)
+        f.text((x1 + x2) / 2, y + (h * 0.75 - 6 if up else h * 0.75 + 14), label, size=12, fill=colour)
+
+    y1 = 110
+    axis(y1, "one chunk")
+    f.rect(x0 + 16 * w, y1 - 9, 16 * w, 18, fill=KEY, opacity=0.25, stroke=KEY)
+    f.rect(x0 + 48 * w, y1 - 9, 16 * w, 18, fill=VALUE, opacity=0.25, stroke=VALUE)
+    f.text(x0 + 24 * w, y1 + 46, "columns: sub-chunk 1", size=12, fill=KEY)
+    f.text(x0 + 56 * w, y1 + 46, "rows: sub-chunk 3", size=12, fill=VALUE)
+    tick(22, y1, "s", KEY)
+    tick(48, y1, "a", ERASE)
+    tick(57, y1, "r", VALUE)
+    arc(22, 48, y1 - 12, KEY, "e^{Gₐ − Gₛ} = exp Σ_{s<t≤a} g_{t} ≤ 1")
+    arc(48, 57, y1 - 12, VALUE, "e^{Gᵣ − Gₐ} ≤ 1", up=True)
+
+    y2 = 250
+    axis(y2, "mid-block anchor")
+    tick(20, y2, "r", VALUE)
+    tick(32, y2, "a", "#c62828")
+    arc(20, 32, y2 + 12, "#c62828", "e^{Gᵣ − Gₐ} = exp Σ_{r<t≤a} (−g_{t}) ≥ 1: grows with later decays",
+        up=False, dash="5 3")
+    f.text(x0, 20, "A tile below the diagonal splits e^{Gᵣ − Gₛ} = e^{Gᵣ − Gₐ} · e^{Gₐ − Gₛ} at its first "
+           "row a, which lies between every s and every r.", anchor="start", size=12)
+    f.text(x0, 196, "An anchor after a row r instead makes row r depend on the tokens after it:", anchor="start",
+           size=12)
+    return f
+
+
+# ---- 6. WY: the data flow of one chunk ---------------------------------------------------------------------
+def wy_flow() -> Figure:
+    f = Figure("wy-flow", 880, 380, "The five stages of one chunk: T and A from keys, erase gate and decay; "
+               "Y and U share A; R, the end state and the outputs need the start state")
+    col = [20, 170, 340, 520, 700]
+    for i, name in enumerate(["1. cumulative decay", "2. T and A", "3. WY auxiliaries", "4. state passing",
+                              "5. output"]):
+        f.text(col[i] + 75, 24, name, size=12, weight="bold")
+        if i:
+            f.line(col[i] - 12, 12, col[i] - 12, 368, opacity=0.2, dash="3 3")
+    f.box(col[0], 50, 130, 40, "g", DECAY, sub="C × K")
+    f.box(col[0], 120, 130, 40, "G = cumsum(g)", DECAY, sub="C × K, γ = e^{G}")
+    f.box(col[0], 200, 130, 40, "k, b", KEY, sub="C × K")
+    f.box(col[0], 280, 130, 40, "v, w", VALUE, sub="C × V")
+    f.line(85, 90, 85, 118, arrow=True)
+    f.box(col[1], 120, 150, 44, "T (strictly lower)", KEY, sub="C × C, pairwise decays")
+    f.box(col[1], 200, 150, 44, "A = (I + T)^{−1}", KEY, sub="forward substitution")
+    f.line(150, 140, 168, 140, arrow=True)
+    f.line(150, 220, 168, 150, arrow=True)
+    f.line(245, 164, 245, 198, arrow=True)
+    f.box(col[2], 60, 160, 44, "Ē = Γ ⊙ B ⊙ K", ERASE, sub="C × K, erase side")
+    f.box(col[2], 140, 160, 44, "Y = A Ē", KEY, sub="C × K")
+    f.box(col[2], 220, 160, 44, "Z = W ⊙ V", VALUE, sub="C × V, write side")
+    f.box(col[2], 300, 160, 44, "U = A Z", VALUE, sub="C × V")
+    f.line(420, 104, 420, 138, arrow=True)
+    f.line(420, 264, 420, 298, arrow=True)
+    f.line(320, 222, 338, 168, arrow=True)
+    f.line(320, 230, 338, 318, arrow=True)
+    f.box(col[3], 50, 160, 44, "S_{0}", STATE, sub="K × V, from the last chunk")
+    f.box(col[3], 200, 160, 44, "R = U − Y S_{0}", VALUE, sub="C × V, residual writes")
+    f.box(col[3], 300, 160, 44, "S_{C} = Diag(γ_{C}) S_{0} + K_{tail}ᵀ R", STATE, sub="K × V", size=11)
+    f.line(500, 162, 518, 215, arrow=True)
+    f.line(500, 322, 518, 228, arrow=True)
+    f.line(600, 94, 600, 198, arrow=True)
+    f.line(600, 244, 600, 298, arrow=True)
+    f.path("M680,330 C872,350 872,60 682,66", dash="5 3", arrow=True, stroke=STATE, sw=1.6)
+    f.text(790, 366, "to the next chunk's S_{0}", size=11, fill=STATE)
+    f.box(col[4] + 4, 190, 150, 44, "O = Q_{γ} S_{0} + A_{qk} R", VALUE, sub="C × V", size=12)
+    f.line(680, 222, 702, 215, arrow=True)
+    f.line(680, 80, 720, 188, arrow=True)
+    return f
+
+
+# ---- 7. chunk equations: the shapes of the two products -----------------------------------------------------
+def chunk_products() -> Figure:
+    f = Figure("chunk-products", 880, 420, "The chunk's outputs and end state as matrix products, drawn to "
+               "scale for C = 64, K = V = 128")
+
+    def mat(x, y, rows, cols, label, colour, kind="full", base=128):
+        w, h = cols, rows
+        if kind == "lower":
+            f.path(f"M{_n(x)},{_n(y)} L{_n(x)},{_n(y + h)} L{_n(x + w)},{_n(y + h)} Z", fill=colour,
+                   stroke=colour, opacity=0.3)
+            f.rect(x, y, w, h, sw=1)
+        elif kind == "diag":
+            f.rect(x, y, w, h, sw=1)
+            f.line(x + 2, y + 2, x + w - 2, y + h - 2, stroke=colour, sw=4)
+        else:
+            f.rect(x, y, w, h, fill=colour, opacity=0.25, stroke=colour, sw=1.2)
+        f.text(x + w / 2, y + base + 20, label, size=12)
+        return x + w
+
+    def op(x, y, s):
+        f.text(x + 15, y + 36, s, size=20)
+        return x + 30
+
+    y = 40
+    f.text(10, y - 16, "stage 5: outputs", anchor="start", size=12, weight="bold")
+    x = mat(40, y, 64, 128, "O", VALUE)
+    x = mat(op(x, y, "="), y, 64, 128, "Q_{γ}", KEY)
+    x = mat(x + 8, y, 128, 128, "S_{0}", STATE)
+    x = mat(op(x, y, "+"), y, 64, 64, "A_{qk}", KEY, kind="lower")
+    mat(x + 8, y, 64, 128, "R", VALUE)
+    f.text(740, y + 20, "C × V = (C × K)(K × V)", anchor="start", size=11, opacity=0.8)
+    f.text(740, y + 36, "+ (C × C)(C × V)", anchor="start", size=11, opacity=0.8)
+    y = 230
+    f.text(10, y - 16, "stage 4: end state", anchor="start", size=12, weight="bold")
+    x = mat(40, y, 128, 128, "S_{C}", STATE)
+    x = mat(op(x, y, "="), y, 128, 128, "Diag(γ_{C})", DECAY, kind="diag")
+    x = mat(x + 8, y, 128, 128, "S_{0}", STATE)
+    x = mat(op(x, y, "+"), y, 128, 64, "K_{tail}ᵀ", KEY)
+    mat(x + 8, y, 64, 128, "R", VALUE)
+    f.text(740, y + 20, "K × V = (K × K)(K × V)", anchor="start", size=11, opacity=0.8)
+    f.text(740, y + 36, "+ (K × C)(C × V)", anchor="start", size=11, opacity=0.8)
+    f.text(740, y + 70, "A_{qk}: lower triangle", anchor="start", size=11, opacity=0.8)
+    f.text(740, y + 86, "with the diagonal", anchor="start", size=11, opacity=0.8)
+    f.text(740, y + 102, "Diag(γ_{C}): one decay", anchor="start", size=11, opacity=0.8)
+    f.text(740, y + 118, "per key channel", anchor="start", size=11, opacity=0.8)
+    return f
+
+
+# ---- 8. backward: the dependency graph -----------------------------------------------------------------------
+def backward_graph() -> Figure:
+    f = Figure("backward-graph", 880, 520, "The backward's dependency graph: the reverse walk over chunks, then "
+               "every local gradient; the erase gate b reaches the loss through Ē and through T")
+    W, Hh = 160, 40
+    nodes = {
+        "dO": (40, 20, "dO, dS_{N}", "currentColor", ""),
+        "walk": (240, 20, "reverse walk over chunks", STATE, "dR, dS per chunk; dh_{0}"),
+        "out": (40, 110, "dQ_{γ}, dA_{qk}", KEY, "output path"),
+        "tail": (230, 110, "dK_{tail}, dγ_{C}", STATE, "state path"),
+        "wy": (430, 110, "dU = dR, dY = −dR S_{0}ᵀ", VALUE, "R = U − Y S_{0}"),
+        "dA": (430, 200, "dA = dU Zᵀ + dY Ēᵀ", KEY, "gates inside the products"),
+        "dZE": (660, 200, "dZ = Aᵀ dU, dĒ = Aᵀ dY", VALUE, ""),
+        "dT": (430, 290, "dT = −strict_lower(Aᵀ dA Aᵀ)", KEY, ""),
+        "pairT": (430, 380, "pairs of T: dE_{T}, dK, dG", ERASE, "E = B ⊙ K enters T"),
+        "pairQ": (40, 290, "pairs of A_{qk}: dQ, dK, dG", KEY, ""),
+        "elem": (660, 290, "dE = Γ ⊙ dĒ + dE_{T}", ERASE, "dB = dE ⊙ K, dK += dE ⊙ B"),
+        "vw": (660, 110, "dV = W ⊙ dZ, dW = V ⊙ dZ", VALUE, ""),
+        "dG": (210, 470, "dG → dg: reverse cumsum", DECAY, "inside each chunk"),
+    }
+    wide = ("dT", "dZE", "elem", "vw", "pairT", "wy", "dA", "pairQ", "dG")
+    for key, (x, y, label, colour, sub) in nodes.items():
+        f.box(x, y, 190 if key in wide else W, Hh, label, colour, sub=sub, size=12)
+
+    def edge(a, b, colour="currentColor", sw=1.4):
+        xa, ya, *_ = nodes[a]
+        xb, yb, *_ = nodes[b]
+        wa = 190 if a in wide else W
+        wb = 190 if b in wide else W
+        ca, cb = (xa + wa / 2, ya + Hh / 2), (xb + wb / 2, yb + Hh / 2)
+        # leave and enter through the box sides facing each other
+        if abs(cb[1] - ca[1]) > abs(cb[0] - ca[0]) * 0.25:
+            p = (ca[0], ya + Hh if cb[1] > ca[1] else ya)
+            q = (cb[0], yb if cb[1] > ca[1] else yb + Hh)
+        else:
+            p = (xa + wa if cb[0] > ca[0] else xa, ca[1])
+            q = (xb if cb[0] > ca[0] else xb + wb, cb[1])
+        f.line(p[0], p[1], q[0], q[1], stroke=colour, sw=sw, arrow=True)
+
+    edge("dO", "walk")
+    edge("walk", "out")
+    edge("walk", "tail")
+    edge("walk", "wy")
+    edge("wy", "dA")
+    edge("wy", "dZE")
+    edge("dZE", "vw")
+    edge("dA", "dT")
+    edge("dT", "pairT", ERASE, 2.2)
+    edge("pairT", "elem", ERASE, 2.2)
+    edge("dZE", "elem", ERASE, 2.2)
+    edge("out", "pairQ")
+    edge("pairQ", "dG")
+    edge("pairT", "dG")
+    edge("tail", "dG")
+    f.text(660, 360, "b reaches the loss twice (thick):", anchor="start", size=12, fill=ERASE)
+    f.text(660, 376, "through Ē = Γ ⊙ B ⊙ K, and", anchor="start", size=12, fill=ERASE)
+    f.text(660, 392, "through the rows E = B ⊙ K of T", anchor="start", size=12, fill=ERASE)
+    f.text(660, 430, "leaves: dq, dk, dv, dg, db, dw, dh_{0};", anchor="start", size=12)
+    f.text(660, 446, "their totals: the tables below", anchor="start", size=12, opacity=0.75)
+    return f
+
+
+FIGURES = [token_update, gate_axes, chunk_grid, intra_tiles, decay_anchor, wy_flow, chunk_products, backward_graph]
+
+
+def figures() -> dict[str, str]:
+    """name.svg -> SVG text of every figure."""
+    out = {}
+    for make in FIGURES:
+        fig = make()
+        out[f"{fig.name}.svg"] = fig.svg()
+    return out
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for name, svg in figures().items():
+        path = OUT / name
+        if check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != svg:
+                stale.append(name)
+        else:
+            path.write_text(svg, encoding="utf-8")
+    if stale:
+        print("out of date (run python docs/figures/make_figures.py):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
