@@ -48,3 +48,16 @@ def test_wheel_contains_only_the_gdn2_package(tmp_path):
     assert not any(n.startswith(("reference/", "fast/", "tests/")) for n in names)
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "gdn2 = gdn2.cli:main" in entry
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names), \
+        "the MIT license text is not in the wheel"
+
+
+def test_declared_dependencies_are_used():
+    """Every runtime dependency is imported by the package (numpy is the tests' and the interpreter's)."""
+    tomllib = pytest.importorskip("tomllib")
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(";")[0].split(">")[0].split("<")[0].split("=")[0].strip() for d in deps}
+    sources = "".join(p.read_text() for folder in ("reference", "fast") for p in (ROOT / folder).rglob("*.py"))
+    for name in names:
+        assert f"import {name}" in sources or f"from {name}" in sources, f"{name} is declared but never imported"
