@@ -11,6 +11,8 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
+from gdn2.ops._contract import erase_gate_scale
+
 from . import custom_op  # noqa: F401  (registers gdn2::chunk_gdn2_fwd / _bwd)
 from .chunk_fwd import CHUNK_SIZE
 from .contract import contiguous, validated
@@ -27,14 +29,15 @@ class ChunkGDN2Function(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-                scale, output_final_state, use_qk_l2norm_in_kernel, recompute):
+                scale, output_final_state, use_qk_l2norm_in_kernel, b_scale, recompute):
         o, final_state, saved = torch.ops.gdn2.chunk_gdn2_fwd(
             q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-            scale, output_final_state, use_qk_l2norm_in_kernel, not recompute,
+            scale, output_final_state, use_qk_l2norm_in_kernel, b_scale, not recompute,
         )
         ctx.save_for_backward(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, *saved)
         ctx.scale = scale
         ctx.use_qk_l2norm_in_kernel = use_qk_l2norm_in_kernel
+        ctx.b_scale = b_scale
         return o, final_state if output_final_state else None
 
     @staticmethod
@@ -42,7 +45,7 @@ class ChunkGDN2Function(torch.autograd.Function):
         q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, *saved = ctx.saved_tensors
         grads = torch.ops.gdn2.chunk_gdn2_bwd(
             do, dht, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, saved,
-            ctx.scale, ctx.use_qk_l2norm_in_kernel,
+            ctx.scale, ctx.use_qk_l2norm_in_kernel, ctx.b_scale,
         )
         dq, dk, dv, dg, db, dw = grads[:6]
         # the optional gradients follow in this order, each present only with its input (indexing,
@@ -55,7 +58,7 @@ class ChunkGDN2Function(torch.autograd.Function):
             dA_log, i = grads[i], i + 1
         if dt_bias is not None:
             ddt_bias = grads[i]
-        return (dq, dk, dv, dg, db, dw, dA_log, ddt_bias, dh0) + (None,) * 6
+        return (dq, dk, dv, dg, db, dw, dA_log, ddt_bias, dh0) + (None,) * 7
 
 
 @validated
@@ -77,6 +80,8 @@ def chunk_gdn2(
     chunk_size: int = CHUNK_SIZE,
     chunk_indices: Integer[Tensor, "NC 2"] | None = None,
     recompute: bool = True,
+    use_gate_sigmoid_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
     """Chunkwise Gated DeltaNet-2 in Triton: the contract of :func:`gdn2.ops.chunk_gdn2`.
 
@@ -84,16 +89,19 @@ def chunk_gdn2(
     gdn2.fast.utils.prepare_chunk_indices(cu_seqlens, 64, T)`` computed once per batch saves a few small
     launches per call; it must come from that function and these cu_seqlens. The call never
     synchronises with the host (bad values are raised as gdn2.fast.checks describes).
+    ``use_gate_sigmoid_in_kernel`` takes b and w as logits and applies σ (2σ for b with
+    ``allow_neg_eigval``) inside the kernels, gradient included.
     Cost: four launches forward, three backward (plus the forward again with ``recompute``).
     """
     if isinstance(chunk_size, bool) or chunk_size != CHUNK_SIZE:
         raise ValueError(f"chunk_size must be {CHUNK_SIZE} for the Triton backend, got {chunk_size!r}")
     scale = q.shape[3] ** -0.5 if scale is None else float(scale)
+    b_scale = erase_gate_scale(use_gate_sigmoid_in_kernel, allow_neg_eigval) or 0.0
     if dt_bias is not None:
         dt_bias = dt_bias.reshape(-1)
     q, k, v, g, b, w, A_log, dt_bias, initial_state = map(
         contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state))
     return ChunkGDN2Function.apply(
         q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-        scale, bool(output_final_state), bool(use_qk_l2norm_in_kernel), bool(recompute),
+        scale, bool(output_final_state), bool(use_qk_l2norm_in_kernel), b_scale, bool(recompute),
     )

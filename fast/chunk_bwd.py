@@ -70,6 +70,7 @@ def chunk_bwd_local(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, b: Tensor, w: Tensor, scale: float, cu_seqlens: Tensor | None,
     saved: ChunkForward, do: Tensor, dR: Tensor, dS_end: Tensor, config: BackwardConfig, *,
     use_qk_l2norm_in_kernel: bool = False, A_log: Tensor | None = None, dt_bias: Tensor | None = None,
+    b_scale: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """(dq, dk, dv, dg, db, dw, dA_log, ddt_bias): every gradient of every chunk given dS_end and dR,
     with the in-op L2-norm and gate backward applied (dA_log, ddt_bias None without them)."""
@@ -83,6 +84,7 @@ def chunk_bwd_local(
     BVp = max(16, triton.next_power_of_2(V))
     prec = config.precision or _dot_precision(q.dtype, K)
     l2, gate = use_qk_l2norm_in_kernel, A_log is not None
+    logits = dict(SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
 
     dq_p, dk_p, db_p, dG_p = (empty((B, T, H, K), f32, dev) for _ in range(4))
     dv, dw = empty(v.shape, v.dtype, dev), empty(w.shape, w.dtype, dev)
@@ -93,7 +95,7 @@ def chunk_bwd_local(
         dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT, saved.q_rstd, saved.k_rstd,
         cu_seqlens, saved.chunk_indices, scale, T, N,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=c.BK or min(BK, 64), BV=c.BV or min(BVp, 64), PREC=prec, L2NORM=l2,
-        IS_VARLEN=varlen, num_warps=c.num_warps, num_stages=c.num_stages,
+        IS_VARLEN=varlen, num_warps=c.num_warps, num_stages=c.num_stages, **logits,
     )
 
     dq, dk, db = empty(q.shape, q.dtype, dev), empty(k.shape, k.dtype, dev), empty(b.shape, b.dtype, dev)
@@ -105,7 +107,7 @@ def chunk_bwd_local(
         saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,
         cu_seqlens, saved.chunk_indices, T, N,
         H=H, K=K, BT=BT, BC=BC, BK=BK, EXP_MAX=EXP_MAX, PREC=prec, L2NORM=l2, GATE=gate,
-        HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=varlen, **config.pairwise.meta(),
+        HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=varlen, **logits, **config.pairwise.meta(),
     )
     dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
     ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None
@@ -116,7 +118,7 @@ def chunk_gdn2_bwd(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, b: Tensor, w: Tensor, scale: float, initial_state: Tensor | None,
     cu_seqlens: Tensor | None, saved: ChunkForward, do: Tensor, dht: Tensor | None, *,
     use_qk_l2norm_in_kernel: bool = False, A_log: Tensor | None = None, dt_bias: Tensor | None = None,
-    config: BackwardConfig | None = None,
+    b_scale: float = 0.0, config: BackwardConfig | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of :func:`gdn2.fast.chunk_fwd.chunk_gdn2_fwd` from its intermediates.
 
@@ -124,7 +126,8 @@ def chunk_gdn2_bwd(
     g is the raw gate when ``A_log`` is given); ``saved`` is the forward's result with ``save=True``;
     ``do`` [B, T, HV, V] and ``dht`` [N, HV, K, V] (or None) are the incoming gradients. Returns
     ``(dq, dk, dv, dg, db, dw, dh0, dA_log, ddt_bias)`` in the dtypes of their inputs; dh0, dA_log and
-    ddt_bias are None where the forward had no such input.
+    ddt_bias are None where the forward had no such input. With ``b_scale`` > 0 (b and w given as logits),
+    db and dw are the gradients of the logits.
     """
     config = config or BackwardConfig()
     do = do.contiguous()
@@ -135,7 +138,7 @@ def chunk_gdn2_bwd(
     saved = saved._replace(o=None, Y=None, Qg=None, Kt=None, Aqk=None, U=None, gC=None)
     dq, dk, dv, dg, db, dw, dA_log, ddt_bias = chunk_bwd_local(
         q, k, v, g, b, w, scale, cu_seqlens, saved, do, dR, dS_end, config,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, b_scale=b_scale,
     )
     if dh0 is not None:
         dh0 = dh0.to(initial_state.dtype)

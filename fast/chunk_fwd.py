@@ -129,14 +129,15 @@ def chunk_gdn2_fwd(
     use_qk_l2norm_in_kernel: bool = False,
     A_log: Tensor | None = None,
     dt_bias: Tensor | None = None,
+    b_scale: float = 0.0,
     save: bool = False,
     config: ForwardConfig | None = None,
 ) -> ChunkForward:
     """Run the chunk forward on validated, contiguous inputs (see :class:`ChunkForward`).
 
     No checks and no host synchronisation here (``gdn2.fast.chunk_gdn2`` validates). ``A_log`` given
-    means g is the raw gate; ``save`` keeps the intermediates for a backward; ``config`` overrides
-    launch settings.
+    means g is the raw gate; ``b_scale`` > 0 means b and w are logits (b = b_scale·σ(b), w = σ(w));
+    ``save`` keeps the intermediates for a backward; ``config`` overrides launch settings.
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -157,7 +158,8 @@ def chunk_gdn2_fwd(
     dot_prec = (cfg.precision or "ieee") if dt == f32 else "tf32"
     lowp = dt == torch.bfloat16
     flags = checks.flag_word(dev)
-    gate = dict(USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=is_varlen)
+    gate = dict(USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=is_varlen,
+                SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
 
     # ---- stages (1)-(3): A and the norms are scratch unless saved
     Aqk = empty((B, T, H, BT), dt, dev)

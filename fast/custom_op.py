@@ -28,12 +28,13 @@ def chunk_gdn2_fwd_op(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, b: Tensor, w: Tensor,
     A_log: Tensor | None, dt_bias: Tensor | None, initial_state: Tensor | None,
     cu_seqlens: Tensor | None, chunk_indices: Tensor | None,
-    scale: float, output_final_state: bool, use_qk_l2norm_in_kernel: bool, save: bool,
+    scale: float, output_final_state: bool, use_qk_l2norm_in_kernel: bool, b_scale: float, save: bool,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """(o, final_state or an empty [0] tensor, the intermediates named by SAVED when save)."""
+    """(o, final_state or an empty [0] tensor, the intermediates named by SAVED when save). b_scale > 0: b and
+    w are logits, b = b_scale·σ(b), w = σ(w)."""
     out = chunk_gdn2_fwd(
         q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens, chunk_indices,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, save=save,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, b_scale=b_scale, save=save,
     )
     ht = out.final_state if output_final_state else q.new_empty(0, dtype=torch.float32)
     return out.o, ht, [getattr(out, f) for f in SAVED] if save else []
@@ -41,7 +42,7 @@ def chunk_gdn2_fwd_op(
 
 @chunk_gdn2_fwd_op.register_fake
 def _(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-      scale, output_final_state, use_qk_l2norm_in_kernel, save):
+      scale, output_final_state, use_qk_l2norm_in_kernel, b_scale, save):
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     N = _n_sequences(q, cu_seqlens)
@@ -65,7 +66,7 @@ def chunk_gdn2_bwd_op(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, b: Tensor, w: Tensor,
     A_log: Tensor | None, dt_bias: Tensor | None, initial_state: Tensor | None,
     cu_seqlens: Tensor | None, chunk_indices: Tensor | None, saved: list[Tensor],
-    scale: float, use_qk_l2norm_in_kernel: bool,
+    scale: float, use_qk_l2norm_in_kernel: bool, b_scale: float,
 ) -> list[Tensor]:
     """[dq, dk, dv, dg, db, dw] + [dh0 if initial_state] + [dA_log if A_log] + [ddt_bias if dt_bias]."""
     l2 = use_qk_l2norm_in_kernel
@@ -77,13 +78,13 @@ def chunk_gdn2_bwd_op(
         q, k, v, g, b, w, scale, initial_state, cu_seqlens,
         ChunkForward(None, None, **dict(zip(SAVED, saved)), chunk_indices=chunk_indices) if saved else
         chunk_gdn2_fwd(q, k, v, g, b, w, scale, initial_state, False, cu_seqlens, chunk_indices,
-                       use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, save=True),
-        do, dht, use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias)
+                       use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, b_scale=b_scale, save=True),
+        do, dht, use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, b_scale=b_scale)
     return [x for x in grads if x is not None]
 
 
 @chunk_gdn2_bwd_op.register_fake
 def _(do, dht, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, saved,
-      scale, use_qk_l2norm_in_kernel):
+      scale, use_qk_l2norm_in_kernel, b_scale):
     out = [torch.empty_like(x) for x in (q, k, v, g, b, w)]
     return out + [torch.empty_like(x) for x in (initial_state, A_log, dt_bias) if x is not None]

@@ -18,6 +18,8 @@ import triton.language as tl
 from jaxtyping import Float, Integer
 from torch import Tensor
 
+from gdn2.ops._contract import erase_gate_scale
+
 from . import checks
 from .config import DecodeLaunch
 from .contract import contiguous, validated
@@ -31,6 +33,7 @@ from .jit import (
     F_W,
     flag_bad_offsets,
     gate,
+    gate_value,
     nonfinite,
     not_log_decay,
     raise_flags,
@@ -57,6 +60,7 @@ def fused_recurrent_fwd_kernel(
     BK: tl.constexpr, BV: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr,
+    SIGMOID: tl.constexpr, B_SCALE: tl.constexpr,
 ):
     """All tokens of one sequence for one value head and one block of BV value columns, per state block.
 
@@ -109,6 +113,8 @@ def fused_recurrent_fwd_kernel(
                 b_g = tl.where(m_k, gate(b_g + b_bias, b_alog), 0.0)
             bad |= ((nonfinite(b_q) * F_Q) | (nonfinite(b_k) * F_K) | (not_log_decay(b_g) * F_G)
                     | (nonfinite(b_b) * F_B) | (nonfinite(b_v) * F_V) | (nonfinite(b_w) * F_W))
+            b_b = gate_value(b_b, m_k, SIGMOID, B_SCALE)
+            b_w = gate_value(b_w, m_v, SIGMOID, 1.0)
             if L2NORM:
                 b_q = b_q * tl.rsqrt(tl.sum(b_q * b_q) + 1e-6)
                 b_k = b_k * tl.rsqrt(tl.sum(b_k * b_k) + 1e-6)
@@ -169,10 +175,13 @@ def fused_recurrent_gdn2(
     A_log: Float[Tensor, " H"] | None = None,
     dt_bias: Float[Tensor, "..."] | None = None,
     launch: DecodeLaunch | None = None,
+    use_gate_sigmoid_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
     """Token-by-token Gated DeltaNet-2 in one Triton launch: the contract of
     :func:`gdn2.ops.fused_recurrent_gdn2`. Forward only (decoding and short prefill); capturable in a
-    CUDA graph. ``launch`` overrides the launch settings of :func:`decode_launch`.
+    CUDA graph. ``launch`` overrides the launch settings of :func:`decode_launch`; ``use_gate_sigmoid_in_kernel``
+    takes b and w as logits (σ applied in the kernel, 2σ for b with ``allow_neg_eigval``).
 
     Cost: 8·K·V FLOPs per token and value head; 8·K·V bytes of float32 state per sequence and value
     head (read once, written once) plus the token inputs; one launch.
@@ -181,6 +190,7 @@ def fused_recurrent_gdn2(
     HV, V = v.shape[2], v.shape[3]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     scale = K ** -0.5 if scale is None else float(scale)
+    b_scale = erase_gate_scale(use_gate_sigmoid_in_kernel, allow_neg_eigval)
     if dt_bias is not None:
         dt_bias = dt_bias.reshape(-1)
     q, k, v, g, b, w, A_log, dt_bias, initial_state = map(
@@ -197,6 +207,7 @@ def fused_recurrent_gdn2(
             H=H, HV=HV, K=K, V=V, BK=_block_k(K), BV=tile.BV, USE_GATE=A_log is not None,
             HAS_DT_BIAS=dt_bias is not None, L2NORM=bool(use_qk_l2norm_in_kernel),
             HAS_H0=initial_state is not None, STORE_FINAL=bool(output_final_state),
-            IS_VARLEN=cu_seqlens is not None, num_warps=tile.num_warps, num_stages=tile.num_stages)
+            IS_VARLEN=cu_seqlens is not None, SIGMOID=b_scale is not None, B_SCALE=b_scale or 1.0,
+            num_warps=tile.num_warps, num_stages=tile.num_stages)
     checks.settle(flags)
     return o, ht

@@ -17,7 +17,20 @@ A (float32) and 1/‖q‖, 1/‖k‖ go through memory between the kernels (264 
 import triton
 import triton.language as tl
 
-from .jit import F_B, F_G, F_K, F_Q, F_V, F_W, chunk_bounds, load_gate, nonfinite, not_log_decay, raise_flags
+from .jit import (
+    F_B,
+    F_G,
+    F_K,
+    F_Q,
+    F_V,
+    F_W,
+    chunk_bounds,
+    gate_value,
+    load_gate,
+    nonfinite,
+    not_log_decay,
+    raise_flags,
+)
 
 __all__ = ["chunk_intra_diag_kernel", "chunk_intra_offdiag_kernel", "chunk_wy_fwd_kernel"]
 
@@ -51,7 +64,7 @@ def chunk_intra_diag_kernel(
     scale, T, N,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, EXP_MAX: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr,
 ):
     """One 16-row sub-chunk i: T_ii, (A_qk)_ii, (I + T_ii)⁻¹. Grid (chunks·4, B·H) or (slots·4, H).
 
@@ -82,7 +95,7 @@ def chunk_intra_diag_kernel(
             m = m_r[:, None] & m_k[None, :]
             b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
             b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
-            b_bk = tl.load(b + off, mask=m, other=0.0).to(tl.float32) * b_k
+            b_bk = gate_value(tl.load(b + off, mask=m, other=0.0).to(tl.float32), m, SIGMOID, B_SCALE) * b_k
             b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
             b_sq += tl.sum(b_q * b_q, 1)
             b_sk += tl.sum(b_k * b_k, 1)
@@ -125,7 +138,7 @@ def chunk_intra_diag_kernel(
 @triton.jit
 def _sub_tiles(q, k, b, g, A_log, dt_bias, base, i: tl.constexpr, L, i_h, o_s, o_k, m_k, H: tl.constexpr,
                K: tl.constexpr, USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
-               ROWS: tl.constexpr, COLS: tl.constexpr):
+               ROWS: tl.constexpr, COLS: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr):
     """Sub-chunk i of one key tile. ROWS: (q·e^F, b·k·e^F), F_r = Σ_{a<t≤r} g_t; COLS: k·e^E,
     E_r = Σ_{r<t≤e} g_t (a, e: its first and last row); and Σ g, g_a over the sub-chunk."""
     r = i * 16 + o_s
@@ -139,7 +152,7 @@ def _sub_tiles(q, k, b, g, A_log, dt_bias, base, i: tl.constexpr, L, i_h, o_s, o
     if ROWS:
         b_er = tl.exp(tl.cumsum(tl.where((o_s == 0)[:, None], 0.0, b_g), 0))
         b_qr = tl.load(q + off, mask=m, other=0.0).to(tl.float32) * b_er
-        b_bkr = tl.load(b + off, mask=m, other=0.0).to(tl.float32) * b_k * b_er
+        b_bkr = gate_value(tl.load(b + off, mask=m, other=0.0).to(tl.float32), m, SIGMOID, B_SCALE) * b_k * b_er
     if COLS:
         m_n = ((o_s < 15) & (r + 1 < L))[:, None] & m_k[None, :]
         b_gn = load_gate(g, off + H * K, m_n, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE,
@@ -186,7 +199,8 @@ def chunk_intra_offdiag_kernel(
     q_rstd, k_rstd,          # [B, T, H] float32 from chunk_intra_diag_kernel
     cu_seqlens, chunk_indices, scale, T, N,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
-    IS_VARLEN: tl.constexpr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr, SIGMOID: tl.constexpr,
+    B_SCALE: tl.constexpr,
 ):
     """One chunk: the six off-diagonal 16×16 blocks of T and A_qk, then A = (I + T)⁻¹ from the diagonal
     inverses: A_ij = −A_ii Σ_{j≤m<i} T_im A_mj. Grid (chunks, B·H) or (slots, H).
@@ -211,16 +225,16 @@ def chunk_intra_offdiag_kernel(
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K
             _, _, kE0, _, _ = _sub_tiles(q, k, b, g, A_log, dt_bias, base, 0, L, i_h, o_s, o_k, m_k, H, K,
-                                         USE_GATE, HAS_DT_BIAS, False, True)
+                                         USE_GATE, HAS_DT_BIAS, False, True, SIGMOID, B_SCALE)
             qr1, bkr1, kE1, tot1, ga1 = _sub_tiles(q, k, b, g, A_log, dt_bias, base, 1, L, i_h, o_s, o_k, m_k, H, K,
-                                                   USE_GATE, HAS_DT_BIAS, True, True)
+                                                   USE_GATE, HAS_DT_BIAS, True, True, SIGMOID, B_SCALE)
             T10, A10 = _off(bkr1, qr1, kE0, ga1, T10, A10, DT, LOWP, DOT_PREC)
             qr2, bkr2, kE2, tot2, ga2 = _sub_tiles(q, k, b, g, A_log, dt_bias, base, 2, L, i_h, o_s, o_k, m_k, H, K,
-                                                   USE_GATE, HAS_DT_BIAS, True, True)
+                                                   USE_GATE, HAS_DT_BIAS, True, True, SIGMOID, B_SCALE)
             T20, A20 = _off(bkr2, qr2, kE0, tot1 + ga2, T20, A20, DT, LOWP, DOT_PREC)
             T21, A21 = _off(bkr2, qr2, kE1, ga2, T21, A21, DT, LOWP, DOT_PREC)
             qr3, bkr3, _, _, ga3 = _sub_tiles(q, k, b, g, A_log, dt_bias, base, 3, L, i_h, o_s, o_k, m_k, H, K,
-                                              USE_GATE, HAS_DT_BIAS, True, False)
+                                              USE_GATE, HAS_DT_BIAS, True, False, SIGMOID, B_SCALE)
             T30, A30 = _off(bkr3, qr3, kE0, tot1 + tot2 + ga3, T30, A30, DT, LOWP, DOT_PREC)
             T31, A31 = _off(bkr3, qr3, kE1, tot2 + ga3, T31, A31, DT, LOWP, DOT_PREC)
             T32, A32 = _off(bkr3, qr3, kE2, ga3, T32, A32, DT, LOWP, DOT_PREC)
@@ -274,7 +288,7 @@ def chunk_wy_fwd_kernel(
     cu_seqlens, chunk_indices, scale, T, N,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
-    DOT_PREC: tl.constexpr, LOWP: tl.constexpr, NP: tl.constexpr,
+    DOT_PREC: tl.constexpr, LOWP: tl.constexpr, NP: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr,
 ):
     """One chunk, or one of NP programs of a chunk: per key tile G (a scan of g), Y, Q_γ, K_tail, γ_C;
     per value tile of each value head of the group, U. Program p of a chunk takes key tiles p, p + NP, …
@@ -308,6 +322,7 @@ def chunk_wy_fwd_kernel(
             b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
             b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
             bad |= (nonfinite(b_q) * F_Q) | (nonfinite(b_k) * F_K) | (nonfinite(b_b) * F_B) | (not_log_decay(b_g) * F_G)
+            b_b = gate_value(b_b, m, SIGMOID, B_SCALE)
             b_k = b_k * b_rk[:, None]
             b_gn = load_gate(g, off + H * K, ((o_t + 1) < L)[:, None] & m_k[None, :], i_h, o_k[None, :],
                              m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)  # g of row r + 1
@@ -334,6 +349,7 @@ def chunk_wy_fwd_kernel(
             b_v = tl.load(v + off_v + o_v[None, :], mask=m, other=0.0).to(tl.float32)
             b_w = tl.load(w + off_v + o_v[None, :], mask=m, other=0.0).to(tl.float32)
             bad |= (nonfinite(b_v) * F_V) | (nonfinite(b_w) * F_W)
+            b_w = gate_value(b_w, m, SIGMOID, 1.0)
             if LOWP:
                 b_U = tl.dot(b_Al, (b_w * b_v).to(U.dtype.element_ty))
             else:

@@ -11,7 +11,7 @@ memory outside the tensors; the kernel that reads each sequence's offsets first
 import triton
 import triton.language as tl
 
-__all__ = ["EXP_MAX", "FLAG_BITS", "seq_bounds", "chunk_bounds", "gate", "load_gate", "exp_where",
+__all__ = ["EXP_MAX", "FLAG_BITS", "seq_bounds", "chunk_bounds", "gate", "load_gate", "gate_value", "exp_where",
            "nonfinite", "not_log_decay", "flag_bad_offsets", "raise_flags"]
 
 #: largest exponent of a growing factor exp(G_a − G_s) in the anchored products of diagonal 16×16 blocks:
@@ -92,6 +92,15 @@ def load_gate(g, off, mask, i_h, o_k, m_k, A_log, dt_bias, K: tl.constexpr,
             b_g += tl.load(dt_bias + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)
         b_g = tl.where(mask, gate(b_g, tl.load(A_log + i_h).to(tl.float32)), 0.0)
     return b_g
+
+
+@triton.jit
+def gate_value(x, m, SIGMOID: tl.constexpr, SCALE: tl.constexpr):
+    """An erase or write gate from its loaded tile: with SIGMOID the tile holds logits and the gate is
+    SCALE·σ(x) (SCALE 2 lets the erase gate reach negative eigenvalues); masked entries are 0."""
+    if SIGMOID:
+        x = tl.where(m, SCALE * tl.sigmoid(x), 0.0)
+    return x
 
 
 @triton.jit

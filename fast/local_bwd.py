@@ -24,7 +24,7 @@ an exponential.
 import triton
 import triton.language as tl
 
-from .jit import chunk_bounds, exp_where
+from .jit import chunk_bounds, exp_where, gate_value
 
 __all__ = ["chunk_bwd_local_wy_kernel", "chunk_bwd_local_pairwise_kernel"]
 
@@ -79,6 +79,8 @@ def chunk_bwd_local_wy_kernel(
     PREC: tl.constexpr,
     L2NORM: tl.constexpr,
     IS_VARLEN: tl.constexpr,
+    SIGMOID: tl.constexpr,
+    B_SCALE: tl.constexpr,
 ):
     """Local gradients of one chunk through the output, state and WY paths (no pairwise decay).
 
@@ -138,12 +140,15 @@ def chunk_bwd_local_wy_kernel(
                 b_dY -= tl.dot(b_dR, tl.trans(b_h.to(DT)), input_precision=PREC)
                 if i_k == 0:
                     b_v = tl.load(v + off_v, mask=m_tv, other=0.).to(tl.float32)
-                    b_w = tl.load(w + off_v, mask=m_tv, other=0.).to(tl.float32)
+                    b_w = gate_value(tl.load(w + off_v, mask=m_tv, other=0.).to(tl.float32), m_tv, SIGMOID, 1.0)
                     b_dA += tl.dot(b_dR, tl.trans((b_w * b_v).to(DT)), input_precision=PREC)
                     b_dM += tl.dot(b_do, tl.trans(b_R), input_precision=PREC)
                     b_dZ = tl.dot(b_AT, b_dR, input_precision=PREC)
                     tl.store(dv + off_v, (b_dZ * b_w).to(dv.dtype.element_ty), mask=m_tv)
-                    tl.store(dw + off_v, (b_dZ * b_v).to(dw.dtype.element_ty), mask=m_tv)
+                    b_dw = b_dZ * b_v
+                    if SIGMOID:
+                        b_dw *= b_w * (1. - b_w)                     # w = σ(x): dw/dx = w(1 − w)
+                    tl.store(dw + off_v, b_dw.to(dw.dtype.element_ty), mask=m_tv)
         off_k = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]
         b_q = tl.load(q + off_k, mask=m_tk, other=0.).to(tl.float32)
         b_k = tl.load(k + off_k, mask=m_tk, other=0.).to(tl.float32)
@@ -151,7 +156,7 @@ def chunk_bwd_local_wy_kernel(
             off_r = (bos + o_t) * H + i_h
             b_q *= tl.load(q_rstd + off_r, mask=m_t, other=0.)[:, None]
             b_k *= tl.load(k_rstd + off_r, mask=m_t, other=0.)[:, None]
-        b_b = tl.load(b + off_k, mask=m_tk, other=0.).to(tl.float32)
+        b_b = gate_value(tl.load(b + off_k, mask=m_tk, other=0.).to(tl.float32), m_tk, SIGMOID, B_SCALE)
         b_G = tl.load(G + off_k, mask=m_tk, other=0.)
         b_Gl = tl.load(G + ((bos + last) * H + i_h) * K + o_k, mask=m_k, other=0.)
         b_gam = exp_where(b_G, m_tk)
@@ -216,6 +221,8 @@ def chunk_bwd_local_pairwise_kernel(
     GATE: tl.constexpr,
     HAS_DT_BIAS: tl.constexpr,
     IS_VARLEN: tl.constexpr,
+    SIGMOID: tl.constexpr,
+    B_SCALE: tl.constexpr,
 ):
     """Gradients of the pairwise products A_qk and T, then the chunk's final dq, dk, db, dg.
 
@@ -275,7 +282,7 @@ def chunk_bwd_local_pairwise_kernel(
         off_ri = base_r + o_i.to(tl.int64) * H
         b_q = _load_qk(q, q_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
         b_k = _load_qk(k, k_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
-        b_b = tl.load(b + off_i, mask=m_ik, other=0.).to(tl.float32)
+        b_b = gate_value(tl.load(b + off_i, mask=m_ik, other=0.).to(tl.float32), m_ik, SIGMOID, B_SCALE)
         b_G = tl.load(G + off_i, mask=m_ik, other=0.)
         b_dq = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dq (rows side + diagonal)
         b_dbk = tl.zeros([BC, BK], dtype=tl.float32)      # pairwise d(b⊙k)
@@ -317,7 +324,7 @@ def chunk_bwd_local_pairwise_kernel(
                 off_rl = base_r + o_l.to(tl.int64) * H
                 b_ql = _load_qk(q, q_rstd, off_l, m_lk, off_rl, m_l, L2NORM)
                 b_kl = _load_qk(k, k_rstd, off_l, m_lk, off_rl, m_l, L2NORM)
-                b_bl = tl.load(b + off_l, mask=m_lk, other=0.).to(tl.float32)
+                b_bl = gate_value(tl.load(b + off_l, mask=m_lk, other=0.).to(tl.float32), m_lk, SIGMOID, B_SCALE)
                 b_Gl = tl.load(G + off_l, mask=m_lk, other=0.)
                 b_el = exp_where(b_Gl - b_Ga2[None, :], m_lk)
                 # [BC (cols of i), BC (rows of l)] = dM_liᵀ
@@ -387,6 +394,8 @@ def chunk_bwd_local_pairwise_kernel(
         b_dqt = tl.load(dq + off_i, mask=m_ik, other=0.) + b_dq
         b_dkt = tl.load(dk + off_i, mask=m_ik, other=0.) + b_dk + b_dbk * b_b
         b_dbt = tl.load(db + off_i, mask=m_ik, other=0.) + b_dbk * b_k
+        if SIGMOID:
+            b_dbt *= b_b * (1. - b_b / B_SCALE)                 # b = s·σ(x): db/dx = b(1 − b/s)
         b_dg = tl.cumsum(b_dG, axis=0, reverse=True) + b_carry[None, :]
         b_carry += tl.sum(b_dG, axis=0)
         if GATE:

@@ -102,14 +102,21 @@ def test_backward_matches_recurrence(B, T, H, HV, K, V, dtype):
     check_grads(inputs, DT[dtype])
 
 
-@pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "saved"])
-def test_backward_all_options_together(recompute):
-    """Packed sequences (one empty), GVA, in-op L2 norm and gate: every gradient incl. A_log, dt_bias."""
+@pytest.mark.parametrize("recompute,logits", [(True, False), (False, False), (True, True)],
+                         ids=["recompute", "saved", "recompute-gate-logits"])
+def test_backward_all_options_together(recompute, logits):
+    """Packed sequences (one empty), GVA, in-op L2 norm and gate (and the gates b, w as logits, b in
+    [0, 2]): every gradient incl. A_log, dt_bias."""
     H, K = 1, 16
     inputs = with_gate(make_inputs(1, 70, H, 2, K, 16, N=3), H, K)
     inputs["q"], inputs["k"] = 3 * inputs["q"], 2 * inputs["k"]          # not unit norm: the op normalises
     cu = torch.tensor([0, 30, 30, 70], device=DEVICE)
-    got = check_grads(inputs, torch.float32, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, recompute=recompute)
+    extra = {}
+    if logits:
+        inputs["b"], inputs["w"] = 2 * torch.randn_like(inputs["b"]), 2 * torch.randn_like(inputs["w"])
+        extra = dict(use_gate_sigmoid_in_kernel=True, allow_neg_eigval=True)
+    got = check_grads(inputs, torch.float32, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, recompute=recompute,
+                      **extra)
     assert set(got) == {"q", "k", "v", "g", "b", "w", "initial_state", "A_log", "dt_bias"}
 
 

@@ -46,12 +46,14 @@ def test_decode_matches_recurrence(B, T, H, HV, K, V, dtype):
 
 
 def test_decode_options_together():
-    """Packed sequences (one empty), GVA, in-kernel L2 norm and gate, strong decay."""
+    """Packed sequences (one empty), GVA, in-kernel L2 norm and gate, the gates b, w as logits, strong decay."""
     H, K = 2, 16
     inputs = make_inputs(1, 12, H, 4, K, 16, N=3, g_min=-1e4)
     inputs["g"] = torch.randn_like(inputs["g"]) * 5
+    inputs["b"], inputs["w"] = 2 * torch.randn_like(inputs["b"]), 2 * torch.randn_like(inputs["w"])
     check(inputs, torch.float32, cu_seqlens=torch.tensor([0, 4, 4, 12], device=DEVICE),
-          use_qk_l2norm_in_kernel=True, A_log=torch.rand(H, device=DEVICE), dt_bias=torch.randn(H * K, device=DEVICE))
+          use_qk_l2norm_in_kernel=True, A_log=torch.rand(H, device=DEVICE), dt_bias=torch.randn(H * K, device=DEVICE),
+          use_gate_sigmoid_in_kernel=True, allow_neg_eigval=True)
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,23 @@ def test_in_op_l2norm_and_gate_equal_preprocessing(op):
     assert_close("ht", ht, ht_ref, F64[0])
 
 
+@pytest.mark.parametrize("op", [recurrent_gdn2, chunk_gdn2, fused_recurrent_gdn2])
+@pytest.mark.parametrize("neg", [False, True], ids=["b-in-0-1", "b-in-0-2"])
+def test_in_op_gate_sigmoid_equals_preprocessing(op, neg):
+    """b and w given as logits: the op applies b = s·σ(b), w = σ(w) (s = 2 with allow_neg_eigval)."""
+    inputs = make_inputs(1, 21, 2, 4, 8, 8)
+    b_logit, w_logit = torch.randn_like(inputs["b"]), torch.randn_like(inputs["w"])
+    o, ht = op(**{**inputs, "b": b_logit, "w": w_logit}, output_final_state=True,
+               use_gate_sigmoid_in_kernel=True, allow_neg_eigval=neg)
+    s = 2.0 if neg else 1.0
+    o_ref, ht_ref = recurrent_gdn2(**{**inputs, "b": s * torch.sigmoid(b_logit), "w": torch.sigmoid(w_logit)},
+                                   output_final_state=True)
+    assert_close("o", o, o_ref, F64[0])
+    assert_close("ht", ht, ht_ref, F64[0])
+    with pytest.raises(ValueError, match="allow_neg_eigval applies to gates given as logits"):
+        op(**inputs, allow_neg_eigval=True)
+
+
 def test_gate_term_sizes_are_the_terms_of_the_gate_parameter_gradients():
     """gate_term_sizes (how dA_log, ddt_bias are judged) against autograd: with dL/dx > 0 every term is
     positive, so the sizes are the gradients themselves; with signed dL/dx they bound them."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Dims", "check_inputs", "check_cu_seqlens_values", "check_finite", "check_log_decay", "compute_dtype",
-           "l2norm", "gate_from_raw", "split_sequences"]
+           "l2norm", "gate_from_raw", "erase_gate_scale", "gates_from_logits", "split_sequences"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,27 @@ def gate_from_raw(g_raw: Tensor, A_log: Tensor, dt_bias: Tensor | None) -> Tenso
     if dt_bias is not None:
         x = x + dt_bias.to(dt).reshape(H, K)
     return -torch.exp(A_log.to(dt)).reshape(H, 1) * F.softplus(x)
+
+
+def erase_gate_scale(use_gate_sigmoid_in_kernel: object, allow_neg_eigval: object) -> float | None:
+    """The scale s of the erase gate b = s·σ(b_logit) (2 with negative eigenvalues), or None when b and w
+    are gates already; named errors for anything else."""
+    flags = (("use_gate_sigmoid_in_kernel", use_gate_sigmoid_in_kernel), ("allow_neg_eigval", allow_neg_eigval))
+    for name, flag in flags:
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if allow_neg_eigval and not use_gate_sigmoid_in_kernel:
+        raise ValueError("allow_neg_eigval applies to gates given as logits: set use_gate_sigmoid_in_kernel=True "
+                         "(or pass b in [0, 2] directly)")
+    if not use_gate_sigmoid_in_kernel:
+        return None
+    return 2.0 if allow_neg_eigval else 1.0
+
+
+def gates_from_logits(b: Tensor, w: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """The in-op gate activations, in the compute dtype: b = scale·σ(b_logit), w = σ(w_logit)."""
+    dt = compute_dtype(b)
+    return scale * torch.sigmoid(b.to(dt)), torch.sigmoid(w.to(dt))
 
 
 def split_sequences(x: Tensor, cu_seqlens: Tensor | None) -> list[Tensor]:

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from ._contract import check_log_decay, compute_dtype, gate_from_raw, l2norm
+from ._contract import check_log_decay, compute_dtype, erase_gate_scale, gate_from_raw, gates_from_logits, l2norm
 from ._typing import shape_checked
 from .chunk_bwd import chunk_bwd_local, chunk_bwd_state
 from .chunk_fwd import (
@@ -100,6 +100,8 @@ def chunk_gdn2(
     A_log: Float[Tensor, " H"] | None = None,
     dt_bias: Float[Tensor, "..."] | None = None,
     chunk_size: int = 64,
+    use_gate_sigmoid_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
     """Chunkwise Gated DeltaNet-2 with the hand-written gate-aware backward.
 
@@ -120,6 +122,9 @@ def chunk_gdn2(
     if A_log is not None:
         g = gate_from_raw(g, A_log, dt_bias)
         check_log_decay(g)
+    b_scale = erase_gate_scale(use_gate_sigmoid_in_kernel, allow_neg_eigval)
+    if b_scale is not None:
+        b, w = gates_from_logits(b, w, b_scale)
     h0 = (torch.zeros(N, HV, K, V, dtype=dt, device=q.device) if initial_state is None
           else initial_state.to(dt))
     if B * T == 0 or N == 0:

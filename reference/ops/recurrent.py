@@ -13,7 +13,15 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from ._contract import check_log_decay, compute_dtype, gate_from_raw, l2norm, split_sequences
+from ._contract import (
+    check_log_decay,
+    compute_dtype,
+    erase_gate_scale,
+    gate_from_raw,
+    gates_from_logits,
+    l2norm,
+    split_sequences,
+)
 from ._typing import shape_checked
 
 __all__ = ["recurrent_gdn2", "fused_recurrent_gdn2", "recurrent_step"]
@@ -40,7 +48,7 @@ def recurrent_step(
 
 
 def _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
-               use_qk_l2norm_in_kernel, A_log, dt_bias):
+               use_qk_l2norm_in_kernel, A_log, dt_bias, use_gate_sigmoid_in_kernel, allow_neg_eigval):
     H, K, HV, V = q.shape[2], q.shape[3], v.shape[2], v.shape[3]
     G = HV // H
     scale = K ** -0.5 if scale is None else float(scale)
@@ -50,6 +58,9 @@ def _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_se
     if A_log is not None:
         g = gate_from_raw(g, A_log, dt_bias)
         check_log_decay(g)
+    b_scale = erase_gate_scale(use_gate_sigmoid_in_kernel, allow_neg_eigval)
+    if b_scale is not None:
+        b, w = gates_from_logits(b, w, b_scale)
     # GVA: value head j reads key head j // G; the readable form repeats the key side.
     q, k, g, b = (x.to(dt).repeat_interleave(G, dim=2) for x in (q, k, g, b))  # [B, T, HV, K]
     v, w = v.to(dt), w.to(dt)                                                  # [B, T, HV, V]
@@ -94,16 +105,19 @@ def recurrent_gdn2(
     use_qk_l2norm_in_kernel: bool = False,
     A_log: Float[Tensor, " H"] | None = None,
     dt_bias: Float[Tensor, "..."] | None = None,
+    use_gate_sigmoid_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
     """Token-by-token Gated DeltaNet-2: the float64 ground truth of the project.
 
     Returns ``(o, final_state)``: o in q's dtype, final_state in float32 (float64 for float64
     input) or None. With ``A_log`` given, ``g`` is the raw gate and the op applies
-    ``g = -exp(A_log) * softplus(g + dt_bias)``; ``use_qk_l2norm_in_kernel`` L2-normalises q and k.
+    ``g = -exp(A_log) * softplus(g + dt_bias)``; ``use_qk_l2norm_in_kernel`` L2-normalises q and k;
+    ``use_gate_sigmoid_in_kernel`` takes b and w as logits: b = σ(b) (2σ(b) with ``allow_neg_eigval``), w = σ(w).
     Cost: 4·K·V multiply-adds per token and value head; memory O(N·HV·K·V).
     """
     o, final_state = _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
-                                use_qk_l2norm_in_kernel, A_log, dt_bias)
+                                use_qk_l2norm_in_kernel, A_log, dt_bias, use_gate_sigmoid_in_kernel, allow_neg_eigval)
     return o.to(q.dtype), final_state
 # --8<-- [end:recurrent_gdn2]
 
@@ -125,6 +139,8 @@ def fused_recurrent_gdn2(
     use_qk_l2norm_in_kernel: bool = False,
     A_log: Float[Tensor, " H"] | None = None,
     dt_bias: Float[Tensor, "..."] | None = None,
+    use_gate_sigmoid_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
     """The decoding operator (one step per token, state read and written once per step).
 
@@ -132,6 +148,6 @@ def fused_recurrent_gdn2(
     step into one kernel. It is the path for decoding and for short multi-token prompts.
     """
     o, final_state = _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
-                                use_qk_l2norm_in_kernel, A_log, dt_bias)
+                                use_qk_l2norm_in_kernel, A_log, dt_bias, use_gate_sigmoid_in_kernel, allow_neg_eigval)
     return o.to(q.dtype), final_state
 # --8<-- [end:fused_recurrent_gdn2]
