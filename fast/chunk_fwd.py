@@ -20,7 +20,7 @@ from .config import ForwardConfig
 from .intra_fwd import chunk_intra_diag_kernel, chunk_intra_offdiag_kernel, chunk_wy_fwd_kernel
 from .jit import EXP_MAX
 from .state_fwd import chunk_state_output_fwd_kernel
-from .utils import empty, prepare_chunk_indices
+from .utils import chunk_indices_of, empty
 
 __all__ = ["CHUNK_SIZE", "ChunkForward", "SAVED", "chunk_gdn2_fwd", "forward_config"]
 
@@ -146,7 +146,7 @@ def chunk_gdn2_fwd(
     N = cu_seqlens.numel() - 1 if is_varlen else B
     if is_varlen:
         if chunk_indices is None:
-            chunk_indices = prepare_chunk_indices(cu_seqlens, BT, T)
+            chunk_indices = chunk_indices_of(cu_seqlens, BT, T)
         n_slots = T // BT + N
         grid = (n_slots, H)
     else:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .chunk_bwd import chunk_gdn2_bwd
 from .chunk_fwd import CHUNK_SIZE, SAVED, ChunkForward, chunk_gdn2_fwd
-from .utils import prepare_chunk_indices
+from .utils import chunk_indices_of
 
 __all__ = ["chunk_gdn2_fwd_op", "chunk_gdn2_bwd_op"]
 
@@ -71,7 +71,7 @@ def chunk_gdn2_bwd_op(
     """[dq, dk, dv, dg, db, dw] + [dh0 if initial_state] + [dA_log if A_log] + [ddt_bias if dt_bias]."""
     l2 = use_qk_l2norm_in_kernel
     if cu_seqlens is not None and chunk_indices is None:
-        chunk_indices = prepare_chunk_indices(cu_seqlens, CHUNK_SIZE, q.shape[1])
+        chunk_indices = chunk_indices_of(cu_seqlens, CHUNK_SIZE, q.shape[1])
     # a recomputed forward is passed inline, so the backward holds its only reference and frees what its
     # second stage does not read
     grads = chunk_gdn2_bwd(

@@ -5,11 +5,12 @@ Nothing here imports Triton, so ``import gdn2.fast`` works on any machine.
 
 import importlib.util
 import os
+import weakref
 
 import torch
 from torch import Tensor
 
-__all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "MAX_HEAD_DIM"]
+__all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "chunk_indices_of", "MAX_HEAD_DIM"]
 
 #: largest K and V the kernels accept (one state tile of K x BV stays in registers)
 MAX_HEAD_DIM = 256
@@ -55,3 +56,23 @@ def prepare_chunk_indices(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor
     n_c = n.clamp(max=N - 1)
     i_t = j - (ends[n_c] - n_chunks[n_c])
     return torch.stack([torch.where(valid, n, -1), torch.where(valid, i_t, 0)], dim=1).to(torch.int32)
+
+
+#: the chunk table of recently seen packed offsets: id -> (weak reference, version, C, T, table)
+_TABLES: dict[int, tuple] = {}
+
+
+def chunk_indices_of(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
+    """:func:`prepare_chunk_indices` of ``cu_seqlens``, computed once per offsets tensor: the layers of a
+    model called with one ``cu_seqlens``, and a backward after its forward, share one table. An entry is
+    used only while its tensor is alive and unmodified (same object, same version counter)."""
+    entry = _TABLES.get(id(cu_seqlens))
+    if (entry is not None and entry[0]() is cu_seqlens and entry[1] == cu_seqlens._version
+            and entry[2:4] == (chunk_size, T)):
+        return entry[4]
+    table = prepare_chunk_indices(cu_seqlens, chunk_size, T)
+    if len(_TABLES) >= 64:
+        for key in [k for k, e in _TABLES.items() if e[0]() is None] or list(_TABLES)[:32]:
+            del _TABLES[key]
+    _TABLES[id(cu_seqlens)] = (weakref.ref(cu_seqlens), cu_seqlens._version, chunk_size, T, table)
+    return table

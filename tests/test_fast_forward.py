@@ -304,3 +304,17 @@ def test_gpu_float32_bound_rejects_tf32_products():
     o_tf32 = chunk_gdn2_fwd(**low, scale=128 ** -0.5, config=ForwardConfig(precision="tf32")).o
     with pytest.raises(AssertionError, match="rel-RMS"):
         assert_close("o", o_tf32, o_ref, tol)
+
+
+def test_chunk_table_is_computed_once_per_offsets_tensor():
+    """The layers of a model called with one cu_seqlens share one chunk table; changing the offsets in
+    place, or new offsets, gives a fresh one."""
+    from gdn2.fast.utils import chunk_indices_of, prepare_chunk_indices
+
+    cu = torch.tensor([0, 70, 71, 150], device=DEVICE)
+    first = chunk_indices_of(cu, 64, 150)
+    assert chunk_indices_of(cu, 64, 150) is first
+    cu[1] = 65
+    again = chunk_indices_of(cu, 64, 150)
+    assert again is not first and torch.equal(again, prepare_chunk_indices(cu, 64, 150))
+    assert chunk_indices_of(cu.clone(), 64, 150) is not again
