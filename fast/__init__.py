@@ -1,9 +1,10 @@
 """gdn2.fast: the Triton backend (registered as "triton" in :mod:`gdn2.backends`).
 
 ``import gdn2.fast`` never imports Triton: the operators ``chunk_gdn2`` (:func:`gdn2.fast.chunk.chunk_gdn2`)
-and ``fused_recurrent_gdn2`` (:func:`gdn2.fast.fused_recurrent.fused_recurrent_gdn2`) load with their
-kernels on first access, so this module imports on machines without Triton or a GPU, and
-:func:`unavailable_reason` says why the backend cannot run there. The operators take the arguments
+and ``fused_recurrent_gdn2`` (:func:`gdn2.fast.fused_recurrent.fused_recurrent_gdn2`), and the fused layer
+``layer_forward`` (:func:`gdn2.fast.layer.layer_forward`), load with their kernels on first access, so
+this module imports on machines without Triton or a GPU, and :func:`unavailable_reason` says why the
+backend cannot run there. The operators take the arguments
 of the reference (docs page "The operator contract").
 """
 
@@ -11,9 +12,9 @@ import importlib
 
 from .utils import unavailable_reason
 
-__all__ = ["chunk_gdn2", "fused_recurrent_gdn2", "unavailable_reason"]
+__all__ = ["chunk_gdn2", "fused_recurrent_gdn2", "layer_forward", "unavailable_reason"]
 
-_OPERATORS = {"chunk_gdn2": ".chunk", "fused_recurrent_gdn2": ".fused_recurrent"}
+_OPERATORS = {"chunk_gdn2": ".chunk", "fused_recurrent_gdn2": ".fused_recurrent", "layer_forward": ".layer"}
 
 
 def __getattr__(name: str):

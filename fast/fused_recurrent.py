@@ -177,11 +177,15 @@ def fused_recurrent_gdn2(
     launch: DecodeLaunch | None = None,
     use_gate_sigmoid_in_kernel: bool = False,
     allow_neg_eigval: bool = False,
+    inplace_final_state: bool = False,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
     """Token-by-token Gated DeltaNet-2 in one Triton launch: the contract of
     :func:`gdn2.ops.fused_recurrent_gdn2`. Forward only (decoding and short prefill); capturable in a
     CUDA graph. ``launch`` overrides the launch settings of :func:`decode_launch`; ``use_gate_sigmoid_in_kernel``
     takes b and w as logits (σ applied in the kernel, 2σ for b with ``allow_neg_eigval``).
+    ``inplace_final_state`` writes the final state over ``initial_state`` (float32, contiguous) and returns
+    it: a decoding loop then keeps its state where it lies, as a CUDA graph needs (each program reads its
+    block of the state before it writes it back, so nothing is read after it was overwritten).
 
     Cost: 8·K·V FLOPs per token and value head; 8·K·V bytes of float32 state per sequence and value
     head (read once, written once) plus the token inputs; one launch.
@@ -193,10 +197,16 @@ def fused_recurrent_gdn2(
     b_scale = erase_gate_scale(use_gate_sigmoid_in_kernel, allow_neg_eigval)
     if dt_bias is not None:
         dt_bias = dt_bias.reshape(-1)
+    if inplace_final_state and initial_state is not None and not initial_state.is_contiguous():
+        raise ValueError("inplace_final_state needs a contiguous initial_state")
     q, k, v, g, b, w, A_log, dt_bias, initial_state = map(
         contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state))
     o = empty((B, T, HV, V), q.dtype, q.device)
     ht = empty((N, HV, K, V), torch.float32, q.device) if output_final_state else None
+    if inplace_final_state:
+        if initial_state is None or initial_state.dtype != torch.float32 or not output_final_state:
+            raise ValueError("inplace_final_state needs a float32 initial_state and output_final_state=True")
+        ht = initial_state
     tile = launch or decode_launch(N * HV, K, V)
     n_tiles = triton.cdiv(V, tile.BV) * N * HV
     programs = min(n_tiles, tile.programs_per_sm * _sm_count(q.device)) if tile.programs_per_sm else n_tiles

@@ -1,7 +1,9 @@
 """Backend registry: operators chosen by name, loaded lazily.
 
 A backend is a module that exposes ``chunk_gdn2`` and ``fused_recurrent_gdn2`` with the signature
-of the reference operators, and may expose ``unavailable_reason() -> str | None`` (None when it can run here).
+of the reference operators, and may expose ``unavailable_reason() -> str | None`` (None when it can run here)
+and ``layer_forward(layer, hidden_states, attention_mask, cache, use_cache, state)``, a fused
+implementation of :class:`gdn2.layer.GDN2`'s forward that the layer then calls.
 The reference never imports the Triton plugin at import time: the arrow goes from ``gdn2.fast``
 to ``gdn2``, never back.
 """

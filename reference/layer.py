@@ -4,11 +4,12 @@
     g = −exp(A_log) · softplus(W_g↑ W_g↓ x + dt_bias),   b = σ(W_b x) (×2 with negative eigenvalues),   w = σ(W_w x)
     o = W_o · [ RMSNorm(GDN2(l2(q), l2(k), v, g, b, w)) ⊙ SiLU(W_z↑ W_z↓ x + c_z) ]   per value head
 
-The gate and the L2 norm of q and k are handed to the operator (``A_log``, ``dt_bias``,
-``use_qk_l2norm_in_kernel=True``) so that a fast backend fuses them. A [B, T] padding mask packs the
-valid tokens into one row with ``cu_seqlens``; a :class:`~gdn2.cache.Cache` carries the recurrent
-state and the convolution states between calls, so prefill then token-by-token decoding equals one
-call on the whole sequence.
+The decay gate, the sigmoids of b and w and the L2 norm of q and k are handed to the operator (``A_log``,
+``dt_bias``, ``use_gate_sigmoid_in_kernel=True``, ``use_qk_l2norm_in_kernel=True``) so that a fast
+backend fuses them; a backend may also fuse the whole layer (``gdn2.fast.layer_forward``).
+A [B, T] padding mask packs the valid tokens into one row with ``cu_seqlens``; a
+:class:`~gdn2.cache.Cache` carries the recurrent state and the convolution states between calls, so
+prefill then token-by-token decoding equals one call on the whole sequence.
 """
 
 import math
@@ -17,8 +18,7 @@ from types import ModuleType
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
-from jaxtyping import Float, Shaped, jaxtyped
+from jaxtyping import Float, Shaped
 from torch import Tensor, nn
 
 from .backends import available_backends, get_backend, resolve_backend
@@ -198,7 +198,6 @@ class GDN2(nn.Module):
             states.append(s)
         return tuple(outs), tuple(states)
 
-    @jaxtyped(typechecker=beartype)
     def forward(
         self,
         hidden_states: Float[Tensor, "B T D"],
@@ -209,8 +208,12 @@ class GDN2(nn.Module):
         """Mix tokens; zero at padded positions. With ``use_cache`` the cache is updated in place.
 
         ``attention_mask`` is a [B, T'] 0/1 mask whose last T columns belong to ``hidden_states``
-        (T' > T when decoding with the mask of the whole sequence so far).
+        (T' > T when decoding with the mask of the whole sequence so far). A backend that provides a
+        fused layer (``gdn2.fast.layer_forward``) computes the same function with its own kernels.
         """
+        if not isinstance(hidden_states, Tensor) or hidden_states.dim() != 3:
+            got = list(hidden_states.shape) if isinstance(hidden_states, Tensor) else type(hidden_states).__name__
+            raise ValueError(f"hidden_states must be a [B, T, hidden_size] tensor, got {got}")
         B, T, D = hidden_states.shape
         if D != self.hidden_size:
             raise ValueError(f"hidden_states must have last dim hidden_size = {self.hidden_size}, got {D}")
@@ -221,6 +224,10 @@ class GDN2(nn.Module):
             raise ValueError(f"cache entry {self.cache_key} is a {type(state).__name__}, not a GDN2 state")
         if state is not None and state.recurrent_state.shape[0] != B:
             raise ValueError(f"the cache holds {state.recurrent_state.shape[0]} sequences, hidden_states has B = {B}")
+        ops = self._ops(hidden_states)
+        fused = getattr(ops, "layer_forward", None)
+        if fused is not None:
+            return fused(self, hidden_states, attention_mask, cache, use_cache, state)
 
         x, indices, cu_seqlens = hidden_states, None, None
         if attention_mask is not None:
@@ -232,27 +239,32 @@ class GDN2(nn.Module):
         q, k = q.view(Bx, Tx, H, K), k.view(Bx, Tx, H, K)                      # [Bx, Tx, H, K]
         v = v.view(Bx, Tx, HV, V)                                              # [Bx, Tx, HV, V]
         g_raw = self.f_proj(x).view(Bx, Tx, H, K)                              # softplus input of the gate
-        b = torch.sigmoid(self.b_proj(x)).view(Bx, Tx, H, K)
-        if self.allow_neg_eigval:
-            b = 2 * b
-        w = torch.sigmoid(self.w_proj(x)).view(Bx, Tx, HV, V)
+        b_logit = self.b_proj(x).view(Bx, Tx, H, K)                            # b = σ(b_logit), ×2 with neg. eigvals
+        w_logit = self.w_proj(x).view(Bx, Tx, HV, V)                           # w = σ(w_logit)
 
-        ops = self._ops(x)
         decoding = (cache is not None or use_cache) and T <= RECURRENT_MAX_T and not self.training
         op = ops.fused_recurrent_gdn2 if decoding else ops.chunk_gdn2
         o, final_state = op(
-            q, k, v, g_raw, b, w,
+            q, k, v, g_raw, b_logit, w_logit,
             initial_state=None if state is None else state.recurrent_state,
             output_final_state=use_cache,
             cu_seqlens=cu_seqlens,
             use_qk_l2norm_in_kernel=True,
             A_log=self.A_log,
             dt_bias=self.dt_bias,
+            use_gate_sigmoid_in_kernel=True,
+            allow_neg_eigval=self.allow_neg_eigval,
         )
         z = self.g_proj(x).view(Bx, Tx, HV, V)
         o = self.o_proj(self.o_norm(o, z).reshape(Bx, Tx, HV * V))             # [Bx, Tx, D]
         if use_cache:
             cache.update(self.cache_key, GDN2State(final_state, conv_states))
-        if indices is None:
-            return o
-        return o.new_zeros(B * T, D).index_copy(0, indices, o[0]).view(B, T, D)  # padding → 0
+        return unpack(o, indices, B, T)
+
+
+def unpack(o: Tensor, indices: Tensor | None, B: int, T: int) -> Tensor:
+    """The packed row [1, T_valid, D] back to [B, T, D], zeros at padded positions (o itself unpacked)."""
+    if indices is None:
+        return o
+    D = o.shape[-1]
+    return o.new_zeros(B * T, D).index_copy(0, indices, o[0]).view(B, T, D)

@@ -1,0 +1,85 @@
+"""The GDN2 layer on the Triton backend: the function of ``gdn2.layer.GDN2`` with fused kernels.
+
+    q, k, v   three projections, each through the Triton short convolution + SiLU (one read, one write)
+    b, w      two projections handed to the operator as logits (their sigmoid is applied in its kernels)
+    g, z      one low-rank down-projection for both, then their two up-projections
+    o         chunk_gdn2 (or fused_recurrent_gdn2 when decoding), the fused gated RMSNorm, the output projection
+
+Every projection writes a contiguous tensor that the next kernel reads as it is: no copies and no
+separate elementwise passes. ``GDN2(backend="triton")`` calls :func:`layer_forward` (the registry finds
+it on the backend module); the reference layer's parameters and ``state_dict`` are used as they are.
+When decoding one token per sequence with a cache, the cache's tensors are updated in place, so a
+model's decoding step can be captured in a CUDA graph.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gdn2.cache import Cache, GDN2State
+from gdn2.layer import GDN2, RECURRENT_MAX_T, pack_mask, unpack
+
+from .chunk import chunk_gdn2
+from .conv import short_conv, short_conv_step
+from .fused_recurrent import fused_recurrent_gdn2
+from .norm import gated_rms_norm
+
+__all__ = ["layer_forward"]
+
+
+def layer_forward(layer: GDN2, hidden_states: Tensor, attention_mask: Tensor | None, cache: Cache | None,
+                  use_cache: bool, state: GDN2State | None) -> Tensor:
+    """``layer(hidden_states, attention_mask, cache, use_cache)`` with the arguments checked by the layer
+    and ``state`` its cache entry (or None)."""
+    B, T, D = hidden_states.shape
+    x, indices, cu_seqlens = hidden_states, None, None
+    if attention_mask is not None:
+        indices, cu_seqlens = pack_mask(attention_mask.to(x.device), T)
+        x = x.reshape(B * T, D)[indices][None]                             # [1, T_valid, D]
+    H, HV, K, V = layer.num_heads, layer.num_v_heads, layer.head_dim, layer.head_v_dim
+    Bx, Tx = x.shape[:2]
+    decoding = (cache is not None or use_cache) and T <= RECURRENT_MAX_T and not layer.training
+    # one token per sequence into an existing entry: every state is updated where it lies
+    in_place = (decoding and use_cache and Tx == 1 and cu_seqlens is None and state is not None
+                and state.recurrent_state.dtype == torch.float32 and state.recurrent_state.is_contiguous())
+
+    projs = (layer.q_proj, layer.k_proj, layer.v_proj)
+    conv_states = None
+    if not layer.use_short_conv:
+        q, k, v = (F.silu(p(x)) for p in projs)
+    elif in_place and state.conv_state is not None:
+        convs = (layer.q_conv1d, layer.k_conv1d, layer.v_conv1d)
+        q, k, v = (short_conv_step(p(x), c.weight[:, 0], s) for p, c, s in zip(projs, convs, state.conv_state))
+        conv_states = state.conv_state
+    else:
+        convs = (layer.q_conv1d, layer.k_conv1d, layer.v_conv1d)
+        outs = [short_conv(p(x), c.weight[:, 0], cu_seqlens,
+                           initial_state=None if state is None else state.conv_state[i], output_final_state=use_cache)
+                for i, (p, c) in enumerate(zip(projs, convs))]
+        (q, _), (k, _), (v, _) = outs
+        conv_states = tuple(s for _, s in outs) if use_cache else None
+    q, k = q.view(Bx, Tx, H, K), k.view(Bx, Tx, H, K)
+    v = v.view(Bx, Tx, HV, V)
+    b_logit = layer.b_proj(x).view(Bx, Tx, H, K)
+    w_logit = layer.w_proj(x).view(Bx, Tx, HV, V)
+    f_down, f_up = layer.f_proj
+    g_down, g_up = layer.g_proj
+    low = F.linear(x, torch.cat([f_down.weight, g_down.weight]))            # [Bx, Tx, 2V]: both bottlenecks
+    g_raw = F.linear(low[..., :V], f_up.weight).view(Bx, Tx, H, K)
+    z = F.linear(low[..., V:], g_up.weight, g_up.bias).view(Bx, Tx, HV, V)
+
+    extras = dict(use_qk_l2norm_in_kernel=True, A_log=layer.A_log, dt_bias=layer.dt_bias,
+                  use_gate_sigmoid_in_kernel=True, allow_neg_eigval=layer.allow_neg_eigval)
+    h0 = None if state is None else state.recurrent_state
+    if in_place:
+        o, final_state = fused_recurrent_gdn2(q, k, v, g_raw, b_logit, w_logit, initial_state=h0,
+                                              output_final_state=True, inplace_final_state=True, **extras)
+    else:
+        op = fused_recurrent_gdn2 if decoding else chunk_gdn2
+        o, final_state = op(q, k, v, g_raw, b_logit, w_logit, initial_state=h0, output_final_state=use_cache,
+                            cu_seqlens=cu_seqlens, **extras)
+    o = gated_rms_norm(o, z, layer.o_norm.weight, layer.o_norm.eps)        # [Bx, Tx, HV, V]
+    o = layer.o_proj(o.reshape(Bx, Tx, HV * V))                            # [Bx, Tx, D]
+    if use_cache and not in_place:
+        cache.update(layer.cache_key, GDN2State(final_state, conv_states))
+    return unpack(o, indices, B, T)
