@@ -28,11 +28,11 @@ __all__ = ["layer_forward"]
 
 
 def layer_forward(layer: GDN2, hidden_states: Tensor, attention_mask: Tensor | None, cache: Cache | None,
-                  use_cache: bool, state: GDN2State | None) -> Tensor:
-    """``layer(hidden_states, attention_mask, cache, use_cache)`` with the arguments checked by the layer
-    and ``state`` its cache entry (or None)."""
+                  use_cache: bool, state: GDN2State | None, cu_seqlens: Tensor | None = None) -> Tensor:
+    """``layer(hidden_states, attention_mask, cache, use_cache, cu_seqlens)`` with the arguments checked by
+    the layer and ``state`` its cache entry (or None)."""
     B, T, D = hidden_states.shape
-    x, indices, cu_seqlens = hidden_states, None, None
+    x, indices = hidden_states, None
     if attention_mask is not None:
         indices, cu_seqlens = pack_mask(attention_mask.to(x.device), T)
         x = x.reshape(B * T, D)[indices][None]                             # [1, T_valid, D]

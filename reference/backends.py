@@ -2,7 +2,7 @@
 
 A backend is a module that exposes ``chunk_gdn2`` and ``fused_recurrent_gdn2`` with the signature
 of the reference operators, and may expose ``unavailable_reason() -> str | None`` (None when it can run here)
-and ``layer_forward(layer, hidden_states, attention_mask, cache, use_cache, state)``, a fused
+and ``layer_forward(layer, hidden_states, attention_mask, cache, use_cache, state, cu_seqlens)``, a fused
 implementation of :class:`gdn2.layer.GDN2`'s forward that the layer then calls.
 The reference never imports the Triton plugin at import time: the arrow goes from ``gdn2.fast``
 to ``gdn2``, never back.
@@ -11,7 +11,7 @@ to ``gdn2``, never back.
 import importlib
 from types import ModuleType
 
-__all__ = ["BACKENDS", "available_backends", "get_backend", "resolve_backend"]
+__all__ = ["BACKENDS", "available_backends", "get_backend", "loaded_backend", "resolve_backend"]
 
 #: name -> module path. "auto" is not a backend: it resolves to the first available of AUTO_ORDER.
 BACKENDS: dict[str, str] = {"reference": "gdn2.ops", "triton": "gdn2.fast"}
@@ -50,6 +50,18 @@ def resolve_backend(name: str) -> str:
     return name
 
 
+#: backends that get_backend has returned, by name
+_LOADED: dict[str, ModuleType] = {}
+
+
 def get_backend(name: str = "auto") -> ModuleType:
     """The module implementing backend ``name`` ("reference", "triton" or "auto")."""
-    return importlib.import_module(BACKENDS[resolve_backend(name)])
+    resolved = resolve_backend(name)
+    module = _LOADED[resolved] = importlib.import_module(BACKENDS[resolved])
+    return module
+
+
+def loaded_backend(name: str) -> ModuleType:
+    """A backend that :func:`get_backend` has returned before: a dictionary lookup, which torch.compile
+    traces (``get_backend`` itself imports modules)."""
+    return _LOADED[name]

@@ -10,8 +10,7 @@ equals one call on the whole sequence.
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
-from jaxtyping import Float, Integer, jaxtyped
+from jaxtyping import Float, Integer
 from torch import Tensor, nn
 
 __all__ = ["ShortConvolution"]
@@ -29,7 +28,6 @@ class ShortConvolution(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.channels}, conv_size={self.conv_size}"
 
-    @jaxtyped(typechecker=beartype)
     def forward(
         self,
         x: Float[Tensor, "B T D"],

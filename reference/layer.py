@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Shaped
 from torch import Tensor, nn
 
-from .backends import available_backends, get_backend, resolve_backend
+from .backends import available_backends, get_backend, loaded_backend, resolve_backend
 from .cache import Cache, GDN2State
 from .conv import ShortConvolution
 from .norm import GatedRMSNorm
@@ -132,6 +132,12 @@ class GDN2(nn.Module):
         self.norm_eps = float(norm_eps)
         resolve_backend(backend)  # unknown or unavailable: the registry's error, listing what is available
         self.backend = backend
+        # the backend for CUDA inputs and for the others, resolved (and imported) once, here: a forward
+        # then only looks them up, which torch.compile traces
+        cuda = backend if backend != "auto" else ("triton" if available_backends()["triton"] is None else "reference")
+        self._backend_names = (cuda, backend if backend != "auto" else "reference")
+        for name in set(self._backend_names):
+            get_backend(name)
         if layer_idx is not None and (isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or layer_idx < 0):
             raise ValueError(f"layer_idx must be None or a non-negative int, got {layer_idx!r}")
         self.layer_idx = layer_idx
@@ -180,11 +186,7 @@ class GDN2(nn.Module):
 
     def _ops(self, x: Tensor) -> ModuleType:
         """The backend module for this input: "auto" takes Triton only for CUDA tensors."""
-        if self.backend != "auto":
-            return get_backend(self.backend)
-        if x.is_cuda and available_backends()["triton"] is None:
-            return get_backend("triton")
-        return get_backend("reference")
+        return loaded_backend(self._backend_names[0 if x.is_cuda else 1])
 
     def _qkv(self, x: Tensor, conv_states: tuple | None, cu_seqlens: Tensor | None) -> tuple[tuple, tuple | None]:
         """Projection → short conv → SiLU for q, k, v; returns the three and the new conv states."""
@@ -204,12 +206,15 @@ class GDN2(nn.Module):
         attention_mask: Shaped[Tensor, "B Tm"] | None = None,
         cache: Cache | None = None,
         use_cache: bool = False,
+        cu_seqlens: Tensor | None = None,
     ) -> Float[Tensor, "B T D"]:
         """Mix tokens; zero at padded positions. With ``use_cache`` the cache is updated in place.
 
         ``attention_mask`` is a [B, T'] 0/1 mask whose last T columns belong to ``hidden_states``
-        (T' > T when decoding with the mask of the whole sequence so far). A backend that provides a
-        fused layer (``gdn2.fast.layer_forward``) computes the same function with its own kernels.
+        (T' > T when decoding with the mask of the whole sequence so far). ``cu_seqlens`` [N + 1] instead
+        says that the one row of ``hidden_states`` (B = 1) packs N sequences, as pre-training batches are
+        fed (the operator's contract). A backend that provides a fused layer
+        (``gdn2.fast.layer_forward``) computes the same function with its own kernels.
         """
         if not isinstance(hidden_states, Tensor) or hidden_states.dim() != 3:
             got = list(hidden_states.shape) if isinstance(hidden_states, Tensor) else type(hidden_states).__name__
@@ -224,12 +229,15 @@ class GDN2(nn.Module):
             raise ValueError(f"cache entry {self.cache_key} is a {type(state).__name__}, not a GDN2 state")
         if state is not None and state.recurrent_state.shape[0] != B:
             raise ValueError(f"the cache holds {state.recurrent_state.shape[0]} sequences, hidden_states has B = {B}")
+        if cu_seqlens is not None and (attention_mask is not None or B != 1):
+            raise ValueError("cu_seqlens packs sequences into one row (B = 1) and replaces attention_mask; "
+                             f"got B = {B}" + (" and an attention_mask" if attention_mask is not None else ""))
         ops = self._ops(hidden_states)
         fused = getattr(ops, "layer_forward", None)
         if fused is not None:
-            return fused(self, hidden_states, attention_mask, cache, use_cache, state)
+            return fused(self, hidden_states, attention_mask, cache, use_cache, state, cu_seqlens)
 
-        x, indices, cu_seqlens = hidden_states, None, None
+        x, indices = hidden_states, None
         if attention_mask is not None:
             indices, cu_seqlens = pack_mask(attention_mask.to(x.device), T)
             x = x.reshape(B * T, D)[indices][None]                             # [1, T_valid, D]

@@ -7,8 +7,7 @@ Both normalise the last axis in float32 (float64 stays float64) and return the i
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor, nn
 
 __all__ = ["RMSNorm", "GatedRMSNorm"]
@@ -30,7 +29,6 @@ class RMSNorm(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
-    @jaxtyped(typechecker=beartype)
     def forward(self, x: Float[Tensor, "*lead D"]) -> Float[Tensor, "*lead D"]:
         return _rms_norm(x, self.weight, self.eps)
 
@@ -38,6 +36,5 @@ class RMSNorm(nn.Module):
 class GatedRMSNorm(RMSNorm):
     """RMSNorm(o) · SiLU(z) per head: ``o`` and ``z`` are [..., V], the scale is shared by the heads."""
 
-    @jaxtyped(typechecker=beartype)
     def forward(self, o: Float[Tensor, "*lead V"], z: Float[Tensor, "*lead V"]) -> Float[Tensor, "*lead V"]:
         return _rms_norm(o, self.weight, self.eps) * F.silu(z.to(o.dtype))

@@ -313,3 +313,17 @@ def test_rel_rms_of_decode_is_not_trivially_zero():
     """Guard for the decode test: a layer with different weights gives a clearly different output."""
     x = torch.randn(1, 8, 32, dtype=torch.float64)
     assert rel_rms(make_layer(seed=1)(x), make_layer(seed=2)(x)) > 0.1
+
+
+def test_packed_rows_equal_separate_sequences():
+    """cu_seqlens packs sequences into one row (as pre-training feeds them): each equals its own call, and
+    nothing reaches across a boundary (conv taps or state)."""
+    torch.manual_seed(0)
+    layer = gdn2.GDN2(32, 2, head_dim=16, backend="reference").double()
+    x = torch.randn(1, 23, 32, dtype=torch.float64)
+    cu = torch.tensor([0, 7, 8, 23])
+    y = layer(x, cu_seqlens=cu)
+    parts = [layer(x[:, s:e]) for s, e in zip(cu[:-1].tolist(), cu[1:].tolist())]
+    assert torch.allclose(y, torch.cat(parts, 1), atol=1e-12)
+    with pytest.raises(ValueError, match="cu_seqlens packs sequences into one row"):
+        layer(x.expand(2, -1, -1), cu_seqlens=cu)

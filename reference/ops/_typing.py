@@ -4,7 +4,9 @@
 the offending argument in a ``ValueError``/``TypeError``) and then the jaxtyping/beartype check of
 ``fn``'s annotations, so the annotations are checked documentation, never decoration. The call
 runs with autocast off: the reference computes in float32 (float64 for float64 input) by design,
-whatever autocast region it is called from.
+whatever autocast region it is called from. Under ``torch.compile`` the values (finiteness, the sign of
+g, packed offsets) are not read, since reading them would break the compiled graph; shapes, dtypes and
+devices are checked as always.
 """
 
 import functools
@@ -32,11 +34,12 @@ def shape_checked(fn: F) -> F:
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         a = bound.arguments
+        compiling = torch.compiler.is_compiling()
         check_inputs(
             a["q"], a["k"], a["v"], a["g"], a["b"], a["w"], a["scale"], a["initial_state"], a["cu_seqlens"],
-            A_log=a.get("A_log"), dt_bias=a.get("dt_bias"),
+            A_log=a.get("A_log"), dt_bias=a.get("dt_bias"), check_values=not compiling,
         )
         with torch.autocast(device_type=a["q"].device.type, enabled=False):
-            return checked(*args, **kwargs)
+            return (fn if compiling else checked)(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -238,7 +238,7 @@ def to_chunks(x: Tensor, cu_seqlens: Tensor | None, C: int, H: int) -> Tensor:
     Zero padding is exact: a padded token has k = 0, so it leaves the state untouched (g = 0 there).
     """
     seqs = split_sequences(x, cu_seqlens)
-    NC = max(1, max((-(-s.shape[0] // C) for s in seqs), default=1))
+    NC = max([1, *(-(-s.shape[0] // C) for s in seqs)])              # chunks of the longest sequence
     padded = x.new_zeros(len(seqs), NC * C, *x.shape[2:])
     for n, s in enumerate(seqs):
         padded[n, : s.shape[0]] = s

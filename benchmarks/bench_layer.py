@@ -1,0 +1,251 @@
+"""The GDN2 layer against the peer's layer and an attention layer of the same width, forward and train step.
+
+    python benchmarks/bench_layer.py [--shapes 8x2048,1x16384] [--no-peer] [--no-compile] [--out DIR]
+
+Three layers at hidden size 2048, 16 heads of 128 (bfloat16 parameters and inputs):
+
+- ``ours``: ``gdn2.GDN2(backend="triton")`` (its fused path: Triton short convolution, gates and norm);
+- ``ours-compiled``: the same under ``torch.compile`` (8x2048 only);
+- ``peer``: flash-linear-attention 0.6.0's ``fla.layers.gdn2.GatedDeltaNet2`` (same sizes);
+- ``sdpa``: q, k, v, o projections around PyTorch's causal scaled-dot-product attention (flash).
+
+Shapes: 8x2048, 4x4096, 1x16384, 1x65536, and ``varlen``: one packed row of 16384 tokens split into
+documents of random lengths (``cu_seqlens``; attention has no packed path here, so no sdpa row). Each
+timing is the median of ``triton.testing.do_bench`` after warm-up, on fresh random inputs; a train step
+is the forward and the backward of ⟨y, dy⟩ with gradients for the input and every parameter. Peak memory
+is the allocator's peak during one train step above what the inputs and parameters hold. The
+packed-varlen operator alone (``op-varlen``: ``chunk_gdn2`` of ours and the peer on the same inputs)
+is timed too. A profile of our train step at 8x2048 splits its device time into the mixing kernels,
+the short convolution, the norm, the GEMMs and the rest (``mode=profile``).
+
+Writes ``results/layer-<card>.csv``: card, mode (fwd, train, profile), shape, impl, ms, peak_mib,
+peer_over_this, sdpa_over_this (and for profile rows the category in ``impl`` and its share).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+from bench import peer_ops, retune_peer, write_csv
+from torch import nn
+from triton.testing import do_bench
+
+import gdn2
+
+D, H, K = 2048, 16, 128
+SHAPES = [(8, 2048), (4, 4096), (1, 16384), (1, 65536)]
+VARLEN_TOKENS = 16384
+FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "sdpa_over_this", "share"]
+
+
+class Attention(nn.Module):
+    """The attention layer of the same width: four projections around causal SDPA."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(D, 3 * D, bias=False)
+        self.o = nn.Linear(D, D, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, H, K).permute(2, 0, 3, 1, 4)       # [B, H, T, K] each
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(o.transpose(1, 2).reshape(B, T, D))
+
+
+def peer_layer():
+    """flash-linear-attention's GDN-2 layer, or None where it is not installed."""
+    try:
+        from fla.layers.gdn2 import GatedDeltaNet2
+    except ImportError as e:
+        print(f"peer layer unavailable: {e}")
+        return None
+    return GatedDeltaNet2(hidden_size=D, head_dim=K, num_heads=H)
+
+
+def layers(args) -> dict[str, tuple[nn.Module, str]]:
+    """name -> (module in bfloat16 on the GPU, how to call it: "ours", "peer" or "sdpa")."""
+    out = {"ours": (gdn2.GDN2(D, H, head_dim=K, backend="triton"), "ours")}
+    if not args.no_peer:
+        peer = peer_layer()
+        if peer is not None:
+            out["peer"] = (peer, "peer")
+    out["sdpa"] = (Attention(), "sdpa")
+    for name, (m, kind) in out.items():
+        out[name] = (m.to("cuda", torch.bfloat16), kind)
+    return out
+
+
+def call(module: nn.Module, kind: str, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+    if kind == "ours":
+        return module(x, cu_seqlens=cu_seqlens)
+    if kind == "peer":
+        return module(x, cu_seqlens=cu_seqlens)[0]
+    return module(x)
+
+
+def random_lengths(total: int, gen: torch.Generator) -> torch.Tensor:
+    """cu_seqlens of documents of random lengths (64 to 4096 tokens) filling ``total`` tokens."""
+    cuts, at = [0], 0
+    while at < total:
+        at = min(total, at + int(torch.randint(64, 4097, (1,), generator=gen)))
+        cuts.append(at)
+    return torch.tensor(cuts, dtype=torch.int32, device="cuda")
+
+
+def time_layer(module, kind, x, cu) -> tuple[float, float, float]:
+    """(forward ms, train-step ms, peak MiB of a train step)."""
+    x = x.detach().requires_grad_()
+    dy = torch.randn_like(x)
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def fwd():
+        with torch.no_grad():
+            call(module, kind, x, cu)
+
+    def train():
+        y = call(module, kind, x, cu)
+        torch.autograd.grad(y, [x, *params], dy)
+
+    train()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    train()
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return (do_bench(fwd, warmup=10, rep=100, return_mode="median"),
+            do_bench(train, warmup=5, rep=100, return_mode="median"), peak)
+
+
+CATEGORIES = (("mixing kernels", ("chunk_intra", "chunk_wy", "chunk_state", "chunk_bwd", "fused_recurrent")),
+              ("short convolution", ("short_conv", "conv")),
+              ("gated norm", ("rms_norm", "gated_norm", "norm")),
+              ("GEMMs", ("gemm", "sm90", "cutlass", "nvjet", "xmma", "cublas", "matmul")))
+
+
+def profile_rows(module, kind, x, card: str, shape: str) -> list[dict]:
+    """Device ms per train step by category (torch profiler, mean of 5 steps)."""
+    x = x.detach().requires_grad_()
+    dy = torch.randn_like(x)
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def step():
+        torch.autograd.grad(call(module, kind, x), [x, *params], dy)
+
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            step()
+        torch.cuda.synchronize()
+    totals: dict[str, float] = {}
+    for e in prof.key_averages():
+        if e.device_time_total <= 0:
+            continue
+        name = e.key.lower()
+        cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
+        totals[cat] = totals.get(cat, 0.0) + e.device_time_total / 5 / 1e3
+        print(f"   {e.device_time_total / 5:9.1f} us  {cat:18s} {e.key[:80]}")
+    whole = sum(totals.values())
+    return [dict(card=card, mode="profile", shape=shape, impl=cat, ms=round(ms, 4), share=round(ms / whole, 4))
+            for cat, ms in sorted(totals.items(), key=lambda kv: -kv[1])]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="", help="comma-separated BxT (and/or 'varlen'); default: all")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    card = torch.cuda.get_device_name()
+    print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
+    wanted = set(args.shapes.split(",")) if args.shapes else None
+    mods = layers(args)
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    cases = [(f"{B}x{T}", B, T) for B, T in SHAPES] + [("varlen", 1, VARLEN_TOKENS)]
+    for shape, B, T in cases:
+        if wanted is not None and shape not in wanted:
+            continue
+        x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16)
+        cu = random_lengths(T, gen) if shape == "varlen" else None
+        if "peer" in mods:
+            retune_peer()
+        times = {}
+        for name, (module, kind) in mods.items():
+            if cu is not None and kind == "sdpa":
+                continue
+            t0 = time.perf_counter()
+            try:
+                times[name] = time_layer(module, kind, x, cu)
+            except torch.OutOfMemoryError:
+                print(f"{shape} {name}: out of memory")
+                torch.cuda.empty_cache()
+                continue
+            print(f"{shape} {name:14s} fwd {times[name][0]:8.3f} ms  train {times[name][1]:8.3f} ms  "
+                  f"peak {times[name][2]:9.1f} MiB  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if shape == "8x2048" and not args.no_compile:
+            compiled = torch.compile(mods["ours"][0])
+            try:
+                times["ours-compiled"] = time_layer(compiled, "ours", x, None)
+                print(f"{shape} ours-compiled  fwd {times['ours-compiled'][0]:8.3f}  train "
+                      f"{times['ours-compiled'][1]:8.3f}", flush=True)
+            except Exception as e:  # a compile failure is a result, reported
+                print(f"{shape} ours-compiled failed: {type(e).__name__}: {str(e)[:300]}")
+        for i, mode in enumerate(("fwd", "train")):
+            for name, t in times.items():
+                rows.append(dict(card=card, mode=mode, shape=shape, impl=name, ms=round(t[i], 4),
+                                 peak_mib=round(t[2], 1) if mode == "train" else "",
+                                 peer_over_this=round(times["peer"][i] / t[i], 3) if "peer" in times else "",
+                                 sdpa_over_this=round(times["sdpa"][i] / t[i], 3) if "sdpa" in times else ""))
+        if shape == "varlen":
+            rows += op_varlen_rows(x, cu, card, args)
+        if shape == "8x2048":
+            rows += profile_rows(*mods["ours"], x, card, shape)
+        del x
+        torch.cuda.empty_cache()
+        write_csv(Path(args.out) / f"layer-{card.replace(' ', '_')}.csv", rows, FIELDS)
+    print(f"wrote {Path(args.out) / f'layer-{card.replace(chr(32), chr(95))}.csv'}")
+
+
+def op_varlen_rows(x: torch.Tensor, cu: torch.Tensor, card: str, args) -> list[dict]:
+    """The packed operator alone, ours and the peer, forward and train step, on the layer's shapes."""
+    T = x.shape[1]
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    r = lambda *s, dt=torch.bfloat16: torch.randn(*s, device="cuda", dtype=dt, generator=gen)  # noqa: E731
+    inputs = dict(q=r(1, T, H, K), k=r(1, T, H, K), v=r(1, T, H, K), g=F.logsigmoid(r(1, T, H, K, dt=torch.float32)),
+                  b=torch.sigmoid(r(1, T, H, K)), w=torch.sigmoid(r(1, T, H, K)))
+    impls = {"ours-op": gdn2.fast.chunk_gdn2}
+    peer_chunk = None if args.no_peer else peer_ops()[0]
+    if peer_chunk is not None:
+        impls["peer-op"] = peer_chunk
+    times = {}
+    for name, op in impls.items():
+        leaves = {n: t.clone().requires_grad_() for n, t in inputs.items()}
+        do = torch.randn_like(inputs["v"])
+
+        def fwd(op=op):
+            with torch.no_grad():
+                op(**inputs, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
+
+        def train(op=op, leaves=leaves, do=do):
+            o, _ = op(**leaves, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
+            torch.autograd.grad(o, list(leaves.values()), do)
+
+        times[name] = (do_bench(fwd, warmup=10, rep=100, return_mode="median"),
+                       do_bench(train, warmup=5, rep=100, return_mode="median"))
+        print(f"varlen op {name:8s} fwd {times[name][0]:.3f} ms  train {times[name][1]:.3f} ms", flush=True)
+    return [dict(card=card, mode=mode, shape="varlen-op", impl=name, ms=round(t[i], 4),
+                 peer_over_this=round(times["peer-op"][i] / t[i], 3) if "peer-op" in times else "")
+            for i, mode in enumerate(("fwd", "train")) for name, t in times.items()]
+
+
+if __name__ == "__main__":
+    main()
