@@ -319,7 +319,7 @@ def test_packed_rows_equal_separate_sequences():
     """cu_seqlens packs sequences into one row (as pre-training feeds them): each equals its own call, and
     nothing reaches across a boundary (conv taps or state)."""
     torch.manual_seed(0)
-    layer = gdn2.GDN2(32, 2, head_dim=16, backend="reference").double()
+    layer = GDN2(32, 2, head_dim=16, backend="reference").double()
     x = torch.randn(1, 23, 32, dtype=torch.float64)
     cu = torch.tensor([0, 7, 8, 23])
     y = layer(x, cu_seqlens=cu)
