@@ -120,6 +120,13 @@ class SlidingWindowAttention(nn.Module):
         h, d = self.num_heads, self.head_dim
         if use_cache and cache is None:
             raise ValueError("use_cache=True needs a cache to update: pass cache=gdn2.Cache()")
+        if attention_mask is None and cache is None and T <= self.window:
+            # every token sees all earlier ones: plain causal attention, which SDPA runs without a mask
+            split = lambda y: y.view(B, T, h, d).transpose(1, 2)                            # [B, h, T, d]
+            pos = torch.arange(T, device=x.device).expand(B, T)
+            q, k = _rope(split(self.q_proj(x)), pos), _rope(split(self.k_proj(x)), pos)
+            o = F.scaled_dot_product_attention(q, k, split(self.v_proj(x)), is_causal=True)
+            return self.o_proj(o.transpose(1, 2).reshape(B, T, D))
         valid = (torch.ones(B, T, dtype=torch.bool, device=x.device) if attention_mask is None
                  else attention_mask[:, attention_mask.shape[1] - T:].to(x.device).bool())   # [B, T]
         past = cache.get(self.cache_key) if cache is not None else None

@@ -173,3 +173,16 @@ def test_bad_generate_and_input_arguments():
         model.generate(torch.tensor([[1]]), -1)
     with pytest.raises(ValueError, match="temperature"):
         model.generate(torch.tensor([[1]]), 2, temperature=-1.0)
+
+
+def test_attention_without_mask_takes_the_causal_path_with_the_same_result():
+    """Within its window and without padding or a cache, the attention layer runs plain causal SDPA; an
+    all-ones mask takes the masked path: both give the same output."""
+    from gdn2.model import SlidingWindowAttention
+
+    torch.manual_seed(0)
+    attn = SlidingWindowAttention(32, 4, window=16).double()
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    fast = attn(x)
+    masked = attn(x, attention_mask=torch.ones(2, 12))
+    assert torch.allclose(fast, masked, atol=1e-12)
