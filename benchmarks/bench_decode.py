@@ -17,7 +17,10 @@ use_qk_l2norm_in_kernel=True. For B in {1, 8, 64, 256} each row has
 - ``peer_over_ours``: the peer's time over ours (> 1: ours is faster); wall time for the operator's
   rows, device time for the sweep rows.
 
-Also measured: a bare launch of a one-line Triton kernel through the JIT (the host's floor for any
+Also measured: one decoding step of a whole model (``model-eager`` and ``model-cuda-graph``: a
+``gdn2.GDN2LM`` of 24 GDN2 blocks, hidden size 2048, 16 heads of 128, vocabulary 32000, bfloat16, about
+1.3 B parameters; ``generate`` with and without ``cuda_graph=True``), µs per generated token at each B;
+a bare launch of a one-line Triton kernel through the JIT (the host's floor for any
 Triton call), and a sweep of our kernel's launch (``gdn2.fast.config.DecodeLaunch``) by device time at
 every B, the default marked. A launch that fails to compile or to run is reported and skipped.
 """
@@ -173,6 +176,40 @@ def registers() -> None:
             print(f"   {flags} num_warps={ck.metadata.num_warps}: {ck.n_regs} registers, {ck.n_spills} spills")
 
 
+def model_rows(card: str) -> list[dict]:
+    """µs per generated token of a whole GDN2 model, eager and replayed from a CUDA graph."""
+    from gdn2 import GDN2LM, GDN2LMConfig
+
+    torch.manual_seed(0)
+    lm = GDN2LM(GDN2LMConfig(vocab_size=32000, hidden_size=2048, num_layers=24, num_heads=16, head_dim=128,
+                             backend="triton")).to("cuda", torch.bfloat16)
+    rows = []
+    for B in BATCHES:
+        prompt = torch.randint(0, 32000, (B, 32), device="cuda")
+        for name, graph in (("model-eager", False), ("model-cuda-graph", True)):
+            try:
+                lm.generate(prompt, 4, temperature=0, cuda_graph=graph)          # compile and warm up
+                times = []
+                for _ in range(3):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    lm.generate(prompt, 65, temperature=0, cuda_graph=graph)
+                    torch.cuda.synchronize()
+                    t1 = time.perf_counter()
+                    lm.generate(prompt, 1, temperature=0, cuda_graph=graph)       # prefill and one token
+                    torch.cuda.synchronize()
+                    times.append(((t1 - t0) - (time.perf_counter() - t1)) / 64 * 1e6)
+            except Exception as e:  # a path that fails is reported, not fatal
+                print(f"B={B} {name}: failed: {type(e).__name__}: {str(e)[:300]}")
+                continue
+            us = statistics.median(times)
+            rows.append(dict(card=card, B=B, impl=name, config="24 x GDN2, d 2048, 1.3B, bf16", wall_us=us))
+            print(f"B={B} {name:17s} {us:9.1f} µs per token ({B * 1e6 / us:9.0f} tokens/s)", flush=True)
+    del lm
+    torch.cuda.empty_cache()
+    return rows
+
+
 def main():
     t_start = time.perf_counter()
     torch.manual_seed(0)
@@ -213,6 +250,10 @@ def main():
         rows += sweep(card, B, x, kw, default, times.get("peer", (None, None))[1], floor)
         del x
         torch.cuda.empty_cache()
+    try:
+        rows += model_rows(card)
+    except Exception as e:
+        print(f"model decoding failed: {type(e).__name__}: {str(e)[:300]}")
     print("-- compiled variants of fused_recurrent_fwd_kernel")
     try:
         registers()

@@ -199,7 +199,9 @@ class GDN2LM(nn.Module):
         use_cache: bool = False,
     ) -> Float[Tensor, "B T vocab"]:
         """Logits [B, T, vocab_size]; with ``use_cache`` every layer's decoding state is updated in place."""
-        if (input_ids.numel() and not torch.compiler.is_compiling()   # a value check would break a compiled graph
+        # a value check reads the ids on the host: not while compiling or capturing a CUDA graph
+        capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
+        if (input_ids.numel() and not torch.compiler.is_compiling() and not capturing
                 and not (0 <= int(input_ids.min()) and int(input_ids.max()) < self.config.vocab_size)):
             raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), got "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
@@ -222,12 +224,18 @@ class GDN2LM(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         cache: Cache | None = None,
+        cuda_graph: bool = False,
     ) -> Integer[Tensor, "B T_out"]:
         """Prefill the prompt ``input_ids`` [B, T] (byte ids), then sample one token at a time with constant
         memory per token.
 
         ``temperature = 0`` is greedy. Pass a :class:`~gdn2.cache.Cache` to inspect the decoding state.
         Returns the prompt followed by ``max_new_tokens`` sampled tokens.
+
+        ``cuda_graph=True`` (CUDA, Triton backend, no attention layers) captures one decoding step of the
+        whole model in a CUDA graph after the first and replays it for every further token: a step at
+        small batch then costs what its kernels take on the GPU, not what the host does to launch them.
+        The layers update their states in place, so the graph reads and writes the same cache tensors.
         """
         if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
             shape = list(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
@@ -239,10 +247,14 @@ class GDN2LM(nn.Module):
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if input_ids.shape[1] < 1:
             raise ValueError("input_ids must hold at least one prompt token")
+        if cuda_graph and not (input_ids.is_cuda and not self.config.swa_layers):
+            raise ValueError("cuda_graph=True needs CUDA input ids and a model without attention layers (their "
+                             "decoding cache grows up to the window, which a captured graph cannot follow)")
         was_training = self.training
         self.eval()
         cache = Cache() if cache is None else cache
         out, logits = [input_ids], self(input_ids, cache=cache, use_cache=True)[:, -1]
+        step = self._decode_step(cache, cuda_graph)
         for i in range(max_new_tokens):
             if temperature == 0:
                 nxt = logits.argmax(-1, keepdim=True)
@@ -254,6 +266,34 @@ class GDN2LM(nn.Module):
                 nxt = torch.multinomial(scaled.softmax(-1), 1, generator=generator)
             out.append(nxt)
             if i + 1 < max_new_tokens:
-                logits = self(nxt, cache=cache, use_cache=True)[:, -1]
+                logits = step(nxt)
         self.train(was_training)
         return torch.cat(out, dim=1)
+
+    def _decode_step(self, cache: Cache, cuda_graph: bool):
+        """token [B, 1] -> logits [B, vocab] of one decoding step (the cache updated in place): eager, or
+        eager once and then a CUDA graph of it replayed on a static token buffer."""
+
+        def eager(token: Tensor) -> Tensor:
+            return self(token, cache=cache, use_cache=True)[:, -1]
+
+        if not cuda_graph:
+            return eager
+        graph: list = []
+
+        def replay(token: Tensor) -> Tensor:
+            if not graph:                                   # the first step runs eagerly (compiles the kernels)
+                logits = eager(token)
+                static = token.clone()
+                torch.cuda.synchronize()
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):                   # records the step; nothing runs, the state stays
+                    static_logits = eager(static)
+                graph.extend([g, static, static_logits])
+                return logits
+            g, static, static_logits = graph
+            static.copy_(token)
+            g.replay()
+            return static_logits.clone()
+
+        return replay

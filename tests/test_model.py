@@ -186,3 +186,21 @@ def test_attention_without_mask_takes_the_causal_path_with_the_same_result():
     fast = attn(x)
     masked = attn(x, attention_mask=torch.ones(2, 12))
     assert torch.allclose(fast, masked, atol=1e-12)
+
+
+def test_cuda_graph_decoding_needs_cuda_and_no_attention_layers():
+    lm = GDN2LM(GDN2LMConfig(num_layers=2, swa_layers=(1,)))
+    with pytest.raises(ValueError, match="cuda_graph=True needs CUDA input ids"):
+        lm.generate(torch.tensor([list(b"Anne")]), 2, cuda_graph=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_cuda_graph_decoding_equals_eager():
+    """Greedy decoding of a GDN2 model replayed from a CUDA graph gives the eager tokens."""
+    torch.manual_seed(0)
+    lm = GDN2LM(GDN2LMConfig(num_layers=3, hidden_size=256, num_heads=2, head_dim=128, backend="triton")).cuda()
+    prompt = torch.randint(0, 256, (4, 17), device="cuda")
+    eager = lm.generate(prompt, 24, temperature=0)
+    graphed = lm.generate(prompt, 24, temperature=0, cuda_graph=True)
+    assert torch.equal(eager, graphed)
