@@ -101,8 +101,8 @@ def sweep_launches(x: dict) -> None:
             print(f"  fwd {launch or 'default'}: {time_fwd(x, launch):.1f} us")
         except Exception as e:  # a launch that does not compile or run is reported, not fatal
             print(f"  fwd {launch}: failed ({type(e).__name__})")
-    rule = bwd_launch(B * T, D, x["x"].device)
-    bwd = [ConvBwdLaunch(BT=BT, BD=BD, num_warps=nw, tiles=tiles) for BT in (16, 32, 64) for BD in (32, 64, 128)
+    rule = bwd_launch(B * T, D, W, x["x"].device)
+    bwd = [ConvBwdLaunch(BT=BT, BD=BD, num_warps=nw, tiles=tiles) for BT in (32, 64, 128) for BD in (32, 64, 128)
            for nw in (4, 8) for tiles in (None, 1)]
     for launch in [None] + bwd:
         try:

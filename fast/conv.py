@@ -202,54 +202,66 @@ def short_conv_bwd_kernel(
     ACTIVATION: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
     NEED_DW: tl.constexpr,
 ):
-    """dx for ``tiles`` consecutive tiles of BT tokens and BD channels, and their part of dweight.
+    """dx for ``tiles`` consecutive tiles of BO = BT − (W−1) tokens and BD channels, and their part of
+    dweight.
 
-    Grid: (P = cdiv(B·T, BT·tiles), cdiv(D, BD)). With g_t = dy_t ⊙ SiLU'(a_t) at the pre-activation
-    a_t = Σ_s weight[:, W−1−s] ⊙ x̃_{t−s} (recomputed from x, never stored):
-    dx_u = Σ_s weight[:, W−1−s] ⊙ g_{u+s} over the tokens u+s of u's sequence, plus the final state's
-    gradient for the last W−1 tokens of each sequence, and dweight[:, W−1−s] = Σ_t g_t ⊙ x̃_{t−s},
-    summed in registers over the program's tokens and stored once per program ([BD, WP] tile, WP the
-    next power of two >= W); the host sums the P partials. The pre-activations at u, …, u+W−1 are W
-    shifted recomputations of W taps each: W² + W loads of [BT, BD] tiles, of which x, dy and dx
-    each cross memory about once (2·D bytes per token each in 16-bit); FLOPs about 2·W² per element.
+    Grid: (P = cdiv(B·T, BO·tiles), cdiv(D, BD)). With the pre-activation a_t = Σ_s weight[:, W−1−s] ⊙ x̃_{t−s}
+    recomputed from x (never stored) and g_t = dy_t ⊙ SiLU'(a_t): dx_u = Σ_r weight[:, W−1−r] ⊙ g_{u+r}
+    over the tokens u+r of u's sequence, plus the final state's gradient for the last W−1 tokens of each
+    sequence; dweight[:, W−1−s] = Σ_t g_t ⊙ x̃_{t−s}. A tile computes g once for BT tokens from t0 and
+    owns the first BO of them: the W−1 tokens past them are the halo that dx_u reads, taken from the
+    register tile by ``tl.gather`` along the token axis; the next tile starts at t0 + BO and recomputes
+    that halo (a (W−1)/BT share of the work). dweight is summed in registers over the owned tokens of
+    the program's tiles and stored once per program ([BD, WP] tile, WP the next power of two >= W); the
+    host sums the P partials. Per tile 2·W loads of shifted [BT, BD] tiles of x (the repeats hit the
+    cache), dy read, dx written: x, dy and dx each cross memory about once (2·D bytes per token each in
+    16-bit); one sigmoid and about 6·W FLOPs per element.
     """
+    BO: tl.constexpr = BT - (W - 1)
     i_p, i_d = tl.program_id(0), tl.program_id(1)
+    o_i = tl.arange(0, BT)
     o_d = i_d * BD + tl.arange(0, BD)
     o_w = tl.arange(0, WP)
     m_d = o_d < D
     b_dw = tl.zeros([BD, WP], tl.float32)
     for i in range(tiles):
-        o_t = (i_p.to(tl.int64) * tiles + i) * BT + tl.arange(0, BT)
+        o_t = (i_p.to(tl.int64) * tiles + i) * BO + o_i
         m_t = o_t < n_tokens
         m = m_t[:, None] & m_d[None, :]
+        m_own = m & (o_i < BO)[:, None]
         i_n = token_sequences(cu_seqlens, o_t, T, N, n_steps, IS_VARLEN)
         bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
         pos = o_t - bos
         off_x = token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN)[:, None] + o_d[None, :]
         off_h = (i_n * D * (W - 1))[:, None] + (o_d * (W - 1))[None, :]
 
+        b_a = tl.zeros([BT, BD], tl.float32)
+        for s in tl.static_range(W):
+            b_w = tap_weight(weight, x, o_d, m_d, W - 1 - s, W)
+            b_a += b_w[None, :] * tap(x, h0, off_x, pos, off_h, m, s, stride_t, W, HAS_H0)
+        b_g = tl.load(dy + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(tl.float32)
+        if ACTIVATION:                                                # SiLU'(a) = σ(a)·(1 + a·(1 − σ(a)))
+            b_sig = tl.sigmoid(b_a)
+            b_g = b_g * b_sig * (1.0 + b_a * (1.0 - b_sig))
+
         b_dx = tl.zeros([BT, BD], tl.float32)
-        for r in tl.static_range(W):                                  # token t = u + r reads x_u through tap r
-            m_r = m & (o_t + r < eos)[:, None]
-            b_a = tl.zeros([BT, BD], tl.float32)
-            for s in tl.static_range(W):
-                b_w = tap_weight(weight, x, o_d, m_d, W - 1 - s, W)
-                b_a += b_w[None, :] * tap(x, h0, off_x + r * stride_t, pos + r, off_h, m_r, s, stride_t, W, HAS_H0)
-            b_g = tl.load(dy + (o_t + r)[:, None] * D + o_d[None, :], mask=m_r, other=0.0).to(tl.float32)
-            if ACTIVATION:                                            # SiLU'(a) = σ(a)·(1 + a·(1 − σ(a)))
-                b_sig = tl.sigmoid(b_a)
-                b_g = b_g * b_sig * (1.0 + b_a * (1.0 - b_sig))
-            b_dx += tap_weight(weight, x, o_d, m_d, W - 1 - r, W)[None, :] * b_g
-            if NEED_DW:
-                if r == 0:                                            # each token's own g, once
-                    for s in tl.static_range(W):
-                        b_xs = tap(x, h0, off_x, pos, off_h, m, s, stride_t, W, HAS_H0)
-                        b_dw += tl.where(o_w[None, :] == W - 1 - s, tl.sum(b_g * b_xs, 0)[:, None], 0.0)
+        for r in tl.static_range(W):                                  # token u + r reads x_u through tap r
+            if r == 0:
+                b_gr = b_g
+            else:                                     # row i takes g of row i + r (clamped rows are not owned)
+                b_gr = tl.gather(b_g, tl.broadcast_to(tl.minimum(o_i + r, BT - 1)[:, None], [BT, BD]), 0)
+            b_w = tap_weight(weight, x, o_d, m_d, W - 1 - r, W)
+            b_dx += tl.where((o_t + r < eos)[:, None], b_w[None, :] * b_gr, 0.0)
         if HAS_DHT:                                                   # the last W−1 inputs are the final state
             j = o_t - eos + (W - 1)
             m_j = m & ((j >= 0) & (j < W - 1))[:, None]
             b_dx += tl.load(dht + off_h + j[:, None], mask=m_j, other=0.0).to(tl.float32)
-        tl.store(dx + o_t[:, None] * D + o_d[None, :], b_dx.to(dx.dtype.element_ty), mask=m)
+        tl.store(dx + o_t[:, None] * D + o_d[None, :], b_dx.to(dx.dtype.element_ty), mask=m_own)
+        if NEED_DW:                                                   # each owned token's g, once
+            b_g = tl.where(m_own, b_g, 0.0)
+            for s in tl.static_range(W):
+                b_xs = tap(x, h0, off_x, pos, off_h, m, s, stride_t, W, HAS_H0)
+                b_dw += tl.where(o_w[None, :] == W - 1 - s, tl.sum(b_g * b_xs, 0)[:, None], 0.0)
     if NEED_DW:
         off_dw = i_p.to(tl.int64) * D * W + o_d[:, None] * W + o_w[None, :]
         tl.store(dw_part + off_dw, b_dw, mask=m_d[:, None] & (o_w < W)[None, :])
@@ -369,12 +381,12 @@ def fwd_launch(D: int) -> ConvLaunch:
     return ConvLaunch(BT=32, BD=min(128, _pow2_at_least(D, 16)), num_warps=4)
 
 
-def bwd_launch(n_tokens: int, D: int, device: torch.device) -> ConvBwdLaunch:
-    """The backward's launch: the forward's tile, and enough consecutive token tiles per program that
-    the grid is about 16 programs per SM, so the float32 partial sums of dweight ([P, D, W]) stay a few
-    per SM instead of one per 32 tokens."""
-    BT, BD = 32, min(128, _pow2_at_least(D, 16))
-    n_tiles, n_d = triton.cdiv(n_tokens, BT), triton.cdiv(D, BD)
+def bwd_launch(n_tokens: int, D: int, W: int, device: torch.device, BT: int = 64) -> ConvBwdLaunch:
+    """The backward's launch: tiles of 64 tokens (61 owned at W = 4) by up to 64 channels, and enough
+    consecutive tiles per program that the grid is about 16 programs per SM, so the float32 partial sums
+    of dweight ([P, D, W]) stay a few per SM instead of one per tile."""
+    BD = min(64, _pow2_at_least(D, 16))
+    n_tiles, n_d = triton.cdiv(n_tokens, BT - W + 1), triton.cdiv(D, BD)
     programs_t = max(1, triton.cdiv(16 * _sm_count(device), n_d))
     return ConvBwdLaunch(BT=BT, BD=BD, num_warps=4, tiles=max(1, triton.cdiv(n_tiles, programs_t)))
 
@@ -441,9 +453,11 @@ def conv_bwd(dy: Tensor, dht: Tensor | None, x: Tensor, weight: Tensor, cu_seqle
     dy = dy.contiguous()
     if dht is not None:
         dht = dht.contiguous()
-    tile = launch or bwd_launch(B * T, D, x.device)
-    tiles = tile.tiles or bwd_launch(B * T, D, x.device).tiles
-    P = triton.cdiv(B * T, tile.BT * tiles)
+    tile = launch or bwd_launch(B * T, D, W, x.device)
+    if tile.BT < W:
+        raise ValueError(f"ConvBwdLaunch.BT must be at least W = {W} (a tile owns BT − (W−1) tokens), got {tile.BT}")
+    tiles = tile.tiles or bwd_launch(B * T, D, W, x.device, tile.BT).tiles
+    P = triton.cdiv(B * T, (tile.BT - W + 1) * tiles)
     dx = empty((B, T, D), x.dtype, x.device)
     dw_part = empty((P, D, W), torch.float32, x.device) if need_dweight else None
     dh0 = empty(h0.shape, h0.dtype, x.device) if need_dh0 and h0 is not None else None
