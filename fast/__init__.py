@@ -1,8 +1,9 @@
 """gdn2.fast: the Triton backend (registered as "triton" in :mod:`gdn2.backends`).
 
 ``import gdn2.fast`` never imports Triton: the operators ``chunk_gdn2`` (:func:`gdn2.fast.chunk.chunk_gdn2`)
-and ``fused_recurrent_gdn2`` (:func:`gdn2.fast.fused_recurrent.fused_recurrent_gdn2`) load with their
-kernels on first access, so this module imports on machines without Triton or a GPU, and
+and ``fused_recurrent_gdn2`` (:func:`gdn2.fast.fused_recurrent.fused_recurrent_gdn2`), and the layer's
+short convolution ``short_conv`` / ``short_conv_step`` (:mod:`gdn2.fast.conv`), load with their kernels
+on first access, so this module imports on machines without Triton or a GPU, and
 :func:`unavailable_reason` says why the backend cannot run there. The operators take the arguments
 of the reference (docs page "The operator contract").
 """
@@ -11,9 +12,10 @@ import importlib
 
 from .utils import unavailable_reason
 
-__all__ = ["chunk_gdn2", "fused_recurrent_gdn2", "unavailable_reason"]
+__all__ = ["chunk_gdn2", "fused_recurrent_gdn2", "short_conv", "short_conv_step", "unavailable_reason"]
 
-_OPERATORS = {"chunk_gdn2": ".chunk", "fused_recurrent_gdn2": ".fused_recurrent"}
+_OPERATORS = {"chunk_gdn2": ".chunk", "fused_recurrent_gdn2": ".fused_recurrent", "short_conv": ".conv",
+              "short_conv_step": ".conv"}
 
 
 def __getattr__(name: str):

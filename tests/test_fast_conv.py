@@ -199,6 +199,8 @@ def test_launch_settings_do_not_change_results():
     assert torch.equal(y_step2, y_step) and torch.equal(state2, state)
     with pytest.raises(ValueError, match="BT must be a power of two"):
         ConvLaunch(BT=24)
+    with pytest.raises(ValueError, match="BT must be at least W = 4"):
+        conv_bwd(dy, dht, x, weight, cu, h0, True, launch=ConvBwdLaunch(BT=2, BD=16))
 
 
 def test_frozen_weight_and_no_tokens():
