@@ -8,7 +8,8 @@ choice for this call".
 from dataclasses import dataclass, fields
 
 __all__ = ["Launch", "DiagLaunch", "OffDiagLaunch", "WYLaunch", "StateLaunch", "ForwardConfig",
-           "StateBwdLaunch", "LocalWYLaunch", "PairwiseLaunch", "BackwardConfig", "DecodeLaunch"]
+           "StateBwdLaunch", "LocalWYLaunch", "PairwiseLaunch", "BackwardConfig", "DecodeLaunch",
+           "ConvLaunch", "ConvStateLaunch", "ConvBwdLaunch", "ConvStateBwdLaunch", "ConvStepLaunch"]
 
 
 def _pow2(x: int) -> bool:
@@ -143,3 +144,43 @@ class DecodeLaunch(Launch):
     BV: int = 16
     num_warps: int = 1
     programs_per_sm: int | None = None
+
+
+@dataclass(frozen=True)
+class ConvLaunch(Launch):
+    """``short_conv_fwd_kernel``: BT tokens by BD channels per program."""
+
+    BT: int = 32
+    BD: int = 128
+
+
+@dataclass(frozen=True)
+class ConvStateLaunch(Launch):
+    """``short_conv_state_kernel``: BR (sequence, channel) rows of the final conv state per program."""
+
+    BR: int = 256
+
+
+@dataclass(frozen=True)
+class ConvBwdLaunch(Launch):
+    """``short_conv_bwd_kernel``: BT tokens by BD channels per tile (BT >= W: a tile owns BT − (W−1)
+    tokens), and ``tiles`` consecutive token tiles per program (None: the rule of ``conv.bwd_launch``);
+    each program writes one partial sum of dweight."""
+
+    BT: int = 64
+    BD: int = 64
+    tiles: int | None = None
+
+
+@dataclass(frozen=True)
+class ConvStateBwdLaunch(Launch):
+    """``short_conv_bwd_h0_kernel``: BR (sequence, channel) rows of the initial state's gradient per program."""
+
+    BR: int = 256
+
+
+@dataclass(frozen=True)
+class ConvStepLaunch(Launch):
+    """``short_conv_step_kernel``: BR (sequence, channel) rows per program."""
+
+    BR: int = 256
