@@ -1,0 +1,114 @@
+"""The layer's fused Triton path (gdn2.fast.layer_forward) against the reference layer, which is its oracle.
+
+Same parameters (one state_dict), same inputs: outputs and the gradient of every parameter and of the
+input, with padding masks, packed rows, grouped value heads, negative eigenvalues, and the decoding cache
+(prefill then token by token, states updated in place). On the CPU the kernels run in Triton's
+interpreter at tiny sizes in float32 (the reference in float64); on a GPU at the layer's real sizes in
+bfloat16.
+"""
+
+import pytest
+import torch
+
+import gdn2
+import gdn2.fast
+
+from gdn2_testing import DEVICE, TOLERANCES, assert_close, gpu
+
+pytestmark = [
+    pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
+    pytest.mark.usefixtures("poison_triton_outputs"),
+]
+
+
+def pair(D=32, H=2, K=16, HV=None, neg=False, dtype=torch.float32):
+    """(Triton layer in dtype, reference layer in float64), one set of parameters."""
+    fast = gdn2.GDN2(D, H, head_dim=K, num_v_heads=HV, allow_neg_eigval=neg, backend="triton")
+    ref = gdn2.GDN2(D, H, head_dim=K, num_v_heads=HV, allow_neg_eigval=neg, backend="reference")
+    with torch.no_grad():                        # random, not the initial values: every parameter matters
+        for p in fast.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.dim() > 1 else 0.3))
+    ref.load_state_dict(fast.state_dict())
+    return fast.to(DEVICE, dtype), ref.to(DEVICE, torch.float64)
+
+
+def check(fast, ref, x, path, **kw):
+    """Outputs and every gradient of <y, dy> of the fast layer against the reference in float64."""
+    dy = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
+    results = {}
+    for name, layer, dt in (("fast", fast, next(fast.parameters()).dtype), ("ref", ref, torch.float64)):
+        xi = x.to(dt).detach().requires_grad_()
+        y = layer(xi, **kw)
+        grads = torch.autograd.grad(y, [xi, *layer.parameters()], dy.to(y.dtype))
+        results[name] = (y, dict(zip(["x", *dict(layer.named_parameters())], grads)))
+    tol = TOLERANCES[path]
+    assert_close("y", results["fast"][0], results["ref"][0], tol[0])
+    for name, g in results["fast"][1].items():
+        assert_close(f"d{name}", g, results["ref"][1][name], tol[1] if name == "x" else tol[2])
+
+
+@pytest.mark.parametrize("HV,neg", [(None, False), (4, True)], ids=["plain", "gva-neg-eigval"])
+def test_fused_layer_equals_reference(HV, neg):
+    fast, ref = pair(HV=HV, neg=neg)
+    check(fast, ref, torch.randn(2, 70, 32, device=DEVICE), "triton-float32")
+
+
+def test_fused_layer_with_padding_and_packing():
+    """A left/right padding mask, and a packed row with an empty and a one-token document."""
+    fast, ref = pair()
+    mask = torch.ones(2, 40, device=DEVICE)
+    mask[0, :5] = 0
+    mask[1, 33:] = 0
+    check(fast, ref, torch.randn(2, 40, 32, device=DEVICE), "triton-float32", attention_mask=mask)
+    cu = torch.tensor([0, 1, 1, 30, 50], device=DEVICE)
+    check(fast, ref, torch.randn(1, 50, 32, device=DEVICE), "triton-float32", cu_seqlens=cu)
+
+
+def test_fused_layer_decoding_equals_one_call():
+    """Prefill, then one token at a time: the cache's states are updated in place and the outputs equal
+    the reference's full forward."""
+    fast, ref = pair(HV=4)
+    fast.eval()
+    x = torch.randn(2, 20, 32, device=DEVICE)
+    y_ref = ref(x.double())
+    cache = gdn2.Cache()
+    ys = [fast(x[:, :12], cache=cache, use_cache=True)]
+    state = cache.get(fast.cache_key)
+    recurrent, conv = state.recurrent_state.data_ptr(), [s.data_ptr() for s in state.conv_state]
+    for t in range(12, 20):
+        ys.append(fast(x[:, t:t + 1], cache=cache, use_cache=True))
+    assert cache.get(fast.cache_key).recurrent_state.data_ptr() == recurrent            # in place
+    assert [s.data_ptr() for s in cache.get(fast.cache_key).conv_state] == conv
+    assert_close("y", torch.cat(ys, 1), y_ref, TOLERANCES["triton-float32"][0])
+
+
+def test_state_dict_moves_between_backends():
+    """A layer built with one backend loads into the other and gives the same outputs."""
+    fast, ref = pair()
+    moved = gdn2.GDN2(32, 2, head_dim=16, backend="reference")
+    moved.load_state_dict(fast.state_dict())
+    x = torch.randn(1, 30, 32, device=DEVICE)
+    assert_close("y", fast(x), moved.to(DEVICE)(x), TOLERANCES["triton-float32"][0])
+
+
+# ---- GPU: the layer's real sizes in bfloat16 ---------------------------------------------------------
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("HV,neg", [(None, False), (32, True)], ids=["d2048-h16", "gva-neg-eigval"])
+def test_gpu_fused_layer_equals_reference(HV, neg):
+    fast, ref = pair(D=2048, H=16, K=128, HV=HV, neg=neg, dtype=torch.bfloat16)
+    check(fast, ref, torch.randn(2, 300, 2048, device=DEVICE), "triton-bfloat16")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_fused_layer_packed_and_decoding():
+    fast, ref = pair(D=1024, H=8, K=128, dtype=torch.bfloat16)
+    cu = torch.tensor([0, 1, 100, 357, 600], device=DEVICE)
+    check(fast, ref, torch.randn(1, 600, 1024, device=DEVICE), "triton-bfloat16", cu_seqlens=cu)
+    fast.eval()
+    x = torch.randn(4, 80, 1024, device=DEVICE)
+    cache = gdn2.Cache()
+    ys = [fast(x[:, :70], cache=cache, use_cache=True)] + [fast(x[:, t:t + 1], cache=cache, use_cache=True)
+                                                              for t in range(70, 80)]
+    assert_close("y", torch.cat(ys, 1), ref(x.double()), TOLERANCES["triton-bfloat16"][0])
