@@ -952,3 +952,14 @@ def test_excerpt_check_catches_drift():
     assert "is not in the file" in excerpt_problems(info, "b_S = b_S * tl.exp(2 * b_g)[:, None]\n")[0]
     assert "is out of order" in excerpt_problems(info, "\n".join(reversed(good.splitlines())))[0]
     assert "titled" in excerpt_problems('python title="fast/fused_recurrent.py"', good)[0]
+
+
+@pytest.mark.parametrize("page", [p.name for p in sorted((ROOT / "docs" / "kernels").glob("*.md"))
+                                  if p.name not in ("index.md", "triton-primer.md")])
+def test_kernel_page_starts_from_its_equations_and_tiles(page):
+    """A kernel page opens, before its first section, with the equations the kernel implements (display
+    math) and a picture of its tiles (a figure of docs/assets/figures)."""
+    text = (ROOT / "docs" / "kernels" / page).read_text(encoding="utf-8")
+    opening = text.split("\n## ", 1)[0]
+    assert "$$" in opening, f"{page} does not open with the equations it implements"
+    assert re.search(r"!\[[^\]]*\]\(\.\./assets/figures/[\w-]+\.svg\)", opening), f"{page} opens with no figure"
