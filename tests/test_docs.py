@@ -28,8 +28,10 @@ from gdn2.ops.chunk import (
     chunk_local_cumsum,
     chunk_state_passing,
     chunk_wy,
+    pairwise_decay,
     solve_unit_lower,
 )
+from gdn2.ops.chunk_bwd import chunk_bwd_state
 from gdn2.ops.recurrent import recurrent_step
 
 from gdn2_testing import make_inputs, rel_rms
@@ -737,9 +739,8 @@ def test_typed_numbers_are_found():
 
 def test_pages_cite_no_outside_documents():
     """No page, hook, setting or included test refers the reader to a document that is not on the site."""
-    mine = [p for p in (ROOT / "docs").rglob("*") if p.suffix in (".md", ".py", ".yml")
-            and not p.relative_to(ROOT / "docs").as_posix().startswith(("kernels/", "decoding.md"))]
-    files = [*mine, ROOT / "mkdocs.yml", ROOT / "tests" / "test_docs.py", ROOT / "tests" / "docs_browser.py"]
+    pages = [p for p in (ROOT / "docs").rglob("*") if p.suffix in (".md", ".py", ".yml")]
+    files = [*pages, ROOT / "mkdocs.yml", ROOT / "tests" / "test_docs.py", ROOT / "tests" / "docs_browser.py"]
     outside = re.compile("SPEC" + r"\s*§\s*\d+|[Hh]ouse" + " style")
     hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files for m in outside.finditer(p.read_text("utf-8"))]
     assert not hits, "\n".join(hits)
@@ -787,3 +788,178 @@ def test_macros_in_code_are_shown_not_expanded():
     m = _macros()
     text = 'write `{{ csv("x", "a=1", "ms") }}` to cite, e.g. {{ card("fwd-NVIDIA_H200") }}'
     assert m.expand(text) == 'write `{{ csv("x", "a=1", "ms") }}` to cite, e.g. NVIDIA H200'
+
+
+# ---- the kernel pages: one program's view, in PyTorch, equal to the reference stage ----------------------
+def _chunked_inputs(NC: int, C: int, K: int, V: int, seed: int, scale: float) -> dict:
+    """One sequence and head, float64, on the chunked layout: q, k, g, b [NC, C, K]; v, w [NC, C, V]; and the
+    intermediates the state kernels read (Y, Q_γ, K_tail, γ_C, A_qk, U), from the reference stages."""
+    x = make_inputs(1, NC * C, 1, 1, K, V, seed=seed)
+    c = {n: x[n][0, :, 0].reshape(NC, C, -1) for n in "qkvgbw"}
+    G = chunk_local_cumsum(c["g"])
+    A = solve_unit_lower(chunk_intra_t(c["k"], c["b"], G))
+    c.update(x=x, S0=x["initial_state"][0, 0], G=G, Y=A @ (G.exp() * c["b"] * c["k"]), U=A @ (c["w"] * c["v"]),
+             Qg=scale * G.exp() * c["q"], Kt=(G[:, -1:] - G).exp() * c["k"], gC=G[:, -1].exp(),
+             Aqk=scale * torch.einsum("nrd,nsd,nrsd->nrs", c["q"], c["k"], pairwise_decay(G, strict=False)))
+    return c
+
+
+# --8<-- [start:one_program_state_output]
+def one_program_state_output(Y, Qg, Kt, Aqk, U, gC, S0, v0, BV):
+    """What one program of chunk_state_output_fwd_kernel computes: value columns v0 … v0 + BV − 1 of one
+    sequence and value head, over its chunks (Y, Qg, Kt [NC, C, K]; Aqk [NC, C, C]; U [NC, C, V]; gC [NC, K])."""
+    S = S0[:, v0:v0 + BV]                               # registers: [K, BV] for the whole sequence
+    o = []
+    for c in range(len(Y)):                             # in order: chunk c starts from the state c − 1 left
+        R = U[c][:, v0:v0 + BV] - Y[c] @ S              # (4) residual writes, [C, BV]
+        o.append(Qg[c] @ S + Aqk[c] @ R)                # (5) the chunk's output, [C, BV]
+        S = gC[c][:, None] * S + Kt[c].T @ R            # (4) the end state: the next chunk's start
+    return torch.stack(o), S
+# --8<-- [end:one_program_state_output]
+
+
+def test_one_program_of_the_state_kernel():
+    """The programs of the state kernel's sketch, one per block of BV value columns, give the outputs and the
+    final state of the float64 recurrence (V = 10 is no multiple of BV = 4: the last block is partial)."""
+    NC, C, K, V, BV, scale = 3, 8, 5, 10, 4, 0.6
+    c = _chunked_inputs(NC, C, K, V, seed=21, scale=scale)
+    o_ref, S_ref = recurrent_gdn2(**c["x"], scale=scale, output_final_state=True)
+    blocks = [one_program_state_output(c["Y"], c["Qg"], c["Kt"], c["Aqk"], c["U"], c["gC"], c["S0"], v0, BV)
+              for v0 in range(0, V, BV)]
+    o, S = torch.cat([o for o, _ in blocks], -1), torch.cat([s for _, s in blocks], -1)
+    assert rel_rms(o.reshape(NC * C, V), o_ref[0, :, 0]) < 1e-12
+    assert rel_rms(S, S_ref[0, 0]) < 1e-12
+
+
+# --8<-- [start:one_program_state_bwd]
+def one_program_state_bwd(Qg, Kt, Y, gC, Aqk, dO, dS_N, v0, BV):
+    """What one program of chunk_bwd_state_kernel computes: value columns v0 … v0 + BV − 1 of one sequence and
+    value head, over its chunks from the last to the first (dO [NC, C, V]; dS_N [K, V], the final state's)."""
+    dS = dS_N[:, v0:v0 + BV]                            # registers: [K, BV] for the whole sequence
+    dS_end, dR = [None] * len(Y), [None] * len(Y)
+    for c in reversed(range(len(Y))):                   # in reverse: chunk c needs the gradient chunk c + 1 left
+        dS_end[c] = dS                                  # the gradient of chunk c's end state
+        dO_c = dO[c][:, v0:v0 + BV]
+        dR[c] = Aqk[c].T @ dO_c + Kt[c] @ dS            # through O = … + A_qk R and S_C = … + K_tailᵀ R
+        dS = gC[c][:, None] * dS + Qg[c].T @ dO_c - Y[c].T @ dR[c]   # the gradient of chunk c's start state
+    return torch.stack(dS_end), torch.stack(dR), dS
+# --8<-- [end:one_program_state_bwd]
+
+
+def test_one_program_of_the_state_backward_kernel():
+    """The sketch's programs, one per block of value columns, give the reference stage's gradients."""
+    NC, C, K, V, BV, scale = 3, 8, 5, 10, 4, 0.6
+    c = _chunked_inputs(NC, C, K, V, seed=22, scale=scale)
+    gen = torch.Generator().manual_seed(23)
+    dO, dS_N = torch.randn(NC, C, V, generator=gen, dtype=torch.float64), torch.randn(K, V, generator=gen,
+                                                                                   dtype=torch.float64)
+    lead = lambda t, group=False: t[None, None, None] if group else t[None, None]   # [N, H, (Gr,) ...]
+    ends_ref, dR_ref, dh0_ref = chunk_bwd_state(lead(c["Qg"]), lead(c["Kt"]), lead(c["gC"]), lead(c["Y"]),
+                                                lead(c["Aqk"]), lead(dO, True), lead(dS_N, True))
+    blocks = [one_program_state_bwd(c["Qg"], c["Kt"], c["Y"], c["gC"], c["Aqk"], dO, dS_N, v0, BV)
+              for v0 in range(0, V, BV)]
+    ends, dR, dh0 = (torch.cat([blk[i] for blk in blocks], -1) for i in range(3))
+    assert rel_rms(ends, ends_ref[0, 0, 0]) < 1e-12
+    assert rel_rms(dR, dR_ref[0, 0, 0]) < 1e-12
+    assert rel_rms(dh0, dh0_ref[0, 0, 0]) < 1e-12
+
+
+# --8<-- [start:one_program_decode]
+def one_program_decode(q, k, v, g, b, w, S0, v0, BV, scale):
+    """What one program of fused_recurrent_fwd_kernel computes for one state block: value columns v0 … v0 + BV − 1
+    of one sequence and value head, every token of the call (q, k, g, b [T, K]; v, w [T, V]; S0 [K, V])."""
+    S = S0[:, v0:v0 + BV]                               # registers: [K, BV] for every token
+    o = []
+    for t in range(len(q)):
+        S = torch.exp(g[t])[:, None] * S                # decay first, per key channel
+        r = S.T @ (b[t] * k[t])                         # read along the gated erase direction, [BV]
+        S = S + k[t][:, None] * (w[t, v0:v0 + BV] * v[t, v0:v0 + BV] - r)[None, :]
+        o.append(S.T @ (scale * q[t]))                  # read out, [BV]
+    return torch.stack(o), S
+# --8<-- [end:one_program_decode]
+
+
+def test_one_program_of_the_decoding_kernel():
+    """The decoding sketch's programs, one per block of value columns, give the float64 recurrence."""
+    T, K, V, BV, scale = 9, 5, 10, 4, 0.6
+    x = make_inputs(1, T, 1, 1, K, V, seed=24)
+    o_ref, S_ref = recurrent_gdn2(**x, scale=scale, output_final_state=True)
+    tok = {n: x[n][0, :, 0] for n in "qkvgbw"}
+    blocks = [one_program_decode(**tok, S0=x["initial_state"][0, 0], v0=v0, BV=BV, scale=scale)
+              for v0 in range(0, V, BV)]
+    o, S = torch.cat([o for o, _ in blocks], -1), torch.cat([s for _, s in blocks], -1)
+    assert rel_rms(o, o_ref[0, :, 0]) < 1e-12 and rel_rms(S, S_ref[0, 0]) < 1e-12
+
+
+# ---- the kernel pages: every hand-written excerpt is the source's own lines -------------------------------
+KERNEL_PAGES = sorted((ROOT / "docs" / "kernels").glob("*.md")) + [ROOT / "docs" / "decoding.md"]
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.S | re.M)
+_EXCERPT = re.compile(r'title="(?P<path>[\w./-]+\.py) \(excerpt\)"')
+_ANNOTATION = re.compile(r"\s*# \(\d+\)!\s*$")      # a code annotation marker, not part of the source
+_ELISION = re.compile(r"^\s*# (?:\.\.\.|…)\s*$")     # "# ..." stands for left-out lines
+_TRAILING_COMMENT = re.compile(r"\s{2,}#.*$")         # the sources separate a line's comment by two spaces
+
+
+def _python_listings(text: str) -> list[tuple[str, str]]:
+    """(info string, body) of every fenced python listing of a page, nested ones (in admonitions) included."""
+    return [(m.group("info"), m.group("body")) for m in _FENCE.finditer(text)
+            if m.group("info").strip().startswith("python")]
+
+
+def excerpt_problems(info: str, body: str) -> list[str]:
+    """Why a listing is not a faithful excerpt: a line that is not a line of the named file, in the file's order
+    (the line as written, or its code without the trailing comment; indentation and annotation markers aside)."""
+    m = _EXCERPT.search(info)
+    if not m:
+        return [f"a hand-written python listing must be titled \"PATH (excerpt)\": {info.strip()!r}"]
+    path = ROOT / m.group("path")
+    if not path.is_file():
+        return [f"{m.group('path')}: no such file"]
+    source = path.read_text(encoding="utf-8").splitlines()
+    forms = [{line.strip(), _TRAILING_COMMENT.sub("", line).strip()} for line in source]
+    problems, at = [], 0
+    for line in body.splitlines():
+        if not line.strip() or _ELISION.match(line):
+            continue
+        text = _ANNOTATION.sub("", line).strip()
+        hit = next((i for i in range(at, len(source)) if text in forms[i]), None)
+        if hit is None:
+            earlier = any(text in f for f in forms[:at])
+            problems.append(f"{m.group('path')}: {text!r} " + ("is out of order" if earlier else "is not in the file"))
+        else:
+            at = hit + 1
+    return problems
+
+
+def test_kernel_page_excerpts_are_the_source():
+    """Every python listing of the kernel pages and the decoding page is an include (--8<--) or an excerpt titled
+    "PATH (excerpt)" whose every line is a line of PATH, in PATH's order: a hand-copied line cannot drift."""
+    problems, excerpts = [], 0
+    for page in KERNEL_PAGES:
+        for info, body in _python_listings(page.read_text(encoding="utf-8")):
+            if "--8<--" in body:
+                continue
+            excerpts += 1
+            problems += [f"{page.relative_to(ROOT)}: {p}" for p in excerpt_problems(info, body)]
+    assert not problems, "\n".join(problems)
+    assert excerpts >= 7, f"only {excerpts} excerpts on the kernel pages"
+
+
+def test_excerpt_check_catches_drift():
+    info = 'python title="fast/fused_recurrent.py (excerpt)"'
+    good = "b_S = b_S * tl.exp(b_g)[:, None]  # (1)!\n# ...\nb_o = tl.sum((scale * b_q)[:, None] * b_S, 0)\n"
+    assert excerpt_problems(info, good) == []
+    assert "is not in the file" in excerpt_problems(info, "b_S = b_S * tl.exp(2 * b_g)[:, None]\n")[0]
+    assert "is out of order" in excerpt_problems(info, "\n".join(reversed(good.splitlines())))[0]
+    assert "titled" in excerpt_problems('python title="fast/fused_recurrent.py"', good)[0]
+
+
+@pytest.mark.parametrize("page", [p.name for p in sorted((ROOT / "docs" / "kernels").glob("*.md"))
+                                  if p.name not in ("index.md", "triton-primer.md")])
+def test_kernel_page_starts_from_its_equations_and_tiles(page):
+    """A kernel page opens, before its first section, with the equations the kernel implements (display
+    math) and a picture of its tiles (a figure of docs/assets/figures)."""
+    text = (ROOT / "docs" / "kernels" / page).read_text(encoding="utf-8")
+    opening = text.split("\n## ", 1)[0]
+    assert "$$" in opening, f"{page} does not open with the equations it implements"
+    assert re.search(r"!\[[^\]]*\]\(\.\./assets/figures/[\w-]+\.svg\)", opening), f"{page} opens with no figure"

@@ -1,4 +1,4 @@
-"""Draw the figures of the derivation pages: ``python docs/figures/make_figures.py`` writes
+"""Draw the figures of the derivation and kernel pages: ``python docs/figures/make_figures.py`` writes
 ``docs/assets/figures/*.svg``; ``--check`` only compares them with what is committed.
 
 The figures are plain SVG built from the few primitives below, so that they are reproducible byte
@@ -472,7 +472,420 @@ def backward_graph() -> Figure:
     return f
 
 
-FIGURES = [token_update, gate_axes, chunk_grid, intra_tiles, decay_anchor, wy_flow, chunk_products, backward_graph]
+# ---- 9. kernels: a grid of programs (the Triton primer) -------------------------------------------------------
+def triton_grid() -> Figure:
+    f = Figure("triton-grid", 880, 320, "A kernel launched on a grid of programs: each program takes one block of "
+               "the tensor through tl.arange offsets, and a mask drops the lanes past the tensor's edge")
+    x0, y0, c = 70, 64, 18                     # one element is c px; a 10 × 14 tensor in 4 × 4 blocks
+    M, N, BR, BC = 10, 14, 4, 4
+    for r in range(12):
+        for j in range(16):
+            inside = r < M and j < N
+            mine = r // BR == 1 and j // BC == 2
+            edge = r // BR == 2 and j // BC == 3
+            if inside:
+                f.rect(x0 + j * c, y0 + r * c, c, c, fill=KEY, opacity=0.45 if mine else (0.2 if edge else 0.07),
+                       stroke="currentColor", sw=0.3)
+            else:
+                f.rect(x0 + j * c, y0 + r * c, c, c, stroke="currentColor", sw=0.5, dash="2 2",
+                       fill="currentColor" if edge else "none", opacity=0.12)
+    f.rect(x0, y0, N * c, M * c, stroke=KEY, sw=1.8)
+    for i in range(3):
+        for j in range(4):
+            f.rect(x0 + j * BC * c, y0 + i * BR * c, BC * c, BR * c, sw=1.2, opacity=1)
+        f.text(x0 - 10, y0 + (i * BR + 2) * c + 4, f"{i}", anchor="end", size=12)
+    for j in range(4):
+        f.text(x0 + (j * BC + 2) * c, y0 - 8, f"{j}", size=12)
+    f.text(x0 + 8 * c, y0 - 28, "program_id(1)", size=12, weight="bold")
+    f.text(24, y0 + 6 * c, "program_id(0)", size=12, weight="bold")
+    f.body[-1] = f.body[-1].replace("<text ", f'<text transform="rotate(-90 24 {_n(y0 + 6 * c)})" ', 1)
+    f.text(x0 + 7 * c, y0 + 12 * c + 22, "a 10 × 14 tensor in 4 × 4 blocks: a grid of 3 × 4 programs", size=11,
+           opacity=0.8)
+    tx = x0 + 16 * c + 40
+    lines = [
+        ("grid = (cdiv(M, BR), cdiv(N, BC)) = (3, 4): twelve programs, one", "", 12),
+        ("kernel body each, run in any order and in parallel.", "", 12),
+        ("", "", 12),
+        ("program (1, 2), the dark block:", "bold", 12),
+        ("o_r = 1 · BR + tl.arange(0, BR)  →  rows 4 … 7", "", 12),
+        ("o_c = 2 · BC + tl.arange(0, BC)  →  columns 8 … 11", "", 12),
+        ("x = tl.load(p + o_r[:, None] * N + o_c[None, :])", "", 12),
+        ("a BR × BC block of the tensor, in registers", "", 11),
+        ("", "", 12),
+        ("program (2, 3), the corner block:", "bold", 12),
+        ("rows 8 … 11 and columns 12 … 15 reach past the edge;", "", 12),
+        ("mask = (o_r < M)[:, None] & (o_c < N)[None, :]", "", 12),
+        ("masked lanes load other= (0.0 here) and store nothing", "", 12),
+    ]
+    for i, (s, w, size) in enumerate(lines):
+        if s:
+            f.text(tx, y0 + 2 + i * 17, s, anchor="start", size=size, weight=w, opacity=0.8 if size == 11 else 1)
+    return f
+
+
+# ---- 10. kernels: the forward pipeline and what passes between the kernels ---------------------------------------
+def kernel_pipeline() -> Figure:
+    f = Figure("kernel-pipeline", 880, 470, "The kernels of the forward and the backward, in launch order, and the "
+               "intermediates that pass between them through memory (bytes per token and head)")
+    W, Hh = 204, 50
+
+    def kernel(x, y, name, sub, colour, w=W):
+        f.box(x, y, w, Hh, name, colour, sub=sub, opacity=0.18, size=12)
+
+    def chip(x, y, w, label, sub, colour):
+        f.box(x, y, w, 40, label, colour, sub=sub, opacity=0.1, size=12)
+
+    f.text(10, 22, "forward", anchor="start", size=13, weight="bold")
+    xs = [10, 230, 450, 668]
+    y1, m1 = 40, 140
+    kernel(xs[0], y1, "chunk_intra_diag_kernel", "4 programs per chunk", ERASE)
+    kernel(xs[1], y1, "chunk_intra_offdiag_kernel", "1 program per chunk", KEY)
+    kernel(xs[2], y1, "chunk_wy_fwd_kernel", "1 program per chunk", KEY)
+    kernel(xs[3], y1, "chunk_state_output_fwd_kernel", "walks the chunks in order", STATE)
+    f.rect(4, m1 - 12, 872, 64, fill="currentColor", opacity=0.04, sw=0.6, dash="4 3", rx=6)
+    f.text(866, m1 + 60, "memory", anchor="end", size=11, opacity=0.75)
+    chip(xs[0], m1, W, "A_{ii}, (A_{qk})_{ii}, norms", "(4 + 2)·5C/8 + 8", ERASE)
+    chip(xs[1], m1, W, "A_{ij}, (A_{qk})_{ij}, j < i", "(4 + 2)·3C/8", KEY)
+    chip(xs[2], m1, W, "Y, Q_{γ}, K_{tail}, U, γ_{C}", "6K + 2V + 4K/C", KEY)
+    chip(xs[3], m1, W, "o", "2V", VALUE)
+    for x in xs:
+        f.line(x + W / 2, y1 + Hh, x + W / 2, m1 - 2, arrow=True)
+    for a, b in ((0, 1), (0, 2), (1, 2), (1, 3), (2, 3)):
+        xa, xb_ = xs[a] + W - 14 - 10 * (b - a), xs[b] + 14 + 22 * (b - a)
+        f.path(f"M{_n(xa)},{m1} C{_n(xa)},{m1 - 34} {_n(xb_)},{y1 + Hh + 30} {_n(xb_)},{y1 + Hh + 2}",
+               arrow=True, dash="4 3", opacity=0.7)
+    f.text(20, 214, "bytes per token and head: A float32, the rest 16-bit; the diagonal kernel writes 5/8 of a row "
+           "(its tile and the zeros right of it)", anchor="start", size=11, opacity=0.8)
+    f.text(20, 230, "q, k, b, g are read by all three intra kernels, v and w by the WY kernel; dashed: a kernel "
+           "reads an earlier kernel's output", anchor="start", size=11, opacity=0.8)
+
+    f.text(10, 262, "backward", anchor="start", size=13, weight="bold")
+    xb, W2 = [10, 330, 650], 220
+    y2, m2 = 280, 380
+    kernel(xb[0], y2, "chunk_bwd_state_kernel", "walks the chunks in reverse", STATE, W2)
+    kernel(xb[1], y2, "chunk_bwd_local_wy_kernel", "1 program per chunk", VALUE, W2)
+    kernel(xb[2], y2, "chunk_bwd_local_pairwise_kernel", "1 program per chunk", ERASE, W2)
+    f.rect(4, m2 - 12, 872, 64, fill="currentColor", opacity=0.04, sw=0.6, dash="4 3", rx=6)
+    f.text(866, m2 + 60, "memory", anchor="end", size=11, opacity=0.75)
+    chip(xb[0], m2, W2, "dS_{C} per chunk, dR", "2KV/C + 2V", STATE)
+    chip(xb[1] - 40, m2, 130, "dv, dw (final)", "2V + 2V", VALUE)
+    chip(xb[1] + 100, m2, 170, "dA_{qk}, dT, 4 partials", "4C + 4C + 16K", KEY)
+    chip(xb[2], m2, W2, "dq, dk, db, dg", "6K + 4K", ERASE)
+    f.line(xb[0] + W2 / 2, y2 + Hh, xb[0] + W2 / 2, m2 - 2, arrow=True)
+    f.line(xb[1] + 40, y2 + Hh, xb[1] + 25, m2 - 2, arrow=True)
+    f.line(xb[1] + 150, y2 + Hh, xb[1] + 185, m2 - 2, arrow=True)
+    f.line(xb[2] + W2 / 2, y2 + Hh, xb[2] + W2 / 2, m2 - 2, arrow=True)
+    f.line(xb[0] + W2 - 20, m2, xb[1] + 10, y2 + Hh + 2, arrow=True, dash="4 3", opacity=0.7)
+    f.line(xb[1] + 250, m2, xb[2] + 20, y2 + Hh + 2, arrow=True, dash="4 3", opacity=0.7)
+    f.text(20, 452, "the backward reads the forward's intermediates (saved, or recomputed by the forward kernels) "
+           "and dO; the pairwise kernel adds its share to the partials", anchor="start", size=11, opacity=0.8)
+    return f
+
+
+# ---- 11. kernels: which intra kernel fills which tile -------------------------------------------------------------
+def intra_kernels() -> Figure:
+    f = Figure("intra-kernels", 880, 330, "The three intra kernels on a chunk's 64×64 matrices: the diagonal "
+               "kernel fills the diagonal tiles, the off-diagonal kernel the six tiles below them, the WY kernel "
+               "multiplies whole rows of A")
+    t, y0 = 38, 80                                          # one 16×16 tile
+
+    def grid(x0, tile_fill, tile_text):
+        for i in range(4):
+            for j in range(4):
+                fill, opacity, stroke = tile_fill(i, j)
+                f.rect(x0 + j * t, y0 + i * t, t, t, fill=fill, opacity=opacity, stroke=stroke, sw=0.8)
+                label, dim = tile_text(i, j)
+                if label:
+                    f.text(x0 + j * t + t / 2, y0 + i * t + t / 2 + 4, label, size=11, opacity=0.5 if dim else 1)
+        f.rect(x0, y0, 4 * t, 4 * t, sw=1.4)
+
+    def head(x, title, lines):
+        f.text(x, 22, title, anchor="start", size=13, weight="bold")
+        for k, line in enumerate(lines):
+            f.text(x, 40 + 15 * k, line, anchor="start", size=11, opacity=0.8)
+
+    def foot(xc, lines):
+        for k, line in enumerate(lines):
+            f.text(xc, y0 + 4 * t + 22 + 18 * k, line, size=11)
+
+    # 1. diagonal kernel
+    x0 = 74
+    head(14, "1. chunk_intra_diag_kernel", ["4 programs per chunk:", "program i owns the rows of sub-chunk i"])
+    grid(x0, lambda i, j: (ERASE, 0.4, ERASE) if i == j else ("currentColor", 0.05, "currentColor"),
+         lambda i, j: (f"({i},{i})", False) if i == j else (("0", True) if j > i else ("", False)))
+    for i in range(4):
+        f.text(x0 - 6, y0 + i * t + t / 2 + 4, f"program {i}", anchor="end", size=10, opacity=0.8)
+    foot(x0 + 2 * t, ["T_{ii}, (A_{qk})_{ii}, A_{ii} = (I + T_{ii})^{−1};", "zeros right of the diagonal;",
+                      "1/‖q‖, 1/‖k‖ of the rows"])
+
+    # 2. off-diagonal kernel
+    x1 = 362
+    head(300, "2. chunk_intra_offdiag_kernel", ["1 program per chunk:", "the six tiles below the diagonal"])
+    step = {(1, 0): "①", (2, 1): "①", (3, 2): "①", (2, 0): "②", (3, 1): "②", (3, 0): "③"}
+    grid(x1, lambda i, j: (KEY, 0.35, KEY) if j < i else ((ERASE, 0.12, ERASE) if i == j else
+                                                       ("currentColor", 0.05, "currentColor")),
+         lambda i, j: (step.get((i, j), ""), False))
+    foot(x1 + 2 * t, ["T_{ij}, (A_{qk})_{ij}: a product per key tile;", "A_{ij} = −A_{ii} Σ_{j≤m<i} T_{im} A_{mj},",
+                      "① then ② then ③"])
+
+    # 3. WY kernel
+    x2, s = 604, 4 * t
+    head(590, "3. chunk_wy_fwd_kernel", ["1 program per chunk:", "whole rows of A, a key or value tile"])
+    f.path(f"M{_n(x2)},{_n(y0)} L{_n(x2)},{_n(y0 + s)} L{_n(x2 + s)},{_n(y0 + s)} Z", fill=KEY, stroke=KEY, sw=1,
+           opacity=0.35)
+    f.rect(x2, y0, s, s, sw=1.4)
+    f.text(x2 + s / 2, y0 + s / 2 - 10, "A", size=14)
+    f.text(x2 + s + 11, y0 + s / 2 + 5, "·", size=20)
+    f.rect(x2 + s + 22, y0, 30, s, fill=ERASE, opacity=0.3, stroke=ERASE)
+    f.text(x2 + s + 37, y0 - 8, "Ē", size=12, fill=ERASE)
+    f.text(x2 + s + 60, y0 + s / 2 + 5, "=", size=16)
+    f.rect(x2 + s + 72, y0, 30, s, fill=KEY, opacity=0.3, stroke=KEY)
+    f.text(x2 + s + 87, y0 - 8, "Y", size=12)
+    foot(x2 + 130, ["Y = A Ē per key tile (C × B_{K}),", "U = A (W ⊙ V) per value tile,",
+                    "Q_{γ}, K_{tail}, γ_{C} from a scan of g"])
+    f.line(290, 20, 290, 310, opacity=0.2, dash="3 3")
+    f.line(580, 20, 580, 310, opacity=0.2, dash="3 3")
+    f.text(440, 324, "between the kernels, A (float32) and the norms go through memory", size=11, opacity=0.8)
+    return f
+
+
+# ---- 12. kernels: one program of a sequential state kernel ----------------------------------------------------------
+def _state_walk(name: str, title: str, chunks: list[str], loads: list[tuple[str, str, str]], regs: list[tuple],
+                writes: list[tuple[str, str, str]], carry: str, note: str) -> Figure:
+    f = Figure(name, 880, 380, title)
+    # the grid: value blocks × (sequence, value head) pairs
+    gx, gy, cw, ch = 56, 92, 34, 24
+    f.text(20, 24, "the grid", anchor="start", size=13, weight="bold")
+    for i in range(6):
+        for j in range(4):
+            mine = (i, j) == (2, 1)
+            f.rect(gx + j * cw, gy + i * ch, cw, ch, fill=STATE, opacity=0.5 if mine else 0.08, stroke=STATE, sw=0.6)
+    f.rect(gx, gy, 4 * cw, 6 * ch, stroke=STATE, sw=1.4)
+    f.text(gx + 2 * cw, gy - 26, "program_id(0): V / B_{V}", size=11)
+    f.text(gx + 2 * cw, gy - 11, "value blocks", size=11)
+    f.text(40, gy + 3 * ch, "program_id(1): N·H_{V} pairs", size=11)
+    f.body[-1] = f.body[-1].replace("<text ", f'<text transform="rotate(-90 40 {_n(gy + 3 * ch)})" ', 1)
+    f.text(gx + 2 * cw, gy + 6 * ch + 22, "one program: one sequence,", size=11)
+    f.text(gx + 2 * cw, gy + 6 * ch + 37, "one value head, B_{V} columns", size=11)
+    f.text(gx + 2 * cw, gy + 6 * ch + 52, "of its K × V state", size=11)
+    f.line(gx + 2 * cw, gy + 2.5 * ch, 250, 230, opacity=0.5, dash="3 3")
+    # one program over three chunks
+    x0, w = 262, 190
+    f.rect(252, 44, 622, 102, fill="currentColor", opacity=0.04, sw=0.6, dash="4 3", rx=6)
+    f.text(870, 140, "memory", anchor="end", size=10, opacity=0.75)
+    f.rect(252, 164, 622, 126, fill=STATE, opacity=0.05, stroke=STATE, sw=0.8, dash="4 3", rx=6)
+    f.text(870, 284, "registers", anchor="end", size=10, opacity=0.9, fill=STATE)
+    f.rect(252, 304, 622, 50, fill="currentColor", opacity=0.04, sw=0.6, dash="4 3", rx=6)
+    f.text(870, 348, "memory", anchor="end", size=10, opacity=0.75)
+    for n, label in enumerate(chunks):
+        x = x0 + n * w
+        f.text(x + 90, 34, label, size=12, weight="bold" if n == 1 else "")
+        row = [(54, loads[:2]), (100, loads[2:])]
+        for y, items in row:
+            cw_ = (180 - 6 * (len(items) - 1)) / len(items)
+            for i, (lab, shape, colour) in enumerate(items):
+                f.box(x + i * (cw_ + 6), y, cw_, 36, lab, colour, sub=shape, opacity=0.14, size=12)
+        f.line(x + 90, 146, x + 90, 172, arrow=True)
+        rx = x + 6
+        for k, (lab, shape, colour, bw, bh) in enumerate(regs):
+            f.box(rx, 176 if k == 0 else 184, bw, bh, lab, colour, sub=shape, opacity=0.22, size=12)
+            rx += bw + 12
+        wx = x + 6
+        for lab, shape, colour in writes:
+            f.box(wx, 310, 82, 36, lab, colour, sub=shape, opacity=0.14, size=12)
+            wx += 90
+        f.line(x + 90, 282, x + 90, 308, arrow=True)
+        if n < 2:
+            f.line(x + 6 + regs[0][3], 262, x + w + 4, 262, arrow=True, stroke=STATE, sw=2)
+            f.text(x + 6 + regs[0][3] + 62, 256, carry, size=10, fill=STATE)
+    f.text(440, 374, note, size=11, opacity=0.8)
+    return f
+
+
+def state_walk() -> Figure:
+    return _state_walk(
+        "state-walk", "One program of chunk_state_output_fwd_kernel: the state block stays in registers while the "
+        "program walks its sequence's chunks in order",
+        ["chunk c − 1", "chunk c", "chunk c + 1"],
+        [("Y, Q_{γ}", "C × K", KEY), ("K_{tail}ᵀ", "K × C", KEY), ("A_{qk}", "C × C", KEY), ("U", "C × B_{V}", VALUE),
+         ("γ_{C}", "K", DECAY)],
+        [("S", "K × B_{V}", STATE, 70, 100), ("R", "C × B_{V}", VALUE, 80, 56)],
+        [("O", "C × B_{V}", VALUE)],
+        "S_{C} → S_{0}",
+        "per chunk: R = U − Y S_{0}, O = Q_{γ} S_{0} + A_{qk} R, S_{C} = Diag(γ_{C}) S_{0} + K_{tail}ᵀ R")
+
+
+def state_walk_bwd() -> Figure:
+    return _state_walk(
+        "state-walk-bwd", "One program of chunk_bwd_state_kernel: the state gradient stays in registers while the "
+        "program walks its sequence's chunks from last to first",
+        ["chunk c + 1", "chunk c", "chunk c − 1"],
+        [("Q_{γ}, Y", "C × K", KEY), ("K_{tail}", "C × K", KEY), ("A_{qk}ᵀ", "C × C", KEY), ("dO", "C × B_{V}", VALUE),
+         ("G_{C}", "K", DECAY)],
+        [("dS", "K × B_{V}", STATE, 70, 100), ("dR", "C × B_{V}", VALUE, 80, 56)],
+        [("dS_{C}", "K × B_{V}", STATE), ("dR", "C × B_{V}", VALUE)],
+        "dS_{0} → dS_{C}",
+        "per chunk: dR = A_{qk}ᵀ dO + K_{tail} dS, then dS ← Diag(γ_{C}) dS + Q_{γ}ᵀ dO − Yᵀ dR")
+
+
+# ---- 13. kernels: the local backward kernel of the WY paths ---------------------------------------------------------
+def local_wy_tiles() -> Figure:
+    f = Figure("local-wy-tiles", 880, 400, "One program of chunk_bwd_local_wy_kernel: the chunk's C×C accumulators "
+               "stay on chip while the program loops over key blocks, the value heads of its group and value blocks")
+    f.rect(10, 30, 860, 360, sw=1, rx=8, opacity=1)
+    f.text(24, 22, "one program: one chunk (C rows) of one key head", anchor="start", size=13, weight="bold")
+    # for the whole program
+    f.text(80, 60, "on chip", size=11, opacity=0.8)
+    f.path("M40,70 L40,150 L120,150 Z", fill=KEY, stroke=KEY, sw=1, opacity=0.35)
+    f.rect(40, 70, 80, 80, sw=1.2)
+    f.text(80, 166, "A  (C × C)", size=11)
+    f.rect(40, 184, 80, 80, fill=KEY, opacity=0.12, stroke=KEY)
+    f.text(80, 228, "dA", size=13)
+    f.text(80, 280, "accumulator", size=10, opacity=0.8)
+    f.rect(40, 292, 80, 80, fill=KEY, opacity=0.12, stroke=KEY)
+    f.text(80, 336, "dA_{qk}", size=13)
+    # the key-block loop
+    f.rect(150, 46, 470, 334, fill="currentColor", opacity=0.03, sw=0.8, dash="5 3", rx=6)
+    f.text(164, 64, "for each key block (B_{K} columns):", anchor="start", size=12, weight="bold")
+    for i, lab in enumerate(["dQ_{γ}", "dK_{tail}", "dY"]):
+        f.box(166 + i * 58, 76, 50, 74, lab, KEY, sub="C×B_{K}", opacity=0.14, size=12)
+    f.text(350, 96, "accumulated over the", anchor="start", size=11, opacity=0.8)
+    f.text(350, 111, "value loop, then:", anchor="start", size=11, opacity=0.8)
+    f.text(350, 130, "dA += dY Ēᵀ,  dĒ = Aᵀ dY", anchor="start", size=12)
+    f.text(350, 147, "→ partial dq, dk, db, dG", anchor="start", size=12)
+    # the value loop
+    f.rect(166, 166, 440, 204, fill=VALUE, opacity=0.04, stroke=VALUE, sw=0.8, dash="5 3", rx=6)
+    f.text(180, 184, "for each value head of the group, each value block (B_{V}):", anchor="start", size=12,
+           weight="bold")
+    f.box(180, 196, 66, 58, "S_{0}", STATE, sub="B_{K}×B_{V}", opacity=0.2, size=12)
+    f.box(254, 196, 66, 58, "dS_{C}", STATE, sub="B_{K}×B_{V}", opacity=0.2, size=12)
+    for i, lab in enumerate(["R", "dR", "dO"]):
+        f.box(336 + i * 56, 196, 50, 58, lab, VALUE, sub="C×B_{V}", opacity=0.2, size=12)
+    f.text(180, 276, "dQ_{γ} += dO S_{0}ᵀ,  dK_{tail} += R dS_{C}ᵀ,  dY −= dR S_{0}ᵀ", anchor="start", size=12)
+    f.text(180, 300, "first key block only:", anchor="start", size=11, opacity=0.8)
+    f.text(180, 318, "dA += dR (W ⊙ V)ᵀ,  dA_{qk} += dO Rᵀ", anchor="start", size=12)
+    f.text(180, 338, "dZ = Aᵀ dR  →  dv, dw", anchor="start", size=12)
+    # to memory
+    f.text(745, 56, "to memory", size=11, opacity=0.8)
+    f.box(650, 76, 200, 44, "dq, dk, db, dG: partials", KEY, sub="float32, per key block", opacity=0.14, size=12)
+    f.box(650, 136, 200, 44, "dv, dw (final)", VALUE, sub="per value head", opacity=0.14, size=12)
+    f.box(650, 262, 200, 44, "dT = −strict_lower(Aᵀ dA Aᵀ)", KEY, sub="after the loops, float32", opacity=0.14,
+          size=11)
+    f.box(650, 322, 200, 44, "dA_{qk}", KEY, sub="after the loops, float32", opacity=0.14, size=12)
+    f.line(630, 98, 648, 98, arrow=True)
+    f.line(616, 200, 648, 162, arrow=True)
+    f.text(750, 246, "from dA and dA_{qk}:", size=11, opacity=0.8)
+    return f
+
+
+# ---- 14. kernels: the three sides of a sub-chunk in the pairwise backward -------------------------------------------
+def pairwise_tiles() -> Figure:
+    f = Figure("pairwise-tiles", 880, 400, "One program of chunk_bwd_local_pairwise_kernel at sub-chunk i = 1: "
+               "the rows side, the columns side and the diagonal tile, each with its anchor; sub-chunks are "
+               "walked from last to first")
+    x0, y0, t = 80, 56, 70
+    i_sub = 1
+    for i in range(4):
+        for j in range(4):
+            x, y = x0 + j * t, y0 + i * t
+            if j > i:
+                f.rect(x, y, t, t, fill="currentColor", opacity=0.03, stroke="currentColor", sw=0.4)
+            elif i == i_sub and j < i:
+                f.rect(x, y, t, t, fill=KEY, opacity=0.4, stroke=KEY, sw=1.2)
+                f.text(x + t / 2, y + t / 2 + 4, "rows", size=12)
+            elif j == i_sub and i > i_sub:
+                f.rect(x, y, t, t, fill=VALUE, opacity=0.4, stroke=VALUE, sw=1.2)
+                f.text(x + t / 2, y + t / 2 + 4, "columns", size=12)
+            elif i == j == i_sub:
+                f.rect(x, y, t, t, fill=ERASE, opacity=0.4, stroke=ERASE, sw=1.4)
+                f.text(x + t / 2, y + t / 2 + 4, "diagonal", size=12)
+            else:
+                f.rect(x, y, t, t, fill="currentColor", opacity=0.08, stroke="currentColor", sw=0.4)
+    f.rect(x0, y0, 4 * t, 4 * t, sw=1.6)
+    for k in range(5):
+        f.text(x0 + k * t, y0 - 8, str(16 * k), size=11, opacity=0.75)
+    f.text(x0 + 2 * t, y0 + 4 * t + 24, "column s (earlier token)", size=12)
+    for k in range(4):
+        f.text(x0 - 8, y0 + k * t + t / 2 + 4, f"i = {k}", anchor="end", size=11, opacity=0.75)
+    # anchors on the right edge of sub-chunk 1's rows
+    ya, yb = y0 + i_sub * t, y0 + (i_sub + 1) * t
+    f.line(x0 - 4, ya + 1, x0 + 2 * t, ya + 1, stroke=KEY, sw=2.4)
+    f.text(x0 + 2 * t + 6, ya + 10, "a", anchor="start", size=13, weight="bold", fill=KEY)
+    f.line(x0 + t, yb - 1, x0 + 2 * t, yb - 1, stroke=VALUE, sw=2.4)
+    f.text(x0 + 2 * t + 6, yb + 2, "a′", anchor="start", size=13, weight="bold", fill=VALUE)
+    f.text(20, 20, "dA_{qk} and dT of one chunk (C × C), in 16 × 16 tiles; rows i = sub-chunks", anchor="start",
+           size=12, weight="bold")
+    # explanations
+    tx = 420
+    rows = [
+        (KEY, "rows side: row r in i, column s earlier", "anchor a = first row of i, s < a ≤ r: e^{Gᵣ−Gₐ} · e^{Gₐ−Gₛ}"),
+        (VALUE, "columns side: column s in i, row r later", "anchor a′ = last row of i, s ≤ a′ < r"),
+        (ERASE, "diagonal: r and s both in i", "anchor a, the factor κₛ = e^{min(Gₐ−Gₛ, 60)} clamped"),
+    ]
+    for k, (colour, head, sub) in enumerate(rows):
+        y = 76 + k * 60
+        f.rect(tx, y - 12, 18, 18, fill=colour, opacity=0.4, stroke=colour)
+        f.text(tx + 28, y + 2, head, anchor="start", size=12, weight="bold")
+        f.text(tx + 28, y + 20, sub, anchor="start", size=12)
+    f.text(tx, 272, "the walk: i = 3, 2, 1, 0", anchor="start", size=12, weight="bold")
+    for k in range(4):
+        f.box(tx + k * 96, 286, 70, 30, f"i = {3 - k}", DECAY, opacity=0.15 if k != 2 else 0.4, size=12)
+        if k < 3:
+            f.line(tx + k * 96 + 72, 301, tx + k * 96 + 94, 301, arrow=True)
+    f.text(tx, 338, "a running sum carries dG of the rows already walked:", anchor="start", size=12)
+    f.text(tx, 356, "dg_{t} = Σ_{r≥t} dG_{r}, the reverse cumulative sum, without", anchor="start", size=12)
+    f.text(tx, 374, "a second pass over the chunk", anchor="start", size=12)
+    return f
+
+
+# ---- 15. kernels: the decoding kernel's blocks and programs ----------------------------------------------------------
+def decode_tiles() -> Figure:
+    f = Figure("decode-tiles", 880, 360, "The decoding kernel: a state block stays in registers for every token of "
+               "the call; one program per block, or a fixed number of programs each taking blocks in turn")
+    x0, y0, sw_, sh = 90, 74, 256, 150                    # one (sequence, value head) state, V in 8 blocks
+    f.text(20, 24, "one (sequence, value head): its K × V state", anchor="start", size=13, weight="bold")
+    for j in range(8):
+        mine = j == 2
+        f.rect(x0 + j * 32, y0, 32, sh, fill=STATE, opacity=0.45 if mine else 0.1, stroke=STATE, sw=0.8)
+    f.rect(x0, y0, sw_, sh, stroke=STATE, sw=1.6)
+    f.text(x0 + 2.5 * 32, y0 + sh + 16, "B_{V}", size=11)
+    # key-side column and value-side rows
+    f.rect(x0 - 36, y0, 14, sh, fill=ERASE, opacity=0.4, stroke=ERASE)
+    f.text(x0 - 29, y0 - 10, "k_{t}, b_{t}, g_{t}, q_{t}", size=11)
+    f.text(x0 - 29, y0 + sh + 16, "K", size=11)
+    f.rect(x0 + 64, y0 - 30, 32, 12, fill=VALUE, opacity=0.4, stroke=VALUE)
+    f.line(x0 + 80, y0 - 18, x0 + 80, y0 - 2, arrow=True)
+    f.text(x0 + 104, y0 - 20, "v_{t}, w_{t}: B_{V} values", anchor="start", size=11)
+    f.line(x0 + 80, y0 + sh + 20, x0 + 80, y0 + sh + 40, arrow=True)
+    f.rect(x0 + 64, y0 + sh + 42, 32, 12, fill=VALUE, opacity=0.7, stroke=VALUE)
+    f.text(x0 + 104, y0 + sh + 52, "o_{t}: B_{V} values per token", anchor="start", size=11)
+    f.text(x0 + sw_ / 2 - 20, y0 + sh + 84, "V / B_{V} blocks; one program's block stays in registers", size=11)
+    f.text(x0 + sw_ / 2 - 20, y0 + sh + 100, "from the call's first token to its last", size=11)
+    # launch modes
+    tx = 430
+    f.text(tx, 24, "the grid", anchor="start", size=13, weight="bold")
+    f.text(tx, 56, "fewer than 256 (sequence, head) pairs: one program per block", anchor="start", size=12)
+    for j in range(12):
+        f.box(tx + j * 36, 68, 32, 30, str(j), STATE, opacity=0.15, size=11)
+    f.text(tx, 122, "the card's scheduler starts a program per block as earlier ones end", anchor="start", size=11,
+           opacity=0.8)
+    f.text(tx, 166, "256 or more pairs: P programs (8 per SM), blocks taken in turn", anchor="start", size=12)
+    shades = [0.5, 0.3, 0.16, 0.06]
+    for j in range(12):
+        f.box(tx + j * 36, 178, 32, 30, str(j % 4), STATE, opacity=shades[j % 4], size=11)
+    f.text(tx, 232, "program p takes blocks p, p + P, p + 2P, … (here P = 4);", anchor="start", size=11,
+           opacity=0.8)
+    f.text(tx, 248, "the programs stay resident: no new program per block", anchor="start", size=11, opacity=0.8)
+    f.text(tx, 296, "per token, on the register block S:", anchor="start", size=12, weight="bold")
+    f.text(tx, 316, "S ← Diag(e^{g}) S;  r = Sᵀ(b ⊙ k);  S ← S + k (w ⊙ v − r)ᵀ", anchor="start", size=12)
+    f.text(tx, 334, "o = Sᵀ(scale · q)", anchor="start", size=12)
+    return f
+
+
+
+FIGURES = [token_update, gate_axes, chunk_grid, intra_tiles, decay_anchor, wy_flow, chunk_products, backward_graph,
+           triton_grid, kernel_pipeline, intra_kernels, state_walk, state_walk_bwd, local_wy_tiles, pairwise_tiles,
+           decode_tiles]
 
 
 def figures() -> dict[str, str]:

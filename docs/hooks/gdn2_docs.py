@@ -130,9 +130,6 @@ def _check_named_tests(markdown: str, page) -> None:
 
 
 # ---- 4. performance page, 5. numbers from CSVs, 6. inline figures ---------------------------------
-# Pages whose prose still types measured numbers by hand; they are being rewritten and must cite
-# their numbers with the macros too before they leave this list.
-NUMBERS_NOT_YET_CITED = ("kernels/", "decoding.md")
 _RAW = re.compile(r"<!-- gdn2:raw ([\w.-]+) -->")
 _IMG = re.compile(r'<img\b[^>]*?\bsrc="(?P<src>[^"]*?(?P<kind>assets/figures|plots)/(?P<name>[\w.-]+)\.svg)"[^>]*>')
 _ALT = re.compile(r'\balt="([^"]*)"')
@@ -149,11 +146,10 @@ def on_files(files, config):
 def on_page_markdown(markdown, page, config, files):
     _check_named_tests(markdown, page)
     uri = page.file.src_uri
-    if not uri.startswith(NUMBERS_NOT_YET_CITED):
-        typed = gdn2_macros.typed_numbers(markdown)
-        if typed:
-            raise PluginError(f"{uri}: measured numbers typed into the prose ({', '.join(typed[:6])}); "
-                              "cite them from benchmarks/results/ with {{ csv(...) }} or {{ ratio(...) }}")
+    typed = gdn2_macros.typed_numbers(markdown)
+    if typed:
+        raise PluginError(f"{uri}: measured numbers typed into the prose ({', '.join(typed[:6])}); "
+                          "cite them from benchmarks/results/ with {{ csv(...) }} or {{ ratio(...) }}")
     markdown = gdn2_macros.expand(markdown, uri)
     markdown = _LINE.sub(_line_number, markdown)
     bench = _state["bench"]
