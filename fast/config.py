@@ -143,3 +143,16 @@ class DecodeLaunch(Launch):
     BV: int = 16
     num_warps: int = 1
     programs_per_sm: int | None = None
+
+
+@dataclass(frozen=True)
+class NormLaunch(Launch):
+    """``gated_rms_norm_fwd_kernel`` and ``gated_rms_norm_bwd_kernel``: rows per program tile BR (None: the
+    rule of ``gdn2.fast.norm.norm_launch``), and the backward's programs per SM, each taking every
+    (programs)-th tile in turn and writing one row of partial dweight."""
+
+    BR: int | None = None
+    programs_per_sm: int = 8
+
+
+__all__ += ["NormLaunch"]
