@@ -198,7 +198,8 @@ def compiled_matches_eager(B, T, D, HV, V, dtype) -> None:
     g_eager = torch.autograd.grad(eager, leaves)
     loss = torch.compile(layer_like, fullgraph=True)(*leaves, HV, V)
     g_comp = torch.autograd.grad(loss, leaves)
-    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    # the same kernels on the same inputs; only the 16-bit rounding of the ops around them may differ
+    tol = 1e-5 if dtype == torch.float32 else TOLERANCES[PATH[dtype]][1]
     assert_close("loss", loss, eager, tol)
     for name, a, e in zip(("x", "w_o", "w_z", "weight"), g_comp, g_eager):
         assert_close(f"d{name}", a, e, tol)
