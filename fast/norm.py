@@ -107,11 +107,13 @@ def gated_rms_norm_bwd_kernel(
         o_r = i_t.to(tl.int64) * BR + tl.arange(0, BR)
         m_r = o_r < R
         m_t = m_r[:, None] & m_v[None, :]
-        i_o, i_h = o_r // H, o_r % H
-        b_dy = tl.load(dy + (i_o * s_dr + i_h * s_dh)[:, None] + o_v[None, :] * s_dv, mask=m_t, other=0.0)
-        b_o = tl.load(o + (i_o * s_or + i_h * s_oh)[:, None] + o_v[None, :] * s_ov, mask=m_t, other=0.0)
-        b_z = tl.load(z + (i_o * s_zr + i_h * s_zh)[:, None] + o_v[None, :] * s_zv, mask=m_t, other=0.0)
-        b_dy, b_o, b_z = b_dy.to(tl.float32), b_o.to(tl.float32), b_z.to(tl.float32)
+        i_o, i_h = o_r // H, o_r % H                                   # row r is (r // H, r % H) of the view
+        off_dy = (i_o * s_dr + i_h * s_dh)[:, None] + o_v[None, :] * s_dv
+        off_o = (i_o * s_or + i_h * s_oh)[:, None] + o_v[None, :] * s_ov
+        off_z = (i_o * s_zr + i_h * s_zh)[:, None] + o_v[None, :] * s_zv
+        b_dy = tl.load(dy + off_dy, mask=m_t, other=0.0).to(tl.float32)
+        b_o = tl.load(o + off_o, mask=m_t, other=0.0).to(tl.float32)
+        b_z = tl.load(z + off_z, mask=m_t, other=0.0).to(tl.float32)
 
         b_r = 1.0 / tl.sqrt(tl.sum(b_o * b_o, 1) / V + eps)            # [BR] the forward's 1/rms, recomputed
         b_x = b_o * b_r[:, None]                                        # x̂ = o·r
