@@ -8,7 +8,7 @@ choice for this call".
 from dataclasses import dataclass, fields
 
 __all__ = ["Launch", "DiagLaunch", "OffDiagLaunch", "WYLaunch", "StateLaunch", "ForwardConfig",
-           "StateBwdLaunch", "LocalWYLaunch", "PairwiseLaunch", "BackwardConfig", "DecodeLaunch",
+           "StateBwdLaunch", "LocalWYLaunch", "PairwiseLaunch", "BackwardConfig", "DecodeLaunch", "NormLaunch",
            "ConvLaunch", "ConvStateLaunch", "ConvBwdLaunch", "ConvStateBwdLaunch", "ConvStepLaunch"]
 
 
@@ -184,3 +184,14 @@ class ConvStepLaunch(Launch):
     """``short_conv_step_kernel``: BR (sequence, channel) rows per program."""
 
     BR: int = 256
+
+
+@dataclass(frozen=True)
+class NormLaunch(Launch):
+    """``gated_rms_norm_fwd_kernel`` and ``gated_rms_norm_bwd_kernel``: rows per program tile BR (None: the
+    rule of ``gdn2.fast.norm.norm_launch``), and the backward's programs per SM, each taking every
+    (programs)-th tile in turn and writing one row of partial dweight."""
+
+    BR: int | None = None
+    programs_per_sm: int = 8
+
