@@ -1,6 +1,7 @@
 """Decoding benchmark: ``gdn2.fast.fused_recurrent_gdn2`` against flash-linear-attention's, one token per call.
 
     python benchmarks/bench_decode.py        # about a minute on an H200; writes results/decode-<card>.csv
+    python benchmarks/bench_decode.py --model-only   # the whole-model rows alone: results/decode-model-<card>.csv
 
 Every call is one decoding step as a layer makes it: H = HV = 16, K = V = 128, T = 1, bfloat16 q, k, v,
 b, w, float32 g = logsigmoid(randn), a float32 initial state, output_final_state=True,
@@ -26,6 +27,7 @@ every B, the default marked. A launch that fails to compile or to run is reporte
 """
 
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -211,6 +213,13 @@ def model_rows(card: str) -> list[dict]:
 
 
 def main():
+    if "--model-only" in sys.argv:                      # the whole-model decoding rows alone
+        card = torch.cuda.get_device_name()
+        rows = model_rows(card)
+        path = Path(__file__).parent / "results" / f"decode-model-{card.replace(' ', '_')}.csv"
+        write_csv(path, rows, FIELDS)
+        print(f"wrote {path}")
+        return
     t_start = time.perf_counter()
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()

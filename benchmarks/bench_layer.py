@@ -14,9 +14,9 @@ documents of random lengths (``cu_seqlens``; attention has no packed path here, 
 timing is the median of ``triton.testing.do_bench`` after warm-up, on fresh random inputs; a train step
 is the forward and the backward of ⟨y, dy⟩ with gradients for the input and every parameter. Peak memory
 is the allocator's peak during one train step above what the inputs and parameters hold. The
-packed-varlen operator alone (``op-varlen``: ``chunk_gdn2`` of ours and the peer on the same inputs)
-is timed too. A profile of our train step at 8x2048 splits its device time into the mixing kernels,
-the short convolution, the norm, the GEMMs and the rest (``mode=profile``).
+operator alone (``ours-op``, ``peer-op``: ``chunk_gdn2`` of ours and the peer on the same inputs) is
+timed too, at 8x2048 and on the packed row. A profile of our train step at 8x2048 splits its device
+time into the mixing kernels, the short convolution, the norm, the GEMMs and the rest (``mode=profile``).
 
 Writes ``results/layer-<card>.csv``: card, mode (fwd, train, profile), shape, impl, ms, peak_mib,
 peer_over_this, sdpa_over_this (and for profile rows the category in ``impl`` and its share).
@@ -205,8 +205,8 @@ def main():
                                  peak_mib=round(t[2], 1) if mode == "train" else "",
                                  peer_over_this=round(times["peer"][i] / t[i], 3) if "peer" in times else "",
                                  sdpa_over_this=round(times["sdpa"][i] / t[i], 3) if "sdpa" in times else ""))
-        if shape == "varlen":
-            rows += op_varlen_rows(x, cu, card, args)
+        if shape in ("varlen", "8x2048"):
+            rows += op_rows(x, cu, card, args)
         if shape == "8x2048":
             rows += profile_rows(*mods["ours"], x, card, shape)
         del x
@@ -215,17 +215,18 @@ def main():
     print(f"wrote {Path(args.out) / f'layer-{card.replace(chr(32), chr(95))}.csv'}")
 
 
-def op_varlen_rows(x: torch.Tensor, cu: torch.Tensor, card: str, args) -> list[dict]:
-    """The packed operator alone, ours and the peer, forward and train step, on the layer's shapes."""
-    T = x.shape[1]
+def op_rows(x: torch.Tensor, cu: torch.Tensor | None, card: str, args) -> list[dict]:
+    """The operator alone, ours and the peer, forward and train step, at the layer's shape (packed or not)."""
+    B, T = x.shape[:2]
     gen = torch.Generator(device="cuda").manual_seed(1)
     r = lambda *s, dt=torch.bfloat16: torch.randn(*s, device="cuda", dtype=dt, generator=gen)  # noqa: E731
-    inputs = dict(q=r(1, T, H, K), k=r(1, T, H, K), v=r(1, T, H, K), g=F.logsigmoid(r(1, T, H, K, dt=torch.float32)),
-                  b=torch.sigmoid(r(1, T, H, K)), w=torch.sigmoid(r(1, T, H, K)))
+    inputs = dict(q=r(B, T, H, K), k=r(B, T, H, K), v=r(B, T, H, K), g=F.logsigmoid(r(B, T, H, K, dt=torch.float32)),
+                  b=torch.sigmoid(r(B, T, H, K)), w=torch.sigmoid(r(B, T, H, K)))
     impls = {"ours-op": gdn2.fast.chunk_gdn2}
     peer_chunk = None if args.no_peer else peer_ops()[0]
     if peer_chunk is not None:
         impls["peer-op"] = peer_chunk
+    shape = "varlen" if cu is not None else f"{B}x{T}"
     times = {}
     for name, op in impls.items():
         leaves = {n: t.clone().requires_grad_() for n, t in inputs.items()}
@@ -241,8 +242,8 @@ def op_varlen_rows(x: torch.Tensor, cu: torch.Tensor, card: str, args) -> list[d
 
         times[name] = (do_bench(fwd, warmup=10, rep=100, return_mode="median"),
                        do_bench(train, warmup=5, rep=100, return_mode="median"))
-        print(f"varlen op {name:8s} fwd {times[name][0]:.3f} ms  train {times[name][1]:.3f} ms", flush=True)
-    return [dict(card=card, mode=mode, shape="varlen-op", impl=name, ms=round(t[i], 4),
+        print(f"op {shape} {name:8s} fwd {times[name][0]:.3f} ms  train {times[name][1]:.3f} ms", flush=True)
+    return [dict(card=card, mode=mode, shape=shape, impl=name, ms=round(t[i], 4),
                  peer_over_this=round(times["peer-op"][i] / t[i], 3) if "peer-op" in times else "")
             for i, mode in enumerate(("fwd", "train")) for name, t in times.items()]
 

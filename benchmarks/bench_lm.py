@@ -105,13 +105,17 @@ def main():
     card = torch.cuda.get_device_name()
     print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
     impls = ["ours"] + ([] if args.no_peer else ["peer"]) + ["transformer"]
-    rows = [r for impl in impls if (r := measure(impl, args.batch, args.seq_len, args.steps)) is not None]
-    peer = next((r for r in rows if r["impl"] == "peer"), None)
-    for r in rows:
-        r["card"] = card
-        r["peer_over_this"] = round(peer["step_ms"] / r["step_ms"] * r["batch"] / peer["batch"], 3) if peer else ""
     path = Path(args.out) / f"lm-{card.replace(' ', '_')}.csv"
-    write_csv(path, rows, FIELDS)
+    rows = []
+    for impl in impls:                                   # the CSV is rewritten after every model
+        row = measure(impl, args.batch, args.seq_len, args.steps)
+        if row is None:
+            continue
+        rows.append(dict(row, card=card))
+        peer = next((r for r in rows if r["impl"] == "peer"), None)
+        for r in rows:
+            r["peer_over_this"] = round(peer["step_ms"] / r["step_ms"] * r["batch"] / peer["batch"], 3) if peer else ""
+        write_csv(path, rows, FIELDS)
     print(f"wrote {path}")
 
 
