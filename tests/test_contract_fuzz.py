@@ -38,7 +38,7 @@ def test_contract_fuzzer_cpu(seeded):
 @pytest.mark.gpu
 @gpu
 def test_gpu_contract_fuzzer(seeded):
-    fuzz(150, seeded % 2**31, "cuda")
+    fuzz(60, seeded % 2**31, "cuda")
 
 
 def test_fuzzer_draws_each_edge():
