@@ -27,16 +27,18 @@ def pair(D=32, H=2, K=16, HV=None, neg=False, dtype=torch.float32):
     ref = gdn2.GDN2(D, H, head_dim=K, num_v_heads=HV, allow_neg_eigval=neg, backend="reference")
     with torch.no_grad():                        # random, not the initial values: every parameter matters
         for p in fast.parameters():
-            p.copy_(torch.randn_like(p) * (0.5 if p.dim() > 1 else 0.3))
-    ref.load_state_dict(fast.state_dict())
-    return fast.to(DEVICE, dtype), ref.to(DEVICE, torch.float64)
+            p.copy_(torch.randn_like(p) * (0.3 if p.dim() == 1 else p.shape[-1] ** -0.5))
+    fast = fast.to(DEVICE, dtype)
+    ref.load_state_dict(fast.state_dict())       # the same (rounded) values in float64
+    return fast, ref.to(DEVICE, torch.float64)
 
 
 def check(fast, ref, x, path, **kw):
     """Outputs and every gradient of <y, dy> of the fast layer against the reference in float64."""
     dy = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
+    x = x.to(next(fast.parameters()).dtype)                 # both layers see the same rounded input
     results = {}
-    for name, layer, dt in (("fast", fast, next(fast.parameters()).dtype), ("ref", ref, torch.float64)):
+    for name, layer, dt in (("fast", fast, x.dtype), ("ref", ref, torch.float64)):
         xi = x.to(dt).detach().requires_grad_()
         y = layer(xi, **kw)
         grads = torch.autograd.grad(y, [xi, *layer.parameters()], dy.to(y.dtype))
@@ -107,7 +109,7 @@ def test_gpu_fused_layer_packed_and_decoding():
     cu = torch.tensor([0, 1, 100, 357, 600], device=DEVICE)
     check(fast, ref, torch.randn(1, 600, 1024, device=DEVICE), "triton-bfloat16", cu_seqlens=cu)
     fast.eval()
-    x = torch.randn(4, 80, 1024, device=DEVICE)
+    x = torch.randn(4, 80, 1024, device=DEVICE, dtype=torch.bfloat16)
     cache = gdn2.Cache()
     ys = [fast(x[:, :70], cache=cache, use_cache=True)] + [fast(x[:, t:t + 1], cache=cache, use_cache=True)
                                                               for t in range(70, 80)]
