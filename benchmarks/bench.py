@@ -36,18 +36,24 @@ DEVICE, DTYPE = "cuda", torch.bfloat16
 DRY_RUN = False
 
 
-def dry_run(module_globals: dict, **small) -> str:
+def dry_run(module_globals: dict, **small) -> None:
     """Switch a benchmark script to a dry run: Triton's CPU interpreter, float16 for bfloat16 (the
     interpreter's tl.dot is wrong on bfloat16, and the backend refuses it there), the given small sizes
-    (module globals of the calling script, e.g. H=2, K=32), one timed call per measurement. Returns the
-    folder for its CSVs, a fresh temporary one: a dry run's numbers never belong in benchmarks/results.
-    Call it before gdn2.fast's kernel modules are imported (Triton reads TRITON_INTERPRET when a kernel
-    is defined)."""
+    (module globals of the calling script, e.g. H=2, K=32), one timed call per measurement. Call it
+    before gdn2.fast's kernel modules are imported (Triton reads TRITON_INTERPRET when a kernel is
+    defined)."""
     global DEVICE, DTYPE, DRY_RUN
     os.environ["TRITON_INTERPRET"] = "1"
     DEVICE, DTYPE, DRY_RUN = "cpu", torch.float16, True
     module_globals.update(small, DEVICE=DEVICE, DTYPE=DTYPE)
-    return tempfile.mkdtemp(prefix="gdn2-bench-dry-run-")
+
+
+def out_folder(given: str) -> str:
+    """The CSV folder: the one given, else benchmarks/results, or a fresh temporary one in a dry run (a
+    dry run's numbers never belong in benchmarks/results)."""
+    if given:
+        return given
+    return tempfile.mkdtemp(prefix="gdn2-bench-dry-run-") if DRY_RUN else str(Path(__file__).parent / "results")
 
 
 def sync() -> None:
@@ -277,9 +283,9 @@ def main():
     ap.add_argument("--dry-run", action="store_true",
                     help="run the host code on the CPU through Triton's interpreter at tiny shapes")
     args = ap.parse_args()
-    out = args.out or str(Path(__file__).parent / "results")
     if args.dry_run:
-        out = args.out or dry_run(globals(), H=2, K=32, V=32, FWD_SHAPES=[(1, 128), (2, 64)], PROFILED=[(1, 128)])
+        dry_run(globals(), H=2, K=32, V=32, FWD_SHAPES=[(1, 128), (2, 64)], PROFILED=[(1, 128)])
+    out = out_folder(args.out)
     import triton
 
     torch.manual_seed(0)

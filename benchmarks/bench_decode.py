@@ -192,9 +192,9 @@ def main():
     ap.add_argument("--dry-run", action="store_true",
                     help="run the host code on the CPU through Triton's interpreter at tiny shapes")
     args = ap.parse_args()
-    out = args.out or str(Path(__file__).parent / "results")
     if args.dry_run:
-        out = args.out or bench.dry_run(globals(), BATCHES=[1, 64], H=1, K=32, V=32)
+        bench.dry_run(globals(), BATCHES=[1, 64], H=1, K=32, V=32)
+    out = bench.out_folder(args.out)
     import triton
 
     from gdn2.fast import fused_recurrent as fr

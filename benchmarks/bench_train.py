@@ -284,13 +284,13 @@ def main():
     ap.add_argument("--dry-run", action="store_true",
                     help="run the host code on the CPU through Triton's interpreter at tiny shapes and 3 LM steps")
     args = ap.parse_args()
-    args.out = args.out or str(Path(__file__).parent / "results")
     if args.dry_run:
-        args.out = bench.dry_run(globals(), H=2, K=32, V=32, SHAPES=[(1, 128), (2, 64)],
+        bench.dry_run(globals(), H=2, K=32, V=32, SHAPES=[(1, 128), (2, 64)],
                                  CROSSOVER_T=[64, 128], STAGE_SHAPES=[(1, 128, True), (2, 64, False)],
                                  LM_MODEL=dict(hidden_size=64, num_layers=2, num_heads=2, head_dim=32),
                                  LM_BATCH=2, LM_SEQ=64)
         args.lm_steps = min(args.lm_steps, 3)
+    args.out = bench.out_folder(args.out)
     import triton
 
     torch.manual_seed(0)

@@ -223,7 +223,8 @@ class Run:
     verdict: str = "not run (interrupted)"
     sanitizer: str = "not run"
     san_errors: int = -1          # errors in the sanitizer's summary (-1: no run or no summary)
-    ours_global: bool = False     # the sanitizer saw an invalid __global__ access inside one of our kernels
+    in_ours: bool = False         # the sanitizer saw an invalid access inside one of our kernels
+    ours_global: bool = False     # ... and one of them to global memory
     failed: bool = False
 
 
@@ -252,16 +253,16 @@ def error_line(text: str) -> str:
     return pick if len(pick) <= 120 else pick[:117] + "..."
 
 
-def read_sanitizer(text: str) -> tuple[str, int, bool]:
-    """(summary, number of errors or -1 without a summary, whether an invalid __global__ access was seen
-    inside one of our kernels) of memcheck's report."""
+def read_sanitizer(text: str) -> tuple[str, int, bool, bool]:
+    """(summary, number of errors or -1 without a summary, whether an invalid access was seen inside one of
+    our kernels, whether one of those was to global memory) of memcheck's report."""
     m = re.search(r"ERROR SUMMARY: (\d+) error", text)
     if m is None:
-        return "no report (" + error_line(text) + ")", -1, False
+        return "no report (" + error_line(text) + ")", -1, False, False
     n = int(m.group(1))
     if n == 0:
-        return "clean", 0, False
-    found, ours_global = [], False
+        return "clean", 0, False, False
+    found, in_ours, ours_global = [], False, False
     lines = text.splitlines()
     for i, ln in enumerate(lines):
         msg = re.match(r"=+ (Invalid __\w+__ \w+ of size \d+ bytes|Invalid [\w ]+|Out-of-range [\w ]+"
@@ -272,12 +273,13 @@ def read_sanitizer(text: str) -> tuple[str, int, bool]:
                                              for j in range(i + 1, min(i + 4, len(lines)))) if k), "?")
         kernel = kernel.split("+")[0]
         ours = kernel in OUR_KERNELS
+        in_ours |= ours
         ours_global |= ours and "__global__" in msg.group(1)
         item = f"{msg.group(1)} in {kernel}"
         if item not in found:
             found.append(item)
     detail = "; ".join(found[:2]) + (f" (+{len(found) - 2} kinds)" if len(found) > 2 else "")
-    return f"{n} errors: {detail or 'API errors only'}", n, ours_global
+    return f"{n} error{'s' * (n != 1)}: {detail or 'API errors only'}", n, in_ours, ours_global
 
 
 def sanitizer_path() -> str | None:
@@ -386,6 +388,8 @@ def conclusion(avoided: Run, default: Run, sanitized: bool, interpreter: bool) -
         return "invalid global access inside our kernel: check its masks and offsets"
     if avoided.san_errors < 0:
         return "the avoided setting fails and the default is right; the sanitizer gave no report"
+    if avoided.san_errors > 0 and not avoided.in_ours:
+        return "the sanitizer's errors are outside our kernels (its report is in this script's output)"
     return ("a fault in Triton's compiler, not an out-of-bounds access of ours"
             + ("" if avoided.failed else " (right results, but invalid accesses)"))
 
@@ -398,7 +402,7 @@ def main() -> None:
     ap.add_argument("--list", action="store_true", help="print the cases and exit")
     ap.add_argument("--T", type=int, default=0, help="sequence length of every case (default: each case's own)")
     ap.add_argument("--jobs", type=int, default=0, help="runs at once (default: 1 with --cpu, else up to 8)")
-    ap.add_argument("--timeout", type=float, default=150, help="seconds per run (twice that under the sanitizer)")
+    ap.add_argument("--timeout", type=float, default=120, help="seconds per run (twice that under the sanitizer)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder of the table")
     ap.add_argument("--worker", nargs=2, metavar=("CASE", "SETTING"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -424,7 +428,7 @@ def main() -> None:
     else:
         sys.exit("no CUDA GPU visible: run with --cpu to check the script in Triton's interpreter")
     sanitizer = None
-    if args.sanitizer and not args.cpu:
+    if args.sanitizer:                  # with --cpu too: it then finds no CUDA code to check
         sanitizer = sanitizer_path()
         if sanitizer is None:
             print("compute-sanitizer not found (PATH, CUDA_HOME): running without it", flush=True)
@@ -442,7 +446,10 @@ def main() -> None:
             return
         run = runs[key]
         run.verdict, run.failed = verdict(proc, args.timeout)
-        print(f"  {key[0]:24} {key[1]:8} {run.verdict}  [{secs:.0f} s]", flush=True)
+        text = f"  {key[0]:24} {key[1]:8} {run.verdict}  [{secs:.0f} s]"
+        if run.failed and proc is not None:           # the evidence, for the log (the table keeps one line)
+            text += "".join(f"\n      | {ln}" for ln in (proc.stdout + proc.stderr).splitlines()[-15:])
+        print(text, flush=True)
 
     def checked(key):
         proc, secs = launch(*key, args, sanitizer)
@@ -452,8 +459,12 @@ def main() -> None:
         if proc is None:
             run.sanitizer = f"timeout after {2 * args.timeout:.0f} s"
         else:
-            run.sanitizer, run.san_errors, run.ours_global = read_sanitizer(proc.stdout + proc.stderr)
-        print(f"  {key[0]:24} {key[1]:8} sanitizer: {run.sanitizer}  [{secs:.0f} s]", flush=True)
+            run.sanitizer, run.san_errors, run.in_ours, run.ours_global = read_sanitizer(proc.stdout + proc.stderr)
+        text = f"  {key[0]:24} {key[1]:8} sanitizer: {run.sanitizer}  [{secs:.0f} s]"
+        if run.san_errors > 0:                         # the report's first lines, for the log
+            report = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("=====")]
+            text += "".join(f"\n      | {ln}" for ln in report[:30])
+        print(text, flush=True)
 
     header = [f"# Triton faults the backend works around: {card}",
               f"# Triton {triton.__version__}, torch {torch.__version__}, "
