@@ -5,7 +5,7 @@
 #
 #   step          what it runs                                                  limit (s), variable
 #   tests         every test file that runs kernels (pytest -n $WORKERS)        540  T_TESTS
-#   faults        benchmarks/triton_faults.py --sanitizer                       300  T_FAULTS
+#   faults        benchmarks/triton_faults.py --sanitizer                       360  T_FAULTS
 #   bench-fwd     benchmarks/bench.py --mode fwd --profile, with the peer       450  T_BFWD
 #   bench-decode  benchmarks/bench_decode.py                                    150  T_BDEC
 #   bench-train   benchmarks/bench_train.py --mode fwdbwd, with the peer        500  T_BTRAIN
@@ -88,7 +88,7 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
             -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} "${TEST_FILES[@]}"
         grep -E "FAILED|ERROR" "$OUT/tests.log" | head -20 ;;
     faults)
-        step faults "${T_FAULTS:-300}" python3 benchmarks/triton_faults.py --sanitizer --out "$OUT" ;;
+        step faults "${T_FAULTS:-360}" python3 benchmarks/triton_faults.py --sanitizer --out "$OUT" ;;
     bench-fwd)
         step bench_fwd "${T_BFWD:-450}" python3 benchmarks/bench.py --mode fwd --profile --out "$OUT" \
             ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
