@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_session.sh STEP [STEP ...]    # the steps in order, on one GPU
 #
 #   step          what it runs                                                  limit (s), variable
-#   tests         every test file that runs kernels (pytest -n $WORKERS)        540  T_TESTS
+#   tests         every test file that runs kernels (pytest -n $WORKERS)        520  T_TESTS
 #   faults        benchmarks/triton_faults.py --sanitizer                       360  T_FAULTS
 #   bench-fwd     benchmarks/bench.py --mode fwd --profile, with the peer       450  T_BFWD
 #   bench-decode  benchmarks/bench_decode.py                                    150  T_BDEC
@@ -17,8 +17,8 @@
 #   all           tests, then bench (more than one device call's 600 s)
 #
 # STEP@SHAPES runs a benchmark step at those shapes only: "bench-fwd@1x16384,1x65536" (SHAPES=... does
-# the same for every step). A device call runs at most 600 s, so pick steps whose limits fit in it:
-# "tests" alone (the whole suite took about 500 s with 16 workers on an H200), then e.g.
+# the same for every step). A device call runs at most 600 s, installing the peer's wheels included, so
+# pick steps whose limits fit in it: "tests" alone (the suite needs most of a call), then e.g.
 # "faults bench-decode", "bench-fwd", "bench-train@8x2048,1x16384", "bench-layer bench-lm".
 # PYTEST_K="..." selects tests by name (pytest -k); WORKERS sets the pytest workers (default: the cores).
 #
@@ -84,7 +84,7 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
     tests)
         # -v prints each test's name as it ends, so a run cut by its limit still names its failures
         nvidia-smi --query-gpu=name --format=csv,noheader
-        step tests "${T_TESTS:-540}" python3 -m pytest -n "${WORKERS:-$(nproc)}" -v -rf --tb=short \
+        step tests "${T_TESTS:-520}" python3 -m pytest -n "${WORKERS:-$(nproc)}" -v -rf --tb=short \
             -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} "${TEST_FILES[@]}"
         grep -E "FAILED|ERROR" "$OUT/tests.log" | head -20 ;;
     faults)
