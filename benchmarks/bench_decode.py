@@ -1,7 +1,8 @@
 """Decoding benchmark: ``gdn2.fast.fused_recurrent_gdn2`` against flash-linear-attention's, one token per call.
 
-    python benchmarks/bench_decode.py        # about a minute on an H200; writes results/decode-<card>.csv
-    python benchmarks/bench_decode.py --model-only   # the whole-model rows alone: results/decode-model-<card>.csv
+    python benchmarks/bench_decode.py              # about a minute on an H200; writes results/decode-<card>.csv
+    python benchmarks/bench_decode.py --model-only # the whole-model rows alone: results/decode-model-<card>.csv
+    python benchmarks/bench_decode.py --dry-run    # the host code on the CPU (Triton's interpreter), tiny shapes
 
 Every call is one decoding step as a layer makes it: H = HV = 16, K = V = 128, T = 1, bfloat16 q, k, v,
 b, w, float32 g = logsigmoid(randn), a float32 initial state, output_final_state=True,
@@ -26,23 +27,23 @@ Triton call), and a sweep of our kernel's launch (``gdn2.fast.config.DecodeLaunc
 every B, the default marked. A launch that fails to compile or to run is reported and skipped.
 """
 
+import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import bench
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
-from bench import peer_ops, write_csv
+from bench import peer_ops, retune_peer, write_csv
 
 import gdn2.fast
-from gdn2.fast import fused_recurrent as fr
 from gdn2.fast.config import DecodeLaunch
 
 BATCHES = [1, 8, 64, 256]
 H, K, V = 16, 128, 128
+#: where the benchmark runs and the dtype of q, k, v, b, w (bench.dry_run changes both)
+DEVICE, DTYPE = "cuda", torch.bfloat16
 SWEEP = [DecodeLaunch(BV=BV, num_warps=num_warps) for BV in (8, 16, 32, 64, 128) for num_warps in (1, 2, 4, 8)]
 #: fewer programs than state blocks, each looping over blocks
 SWEEP += [DecodeLaunch(BV=BV, num_warps=1, programs_per_sm=per_sm) for BV in (16, 32) for per_sm in (4, 8, 16)]
@@ -53,7 +54,7 @@ FP32_FLOPS = 67e12
 
 def inputs(B: int) -> dict:
     """One decoding step's inputs (fresh random draws, never zeros) and the carried state."""
-    dev, bf = "cuda", torch.bfloat16
+    dev, bf = DEVICE, DTYPE
     return {
         "q": torch.randn(B, 1, H, K, device=dev, dtype=bf),
         "k": torch.randn(B, 1, H, K, device=dev, dtype=bf),
@@ -67,6 +68,8 @@ def inputs(B: int) -> dict:
 
 def copy_bandwidth() -> float:
     """Device-to-device copy rate in bytes/s (bytes read plus bytes written), median of 20 copies of 1 GiB."""
+    if bench.DRY_RUN:
+        return bench.copy_bandwidth()
     x = torch.randn(256 * 2**20, device="cuda")
     y = torch.empty_like(x)
     y.copy_(x)
@@ -83,15 +86,15 @@ def copy_bandwidth() -> float:
 
 def wall_us(fn, n: int) -> float:
     """Host-inclusive µs per call: n calls back to back between two synchronisations, median of 3 runs."""
-    for _ in range(10):
+    for _ in range(10 if not bench.DRY_RUN else 1):
         fn()
-    torch.cuda.synchronize()
+    bench.sync()
     runs = []
-    for _ in range(3):
+    for _ in range(3 if not bench.DRY_RUN else 1):
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
-        torch.cuda.synchronize()
+        bench.sync()
         runs.append((time.perf_counter() - t0) / n * 1e6)
     return statistics.median(runs)
 
@@ -99,7 +102,9 @@ def wall_us(fn, n: int) -> float:
 def device_us(fn, replays: int = 10) -> float | None:
     """Device µs per call: CALLS_PER_GRAPH calls in one CUDA graph, replays timed by CUDA events.
 
-    None (printed) when fn cannot be captured."""
+    None (printed) when fn cannot be captured, and in a dry run (no CUDA graph on the CPU)."""
+    if bench.DRY_RUN:
+        return None
     try:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -130,21 +135,32 @@ def device_us(fn, replays: int = 10) -> float | None:
     return statistics.median(times)
 
 
-@triton.jit
+#: triton.language, imported by bare_launches: Triton is imported only once a dry run has chosen its
+#: interpreter (it reads TRITON_INTERPRET when its own modules and every kernel are defined)
+tl = None
+
+
 def _one_store(x):
     tl.store(x, 1.0)
 
 
 def bare_launches(card: str) -> list[dict]:
-    """The floor of any Triton call from Python: a one-line kernel, through the JIT and through its compiled kernel."""
-    flag = torch.zeros(1, device="cuda")
-    jit = wall_us(lambda: _one_store[(1,)](flag), 5000)
+    """The floor of any Triton call from Python: a one-line kernel launched through the JIT."""
+    global tl
+    import triton
+    import triton.language as tl
+
+    kernel = triton.jit(_one_store)
+    flag = torch.zeros(1, device=DEVICE)
+    jit = wall_us(lambda: kernel[(1,)](flag), 5000 if not bench.DRY_RUN else 2)
     return [dict(card=card, impl="bare-triton-launch", config="jit, 1 argument", wall_us=jit)]
 
 
 def sweep(card: str, B: int, x: dict, kw: dict, default: DecodeLaunch, peer_dev: float | None,
           floor: float) -> list[dict]:
     """Device µs of every launch in SWEEP of our kernel at batch B."""
+    from gdn2.fast import fused_recurrent as fr
+
     rows = []
     for config in SWEEP:
         if config.programs_per_sm and B < 64:             # fewer programs than blocks needs many blocks
@@ -152,7 +168,7 @@ def sweep(card: str, B: int, x: dict, kw: dict, default: DecodeLaunch, peer_dev:
         name = launch_name(config) + (" default" if config == default else "")
         try:
             fr.fused_recurrent_gdn2(**x, **kw, launch=config)
-            torch.cuda.synchronize()
+            bench.sync()
         except Exception as e:  # a launch that does not compile or run is skipped
             print(f"    {name}: failed: {type(e).__name__}: {str(e)[:200]}")
             continue
@@ -169,7 +185,9 @@ def launch_name(t: DecodeLaunch) -> str:
 
 
 def registers() -> None:
-    """Registers and spills per thread of every compiled variant of the decoding kernel."""
+    """Registers and spills per thread of every compiled variant of the decoding kernel (none in the interpreter)."""
+    from gdn2.fast import fused_recurrent as fr
+
     names = fr.fused_recurrent_fwd_kernel.arg_names
     for cache in getattr(fr.fused_recurrent_fwd_kernel, "device_caches", {}).values():
         for ck in cache[0].values():
@@ -213,19 +231,37 @@ def model_rows(card: str) -> list[dict]:
 
 
 def main():
-    if "--model-only" in sys.argv:                      # the whole-model decoding rows alone
-        card = torch.cuda.get_device_name()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="", help="CSV folder (default: benchmarks/results; dry run: a temporary one)")
+    ap.add_argument("--no-peer", action="store_true", help="skip flash-linear-attention")
+    ap.add_argument("--model-only", action="store_true", help="only the whole-model decoding rows")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="run the host code on the CPU through Triton's interpreter at tiny shapes")
+    args = ap.parse_args()
+    if args.dry_run:
+        bench.dry_run(globals(), BATCHES=[1, 64], H=1, K=32, V=32)
+    out = bench.out_folder(args.out)
+    import triton
+
+    from gdn2.fast import fused_recurrent as fr
+
+    if args.model_only:
+        card = bench.card_name()
         rows = model_rows(card)
-        path = Path(__file__).parent / "results" / f"decode-model-{card.replace(' ', '_')}.csv"
+        path = out / f"decode-model-{card.replace(' ', '_')}.csv"
         write_csv(path, rows, FIELDS)
         print(f"wrote {path}")
         return
+
     t_start = time.perf_counter()
     torch.manual_seed(0)
-    card = torch.cuda.get_device_name()
+    card = bench.card_name()
     bw = copy_bandwidth()
     print(f"card: {card}; copy bandwidth {bw / 1e12:.2f} TB/s; Triton {triton.__version__}, torch {torch.__version__}")
-    peer = peer_ops()[1]
+    peer = None if args.no_peer else peer_ops()[1]
+    if peer is not None and bench.DRY_RUN:
+        print(f"dry run: the peer imports ({retune_peer()} autotuned kernels found); its kernels need a GPU")
+        peer = None
     kw = dict(output_final_state=True, use_qk_l2norm_in_kernel=True)
     rows = []
     try:
@@ -236,7 +272,7 @@ def main():
         x = inputs(B)
         floor = 2 * B * H * K * V * 4 / bw * 1e6
         flop_floor = 8 * B * H * K * V / FP32_FLOPS * 1e6
-        n = 2000 if B <= 8 else 1000 if B <= 64 else 200
+        n = 2 if bench.DRY_RUN else 2000 if B <= 8 else 1000 if B <= 64 else 200
         default = fr.decode_launch(B * H, K, V)
         impls = {"ours": (lambda x=x: gdn2.fast.fused_recurrent_gdn2(**x, **kw), launch_name(default) + " default")}
         if peer is not None:
@@ -258,17 +294,19 @@ def main():
         print(f"  sweep at B={B} (device µs per call):")
         rows += sweep(card, B, x, kw, default, times.get("peer", (None, None))[1], floor)
         del x
-        torch.cuda.empty_cache()
-    try:
-        rows += model_rows(card)
-    except Exception as e:
-        print(f"model decoding failed: {type(e).__name__}: {str(e)[:300]}")
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+    if not bench.DRY_RUN:
+        try:
+            rows += model_rows(card)
+        except Exception as e:
+            print(f"model decoding failed: {type(e).__name__}: {str(e)[:300]}")
     print("-- compiled variants of fused_recurrent_fwd_kernel")
     try:
         registers()
     except Exception as e:
         print(f"   unavailable: {type(e).__name__}: {e}")
-    path = Path(__file__).parent / "results" / f"decode-{card.replace(' ', '_')}.csv"
+    path = Path(out) / f"decode-{card.replace(' ', '_')}.csv"
     for r in rows:
         for col in ("wall_us", "device_us", "mem_floor_us", "flop_floor_us", "peer_over_ours"):
             if isinstance(r.get(col), float):

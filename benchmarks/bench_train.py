@@ -4,11 +4,12 @@
     python benchmarks/bench_train.py --mode fwdbwd    # time and memory only
     python benchmarks/bench_train.py --mode crossover # train step at B = 1, T from 4K to 16K, vs SDPA
     python benchmarks/bench_train.py --mode lm        # 200-step loss curves, Triton vs reference
+    python benchmarks/bench_train.py --dry-run        # every mode's host code on the CPU (Triton's interpreter)
 
 fwdbwd: one train step of the operator (forward, then backward of <o, do>) at H = 16, K = V = 128,
 bfloat16, with the L2 norm in the op, for ours (``recompute=True``, the default, and
-``recompute=False``), flash-linear-attention 0.6.0's ``chunk_gdn2`` (the peer) and causal SDPA,
-all in the same run on fresh random inputs (never zeros). Time is the median of
+``recompute=False``), flash-linear-attention's ``chunk_gdn2`` (the peer) and causal SDPA, all in the
+same run on fresh random inputs (never zeros). Time is the median of
 ``triton.testing.do_bench``; memory is ``torch.cuda.max_memory_allocated`` over one step, minus
 what the inputs already hold. Ratios are peer / ours and sdpa / ours (> 1: ours is faster).
 
@@ -16,6 +17,9 @@ lm: the small byte-level LM (``gdn2.model.GDN2LM``) trained for 200 steps from o
 same batches with backend "triton" and backend "reference" in float32, and with "triton" under
 bfloat16 autocast; the bfloat16-vs-float32 gap is the noise scale that the Triton-vs-reference gap
 is compared with. (The reference backend's manual backward does not run under bfloat16 autocast.)
+
+stages: where a train step of ours spends its time: the forward with and without saving its
+intermediates, each backward stage, and the local stage under other launch settings.
 """
 
 import argparse
@@ -23,22 +27,28 @@ import math
 import os
 from pathlib import Path
 
+import bench
 import torch
 import torch.nn.functional as F
-import triton
-from bench import peer_ops, picked, profile_kernels, retune_peer, write_csv
-from triton.testing import do_bench
+from bench import peer_ops, picked, profile_kernels, retune_peer, timed_ms, write_csv
 
 import gdn2.fast
 
 SHAPES = [(8, 2048), (4, 4096), (2, 8192), (1, 16384), (1, 65536)]
 CROSSOVER_T = [4096, 6144, 8192, 10240, 12288, 14336, 16384]
+#: stages mode: (B, T, with the sweep of launch settings); the first shape also gets a kernel profile
+STAGE_SHAPES = [(8, 2048, True), (1, 65536, False)]
 H, K, V = 16, 128, 128
+#: lm mode: the model, and the batch and sequence length of its steps
+LM_MODEL = dict(hidden_size=256, num_layers=2, num_heads=4, head_dim=64)
+LM_BATCH, LM_SEQ = 16, 256
+#: where the benchmarks run and the dtype of q, k, v, b, w (bench.dry_run changes both)
+DEVICE, DTYPE = "cuda", torch.bfloat16
 
 
 def op_inputs(B: int, T: int) -> dict:
     """Inputs as a layer makes them (raw q, k normalised in the op; g = logsigmoid < 0), with grads."""
-    dev, bf = "cuda", torch.bfloat16
+    dev, bf = DEVICE, DTYPE
     x = {
         "q": torch.randn(B, T, H, K, device=dev, dtype=bf),
         "k": torch.randn(B, T, H, K, device=dev, dtype=bf),
@@ -62,15 +72,17 @@ def measure(step, leaves: list) -> tuple[float, float]:
     step()                                                   # compile / autotune outside the numbers
     for t in leaves:
         t.grad = None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    step()
-    torch.cuda.synchronize()
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    for t in leaves:
-        t.grad = None
-    ms = do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
+    peak = 0.0
+    if DEVICE == "cuda":                                     # the CPU (a dry run) keeps no peak
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        for t in leaves:
+            t.grad = None
+    ms = timed_ms(step, warmup=25, rep=200, grad_to_none=leaves)
     return ms, peak
 
 
@@ -84,8 +96,8 @@ def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune:
     """
     x = op_inputs(B, T)
     leaves = list(x.values())
-    do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
-    qkv = [torch.randn(B, H, T, K, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
+    do = torch.randn(B, T, H, V, device=DEVICE, dtype=DTYPE)
+    qkv = [torch.randn(B, H, T, K, device=DEVICE, dtype=DTYPE, requires_grad=True) for _ in range(3)]
     impls = {
         "ours": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do, leaves),
         "ours-saved": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute=False)[0],
@@ -114,13 +126,17 @@ def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune:
 def train_step_rows(args, card: str, mode: str, shapes: list[tuple[int, int]]) -> list[dict]:
     """fwdbwd_rows at each shape in turn, the CSV of ``mode`` rewritten after every implementation."""
     peer = None if args.no_peer else peer_ops()[0]
+    if peer is not None and bench.DRY_RUN:
+        print(f"dry run: the peer imports ({retune_peer()} autotuned kernels found); its kernels need a GPU")
+        peer = None
     path = csv_path(args, card, mode)
     rows = []
     for B, T in shapes:
         done = list(rows)
         rows = done + fwdbwd_rows(B, T, card, peer, lambda new, done=done: write_csv(path, done + new),
                                   retune=not args.keep_peer_tuning, mode=mode)
-        torch.cuda.empty_cache()
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -156,21 +172,21 @@ def bench_lm(args, card: str) -> list[dict]:
     from gdn2.data import corpus_tensor
     from gdn2.model import GDN2LM, GDN2LMConfig
 
-    steps, batch, seq_len = args.lm_steps, 16, 256
+    steps, batch, seq_len = args.lm_steps, LM_BATCH, LM_SEQ
     data = corpus_tensor()
     gen = torch.Generator().manual_seed(0)
     starts = torch.randint(0, data.numel() - seq_len - 1, (steps, batch), generator=gen)
-    batches = [torch.stack([data[s: s + seq_len + 1] for s in row.tolist()]).cuda() for row in starts]
+    batches = [torch.stack([data[s: s + seq_len + 1] for s in row.tolist()]).to(DEVICE) for row in starts]
+    low = "triton-" + {torch.bfloat16: "bf16", torch.float16: "fp16"}[DTYPE]
     curves = {}
     for name, backend, dtype in (("triton-fp32", "triton", None), ("reference-fp32", "reference", None),
-                                 ("triton-bf16", "triton", torch.bfloat16)):
+                                 (low, "triton", DTYPE)):
         torch.manual_seed(0)
-        model = GDN2LM(GDN2LMConfig(hidden_size=256, num_layers=2, num_heads=4, head_dim=64,
-                                    backend=backend)).cuda()
+        model = GDN2LM(GDN2LMConfig(**LM_MODEL, backend=backend)).to(DEVICE)
         opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1)
         losses = []
         for ids in batches:
-            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            with torch.autocast(DEVICE, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = model.loss(ids)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -182,12 +198,11 @@ def bench_lm(args, card: str) -> list[dict]:
     rows = [dict(card=card, mode="lm", step=i + 1, **{n: round(c[i], 5) for n, c in curves.items()})
             for i in range(steps)]
     gap = [abs(a - b) for a, b in zip(curves["triton-fp32"], curves["reference-fp32"])]
-    noise = [abs(a - b) for a, b in zip(curves["triton-bf16"], curves["reference-fp32"])]
-    last = slice(steps - 50, steps)
-    print(f"|triton-fp32 − reference-fp32|: max {max(gap):.4f}, mean of the last 50 steps "
-          f"{sum(gap[last]) / 50:.4f}")
-    print(f"|triton-bf16 − reference-fp32| (the bf16 noise scale): max {max(noise):.4f}, mean of the "
-          f"last 50 steps {sum(noise[last]) / 50:.4f}")
+    noise = [abs(a - b) for a, b in zip(curves[low], curves["reference-fp32"])]
+    n = min(50, steps)
+    print(f"|triton-fp32 − reference-fp32|: max {max(gap):.4f}, mean of the last {n} steps {sum(gap[-n:]) / n:.4f}")
+    print(f"|{low} − reference-fp32| (the 16-bit noise scale): max {max(noise):.4f}, mean of the last {n} "
+          f"steps {sum(noise[-n:]) / n:.4f}")
     assert all(math.isfinite(v) for c in curves.values() for v in c), "non-finite loss"
     return rows
 
@@ -200,7 +215,7 @@ def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
     from gdn2.fast.config import BackwardConfig, LocalWYLaunch, PairwiseLaunch, StateBwdLaunch
 
     x = {n: t.detach() for n, t in op_inputs(B, T).items()}
-    do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
+    do = torch.randn(B, T, H, V, device=DEVICE, dtype=DTYPE)
     kw = dict(scale=K ** -0.5, use_qk_l2norm_in_kernel=True)
     saved = chunk_gdn2_fwd(**x, **kw, save=True)
     default = BackwardConfig()
@@ -225,7 +240,7 @@ def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
     rows = []
     for name, fn in stages.items():
         try:
-            ms = do_bench(fn, warmup=25, rep=100, return_mode="median")
+            ms = timed_ms(fn, warmup=25, rep=100)
         except Exception as e:  # a launch configuration the compiler rejects is a result too
             print(f"stages {B}x{T:<6} {name:16s} failed: {e!r:.120}")
             continue
@@ -237,16 +252,19 @@ def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
 def kernel_profile(B: int, T: int) -> None:
     """Per-kernel device time of one train step of ours, printed (bench.profile_kernels)."""
     x = op_inputs(B, T)
-    do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
+    do = torch.randn(B, T, H, V, device=DEVICE, dtype=DTYPE)
     profile_kernels(f"one train step {B}x{T}", train_step(
         lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do))
 
 
 def bench_stages(args, card: str) -> list[dict]:
-    rows = stage_rows(8, 2048, card, sweep=True)
-    kernel_profile(8, 2048)
-    if not args.quick:
-        rows += stage_rows(1, 65536, card, sweep=False)
+    rows = []
+    for i, (B, T, sweep) in enumerate(STAGE_SHAPES):
+        if i and args.quick:
+            break
+        rows += stage_rows(B, T, card, sweep=sweep)
+        if i == 0:
+            kernel_profile(B, T)
     return rows
 
 
@@ -256,16 +274,27 @@ MODES = {"fwdbwd": bench_fwdbwd, "crossover": bench_crossover, "stages": bench_s
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", default="all", choices=["all", *MODES])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--quick", action="store_true", help="skip the shapes above 16K tokens")
+    ap.add_argument("--out", default="", help="CSV folder (default: benchmarks/results; dry run: a temporary one)")
+    ap.add_argument("--quick", action="store_true", help="skip the shapes above 16K tokens (stages: the second shape)")
     ap.add_argument("--shapes", default="", help="comma-separated BxT to run (fwdbwd), e.g. 8x2048,1x65536")
     ap.add_argument("--lm-steps", type=int, default=200)
     ap.add_argument("--no-peer", action="store_true", help="skip flash-linear-attention (its autotuning is slow)")
     ap.add_argument("--keep-peer-tuning", action="store_true",
                     help="let the peer keep the launch settings it autotuned at the first shape (faster to run)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="run the host code on the CPU through Triton's interpreter at tiny shapes and 3 LM steps")
     args = ap.parse_args()
+    if args.dry_run:
+        bench.dry_run(globals(), H=2, K=32, V=32, SHAPES=[(1, 128), (2, 64)],
+                                 CROSSOVER_T=[64, 128], STAGE_SHAPES=[(1, 128, True), (2, 64, False)],
+                                 LM_MODEL=dict(hidden_size=64, num_layers=2, num_heads=2, head_dim=32),
+                                 LM_BATCH=2, LM_SEQ=64)
+        args.lm_steps = min(args.lm_steps, 3)
+    args.out = bench.out_folder(args.out)
+    import triton
+
     torch.manual_seed(0)
-    card = torch.cuda.get_device_name()
+    card = bench.card_name()
     print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
     os.makedirs(args.out, exist_ok=True)
     for mode in MODES if args.mode == "all" else [args.mode]:

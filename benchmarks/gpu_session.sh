@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# The GPU work of a session in one device call: the GPU-relevant test files, then the benchmarks.
+# The GPU work of a session as named steps, each under its own time limit, logs and CSVs in $OUT.
 #
-#   bash benchmarks/gpu_session.sh tests     # every test file that runs kernels, on the GPU
-#   bash benchmarks/gpu_session.sh bench     # forward, decoding, train step, with the peer (or one of
-#                                            # them: bench-fwd, bench-decode, bench-train; SHAPES=8x2048,...)
-#   bash benchmarks/gpu_session.sh stages    # where a train step of ours spends its time
-#   bash benchmarks/gpu_session.sh lm        # 200-step LM loss curves: triton vs reference (issue 4)
-#   bash benchmarks/gpu_session.sh all       # tests and bench (two calls' worth: more than 600 s)
-#   bash benchmarks/gpu_session.sh x2 A B    # on a two-GPU machine: A on GPU 0 and B on GPU 1 at once,
-#                                            # each on half the CPU cores, logs in $OUT/gpu0-A and $OUT/gpu1-B
-#                                            # (e.g. "x2 tests bench", or "x2 bench-fwd bench-train"); a job
-#                                            # STEP@SHAPES runs STEP at those shapes only, so one step can
-#                                            # be split: "x2 bench-fwd@8x2048,4x4096,2x8192 bench-fwd@1x16384,1x65536";
-#                                            # STEP+STEP runs both, in order, on that GPU
-#                                            # ("x2 bench-fwd@8x2048 bench-fwd@1x16384+bench-decode")
+#   bash benchmarks/gpu_session.sh STEP [STEP ...]    # the steps in order, on one GPU
 #
-# Each step has its own time limit in seconds (T_TESTS=..., T_BFWD=... override them), so one slow
-# step cannot eat the call. A session has 30 minutes of device time, and start-up and the idle
-# half-minute after each call count too: the whole suite (174 tests) took 491 s with 28 workers on
-# the 32 cores of a two-GPU H200 machine.
-# V2=1 adds the fwd_v2 experiment to the forward benchmark.
-# Logs and CSVs go to $OUT (the device tool's output folder), else ./out.
+#   step          what it runs                                                  limit (s), variable
+#   tests         every test file that runs kernels (pytest -n $WORKERS)        520  T_TESTS
+#   faults        benchmarks/triton_faults.py --sanitizer                       360  T_FAULTS
+#   bench-fwd     benchmarks/bench.py --mode fwd --profile, with the peer       450  T_BFWD
+#   bench-decode  benchmarks/bench_decode.py                                    150  T_BDEC
+#   bench-train   benchmarks/bench_train.py --mode fwdbwd, with the peer        500  T_BTRAIN
+#   stages        benchmarks/bench_train.py --mode stages                        80  T_BSTAGE
+#   lm            benchmarks/bench_train.py --mode lm (200-step loss curves)    500  T_BLM
+#   bench-layer   benchmarks/bench_layer.py (skipped where the file is absent)  300  T_BLAYER
+#   bench-lm      benchmarks/bench_lm.py (skipped where the file is absent)     400  T_BLMRUN
+#   bench         bench-fwd, bench-decode, bench-train
+#   all           tests, then bench (more than one device call's 600 s)
+#
+# STEP@SHAPES runs a benchmark step at those shapes only: "bench-fwd@1x16384,1x65536" (SHAPES=... does
+# the same for every step). A device call runs at most 600 s, installing the peer's wheels included, so
+# pick steps whose limits fit in it: "tests" alone (the suite needs most of a call), then e.g.
+# "faults bench-decode", "bench-fwd", "bench-train@8x2048,1x16384", "bench-layer bench-lm".
+# PYTEST_K="..." selects tests by name (pytest -k); WORKERS sets the pytest workers (default: the cores).
+#
+#   bash benchmarks/gpu_session.sh x2 JOB0 JOB1       # a two-GPU machine: JOB0 on GPU 0 and JOB1 on GPU 1
+#                                                     # at once, each on half the cores; a job is
+#                                                     # STEP[@SHAPES][+STEP[@SHAPES]...], run in order
+#                                                     # ("x2 tests bench-fwd@8x2048+bench-decode");
+#                                                     # logs in $OUT/gpu0-STEP and $OUT/gpu1-STEP
 #
 # The benchmarks autotune the peer again at every shape (bench.retune_peer), with Triton's cached
 # autotune results off. With --keep-peer-tuning they reuse what the peer chose first; for such runs
@@ -41,70 +47,109 @@ save_autotune() {
     (cd "$TRITON_CACHE_DIR" 2>/dev/null && find . -name "*.autotune.json" -exec sh -c \
         'mkdir -p "$0/autotune/$(dirname "$1")" && cp "$1" "$0/autotune/$1"' "$OUT" {} \;)
 }
-trap save_autotune EXIT
-what=${1:-all}
+
+# the test files that run kernels; the optional ones join when they exist
+TEST_FILES=(tests/test_fast_forward.py tests/test_fast_backward.py tests/test_fast_intra.py
+            tests/test_fast_decode.py tests/test_fast_compile.py tests/test_contract.py
+            tests/test_contract_fuzz.py tests/test_layer.py tests/test_model.py)
+for f in tests/test_fast_conv.py tests/test_fast_norm.py tests/test_distributed.py tests/test_fast_layer.py; do
+    [ -f "$f" ] && TEST_FILES+=("$f")
+done
 
 step() {  # step NAME LIMIT COMMAND...: run with a limit, log to $OUT/NAME.log, print the tail
     local name=$1 limit=$2
     shift 2
     local t0=$SECONDS
     echo "+ $*" >"$OUT/$name.log"
+    # SIGINT (not TERM) at the limit: pytest prints the failures it has, the scripts write what they have
     timeout -k 15 -s INT "$limit" "$@" >>"$OUT/$name.log" 2>&1
     local rc=$?
     echo "== $name: rc $rc in $((SECONDS - t0)) s (limit $limit)"
-    grep -E "passed|failed|error|FAILED|^fwd |^decode|ours|peer|wrote" "$OUT/$name.log" | tail -25
+    grep -E "passed|failed|error|FAILED|^fwd |^decode|ours|peer|wrote|^  => |^  (avoided|default) " \
+        "$OUT/$name.log" | tail -40
 }
 
-if [ "$what" = tests ] || [ "$what" = all ]; then
-    # one pytest over every GPU-relevant file, 16 workers (compiling dominates; one H200 holds them):
-    # -v prints each test's name as it ends, so a run cut by its limit still names its failures, and
-    # SIGINT (not TERM) at the limit makes pytest print the failures it has.
-    nvidia-smi --query-gpu=name --format=csv,noheader
-    # PYTEST_K="..." selects tests by name (pytest -k).
-    step tests "${T_TESTS:-420}" python3 -m pytest -n "${WORKERS:-16}" -v -rf --tb=short -p no:cacheprovider \
-        ${PYTEST_K:+-k "$PYTEST_K"} tests/test_fast_forward.py tests/test_fast_backward.py tests/test_fast_intra_v2.py \
-        tests/test_fast_decode.py tests/test_fast_compile.py tests/test_layer.py tests/test_model.py
-    grep -E "FAILED|ERROR" "$OUT/tests.log" | grep -v Benchmark | head -20
+optional() {  # optional NAME LIMIT SCRIPT ARGS...: step NAME LIMIT python3 SCRIPT ARGS..., or a note where SCRIPT is absent
+    if [ -f "$3" ]; then
+        local name=$1 limit=$2
+        shift 2
+        step "$name" "$limit" python3 "$@"
+    else
+        echo "== $1: skipped, $3 does not exist"
+    fi
+}
+
+run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
+    case $1 in
+    tests)
+        # -v prints each test's name as it ends, so a run cut by its limit still names its failures
+        nvidia-smi --query-gpu=name --format=csv,noheader
+        step tests "${T_TESTS:-520}" python3 -m pytest -n "${WORKERS:-$(nproc)}" -v -rf --tb=short \
+            -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} "${TEST_FILES[@]}"
+        grep -E "FAILED|ERROR" "$OUT/tests.log" | head -20 ;;
+    faults)
+        step faults "${T_FAULTS:-360}" python3 benchmarks/triton_faults.py --sanitizer --out "$OUT" ;;
+    bench-fwd)
+        step bench_fwd "${T_BFWD:-450}" python3 benchmarks/bench.py --mode fwd --profile --out "$OUT" \
+            ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
+    bench-decode)
+        step bench_decode "${T_BDEC:-150}" python3 benchmarks/bench_decode.py --out "$OUT" ;;
+    bench-train)
+        step bench_fwdbwd "${T_BTRAIN:-500}" python3 benchmarks/bench_train.py --mode fwdbwd --out "$OUT" \
+            ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
+    stages)
+        step bench_stages "${T_BSTAGE:-80}" python3 benchmarks/bench_train.py --mode stages --out "$OUT" ;;
+    lm)
+        step bench_lm_curves "${T_BLM:-500}" python3 benchmarks/bench_train.py --mode lm --out "$OUT" ;;
+    bench-layer)
+        optional bench_layer "${T_BLAYER:-300}" benchmarks/bench_layer.py --out "$OUT" ;;
+    bench-lm)
+        optional bench_lm "${T_BLMRUN:-400}" benchmarks/bench_lm.py --out "$OUT" ;;
+    bench)
+        run_one bench-fwd; run_one bench-decode; run_one bench-train ;;
+    all)
+        run_one tests; run_one bench ;;
+    esac
+}
+
+STEPS=" tests faults bench-fwd bench-decode bench-train stages lm bench-layer bench-lm bench all "
+
+if [ $# -eq 0 ]; then
+    sed -n '2,/^set -u/p' "$SELF" | sed '$d'
+    exit 2
 fi
-# The peer is autotuned again at every shape (bench.retune_peer): about a minute of its tuning per shape.
-if [ "$what" = bench ] || [ "$what" = bench-fwd ] || [ "$what" = all ]; then
-    step bench_fwd "${T_BFWD:-400}" python3 benchmarks/bench.py --mode fwd --profile ${V2:+--v2} --out "$OUT" \
-        ${SHAPES:+--shapes "$SHAPES"}
-fi
-if [ "$what" = bench ] || [ "$what" = bench-decode ] || [ "$what" = all ]; then
-    step bench_decode "${T_BDEC:-150}" python3 benchmarks/bench_decode.py
-    cp benchmarks/results/decode-*.csv "$OUT"/ 2>/dev/null
-fi
-if [ "$what" = bench ] || [ "$what" = bench-train ] || [ "$what" = all ]; then
-    step bench_fwdbwd "${T_BTRAIN:-500}" python3 benchmarks/bench_train.py --mode fwdbwd --out "$OUT" \
-        ${SHAPES:+--shapes "$SHAPES"}
-fi
-if [ "$what" = stages ]; then
-    step bench_stages "${T_BSTAGE:-80}" python3 benchmarks/bench_train.py --mode stages --out "$OUT"
-fi
-if [ "$what" = x2 ]; then
+
+if [ "$1" = x2 ]; then
     half=$(( $(nproc) / 2 ))
     jobs=("${2:-tests}" "${3:-bench}")
     dirs=()
     for gpu in 0 1; do
-        job=${jobs[$gpu]}                      # STEP[@SHAPES][+STEP[@SHAPES]...], run in order on this GPU
+        job=${jobs[$gpu]}
         dir="$OUT/gpu$gpu-${job%%[@+]*}"
         dirs+=("$dir")
         mkdir -p "$dir"
         (
             IFS=+ read -ra parts <<<"$job"
-            for part in "${parts[@]}"; do
-                name=${part%%@*}
-                shapes=""
-                [ "$name" != "$part" ] && shapes=${part#*@}
-                CUDA_VISIBLE_DEVICES=$gpu OUT="$dir" SHAPES="${shapes:-${SHAPES:-}}" WORKERS=$(( half > 3 ? half - 2 : 1 )) \
-                    taskset -c "$(( gpu * half ))-$(( gpu * half + half - 1 ))" bash "$SELF" "$name"
-            done
+            CUDA_VISIBLE_DEVICES=$gpu OUT="$dir" WORKERS=$(( half > 3 ? half - 2 : 1 )) \
+                taskset -c "$(( gpu * half ))-$(( gpu * half + half - 1 ))" bash "$SELF" "${parts[@]}"
         ) >"$dir/session.txt" 2>&1 &
     done
     wait
     for gpu in 0 1; do echo "=== GPU $gpu: ${jobs[$gpu]}"; cat "${dirs[$gpu]}/session.txt"; done
+    exit 0
 fi
-if [ "$what" = lm ]; then
-    step bench_lm "${T_BLM:-500}" python3 benchmarks/bench_train.py --mode lm --out "$OUT"
-fi
+
+for part in "$@"; do                              # every name checked before the first step runs
+    if [[ "$STEPS" != *" ${part%%@*} "* ]]; then
+        echo "unknown step '${part%%@*}' (the steps are listed at the top of $SELF)"
+        exit 2
+    fi
+done
+trap save_autotune EXIT
+for part in "$@"; do                              # STEP or STEP@SHAPES
+    name=${part%%@*}
+    shapes=""
+    [ "$name" != "$part" ] && shapes=${part#*@}
+    STEP_SHAPES=${shapes:-${SHAPES:-}}
+    run_one "$name"
+done

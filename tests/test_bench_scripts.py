@@ -1,0 +1,142 @@
+"""The GPU scripts under benchmarks/ run their host code on the CPU, so a GPU call does not find an API
+change first: each benchmark's dry run (Triton's interpreter, tiny shapes), one fault reproducer in
+the interpreter, the reading of compute-sanitizer's report, and every command gpu_session.sh would
+run (with python3 and nvidia-smi replaced by stand-ins that print their arguments)."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def run(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def faults_module():
+    spec = importlib.util.spec_from_file_location("triton_faults", BENCH / "triton_faults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script,args", [
+    ("bench.py", ["--shapes", "2x64", "--profile"]),
+    ("bench_train.py", ["--mode", "fwdbwd", "--shapes", "2x64"]),
+    ("bench_train.py", ["--mode", "lm", "--lm-steps", "1"]),
+], ids=["fwd", "train-fwdbwd", "train-lm"])
+def test_benchmark_dry_run(script, args, tmp_path):
+    out = run(sys.executable, str(BENCH / script), "--dry-run", "--no-peer", "--out", str(tmp_path), *args).stdout
+    assert "wrote" in out
+    csvs = list(tmp_path.glob("*-CPU_interpreter.csv"))
+    assert len(csvs) == 1 and len(csvs[0].read_text().splitlines()) >= 2, out
+
+
+def test_decode_benchmark_parses_its_arguments():
+    assert "--dry-run" in run(sys.executable, str(BENCH / "bench_decode.py"), "--help").stdout
+
+
+def test_fault_reproducer_in_the_interpreter(tmp_path):
+    out = run(sys.executable, str(BENCH / "triton_faults.py"), "--cpu", "--case", "bwd-tf32x3-K16",
+              "--out", str(tmp_path)).stdout
+    table = (tmp_path / "triton-faults-CPU_interpreter.txt").read_text()
+    assert table in out
+    assert re.search(r"avoided +ok \(rel-RMS", table) and re.search(r"default +ok \(rel-RMS", table)
+    assert "=> both right in the interpreter, as expected" in table
+
+
+def test_fault_reproducer_cases_are_valid_configs():
+    faults = faults_module()
+    names = [c.name for c in faults.CASES]
+    assert len(names) == len(set(names))
+    for case in faults.CASES:
+        assert case.avoided != case.default, case.name
+        assert type(case.avoided) is type(case.default)
+        assert faults.describe(case.avoided) != faults.describe(case.default)
+
+
+def test_sanitizer_report_and_verdicts():
+    faults = faults_module()
+    report = "\n".join([
+        "========= COMPUTE-SANITIZER",
+        "========= Invalid __shared__ read of size 16 bytes",
+        "=========     at chunk_state_output_fwd_kernel+0x1b40",
+        "=========     by thread (64,0,0) in block (0,1,0)",
+        "========= Invalid __global__ write of size 4 bytes",
+        "=========     at 0x3a0 in chunk_bwd_local_wy_kernel",
+        "========= Program hit cudaErrorLaunchFailure (error 719) on CUDA API call to cuStreamSynchronize.",
+        "========= ERROR SUMMARY: 3 errors",
+    ])
+    summary, n, in_ours, ours_global = faults.read_sanitizer(report)
+    assert n == 3 and in_ours and ours_global
+    assert "Invalid __shared__ read of size 16 bytes in chunk_state_output_fwd_kernel" in summary
+    assert faults.read_sanitizer("========= ERROR SUMMARY: 0 errors") == ("clean", 0, False, False)
+    assert faults.read_sanitizer("compute-sanitizer: bad option")[1] == -1
+    shared_only = report.replace("__global__", "__shared__")
+    assert faults.read_sanitizer(shared_only)[2:] == (True, False)
+
+    done = lambda rc, out="", err="": subprocess.CompletedProcess([], rc, out, err)  # noqa: E731
+    ok = 'RESULT {"errors": {"o": 0.001, "dq": 1e-6}, "tols": {"o": 0.01, "dq": 5e-5}}'
+    assert faults.verdict(done(0, ok), 1) == ("ok (rel-RMS 1.00e-03 o)", False)
+    wrong = 'RESULT {"errors": {"o": 0.001, "dq": 1.1}, "tols": {"o": 0.01, "dq": 5e-5}}'
+    assert faults.verdict(done(0, wrong), 1)[0].startswith("wrong (rel-RMS 1.10e+00 dq")
+    nan = 'RESULT {"errors": {"o": NaN}, "tols": {"o": 0.01}}'
+    assert faults.verdict(done(0, nan), 1)[0].startswith("wrong (rel-RMS nan o")
+    crash = done(1, err="Traceback\nRuntimeError: Triton Error [CUDA]: an illegal memory access was encountered\n")
+    assert faults.verdict(crash, 1) == (
+        "fault (exit status 1 / RuntimeError: Triton Error [CUDA]: an illegal memory access was encountered)", True)
+    assert faults.verdict(done(-6, err="Aborted"), 1)[0] == "fault (signal 6 / Aborted)"
+    assert faults.verdict(None, 7)[0] == "fault (timeout after 7 s)"
+
+    Run = faults.Run
+    right = Run("c", "default", verdict="ok", san_errors=0)
+    compiler = Run("c", "avoided", verdict="fault", failed=True, san_errors=1, in_ours=True)
+    assert faults.conclusion(compiler, right, True, False) == \
+        "a fault in Triton's compiler, not an out-of-bounds access of ours"
+    ours = Run("c", "avoided", verdict="fault", failed=True, san_errors=1, in_ours=True, ours_global=True)
+    assert faults.conclusion(ours, right, True, False).startswith("invalid global access inside our kernel")
+    assert faults.conclusion(Run("c", "avoided", verdict="ok", san_errors=0), right, True, False).startswith(
+        "not reproduced")
+    assert faults.conclusion(compiler, Run("c", "default", verdict="wrong", failed=True), True, False).startswith(
+        "THE DEFAULT FAILS")
+
+
+def test_gpu_session_commands_name_existing_files(tmp_path):
+    """Every command of every step, run with stand-ins for python3 and nvidia-smi: the scripts and test
+    files they name exist (the optional ones are skipped where absent), and an unknown step stops the
+    script before anything runs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("python3", 'echo "ARGS $*"'), ("nvidia-smi", "echo NVIDIA H200")):
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
+    steps = ["tests", "faults", "bench-fwd@1x16384", "bench-decode", "bench-train", "stages", "lm",
+             "bench-layer", "bench-lm"]
+    out = run("bash", str(BENCH / "gpu_session.sh"), *steps, env=env).stdout
+    logs = sorted((tmp_path / "out").glob("*.log"))
+    words = [w for log in logs for line in log.read_text().splitlines() if line.startswith("ARGS ")
+             for w in line.split()[1:]]
+    named = [w for w in words if w.endswith(".py")]
+    assert {"tests/test_fast_forward.py", "tests/test_fast_intra.py", "tests/test_contract_fuzz.py",
+            "benchmarks/triton_faults.py", "benchmarks/bench.py", "benchmarks/bench_decode.py",
+            "benchmarks/bench_train.py"} <= set(named)
+    for path in named:
+        assert (ROOT / path).is_file(), f"gpu_session.sh names {path}, which does not exist"
+    assert "--shapes 1x16384" in " ".join(words)
+    for script in ("bench_layer.py", "bench_lm.py"):
+        assert (BENCH / script).exists() or f"benchmarks/{script} does not exist" in out
+    bad = subprocess.run(["bash", str(BENCH / "gpu_session.sh"), "faults", "no-such-step"], capture_output=True,
+                         text=True, env={**os.environ, **env, "OUT": str(tmp_path / "bad")})
+    assert bad.returncode == 2 and "unknown step 'no-such-step'" in bad.stdout
+    assert not list((tmp_path / "bad").glob("*.log"))
