@@ -128,19 +128,23 @@ def _rounded(p: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
             for n, x in p.items()}
 
 
-def _dtypes(backend: str, device: str) -> tuple[torch.dtype, ...]:
+def _dtypes(backend: str, device: str) -> tuple[tuple[torch.dtype, ...], dict[str, str]]:
+    """(the dtypes a backend is checked in here, {dtype: why it is not checked here})."""
     if backend == "reference":
-        return (torch.float64, torch.float32)
-    if device == "cpu":  # Triton's interpreter: tl.dot on bfloat16 operands is not trustworthy there
-        return (torch.float32, torch.float16)
-    return (torch.float32, torch.bfloat16)
+        return (torch.float64, torch.float32, torch.bfloat16), {}
+    if device == "cpu":
+        return (torch.float32, torch.float16), {
+            "bfloat16": "Triton's CPU interpreter computes tl.dot on bfloat16 operands wrongly, so the backend "
+                        "refuses bfloat16 there; it is checked on a GPU"}
+    return (torch.float32, torch.bfloat16, torch.float16), {}
 
 
 def run_check(backends: list[str] | None = None, seed: int = 0, log: Callable[[str], None] = print
               ) -> tuple[list[Row], dict[str, str]]:
     """Compare every available backend (or those named) with the float64 recurrence.
 
-    Returns the table rows and ``{backend: reason}`` for the backends that could not run here.
+    Returns the table rows and ``{backend: reason}`` for the backends (or ``"backend dtype"`` for the dtypes)
+    that could not be checked here.
     """
     available = available_backends()
     names = list(BACKENDS) if backends is None else backends
@@ -154,9 +158,11 @@ def run_check(backends: list[str] | None = None, seed: int = 0, log: Callable[[s
     for name in (n for n in names if n not in skipped):
         module = get_backend(name)
         device = "cuda" if name != "reference" and torch.cuda.is_available() else "cpu"
+        dtypes, not_here = _dtypes(name, device)
+        skipped.update({f"{name} {dt}": why for dt, why in not_here.items()})
         for case in CASES:
             p = problems[case.name]
-            for dtype in _dtypes(name, device):
+            for dtype in dtypes:
                 key = (case.name, dtype)
                 if key not in oracle_cache:   # the oracle's results, and the term sizes of dA_log, ddt_bias
                     r = _rounded(p, dtype)
@@ -191,5 +197,6 @@ def format_table(rows: list[Row], skipped: dict[str, str]) -> str:
     lines = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
     if any(r.quantity in ("dA_log", "ddt_bias") for r in rows):
         lines.append("dA_log, ddt_bias: RMS error over the RMS of the sum of |terms| (their sums can cancel)")
-    lines += [f"backend {n!r} unavailable: {reason}" for n, reason in skipped.items()]
+    lines += [f"backend {n!r} unavailable: {reason}" if " " not in n else f"skipped {n}: {reason}"
+              for n, reason in skipped.items()]
     return "\n".join(lines)

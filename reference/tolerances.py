@@ -18,6 +18,7 @@ __all__ = ["TOLERANCES", "KIND", "path_name", "tolerance", "gate_term_sizes"]
 TOLERANCES: dict[str, tuple[float, float, float]] = {
     "reference-float64": (1e-10, 1e-10, 1e-10),
     "reference-float32": (1e-5, 1e-5, 1e-4),
+    "reference-bfloat16": (1e-2, 2e-2, 3e-2),
     "triton-float32": (2e-5, 5e-5, 2e-4),
     "triton-bfloat16": (1e-2, 2e-2, 3e-2),
     "triton-float16": (1e-2, 2e-2, 3e-2),

@@ -107,3 +107,21 @@ def test_console_script_and_module_entry_point():
     for cmd in ([str(script), "--help"], [sys.executable, "-m", "gdn2", "--help"]):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and all(c in proc.stdout for c in ("check", "train", "generate"))
+
+
+def test_check_covers_bfloat16_and_says_what_it_skips():
+    """gdn2 check runs the reference in bfloat16 too, and names the dtypes it cannot check here and why."""
+    from gdn2.check import _dtypes, format_table
+
+    assert torch_bf16() in _dtypes("reference", "cpu")[0]
+    dtypes, skipped = _dtypes("triton", "cpu")
+    assert torch_bf16() not in dtypes and "interpreter" in skipped["bfloat16"]
+    assert torch_bf16() in _dtypes("triton", "cuda")[0]
+    table = format_table([], {"triton bfloat16": skipped["bfloat16"]})
+    assert "skipped triton bfloat16: Triton's CPU interpreter" in table
+
+
+def torch_bf16():
+    import torch
+
+    return torch.bfloat16

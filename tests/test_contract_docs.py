@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_tolerance_page_matches_the_table():
     page = (ROOT / "docs" / "tolerances.md").read_text()
     names = {"reference, float64": "reference-float64", "reference, float32": "reference-float32",
+             "reference, bfloat16 inputs": "reference-bfloat16",
              "Triton, float32 inputs": "triton-float32", "Triton, bfloat16 inputs": "triton-bfloat16",
              "Triton, float16 inputs": "triton-float16"}
     rows = {}
