@@ -206,14 +206,15 @@ TRITON_REASON = available_backends()["triton"]
 @pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend: {TRITON_REASON}")
 def test_backends_share_one_state_dict(monkeypatch):
     """One state_dict, two backends: the Triton layer (float32) matches the reference layer (float64)."""
-    import gdn2.fast
+    import gdn2.fast.layer
     import gdn2.fast.utils
 
     monkeypatch.setattr(gdn2.fast.utils, "POISON_OUTPUTS", True)
     calls = []
-    for op in ("chunk_gdn2", "fused_recurrent_gdn2"):  # count the Triton calls: the test must not pass on the reference
-        real = getattr(gdn2.fast, op)
-        monkeypatch.setattr(gdn2.fast, op, lambda *a, _real=real, _op=op, **k: calls.append(_op) or _real(*a, **k))
+    for op in ("chunk_gdn2", "fused_recurrent_gdn2"):  # count the Triton calls: it must not pass on the reference
+        real = getattr(gdn2.fast.layer, op)
+        counted = lambda *a, _real=real, _op=op, **k: calls.append(_op) or _real(*a, **k)  # noqa: E731
+        monkeypatch.setattr(gdn2.fast.layer, op, counted)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ref = make_layer(num_v_heads=4, head_dim=16, layer_idx=0)
     fast = GDN2(32, 2, head_dim=16, num_v_heads=4, backend="triton", layer_idx=0)

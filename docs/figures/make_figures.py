@@ -882,10 +882,65 @@ def decode_tiles() -> Figure:
     return f
 
 
+def conv_tiles() -> Figure:
+    f = Figure("conv-tiles", 880, 330, "The short convolution: a program takes B_T tokens by B_D channels and "
+               "reads the W − 1 tokens before them too; a tap never reaches before its token's sequence start")
+    x0, y0, cw, rh = 120, 60, 22, 16
+    f.text(20, 24, "one program: B_T tokens × B_D channels of x (and y)", anchor="start", size=13, weight="bold")
+    for i in range(11):                                      # 3 halo rows, then 8 rows of the tile
+        halo = i < 3
+        for j in range(8):
+            f.rect(x0 + j * cw, y0 + i * rh, cw, rh, fill=KEY, opacity=0.1 if halo else 0.3, stroke=KEY, sw=0.6)
+    f.rect(x0, y0 + 3 * rh, 8 * cw, 8 * rh, stroke=KEY, sw=1.6)
+    f.text(x0 - 8, y0 + 1.5 * rh + 4, "W − 1 earlier tokens", anchor="end", size=11)
+    f.text(x0 - 8, y0 + 7 * rh + 4, "B_{T} tokens", anchor="end", size=11)
+    f.text(x0 + 4 * cw, y0 + 11 * rh + 16, "B_{D} channels (contiguous)", size=11)
+    sb = y0 + 8 * rh                                       # a sequence boundary inside the tile
+    f.line(x0 - 4, sb, x0 + 8 * cw + 4, sb, stroke=ERASE, sw=2, dash="5 3")
+    f.text(x0 + 8 * cw + 10, sb + 4, "a new sequence starts", anchor="start", size=11, fill=ERASE)
+    tx = 470
+    f.text(tx, 24, "per token t and channel", anchor="start", size=13, weight="bold")
+    for s_, lab in enumerate(["x_{t−3}", "x_{t−2}", "x_{t−1}", "x_{t}"]):
+        f.box(tx + s_ * 78, 44, 70, 28, lab, KEY, opacity=0.2, size=12)
+        f.line(tx + s_ * 78 + 35, 72, tx + 136, 108, arrow=True, opacity=0.7)
+    f.box(tx + 78, 110, 116, 30, "Σ_{s} w_{W−1−s} x_{t−s}", VALUE, opacity=0.22, size=12)
+    f.line(tx + 136, 140, tx + 136, 162, arrow=True)
+    f.box(tx + 96, 164, 80, 28, "SiLU → y_{t}", VALUE, opacity=0.35, size=12)
+    f.text(tx, 222, "a tap before the sequence start reads 0, or the cached", anchor="start", size=11)
+    f.text(tx, 238, "conv state (the sequence's last W − 1 inputs)", anchor="start", size=11)
+    f.text(tx, 270, "backward: dx_{t} = Σ_{s} w_{s} · (dy ⊙ SiLU′)_{t+s} inside the sequence;", anchor="start",
+           size=11)
+    f.text(tx, 286, "dw: one partial sum per program, then one small sum", anchor="start", size=11)
+    return f
+
+
+def norm_rows() -> Figure:
+    f = Figure("norm-rows", 880, 250, "The gated norm: a program takes B_R rows of one value head's V outputs; "
+               "each row is normalised by its own root mean square and gated by SiLU of z")
+    x0, y0, cw, rh = 60, 60, 20, 18
+    f.text(20, 24, "one program: B_R rows (tokens × heads) × V", anchor="start", size=13, weight="bold")
+    for name, dx, colour in (("o", 0, STATE), ("z", 230, DECAY)):
+        for i in range(6):
+            for j in range(8):
+                f.rect(x0 + dx + j * cw, y0 + i * rh, cw, rh, fill=colour, opacity=0.25, stroke=colour, sw=0.6)
+        f.rect(x0 + dx, y0, 8 * cw, 6 * rh, stroke=colour, sw=1.6)
+        f.text(x0 + dx + 4 * cw, y0 + 6 * rh + 18, name, size=13)
+    f.text(x0 + 8 * cw + 35, y0 + 3 * rh + 4, "and", size=12)
+    tx = 520
+    f.text(tx, 24, "per row, in float32 registers", anchor="start", size=13, weight="bold")
+    f.text(tx, 56, "r = (mean(o²) + ε)^{−1/2}", anchor="start", size=12)
+    f.text(tx, 80, "y = (r·o) ⊙ w ⊙ SiLU(z)", anchor="start", size=12)
+    f.text(tx, 112, "z may be a column slice of a wider", anchor="start", size=11)
+    f.text(tx, 128, "projection: read through its strides", anchor="start", size=11)
+    f.text(tx, 160, "backward: do, dz per row; dw as one", anchor="start", size=11)
+    f.text(tx, 176, "partial row per program, then one sum", anchor="start", size=11)
+    return f
+
+
 
 FIGURES = [token_update, gate_axes, chunk_grid, intra_tiles, decay_anchor, wy_flow, chunk_products, backward_graph,
            triton_grid, kernel_pipeline, intra_kernels, state_walk, state_walk_bwd, local_wy_tiles, pairwise_tiles,
-           decode_tiles]
+           decode_tiles, conv_tiles, norm_rows]
 
 
 def figures() -> dict[str, str]:
