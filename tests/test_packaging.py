@@ -55,11 +55,12 @@ def test_wheel_contains_only_the_gdn2_package(tmp_path):
 
 
 def test_declared_dependencies_are_used():
-    """Every runtime dependency is imported by the package (numpy is the tests' and the interpreter's)."""
+    """Every runtime dependency is imported by the package, or by torch on import (numpy: torch warns on every
+    import without it, and Triton's CPU interpreter runs the kernels with it)."""
     tomllib = pytest.importorskip("tomllib")
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {d.split(";")[0].split(">")[0].split("<")[0].split("=")[0].strip() for d in deps}
     sources = "".join(p.read_text() for folder in ("reference", "fast") for p in (ROOT / folder).rglob("*.py"))
-    for name in names:
+    for name in names - {"numpy"}:
         assert f"import {name}" in sources or f"from {name}" in sources, f"{name} is declared but never imported"
