@@ -138,7 +138,7 @@ class BackwardConfig:
 
 @dataclass(frozen=True)
 class DecodeLaunch(Launch):
-    """``fused_recurrent_fwd_kernel``: value columns per state block, and programs per SM (0: one program
+    """``fused_recurrent_fwd_kernel``: value columns per state block, and programs per SM (None: one program
     per state block; else this many per SM, each taking every (programs)-th block in turn)."""
 
     BV: int = 16

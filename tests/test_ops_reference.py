@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from gdn2.ops import chunk_gdn2, fused_recurrent_gdn2, recurrent_gdn2
-from gdn2.ops.chunk import chunk_intra_t, chunk_local_cumsum, pairwise_decay, solve_unit_lower
+from gdn2.ops.chunk import (
+    anchored_pairwise_decay,
+    chunk_intra,
+    chunk_intra_t,
+    chunk_local_cumsum,
+    pairwise_decay,
+    solve_unit_lower,
+    solve_unit_lower_blocked,
+)
 from gdn2.tolerances import gate_term_sizes
 
 from gdn2_testing import TOLERANCES, assert_close, make_inputs, rel_rms
@@ -370,6 +378,42 @@ def test_intra_t_matches_its_definition():
             expected[r, s] = (b[r] * k[r] * k[s] * (G[r] - G[s]).exp()).sum()
     assert_close("T", T, expected, 1e-14)
 # --8<-- [end:test_intra_t_matches_its_definition]
+
+
+# ---- stage 2 as the kernels compute it, against the plain stage ----------------------------------------
+@pytest.mark.parametrize("g_scale", [1.0, 20.0, 1e3], ids=["mild", "g-20", "g-1e3"])
+def test_anchored_pairwise_decay_is_the_pairwise_decay(g_scale):
+    """The kernels' anchored factorisation (row factor × column factor, the diagonal block's column
+    factor clamped and replaced by the exact factor past the clamp) equals exp(G_r − G_s), with decay
+    strong enough that the clamp acts in some rows; every factor it forms is at most 1 or clamped."""
+    g = -g_scale * torch.rand(3, 64, 8, dtype=torch.float64) ** 3
+    G = chunk_local_cumsum(g)
+    for strict in (True, False):
+        got = anchored_pairwise_decay(G, strict)
+        assert torch.isfinite(got).all()
+        assert_close("decay", got, pairwise_decay(G, strict), 1e-12)
+    if g_scale > 100:
+        a = torch.arange(64) // 16 * 16
+        assert ((G[..., a, :] - G).amax(-1) > 60).any()             # the clamp acted somewhere
+
+
+def test_chunk_intra_gives_t_and_the_output_matrix():
+    """Stage (2) as the kernels compute it, T and A_qk in one pass, equals chunk_intra_t and the A_qk of
+    chunk_output."""
+    q, k = torch.randn(2, 64, 8, dtype=torch.float64), torch.randn(2, 64, 8, dtype=torch.float64)
+    b, g = 2 * torch.rand(2, 64, 8, dtype=torch.float64), -3 * torch.rand(2, 64, 8, dtype=torch.float64)
+    G = chunk_local_cumsum(g)
+    T, A_qk = chunk_intra(q, k, b, G, 0.5)
+    assert_close("T", T, chunk_intra_t(k, b, G), 1e-12)
+    expected = 0.5 * torch.einsum("...rd,...sd,...rsd->...rs", q, k, pairwise_decay(G, strict=False))
+    assert_close("A_qk", A_qk, expected, 1e-12)
+
+
+@pytest.mark.parametrize("C,block", [(64, 16), (40, 16), (32, 8)], ids=["C64-b16", "C40-partial-block", "C32-b8"])
+def test_blocked_inverse_is_the_forward_substitution(C, block):
+    """(I + T)⁻¹ from diagonal-block inverses and the block rows below them, as the intra kernels form it."""
+    T = torch.randn(3, C, C, dtype=torch.float64).tril(-1) * 0.2
+    assert_close("A", solve_unit_lower_blocked(T, block), solve_unit_lower(T), 1e-12)
 
 
 # ---- contract: validation and no mutation -------------------------------------------------------------------
