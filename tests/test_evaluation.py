@@ -188,13 +188,14 @@ def test_each_mode_equals_the_recurrence(mode):
 
 # ---- the committed results -------------------------------------------------------------------------------------
 def test_committed_summary_is_the_runs_summarised():
-    """cpu-grid.csv and cpu-contrasts.csv are what run.py computes from cpu-runs.csv, and the plots are drawn
-    from them (nothing edited by hand)."""
+    """cpu-grid.csv, cpu-contrasts.csv and cpu-tally.csv are what run.py computes from cpu-runs.csv, and the
+    plots are drawn from them (nothing edited by hand)."""
     runs = _rows("cpu-runs.csv")
     grid, contrasts = run.summarise(CPU, runs)
     as_text = lambda rows: [{k: str(v) for k, v in r.items()} for r in rows]
     assert as_text(grid) == _rows("cpu-grid.csv")
     assert as_text(contrasts) == _rows("cpu-contrasts.csv")
+    assert as_text(run.tally(CPU, contrasts)) == _rows("cpu-tally.csv")
     committed = [{k: (float(v) if k in ("test_acc", "ci_lo", "ci_hi") else v) for k, v in r.items()}
                  for r in _rows("cpu-grid.csv")]
     for name, svg in run.plots(CPU, committed).items():

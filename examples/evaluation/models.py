@@ -5,7 +5,7 @@
 Only the mixer differs between models:
 
 =============  ===============================================================================================
-``gdn2``       :class:`gdn2.GDN2` itself: channel-wise decay α, erase gate b ∈ R^K, write gate w ∈ R^V
+``gdn2``       the GDN2 layer: channel-wise decay α, erase gate b ∈ R^K, write gate w ∈ R^V
 ``b_only``     GDN2 with the write gate fixed to 1: b channel-wise, w = 1
 ``w_only``     GDN2 with the erase gate tied to a scalar per head: b = β·1, w channel-wise
 ``kda``        KDA: b = w = β·1 (one scalar β per head and token), channel-wise decay
@@ -14,11 +14,14 @@ Only the mixer differs between models:
 ``attention``  full causal softmax attention (the same module with a window as long as the context)
 =============  ===============================================================================================
 
-The four ablations are :class:`GateModeGDN2`: the GDN2 layer (same q, k, v projections, short
+Every linear mixer is a :class:`GateModeGDN2`: the GDN2 layer (same q, k, v projections, short
 convolutions, output gate and norm, same operator) whose gate projections have the width of the gates
 they parameterise (H·K for a channel-wise b, HV·V for a channel-wise w, H for a scalar β or decay), run
 through this project's own ``chunk_gdn2`` of the layer's backend ("auto": Triton for CUDA tensors, the
-reference otherwise).
+reference otherwise). In mode ``gdn2`` it has :class:`gdn2.GDN2`'s parameters and computes its forward
+(the tests check both); going through the same call as the ablations gives every linear mixer the
+same operator call, and on the CPU the same chunk size (``chunk_size`` of the config: the reference
+takes any, and a small one is several times faster there; Triton keeps its own).
 
 Matching rules (stated in the config, checked by the tests):
 

@@ -2,6 +2,7 @@
 and the plots under ``results/``.
 
     python examples/evaluation/run.py --config examples/evaluation/configs/cpu.json [--workers N] [--resume]
+    python examples/evaluation/run.py --config ... --from-runs     # tables and plots again, no training
 
 A config (JSON, ``configs/``) names the models (mixers), their shared sizes, the grid of task cells
 (each sweep varies one knob: number of pairs, context length or vocabulary size), the seeds, the
@@ -27,7 +28,8 @@ Protocol:
   per-seed differences.
 
 Outputs, for a config named NAME: ``NAME-runs.csv`` (every run), ``NAME-grid.csv`` (the grid: one row
-per model and cell), ``NAME-contrasts.csv`` (GDN2 minus each other model, per cell), ``NAME-models.csv``
+per model and cell), ``NAME-contrasts.csv`` (GDN2 minus each other model, per cell), ``NAME-tally.csv`` (how many of
+those differences go each way and how many are resolved), ``NAME-models.csv``
 (parameters, SwiGLU width, state per layer), ``NAME-meta.csv`` (the run's wall time and machine) and
 ``NAME-SWEEP.svg`` (accuracy against the swept knob, one line per model).
 """
@@ -273,8 +275,11 @@ def summarise(config: dict, runs: list[dict]) -> tuple[list[dict], list[dict]]:
                 "num_queries": spec.queries, "lr": lr, "lr_select": select, "seeds": len(rows),
                 "test_acc": round(mean, 4), "ci_lo": round(lo, 4), "ci_hi": round(hi, 4),
                 "ci_half": round((hi - lo) / 2, 4), "sd": round(sd, 4),
+                "min_acc": round(min(float(r["test_acc"]) for r in rows), 4),
+                "max_acc": round(max(float(r["test_acc"]) for r in rows), 4),
                 "val_acc": round(statistics.fmean(float(r["val_acc"]) for r in rows), 4),
-                "chance": round(1 / _values(spec), 4), "params": rows[0]["params"],
+                "chance": round(1 / _values(spec), 4), "guess_in_context": round(1 / spec.num_pairs, 4),
+                "params": rows[0]["params"],
                 "state_floats": rows[0]["state_floats"], "steps": rows[0]["steps"],
             })
     contrasts = []
@@ -294,6 +299,19 @@ def summarise(config: dict, runs: list[dict]) -> tuple[list[dict], list[dict]]:
                               "diff": round(mean, 4), "ci_lo": round(lo, 4), "ci_hi": round(hi, 4),
                               "ci_half": round((hi - lo) / 2, 4), "seeds": len(seeds), "verdict": verdict})
     return grid, contrasts
+
+
+def tally(config: dict, contrasts: list[dict]) -> list[dict]:
+    """Per other model (and over all): on how many cells GDN2's mean is above and below, and how many of
+    those differences are resolved (their interval excludes zero)."""
+    out = []
+    for other in [*dict.fromkeys(c["other"] for c in contrasts), "all"]:
+        rows = [c for c in contrasts if other in ("all", c["other"])]
+        out.append({"config": config["name"], "other": other, "comparisons": len(rows),
+                    "above": sum(float(c["diff"]) > 0 for c in rows), "below": sum(float(c["diff"]) < 0 for c in rows),
+                    "resolved_higher": sum(c["verdict"] == "GDN2 higher" for c in rows),
+                    "resolved_lower": sum(c["verdict"] == "GDN2 lower" for c in rows)})
+    return out
 
 
 def _values(spec: TaskSpec) -> int:
@@ -350,11 +368,12 @@ def plots(config: dict, grid: list[dict]) -> dict[str, str]:
                 pts.append((row["test_acc"], row["ci_lo"], row["ci_hi"]))
             series[mixer] = pts
         chances = {round(1 / _values(s), 6) for s in specs}
-        title = (f"{sweep['task'].upper()}: test accuracy against {names[axis]} "
-                 f"(config {config['name']}, mean and 95% t-interval over seeds)")
+        title = f"{'MQAR' if sweep['task'] == 'mqar' else 'Multi-key needle'}: test accuracy against {names[axis]}"
+        subtitle = (f"config {config['name']}; mean and 95% t-interval over {len(config['seeds'])} seeds; "
+                    "dotted: chance")
         out[f"{config['name']}-{sweep['plot']}.svg"] = error_bar_plot(
             title, names[axis], "accuracy on the query positions", [float(getattr(s, axis)) for s in specs], series,
-            labels=LABELS, chance=chances.pop() if len(chances) == 1 else None)
+            labels=LABELS, chance=chances.pop() if len(chances) == 1 else None, subtitle=subtitle)
     return out
 
 
@@ -387,6 +406,20 @@ def _run_all(config: dict, jobs: list[tuple], done: dict, workers: int, bar) -> 
     return rows
 
 
+def _write_tables(config: dict, out: Path, runs: list[dict]) -> list[dict]:
+    """The grid, the contrasts, the models and the plots of the runs; returns the grid."""
+    name = config["name"]
+    grid, contrasts = summarise(config, runs)
+    write_csv(out / f"{name}-grid.csv", grid)
+    if contrasts:
+        write_csv(out / f"{name}-contrasts.csv", contrasts)
+        write_csv(out / f"{name}-tally.csv", tally(config, contrasts))
+    write_csv(out / f"{name}-models.csv", model_rows(config))
+    for fname, svg in plots(config, grid).items():
+        (out / fname).write_text(svg, encoding="utf-8")
+    return grid
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -395,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS), help="folder of the CSVs and plots")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the rows of an existing NAME-runs.csv made with the same settings")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="train nothing: rewrite the tables and plots from an existing NAME-runs.csv")
     args = parser.parse_args(argv)
     from tqdm.auto import tqdm
 
@@ -404,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     if config.get("device", "cpu") == "cuda" and not torch.cuda.is_available():
         parser.error(f"config {name!r} needs a CUDA GPU")
     fp = fingerprint(config)
+    if args.from_runs:
+        runs = [r for r in read_csv(out / f"{name}-runs.csv") if r.get("fingerprint") == fp]
+        if not runs:
+            parser.error(f"no runs of these settings in {out / (name + '-runs.csv')}")
+        _write_tables(config, out, runs)
+        return 0
     done = {_key(r): r for r in read_csv(out / f"{name}-runs.csv") if r.get("fingerprint") == fp} if args.resume else {}
     mixers, seeds, lrs, tune = config["mixers"], config["seeds"], config["tuning"]["lrs"], config["tuning"]
     specs = cells(config)
@@ -429,12 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     order = {m: i for i, m in enumerate(mixers)}, {cell_name(s): i for i, s in enumerate(specs)}
     runs.sort(key=lambda r: (order[0][r["mixer"]], order[1][r["cell"]], int(r["seed"]), float(r["lr"])))
-    grid, contrasts = summarise(config, runs)
     write_csv(out / f"{name}-runs.csv", runs)
-    write_csv(out / f"{name}-grid.csv", grid)
-    if contrasts:
-        write_csv(out / f"{name}-contrasts.csv", contrasts)
-    write_csv(out / f"{name}-models.csv", model_rows(config))
     write_csv(out / f"{name}-meta.csv", [{
         "config": name, "runs": len(runs), "steps_per_run": steps, "workers": workers,
         "threads_per_worker": config.get("threads_per_worker", 1), "wall_minutes": round(wall / 60, 2),
@@ -442,8 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
         "python": platform.python_version(), "resumed_runs": len(done),
     }])
-    for fname, svg in plots(config, grid).items():
-        (out / fname).write_text(svg, encoding="utf-8")
+    grid = _write_tables(config, out, runs)
     print(f"wrote {name}-*.csv and {len(config['grid'])} plots to {out} in {wall / 60:.1f} min")
     for r in grid:
         print(f"  {r['cell']:<22} {r['mixer']:<10} lr {r['lr']:<7g} acc {r['test_acc']:.3f} "

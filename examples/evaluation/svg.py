@@ -23,14 +23,15 @@ def _ticks(lo: float, hi: float) -> list[float]:
 
 def error_bar_plot(title: str, xlabel: str, ylabel: str, xs: list[float], series: dict[str, list[tuple]],
                    labels: dict[str, str] | None = None, ylim: tuple[float, float] = (0.0, 1.0),
-                   chance: float | None = None) -> str:
+                   chance: float | None = None, subtitle: str = "") -> str:
     """``series``: name → one (mean, lo, hi) per x, or None where there is no value. The x axis is
     logarithmic (the knobs double), the points of the series are spread a little sideways so that their
     error bars do not hide each other; ``chance`` draws a dotted line at that accuracy."""
     esc, labels = html.escape, labels or {}
-    left, right, top, plot_w, plot_h = 64, 16, 34, 640, 280
+    left, right, top, plot_w, plot_h = 64, 16, 52, 640, 280
     names = list(series)
-    rows = math.ceil(len(names) / 4)
+    cols = 3
+    rows = math.ceil(len(names) / cols)
     width, height = left + plot_w + right, top + plot_h + 52 + 20 * rows
     lx = [math.log2(x) for x in xs]
     xlo, xhi = (min(lx) - 0.5, max(lx) + 0.5) if len(xs) > 1 else (lx[0] - 1, lx[0] + 1)
@@ -40,7 +41,8 @@ def error_bar_plot(title: str, xlabel: str, ylabel: str, xs: list[float], series
          f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12" fill="currentColor" '
          f'role="img" aria-label="{esc(title)}">',
          f"<title>{esc(title)}</title>",
-         f'<text x="{left}" y="18" font-size="14" font-weight="bold">{esc(title)}</text>']
+         f'<text x="{left}" y="18" font-size="14" font-weight="bold">{esc(title)}</text>',
+         f'<text x="{left}" y="38" fill-opacity="0.8">{esc(subtitle)}</text>']
     for v in _ticks(*ylim):
         s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="currentColor" '
                  f'stroke-opacity="0.15"/>')
@@ -55,6 +57,8 @@ def error_bar_plot(title: str, xlabel: str, ylabel: str, xs: list[float], series
     if chance is not None:
         s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{Y(chance):.1f}" y2="{Y(chance):.1f}" '
                  f'stroke="currentColor" stroke-opacity="0.6" stroke-dasharray="1 3"><title>chance</title></line>')
+        s.append(f'<text x="{left + plot_w - 4}" y="{Y(chance) - 4:.1f}" text-anchor="end" fill-opacity="0.8">'
+                 f"chance</text>")
     spread = 0.28 / max(1, len(names) - 1) if len(names) > 1 else 0.0
     for i, name in enumerate(names):
         colour, dash = COLOURS.get(name, "#888888"), DASHES.get(name)
@@ -74,8 +78,8 @@ def error_bar_plot(title: str, xlabel: str, ylabel: str, xs: list[float], series
                      f"<title>{esc(label)}: {mean:.3f} [{lo:.3f}, {hi:.3f}]</title></circle>")
     for i, name in enumerate(names):
         colour, dash = COLOURS.get(name, "#888888"), DASHES.get(name)
-        col, row = i % 4, i // 4
-        x0, y0 = left + col * (plot_w / 4), top + plot_h + 56 + 20 * row
+        col, row = i % cols, i // cols
+        x0, y0 = left + col * (plot_w / cols), top + plot_h + 56 + 20 * row
         extra = f' stroke-dasharray="{dash}"' if dash else ""
         s.append(f'<line x1="{x0:.1f}" x2="{x0 + 24:.1f}" y1="{y0 - 4}" y2="{y0 - 4}" stroke="{colour}" '
                  f'stroke-width="2"{extra}/>')
