@@ -21,7 +21,7 @@ tokens (random contents: the step's work does not depend on them; GDN2's state i
 token's, scaled, since its size and the step's work are the same at every L), then n tokens are
 generated greedily; ``ms_per_token`` is the time of one step for the whole batch (the difference of
 two runs of different lengths over the difference of their lengths, so that prefill and capture
-cancel), ``tokens_per_s`` = B / that time, ``state_mib_per_seq`` the decoding state one sequence
+cancel; the median of three such differences), ``tokens_per_s`` = B / that time, ``state_mib_per_seq`` the decoding state one sequence
 holds (GDN2: every layer's state and conv tails; attention: the keys and values of its cache), and
 ``peak_gib`` the largest memory allocated during the step, weights included. A configuration whose
 cache does not fit is written with status ``does not fit`` (an outcome: the key-value cache's memory
@@ -37,7 +37,9 @@ import copy
 import csv
 import math
 import platform
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,6 +61,7 @@ FULL = {"vocab_size": 32000, "hidden_size": 1024, "num_layers": 24, "num_heads":
         "tokens": (16, 48)}
 DRY = {"vocab_size": 256, "hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_dim": 32,
        "batches": [1, 2], "contexts": [16, 32], "windows": [8], "tokens": (3, 6)}
+REPEATS = 3  # each step time is the median of this many differences of two runs
 
 
 def _rope(x: Tensor, pos: Tensor, base: float = 10000.0) -> Tensor:
@@ -184,15 +187,17 @@ def gdn2_step_ms(model: GDN2LM, batch: int, tokens: tuple[int, int], device, gra
     model(ids, cache=cache, use_cache=True)                       # one token: the state's shapes and dtypes
     for state in cache.layers.values():
         state.recurrent_state.normal_().mul_(0.1)                 # a used state; its size is the same at any context
-    times = []
-    for n in tokens:
+
+    def run(n: int) -> float:
         c = _clone_cache(cache)
         _sync(device)
         start = time.perf_counter()
         model.generate(ids, n, temperature=0, cache=c, cuda_graph=graph)
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return 1e3 * (times[1] - times[0]) / (tokens[1] - tokens[0]), cache.num_bytes() // batch
+        return time.perf_counter() - start
+
+    diffs = [run(tokens[1]) - run(tokens[0]) for _ in range(REPEATS)]
+    return 1e3 * statistics.median(diffs) / (tokens[1] - tokens[0]), cache.num_bytes() // batch
 
 
 @torch.no_grad()
@@ -225,8 +230,8 @@ def attention_step_ms(model: TransformerLM, batch: int, context: int, slots: int
         _sync(device)
         return time.perf_counter() - start
 
-    t1, t2 = run(tokens[0]), run(tokens[1])
-    return 1e3 * (t2 - t1) / (tokens[1] - tokens[0])
+    diffs = [run(tokens[1]) - run(tokens[0]) for _ in range(REPEATS)]
+    return 1e3 * statistics.median(diffs) / (tokens[1] - tokens[0])
 
 
 def _fits(nbytes: int, device) -> bool:
@@ -275,7 +280,8 @@ def crossovers(rows: list[dict], card: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="the host logic on the CPU, tiny sizes")
-    parser.add_argument("--out", default=None, help="folder of the CSV (default: results/ next to this script)")
+    parser.add_argument("--out", default=None,
+                        help="folder of the CSVs (default: results/ next to this script; a temporary one for --dry-run)")
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
     parser.add_argument("--contexts", default=None, help="comma-separated context lengths")
     args = parser.parse_args(argv)
@@ -331,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"B={batch:<4} L={context:<6} {model:<12} {ms:8.3f} ms/token  "
                       f"{batch / ms * 1e3:10.0f} tokens/s  {per_seq / 2**20:9.2f} MiB/seq", file=sys.stderr)
     cross = crossovers(rows, card)
-    out = Path(args.out) if args.out else HERE / "results"
+    # a dry run's numbers mean nothing: unless told, they go to a temporary folder, not next to the results
+    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="gdn2-decode-")) if args.dry_run
+                                           else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)
     stem = "decode-" + card.replace(" ", "_")
     outputs = ((out / f"{stem}.csv", FIELDS, rows), (out / f"{stem}-crossover.csv", CROSS_FIELDS, cross))
