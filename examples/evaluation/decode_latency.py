@@ -19,14 +19,15 @@ The Transformer's SwiGLU is widened so that its parameter count matches GDN2's (
 make its mixer larger). What is measured, at every batch B and context L: the cache is filled to L
 tokens (random contents: the step's work does not depend on them; GDN2's state is one prefilled
 token's, scaled, since its size and the step's work are the same at every L), then n tokens are
-generated greedily; ``ms_per_token`` is the time of one step for the whole batch (the difference of
+generated greedily. ``ms_per_token`` is the time of one step for the whole batch: the difference of
 two runs of different lengths over the difference of their lengths, so that prefill and capture
-cancel; the median of three such differences), ``tokens_per_s`` = B / that time, ``state_mib_per_seq`` the decoding state one sequence
-holds (GDN2: every layer's state and conv tails; attention: the keys and values of its cache), and
-``peak_gib`` the largest memory allocated during the step, weights included. A configuration whose
-cache does not fit is written with status ``does not fit`` (an outcome: the key-value cache's memory
-wall). ``crossover`` rows give, per batch size, the context at which GDN2's step becomes cheaper than
-the Transformer's (linear between the measured contexts), or where it is cheaper everywhere or nowhere.
+cancel, the median of three such differences. ``tokens_per_s`` is B over that time;
+``state_mib_per_seq`` the decoding state one sequence holds (GDN2: every layer's state and conv
+tails; attention: the keys and values of its cache); ``peak_gib`` the largest memory allocated
+during the step, weights included. A configuration whose cache does not fit is written with status
+``does not fit`` (an outcome: the key-value cache's memory wall). The ``crossover`` CSV gives, per
+batch size, the context at which GDN2's step becomes cheaper than the Transformer's (linear between
+the measured contexts), or says that it is cheaper everywhere or nowhere.
 
 A serving engine's paged flash-decoding kernels would run the Transformer's step faster than SDPA over a
 masked static cache: this baseline is the one PyTorch gives, and the comparison is stated as such.
@@ -281,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="the host logic on the CPU, tiny sizes")
     parser.add_argument("--out", default=None,
-                        help="folder of the CSVs (default: results/ next to this script; a temporary one for --dry-run)")
+                        help="folder of the CSVs (default: results/ next to this script; for --dry-run a "
+                             "temporary one)")
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
     parser.add_argument("--contexts", default=None, help="comma-separated context lengths")
     args = parser.parse_args(argv)
