@@ -16,7 +16,9 @@
    (decoding memory), ``<!-- gdn2:summary -->`` (ratios against the peer), ``<!-- gdn2:raw NAME -->``
    (the rows of ``benchmarks/results/NAME.csv``, collapsed) and ``<!-- gdn2:other -->`` (every CSV the
    page does not show with a raw placeholder, collapsed). The plots are files ``plots/NAME.svg``
-   generated at build time, cited on the page as ordinary images.
+   generated at build time, cited on the page as ordinary images; the evaluation's plots, which
+   ``examples/evaluation/run.py`` writes next to its CSVs, are served the same way as
+   ``plots/evaluation-NAME.svg``.
 5. Numbers from CSVs (``gdn2_macros.py``): ``{{ csv(...) }}``, ``{{ ratio(...) }}`` and the other
    macros are replaced by values read from ``benchmarks/results/`` when the page is built; a cited
    file, row or column that is missing fails the build, and so does a measured number (a number
@@ -136,8 +138,13 @@ _ALT = re.compile(r'\balt="([^"]*)"')
 _XML_PROLOG = re.compile(r"^\s*<\?xml[^>]*>\s*")
 
 
+EVALUATION = ROOT / "examples" / "evaluation" / "results"
+
+
 def on_files(files, config):
     _state["plots"] = gdn2_bench.plots(_state["bench"])
+    for path in sorted(EVALUATION.glob("*.svg")):
+        _state["plots"][f"evaluation-{path.name}"] = path.read_text(encoding="utf-8")
     for name, svg in _state["plots"].items():
         files.append(File.generated(config, f"plots/{name}", content=svg))
     return files
