@@ -10,43 +10,14 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
+from . import chunk_fwd
 from ._contract import check_log_decay, compute_dtype, erase_gate_scale, gate_from_raw, gates_from_logits, l2norm
 from ._typing import shape_checked
 from .chunk_bwd import chunk_bwd_local, chunk_bwd_state
-from .chunk_fwd import (
-    G_FLOOR,
-    anchored_pairwise_decay,
-    chunk_forward,
-    chunk_intra,
-    chunk_intra_t,
-    chunk_local_cumsum,
-    chunk_output,
-    chunk_state_passing,
-    chunk_wy,
-    from_chunks,
-    pairwise_decay,
-    solve_unit_lower,
-    solve_unit_lower_blocked,
-    to_chunks,
-)
+from .chunk_fwd import *  # noqa: F403  (the stage functions, importable from here too)
+from .chunk_fwd import G_FLOOR, chunk_forward, from_chunks, pairwise_decay, to_chunks
 
-__all__ = [
-    "chunk_gdn2",
-    "ChunkGDN2Function",
-    "chunk_local_cumsum",
-    "pairwise_decay",
-    "chunk_intra_t",
-    "solve_unit_lower",
-    "chunk_wy",
-    "chunk_state_passing",
-    "chunk_output",
-    "chunk_forward",
-    "anchored_pairwise_decay",
-    "chunk_intra",
-    "solve_unit_lower_blocked",
-    "to_chunks",
-    "from_chunks",
-]
+__all__ = ["chunk_gdn2", "ChunkGDN2Function", *chunk_fwd.__all__]
 
 
 # --8<-- [start:ChunkGDN2Function]
