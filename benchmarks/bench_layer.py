@@ -121,14 +121,19 @@ def time_layer(module, kind, x, cu) -> tuple[float, float, float]:
             do_bench(train, warmup=5, rep=100, return_mode="median"), peak)
 
 
-CATEGORIES = (("mixing kernels", ("chunk_intra", "chunk_wy", "chunk_state", "chunk_bwd", "fused_recurrent")),
-              ("short convolution", ("short_conv", "conv")),
-              ("gated norm", ("rms_norm", "gated_norm", "norm")),
+# first match wins: the norms before the mixing kernels (the peer's l2norm is part of its mixing, the
+# gated norm is not), the gates before the mixing (the peer runs its gate activations as own kernels)
+CATEGORIES = (("gated norm", ("gated_rms_norm", "layer_norm", "rms_norm_gated", "rmsnorm", "fused_norm_gate")),
+              ("short convolution", ("short_conv", "conv1d", "conv_depthwise", "causal_conv")),
+              ("gates", ("gate_fwd", "gate_bwd", "sigmoid", "kda_gate")),
+              ("mixing kernels", ("chunk", "solve_tril", "recompute_w_u", "wy_", "l2norm", "fused_recurrent",
+                                  "gdn2", "kda")),
               ("GEMMs", ("gemm", "sm90", "cutlass", "nvjet", "xmma", "cublas", "matmul")))
 
 
-def profile_rows(module, kind, x, card: str, shape: str) -> list[dict]:
-    """Device ms per train step by category (torch profiler, mean of 5 steps)."""
+def profile_rows(name: str, module, kind, x, card: str, shape: str) -> list[dict]:
+    """Device ms of one layer's train step by category (torch profiler, mean of 5 steps); impl is
+    ``<layer>:<category>`` and share is the category's part of the layer's device time."""
     x = x.detach().requires_grad_()
     dy = torch.randn_like(x)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -150,9 +155,10 @@ def profile_rows(module, kind, x, card: str, shape: str) -> list[dict]:
         name = e.key.lower()
         cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
         totals[cat] = totals.get(cat, 0.0) + e.device_time_total / 5 / 1e3
-        print(f"   {e.device_time_total / 5:9.1f} us  {cat:18s} {e.key[:80]}")
+        print(f"   {name:5s} {e.device_time_total / 5:9.1f} us  {cat:18s} {e.key[:80]}")
     whole = sum(totals.values())
-    return [dict(card=card, mode="profile", shape=shape, impl=cat, ms=round(ms, 4), share=round(ms / whole, 4))
+    return [dict(card=card, mode="profile", shape=shape, impl=f"{name}:{cat}", ms=round(ms, 4),
+                 share=round(ms / whole, 4))
             for cat, ms in sorted(totals.items(), key=lambda kv: -kv[1])]
 
 
@@ -161,6 +167,9 @@ def main():
     ap.add_argument("--shapes", default="", help="comma-separated BxT (and/or 'varlen'); default: all")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    ap.add_argument("--warm", action="store_true",
+                    help="only compile: one train step of every layer (the peer autotuning) and operator per "
+                         "shape, no timing and no CSV; fills Triton's cache for a later timed run")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -178,6 +187,9 @@ def main():
         cu = random_lengths(T, gen) if shape == "varlen" else None
         if "peer" in mods:
             retune_peer()
+        if args.warm:
+            warm(mods, x, cu, args)
+            continue
         times = {}
         for name, (module, kind) in mods.items():
             if cu is not None and kind == "sdpa":
@@ -205,17 +217,34 @@ def main():
                                  peak_mib=round(t[2], 1) if mode == "train" else "",
                                  peer_over_this=round(times["peer"][i] / t[i], 3) if "peer" in times else "",
                                  sdpa_over_this=round(times["sdpa"][i] / t[i], 3) if "sdpa" in times else ""))
-        if shape in ("varlen", "8x2048"):
+        if shape in ("varlen", "8x2048", "1x16384"):
             rows += op_rows(x, cu, card, args)
         if shape == "8x2048":
-            rows += profile_rows(*mods["ours"], x, card, shape)
+            for name in ("ours", "peer"):
+                if name in mods:
+                    rows += profile_rows(name, *mods[name], x, card, shape)
         del x
         torch.cuda.empty_cache()
         write_csv(Path(args.out) / f"layer-{card.replace(' ', '_')}.csv", rows, FIELDS)
-    print(f"wrote {Path(args.out) / f'layer-{card.replace(chr(32), chr(95))}.csv'}")
+    if not args.warm:
+        print(f"wrote {Path(args.out) / f'layer-{card.replace(chr(32), chr(95))}.csv'}")
 
 
-def op_rows(x: torch.Tensor, cu: torch.Tensor | None, card: str, args) -> list[dict]:
+def warm(mods, x: torch.Tensor, cu: torch.Tensor | None, args) -> None:
+    """One train step of every layer and operator at this shape: compiles (and autotunes) their kernels."""
+    t0 = time.perf_counter()
+    for module, kind in mods.values():
+        if cu is not None and kind == "sdpa":
+            continue
+        xx = x.detach().requires_grad_()
+        call(module, kind, xx, cu).sum().backward()
+    op_rows(x, cu, "", args, timed=False)
+    torch.cuda.synchronize()
+    print(f"warmed {x.shape[0]}x{x.shape[1]}{' packed' if cu is not None else ''} in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def op_rows(x: torch.Tensor, cu: torch.Tensor | None, card: str, args, timed: bool = True) -> list[dict]:
     """The operator alone, ours and the peer, forward and train step, at the layer's shape (packed or not)."""
     B, T = x.shape[:2]
     gen = torch.Generator(device="cuda").manual_seed(1)
@@ -240,6 +269,10 @@ def op_rows(x: torch.Tensor, cu: torch.Tensor | None, card: str, args) -> list[d
             o, _ = op(**leaves, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
             torch.autograd.grad(o, list(leaves.values()), do)
 
+        if not timed:
+            fwd()
+            train()
+            continue
         times[name] = (do_bench(fwd, warmup=10, rep=100, return_mode="median"),
                        do_bench(train, warmup=5, rep=100, return_mode="median"))
         print(f"op {shape} {name:8s} fwd {times[name][0]:.3f} ms  train {times[name][1]:.3f} ms", flush=True)
