@@ -167,6 +167,9 @@ def main():
     ap.add_argument("--shapes", default="", help="comma-separated BxT (and/or 'varlen'); default: all")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    ap.add_argument("--keep-peer-tuning", action="store_true",
+                    help="let the peer keep the launch settings it chose at its first shape (or found in "
+                         "Triton's cache) instead of autotuning again at every shape")
     ap.add_argument("--warm", action="store_true",
                     help="only compile: one train step of every layer (the peer autotuning) and operator per "
                          "shape, no timing and no CSV; fills Triton's cache for a later timed run")
@@ -185,7 +188,7 @@ def main():
             continue
         x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16)
         cu = random_lengths(T, gen) if shape == "varlen" else None
-        if "peer" in mods:
+        if "peer" in mods and not args.keep_peer_tuning:
             retune_peer()
         if args.warm:
             warm(mods, x, cu, args)

@@ -3,6 +3,7 @@
 Nothing here imports Triton, so ``import gdn2.fast`` works on any machine.
 """
 
+import importlib.metadata
 import importlib.util
 import os
 import weakref
@@ -25,9 +26,24 @@ def unavailable_reason() -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "Triton is not installed (pip install triton, Linux x86-64 only)"
     if os.environ.get("TRITON_INTERPRET") == "1":
-        return None
+        return _interpreter_problem()
     if not torch.cuda.is_available():
         return "no CUDA GPU is visible (set TRITON_INTERPRET=1 to run the kernels on Triton's CPU interpreter)"
+    return None
+
+
+def _version(name: str) -> tuple[int, ...]:
+    parts = importlib.metadata.version(name).split(".")[:2]
+    return tuple(int("".join(c for c in x if c.isdigit()) or 0) for x in parts)
+
+
+def _interpreter_problem() -> str | None:
+    """Triton's interpreter before 3.9 turns a loop bound computed from a program id into an int with
+    ``int()`` of a one-element array, which numpy 2.4 and later refuse: every kernel with such a loop
+    fails. Tested: Triton 3.6 fails with numpy 2.4, Triton 3.9 runs."""
+    if _version("triton") < (3, 9) and _version("numpy") >= (2, 4):
+        return (f"Triton {importlib.metadata.version('triton')}'s CPU interpreter cannot run these kernels with "
+                f"numpy {importlib.metadata.version('numpy')} (use Triton >= 3.9, or numpy < 2.4)")
     return None
 
 

@@ -304,7 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{card}: GDN2LM {params['gdn2']:.1f}M and Transformer {params['transformer']:.1f}M parameters, "
           f"{platform.python_version()}, torch {torch.__version__}", file=sys.stderr)
     rows = []
+    try:
+        measure(cfg, ours, other, params, card, device, dtype, graph, rows)
+    except KeyboardInterrupt:       # a time limit: keep what was measured
+        print("interrupted: writing the rows measured so far", file=sys.stderr)
+    write(args, card, rows)
+    return 0
+
+
+def measure(cfg, ours, other, params, card, device, dtype, graph, rows: list[dict]) -> None:
+    """Append a row per (batch, context, model) to ``rows``. GDN2's step is measured once per batch: its
+    state, and so its step, is the same at every context."""
     for batch in cfg["batches"]:
+        gdn2_ms = None
         for context in cfg["contexts"]:
             cases = [("gdn2", "")] + [("transformer", "")] + [(f"swa-{w}", w) for w in cfg["windows"]]
             for model, window in cases:
@@ -316,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
                 if model == "gdn2":
-                    ms, per_seq = gdn2_step_ms(ours, batch, cfg["tokens"], device, graph)
+                    if gdn2_ms is None:
+                        gdn2_ms = (*gdn2_step_ms(ours, batch, cfg["tokens"], device, graph), _peak_gib(device))
+                    ms, per_seq, peak = gdn2_ms
                 else:
                     slots = context + cfg["tokens"][1] + 2 if model == "transformer" else min(window, context)
                     per_seq = 2 * cfg["num_layers"] * slots * cfg["hidden_size"] * torch.finfo(dtype).bits // 8
@@ -333,11 +347,15 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         for m in other.mixers:
                             m.k_cache = m.v_cache = None
+                    peak = _peak_gib(device)
                 row.update(ms_per_token=round(ms, 4), tokens_per_s=round(batch / ms * 1e3, 1),
-                           state_mib_per_seq=round(per_seq / 2**20, 3), peak_gib=_peak_gib(device))
+                           state_mib_per_seq=round(per_seq / 2**20, 3), peak_gib=peak)
                 rows.append(row)
                 print(f"B={batch:<4} L={context:<6} {model:<12} {ms:8.3f} ms/token  "
                       f"{batch / ms * 1e3:10.0f} tokens/s  {per_seq / 2**20:9.2f} MiB/seq", file=sys.stderr)
+
+
+def write(args, card: str, rows: list[dict]) -> None:
     cross = crossovers(rows, card)
     # a dry run's numbers mean nothing: unless told, they go to a temporary folder, not next to the results
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="gdn2-decode-")) if args.dry_run
@@ -351,7 +369,6 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(data)
         print(f"wrote {path}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":
