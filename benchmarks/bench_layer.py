@@ -152,8 +152,8 @@ def profile_rows(name: str, module, kind, x, card: str, shape: str) -> list[dict
     for e in prof.key_averages():
         if e.device_time_total <= 0:
             continue
-        name = e.key.lower()
-        cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
+        key = e.key.lower()
+        cat = next((c for c, keys in CATEGORIES if any(k in key for k in keys)), "other")
         totals[cat] = totals.get(cat, 0.0) + e.device_time_total / 5 / 1e3
         print(f"   {name:5s} {e.device_time_total / 5:9.1f} us  {cat:18s} {e.key[:80]}")
     whole = sum(totals.values())

@@ -11,7 +11,8 @@
 #   bench-train   benchmarks/bench_train.py --mode fwdbwd, with the peer        500  T_BTRAIN
 #   stages        benchmarks/bench_train.py --mode stages                        80  T_BSTAGE
 #   lm            benchmarks/bench_train.py --mode lm (200-step loss curves)    500  T_BLM
-#   bench-layer   benchmarks/bench_layer.py (skipped where the file is absent)  300  T_BLAYER
+#   warm          benchmarks/bench_layer.py --warm: compile and autotune only   540  T_WARM
+#   bench-layer   benchmarks/bench_layer.py (KEEP_PEER_TUNING=1: no retuning)   300  T_BLAYER
 #   bench-lm      benchmarks/bench_lm.py (skipped where the file is absent)     400  T_BLMRUN
 #   bench         bench-fwd, bench-decode, bench-train
 #   all           tests, then bench (more than one device call's 600 s)
@@ -31,7 +32,9 @@
 # The benchmarks autotune the peer again at every shape (bench.retune_peer), with Triton's cached
 # autotune results off. With --keep-peer-tuning they reuse what the peer chose first; for such runs
 # this script seeds Triton's cache from ./.autotune (git-ignored: carry it to the GPU machine) and
-# hands the autotune results of this run back in $OUT/autotune.
+# hands the autotune results of this run back as one file, $OUT/autotune.tar.gz (a call returns at
+# most 8 files): `mkdir -p .autotune && tar -xzf autotune.tar.gz -C .autotune` before the next call.
+# `warm` compiles and autotunes the peer's layer and operator at every shape, timing nothing.
 set -u
 SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.."
@@ -44,8 +47,8 @@ if [ -d .autotune ]; then
     mkdir -p "$TRITON_CACHE_DIR" && cp -r .autotune/. "$TRITON_CACHE_DIR"/
 fi
 save_autotune() {
-    (cd "$TRITON_CACHE_DIR" 2>/dev/null && find . -name "*.autotune.json" -exec sh -c \
-        'mkdir -p "$0/autotune/$(dirname "$1")" && cp "$1" "$0/autotune/$1"' "$OUT" {} \;)
+    (cd "$TRITON_CACHE_DIR" 2>/dev/null && find . -name "*.autotune.json" | grep -q . &&
+        find . -name "*.autotune.json" -print0 | tar -czf "$OUT/autotune.tar.gz" --null -T -)
 }
 
 # the test files that run kernels; the optional ones join when they exist
@@ -102,7 +105,11 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
     lm)
         step bench_lm_curves "${T_BLM:-500}" python3 benchmarks/bench_train.py --mode lm --out "$OUT" ;;
     bench-layer)
-        optional bench_layer "${T_BLAYER:-300}" benchmarks/bench_layer.py --out "$OUT" ;;
+        optional bench_layer "${T_BLAYER:-300}" benchmarks/bench_layer.py --out "$OUT" \
+            ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ${KEEP_PEER_TUNING:+--keep-peer-tuning} ;;
+    warm)
+        optional warm "${T_WARM:-540}" benchmarks/bench_layer.py --warm --no-compile \
+            ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
     bench-lm)
         optional bench_lm "${T_BLMRUN:-400}" benchmarks/bench_lm.py --out "$OUT" ;;
     bench)
@@ -112,7 +119,7 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
     esac
 }
 
-STEPS=" tests faults bench-fwd bench-decode bench-train stages lm bench-layer bench-lm bench all "
+STEPS=" tests warm faults bench-fwd bench-decode bench-train stages lm bench-layer bench-lm bench all "
 
 if [ $# -eq 0 ]; then
     sed -n '2,/^set -u/p' "$SELF" | sed '$d'

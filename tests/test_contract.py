@@ -27,8 +27,11 @@ REFERENCE_OPS = [recurrent_gdn2, chunk_gdn2, fused_recurrent_gdn2]
 
 
 def isolated(code: str) -> str:
-    """Run ``code`` in a fresh interpreter (Triton's interpreter on the CPU); return its stdout."""
-    env = {**os.environ, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "1")}
+    """Run ``code`` in a fresh Python process (on the GPU where there is one, else through Triton's
+    interpreter, as this process runs); return its stdout."""
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("TRITON_INTERPRET", "1")
     prelude = f"import sys; sys.path.insert(0, {str(HERE)!r})\n"
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", prelude + textwrap.dedent(code)], capture_output=True,
                           text=True, env=env, timeout=600)
@@ -44,14 +47,17 @@ def test_triton_rejects_bad_cu_seqlens_without_touching_memory_outside():
     the kernels read them (clamped) and flag them."""
     out = isolated("""
         import torch, gdn2.fast
+        from gdn2.fast.checks import raise_pending
         from gdn2.ops import chunk_gdn2
         from gdn2_testing import make_inputs
         x = {n: t.float() for n, t in make_inputs(1, 20, 1, 2, 16, 16, N=2, seed=0).items()}
+        dev = x["q"].device
         for cu in ([0, 10, 30], [2, 10, 20], [0, 15, 10, 20], [0, 10, 15]):
-            x["initial_state"] = torch.zeros(len(cu) - 1, 2, 16, 16)
+            x["initial_state"] = torch.zeros(len(cu) - 1, 2, 16, 16, device=dev)
             for op in (chunk_gdn2, gdn2.fast.chunk_gdn2, gdn2.fast.fused_recurrent_gdn2):
                 try:
-                    op(**x, cu_seqlens=torch.tensor(cu), output_final_state=True)
+                    op(**x, cu_seqlens=torch.tensor(cu, device=dev), output_final_state=True)
+                    raise_pending()     # on a GPU the report comes after the kernels ran
                 except ValueError as e:
                     assert "cu_seqlens must be non-decreasing from 0 to T" in str(e), str(e)
                 else:
