@@ -3,6 +3,8 @@
     q, k, v   three projections, each through the Triton short convolution + SiLU (one read, one write)
     b, w      two projections handed to the operator as logits (their sigmoid is applied in its kernels)
     g, z      one low-rank down-projection for both, then their two up-projections
+    x         read by six products whose backward accumulates x's gradient in one buffer
+              (``projections.shared_input_linear``: no elementwise additions of the gradients)
     o         chunk_gdn2 (or fused_recurrent_gdn2 when decoding), the fused gated RMSNorm, the output projection
 
 Every projection writes a contiguous tensor that the next kernel reads as it is: no copies and no
@@ -23,6 +25,7 @@ from .chunk import chunk_gdn2
 from .conv import short_conv, short_conv_step
 from .fused_recurrent import fused_recurrent_gdn2
 from .norm import gated_rms_norm
+from .projections import shared_input_linear
 
 __all__ = ["layer_forward"]
 
@@ -43,28 +46,33 @@ def layer_forward(layer: GDN2, hidden_states: Tensor, attention_mask: Tensor | N
     in_place = (decoding and use_cache and Tx == 1 and cu_seqlens is None and state is not None
                 and state.recurrent_state.dtype == torch.float32 and state.recurrent_state.is_contiguous())
 
-    projs = (layer.q_proj, layer.k_proj, layer.v_proj)
-    conv_states = None
+    f_down, f_up = layer.f_proj
+    g_down, g_up = layer.g_proj
+    # everything that reads x: q, k, v, b, w and both bottlenecks of g and z (one product for the two)
+    weights = (layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight, layer.b_proj.weight,
+               layer.w_proj.weight, torch.cat([f_down.weight, g_down.weight]))
+    if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
+        q_in, k_in, v_in, b_logit, w_logit, low = shared_input_linear(x, *weights)
+    else:
+        q_in, k_in, v_in, b_logit, w_logit, low = (F.linear(x, w) for w in weights)
+    conv_states, ins = None, (q_in, k_in, v_in)
     if not layer.use_short_conv:
-        q, k, v = (F.silu(p(x)) for p in projs)
+        q, k, v = (F.silu(y) for y in ins)
     elif in_place and state.conv_state is not None:
         convs = (layer.q_conv1d, layer.k_conv1d, layer.v_conv1d)
-        q, k, v = (short_conv_step(p(x), c.weight[:, 0], s) for p, c, s in zip(projs, convs, state.conv_state))
+        q, k, v = (short_conv_step(y, c.weight[:, 0], s) for y, c, s in zip(ins, convs, state.conv_state))
         conv_states = state.conv_state
     else:
         convs = (layer.q_conv1d, layer.k_conv1d, layer.v_conv1d)
-        outs = [short_conv(p(x), c.weight[:, 0], cu_seqlens,
+        outs = [short_conv(y, c.weight[:, 0], cu_seqlens,
                            initial_state=None if state is None else state.conv_state[i], output_final_state=use_cache)
-                for i, (p, c) in enumerate(zip(projs, convs))]
+                for i, (y, c) in enumerate(zip(ins, convs))]
         (q, _), (k, _), (v, _) = outs
         conv_states = tuple(s for _, s in outs) if use_cache else None
     q, k = q.view(Bx, Tx, H, K), k.view(Bx, Tx, H, K)
     v = v.view(Bx, Tx, HV, V)
-    b_logit = layer.b_proj(x).view(Bx, Tx, H, K)
-    w_logit = layer.w_proj(x).view(Bx, Tx, HV, V)
-    f_down, f_up = layer.f_proj
-    g_down, g_up = layer.g_proj
-    low = F.linear(x, torch.cat([f_down.weight, g_down.weight]))            # [Bx, Tx, 2V]: both bottlenecks
+    b_logit = b_logit.view(Bx, Tx, H, K)
+    w_logit = w_logit.view(Bx, Tx, HV, V)
     g_raw = F.linear(low[..., :V], f_up.weight).view(Bx, Tx, H, K)
     z = F.linear(low[..., V:], g_up.weight, g_up.bias).view(Bx, Tx, HV, V)
 

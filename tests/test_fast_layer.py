@@ -114,3 +114,35 @@ def test_gpu_fused_layer_packed_and_decoding():
     ys = [fast(x[:, :70], cache=cache, use_cache=True)] + [fast(x[:, t:t + 1], cache=cache, use_cache=True)
                                                               for t in range(70, 80)]
     assert_close("y", torch.cat(ys, 1), ref(x.double()), TOLERANCES["triton-bfloat16"][0])
+
+
+# ---- the input projections -----------------------------------------------------------------------
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bfloat16-autocast"])
+def test_shared_input_linear_equals_separate_projections(autocast):
+    """One gradient buffer for the input, accumulated by the products: the outputs and every gradient
+    equal separate ``F.linear`` calls under autograd (exactly in float64, within bfloat16 rounding
+    under autocast, where both run their products in bfloat16), with an unused output (None gradient)
+    and a weight without gradient."""
+    from gdn2.fast.projections import shared_input_linear
+
+    dt = torch.float32 if autocast else torch.float64
+    x = torch.randn(2, 7, 24, dtype=dt, requires_grad=True)
+    ws = [torch.randn(n, 24, dtype=dt, requires_grad=n != 5) for n in (16, 8, 5, 12)]
+    dys = [torch.randn(2, 7, w.shape[0]) for w in ws]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        ours = shared_input_linear(x, *ws)
+        ref = [torch.nn.functional.linear(x, w) for w in ws]
+    for a, r in zip(ours, ref):
+        assert a.dtype == r.dtype and torch.equal(a, r)
+    used = [0, 1, 2]                                        # the last output takes no part in the loss
+    g_ours = torch.autograd.grad([ours[i] for i in used], [x, ws[0], ws[1], ws[3]],
+                                 [dys[i].to(ours[i].dtype) for i in used], allow_unused=True)
+    g_ref = torch.autograd.grad([ref[i] for i in used], [x, ws[0], ws[1], ws[3]],
+                                [dys[i].to(ref[i].dtype) for i in used], allow_unused=True)
+    assert g_ours[3] is None and g_ref[3] is None
+    for a, r in zip(g_ours[:3], g_ref[:3]):
+        assert a.dtype == r.dtype
+        if autocast:
+            torch.testing.assert_close(a, r, rtol=2e-2, atol=2e-2)
+        else:
+            torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
