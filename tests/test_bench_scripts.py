@@ -141,3 +141,25 @@ def test_gpu_session_commands_name_existing_files(tmp_path):
                          text=True, env={**os.environ, **env, "OUT": str(tmp_path / "bad")})
     assert bad.returncode == 2 and "unknown step 'no-such-step'" in bad.stdout
     assert not list((tmp_path / "bad").glob("*.log"))
+
+
+def test_resource_usage_compiles_every_kernel_for_sm90(tmp_path):
+    """resources.py compiles every kernel of the layer and the operator for an sm_90 GPU without one
+    (the host code and Triton's NVIDIA compiler, not the interpreter) and reads registers and stack
+    from the cubins: every kernel of both backward and forward appears, within the register file."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(BENCH / "resources.py"), "--batch", "1", "--seq-len", "16",
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import csv
+
+    (path,) = tmp_path.glob("resources-sm90-triton*.csv")
+    rows = list(csv.DictReader(path.open()))
+    kernels = {r["kernel"] for r in rows}
+    assert {"chunk_intra_diag_kernel", "chunk_intra_offdiag_kernel", "chunk_wy_fwd_kernel",
+            "chunk_state_output_fwd_kernel", "chunk_bwd_state_kernel", "chunk_bwd_local_wy_kernel",
+            "chunk_bwd_local_pairwise_kernel", "fused_recurrent_fwd_kernel", "short_conv_fwd_kernel",
+            "short_conv_bwd_kernel", "short_conv_step_kernel", "gated_rms_norm_fwd_kernel",
+            "gated_rms_norm_bwd_kernel"} <= kernels
+    for r in rows:
+        assert 0 < int(r["registers"]) <= 255 and int(r["stack_bytes"]) >= 0 and int(r["shared_bytes"]) >= 0
