@@ -776,7 +776,8 @@ def test_floors_are_for_the_card_of_the_csv():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     results = bench.load_results(ROOT / "benchmarks" / "results")
-    cards = {(r.get("card") or "").strip() for rows in results.values() for r in rows}
+    # timing CSVs only: a table of compiled kernels' resources names an architecture and has no floor
+    cards = {(r.get("card") or "").strip() for rows in results.values() if bench._is_bench(rows) for r in rows}
     assert cards <= set(bench.CARDS), f"no constants for {cards - set(bench.CARDS)}"
     h200 = bench.CARDS["NVIDIA H200"]
     # the forward memory floor at 8×2K, from the card's copy bandwidth: 2048 bytes per token and head
