@@ -87,7 +87,7 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
     tests)
         # -v prints each test's name as it ends, so a run cut by its limit still names its failures
         nvidia-smi --query-gpu=name --format=csv,noheader
-        step tests "${T_TESTS:-520}" python3 -m pytest -n "${WORKERS:-$(nproc)}" -v -rf --tb=short \
+        step tests "${T_TESTS:-520}" python3 -m pytest -n "${WORKERS:-$(nproc)}" -v -rf --tb=short --durations=25 \
             -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} "${TEST_FILES[@]}"
         grep -E "FAILED|ERROR" "$OUT/tests.log" | head -20 ;;
     faults)

@@ -7,12 +7,14 @@ capture, forward and backward, without Inductor's C++ code generation, which tak
 a GPU through Inductor.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from gdn2_testing import gpu
 
@@ -54,6 +56,15 @@ LAYER = """
 
 def test_layer_compiles_fullgraph_reference():
     run(LAYER.format(dev="cpu", dtype="torch.float32", backend="reference", tol=1e-5, compiler="aot_eager"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="no GPU and no Triton interpreter")
+def test_layer_compiles_fullgraph_triton_interpreted():
+    """The fused layer (its custom operators and its shared-input projections) through Triton's
+    interpreter on the CPU, or on the GPU where there is one."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    run(LAYER.format(dev=dev, dtype="torch.float32", backend="triton", tol=1e-5, compiler="aot_eager"))
 
 
 def test_lm_compiles_fullgraph_reference():

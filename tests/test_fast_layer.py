@@ -146,3 +146,4 @@ def test_shared_input_linear_equals_separate_projections(autocast):
             torch.testing.assert_close(a, r, rtol=2e-2, atol=2e-2)
         else:
             torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+
