@@ -90,6 +90,27 @@ def usage(kernel, cuobjdump: str) -> dict:
     return dict(registers=int(found["REG"]), stack_bytes=int(found["STACK"]), shared_bytes=kernel.metadata.shared)
 
 
+def override_defaults(settings: list[str]) -> str:
+    """Apply ``fwd.<stage>.<field>=<value>`` / ``bwd.<stage>.<field>=<value>`` to the launch settings the
+    forward and backward drivers use when given none (``ForwardConfig()``, ``BackwardConfig()``);
+    returns a label for the CSV."""
+    import dataclasses
+
+    from gdn2.fast import config as cfg
+
+    for item in settings:
+        path, _, raw = item.partition("=")
+        side, stage, field = path.split(".")
+        cls = {"fwd": cfg.ForwardConfig, "bwd": cfg.BackwardConfig}[side]
+        names = [f.name for f in dataclasses.fields(cls)]
+        defaults = list(cls.__init__.__defaults__)
+        i = names.index(stage)
+        value = None if raw == "None" else int(raw) if raw.lstrip("-").isdigit() else raw
+        defaults[i] = dataclasses.replace(defaults[i], **{field: value})
+        cls.__init__.__defaults__ = tuple(defaults)
+    return ", ".join(settings)
+
+
 def calls(batch: int, seq_len: int):
     """(name, thunk) of every call whose launches are recorded."""
     import gdn2
@@ -134,6 +155,9 @@ def main() -> None:
     ap.add_argument("--arch", type=int, default=90, help="compute capability times ten (90: H100, H200)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument("--set", action="append", default=[], metavar="SIDE.STAGE.FIELD=VALUE",
+                    help="another default launch setting, e.g. bwd.pairwise.num_warps=8 (repeatable); the CSV "
+                         "is then named ...-variant.csv and its call column says which")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -153,6 +177,7 @@ def main() -> None:
     contract._INTERPRET = True
     contract.check_triton_inputs = lambda q, v: None
     gdn2.fast.unavailable_reason = gdn2.fast.utils.unavailable_reason = lambda: None
+    variant = override_defaults(args.set)
     rows, seen = [], set()
     for name, thunk in calls(args.batch, args.seq_len):
         with Recorder() as rec:
@@ -163,7 +188,8 @@ def main() -> None:
                 continue
             seen.add(key)
             row = dict(card=f"sm_{args.arch}, compiled without a GPU", triton=triton.__version__,
-                       call=f"{name} ({args.batch}x{args.seq_len})", kernel=kernel_name,
+                       call=f"{name} ({args.batch}x{args.seq_len}{'; ' + variant if variant else ''})",
+                       kernel=kernel_name,
                        num_warps=kernel.metadata.num_warps, num_stages=kernel.metadata.num_stages,
                        **usage(kernel, cuobjdump))
             rows.append(row)
@@ -171,7 +197,7 @@ def main() -> None:
             print(f"{name:20s} {kernel_name:36s} warps {row['num_warps']} stages {row['num_stages']}  reg "
                   f"{row['registers']:3d}  stack {row['stack_bytes']:5d} B  shared {row['shared_bytes']:6d} B{spill}",
                   flush=True)
-    path = Path(args.out) / f"resources-sm{args.arch}-triton{triton.__version__}.csv"
+    path = Path(args.out) / f"resources-sm{args.arch}-triton{triton.__version__}{'-variant' if variant else ''}.csv"
     write_csv(path, rows, FIELDS)
     print(f"wrote {path}")
 

@@ -163,3 +163,28 @@ def test_resource_usage_compiles_every_kernel_for_sm90(tmp_path):
             "gated_rms_norm_bwd_kernel"} <= kernels
     for r in rows:
         assert 0 < int(r["registers"]) <= 255 and int(r["stack_bytes"]) >= 0 and int(r["shared_bytes"]) >= 0
+
+
+def test_resource_variants_change_only_the_named_default():
+    """``resources.py --set bwd.pairwise.num_warps=8`` changes what ``BackwardConfig()`` holds for that
+    stage and field only; a misspelt field is an error (the launch dataclasses reject it)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import resources
+    finally:
+        sys.path.remove(str(BENCH))
+    from gdn2.fast.config import BackwardConfig, ForwardConfig
+
+    saved = (BackwardConfig.__init__.__defaults__, ForwardConfig.__init__.__defaults__)
+    try:
+        before = BackwardConfig()
+        label = resources.override_defaults(["bwd.pairwise.num_warps=8", "fwd.wy.BK=32"])
+        assert label == "bwd.pairwise.num_warps=8, fwd.wy.BK=32"
+        after = BackwardConfig()
+        assert after.pairwise.num_warps == 8 and after.local_wy == before.local_wy and after.state == before.state
+        assert ForwardConfig().wy.BK == 32
+        with pytest.raises(TypeError):
+            resources.override_defaults(["bwd.pairwise.num_warp=8"])
+    finally:
+        BackwardConfig.__init__.__defaults__, ForwardConfig.__init__.__defaults__ = saved
+    assert BackwardConfig() == before
