@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from models import SwiGLU  # this folder's models.py: the MLP of the retrieval models too
 from torch import Tensor, nn
 
 import gdn2
@@ -107,17 +108,6 @@ class CachedAttention(nn.Module):
         filled = torch.arange(slots, device=x.device) <= pos                      # every slot once pos ≥ slots − 1
         o = F.scaled_dot_product_attention(q, self.k_cache, self.v_cache, attn_mask=filled[None, None, None, :])
         return self.o_proj(o.transpose(1, 2).reshape(B, 1, D))
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, hidden_size: int, inner: int) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, inner, bias=False)
-        self.up_proj = nn.Linear(hidden_size, inner, bias=False)
-        self.down_proj = nn.Linear(inner, hidden_size, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class TransformerLM(nn.Module):
