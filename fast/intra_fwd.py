@@ -317,29 +317,32 @@ def chunk_wy_fwd_kernel(
             m_k = o_k < K
             m = m_t[:, None] & m_k[None, :]
             off = off_row + o_k[None, :]
-            b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
-            b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
-            b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
+            # Each tile is loaded where it is first used and dies at its last use (the state of one
+            # key tile is several [64, BK] float32 tiles; the fewer live at once, the fewer spill).
             b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
-            bad |= (nonfinite(b_q) * F_Q) | (nonfinite(b_k) * F_K) | (nonfinite(b_b) * F_B) | (not_log_decay(b_g) * F_G)
-            b_b = gate_value(b_b, m, SIGMOID, B_SCALE)
-            b_k = b_k * b_rk[:, None]
-            b_gn = load_gate(g, off + H * K, ((o_t + 1) < L)[:, None] & m_k[None, :], i_h, o_k[None, :],
-                             m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)  # g of row r + 1
+            bad |= not_log_decay(b_g) * F_G
             b_G = tl.cumsum(b_g, 0)                                            # G_r = Σ_{t≤r} g_t
             if SAVE:
                 tl.store(G_out + off, b_G, mask=m)
+            tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_g, 0)), mask=m_k)
             b_gamma = tl.exp(b_G)
-            b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))                  # exp(G_C − G_r)
-            b_e = b_gamma * b_b * b_k
+            b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
+            bad |= nonfinite(b_q) * F_Q
+            tl.store(Qg + off, (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty), mask=m)
+            b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
+            b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
+            bad |= (nonfinite(b_k) * F_K) | (nonfinite(b_b) * F_B)
+            b_k = b_k * b_rk[:, None]
+            b_e = b_gamma * gate_value(b_b, m, SIGMOID, B_SCALE) * b_k
             if LOWP:
                 b_Y = tl.dot(b_Al, b_e.to(Y.dtype.element_ty))
             else:
                 b_Y = tl.dot(b_A, b_e, input_precision=DOT_PREC)
             tl.store(Y + off, b_Y.to(Y.dtype.element_ty), mask=m)
-            tl.store(Qg + off, (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty), mask=m)
+            b_gn = load_gate(g, off + H * K, ((o_t + 1) < L)[:, None] & m_k[None, :], i_h, o_k[None, :],
+                             m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)  # g of row r + 1
+            b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))                  # exp(G_C − G_r)
             tl.store(Kt + off, (b_tail * b_k).to(Kt.dtype.element_ty), mask=m)
-            tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_g, 0)), mask=m_k)
         NV: tl.constexpr = (V + BV - 1) // BV
         for i_gv in range(i_p, (HV // H) * NV, NP):
             i_hv = i_h * (HV // H) + i_gv // NV

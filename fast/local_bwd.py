@@ -280,9 +280,6 @@ def chunk_bwd_local_pairwise_kernel(
         m_ik = m_i[:, None] & m_k[None, :]
         off_i = base_k + o_i[:, None].to(tl.int64) * stride_t + o_k[None, :]
         off_ri = base_r + o_i.to(tl.int64) * H
-        b_q = _load_qk(q, q_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
-        b_k = _load_qk(k, k_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
-        b_b = gate_value(tl.load(b + off_i, mask=m_ik, other=0.).to(tl.float32), m_ik, SIGMOID, B_SCALE)
         b_G = tl.load(G + off_i, mask=m_ik, other=0.)
         b_dq = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dq (rows side + diagonal)
         b_dbk = tl.zeros([BC, BK], dtype=tl.float32)      # pairwise d(b⊙k)
@@ -334,6 +331,11 @@ def chunk_bwd_local_pairwise_kernel(
                 b_dk += tl.dot(b_dMli, (b_ql * b_el).to(DT), input_precision=PREC)
                 b_dk += tl.dot(b_dTli, (b_bl * b_kl * b_el).to(DT), input_precision=PREC)
             b_dk *= exp_where(b_Ga2[None, :] - b_G, m_ik)
+
+        # the sub-chunk's own q, k, b: loaded only now, so that the two loops above hold fewer tiles
+        b_q = _load_qk(q, q_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
+        b_k = _load_qk(k, k_rstd, off_i, m_ik, off_ri, m_i, L2NORM)
+        b_b = gate_value(tl.load(b + off_i, mask=m_ik, other=0.).to(tl.float32), m_ik, SIGMOID, B_SCALE)
 
         # diagonal block. The r = s terms (factor 1) element by element: dq_r += dM_rr k_r, dk_r +=
         # dM_rr q_r (dT_rr = 0). Fast path for r > s: exp(G_r − G_s) = exp(G_r − G_a)·exp(G_a − G_s),
