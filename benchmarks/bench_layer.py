@@ -173,8 +173,36 @@ def main():
     ap.add_argument("--warm", action="store_true",
                     help="only compile: one train step of every layer (the peer autotuning) and operator per "
                          "shape, no timing and no CSV; fills Triton's cache for a later timed run")
+    ap.add_argument("--compile-workers", type=int, default=0, metavar="N",
+                    help="with --warm: the warm-up in N processes at once, each compiling a share of "
+                         "every autotune candidate and timing nothing (precompile.py); a later run's "
+                         "autotuning then only times the candidates")
+    ap.add_argument("--precompile-rank", default=None, metavar="R/N", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    if args.compile_workers and not args.warm:
+        raise SystemExit("--compile-workers goes with --warm")
+    if args.compile_workers:
+        import sys
+
+        from precompile import spawn
+
+        argv = [a for i, a in enumerate(sys.argv) if not (a.startswith("--compile-workers") or
+                                                          sys.argv[i - 1] == "--compile-workers")]
+        spawn(argv, args.compile_workers)
+        return
+    if args.precompile_rank:
+        from precompile import candidates_compiled
+
+        rank, world = map(int, args.precompile_rank.split("/"))
+        with candidates_compiled(rank, world) as counts:
+            run(args)
+        print(f"rank {rank}/{world}: {counts['compiled']} candidates compiled, {counts['failed']} failed")
+        return
+    run(args)
+
+
+def run(args) -> None:
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()
     print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
@@ -183,6 +211,10 @@ def main():
     gen = torch.Generator().manual_seed(0)
     rows = []
     cases = [(f"{B}x{T}", B, T) for B, T in SHAPES] + [("varlen", 1, VARLEN_TOKENS)]
+    if args.precompile_rank:
+        # many processes share the GPU: at most 16K tokens each (T is not part of what is compiled
+        # beyond its divisibility by 16, which these lengths keep)
+        cases = [(shape, B, min(T, max(16384 // B, 16))) for shape, B, T in cases]
     for shape, B, T in cases:
         if wanted is not None and shape not in wanted:
             continue

@@ -11,7 +11,9 @@
 #   bench-train   benchmarks/bench_train.py --mode fwdbwd, with the peer        500  T_BTRAIN
 #   stages        benchmarks/bench_train.py --mode stages                        80  T_BSTAGE
 #   lm            benchmarks/bench_train.py --mode lm (200-step loss curves)    500  T_BLM
-#   warm          benchmarks/bench_layer.py --warm: compile and autotune only   540  T_WARM
+#   warm          benchmarks/bench_layer.py --warm in $COMPILE_WORKERS processes  300  T_WARM
+#                 (default: the cores less 2): every kernel and autotune candidate
+#                 compiled into Triton's cache, nothing timed or tuned
 #   bench-layer   benchmarks/bench_layer.py (KEEP_PEER_TUNING=1: no retuning)   300  T_BLAYER
 #   bench-lm      benchmarks/bench_lm.py (skipped where the file is absent)     400  T_BLMRUN
 #   bench         bench-fwd, bench-decode, bench-train
@@ -34,7 +36,9 @@
 # this script seeds Triton's cache from ./.autotune (git-ignored: carry it to the GPU machine) and
 # hands the autotune results of this run back as one file, $OUT/autotune.tar.gz (a call returns at
 # most 8 files): `mkdir -p .autotune && tar -xzf autotune.tar.gz -C .autotune` before the next call.
-# `warm` compiles and autotunes the peer's layer and operator at every shape, timing nothing.
+# `warm` compiles the kernels of both layers and operators at every shape, the peer's autotune candidates
+# shared among the processes, so that the autotuning of a later step in the same call only times them
+# (compiling is most of its cost): "warm bench-layer bench-lm" in one call.
 set -u
 SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.."
@@ -108,7 +112,8 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
         optional bench_layer "${T_BLAYER:-300}" benchmarks/bench_layer.py --out "$OUT" \
             ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ${KEEP_PEER_TUNING:+--keep-peer-tuning} ;;
     warm)
-        optional warm "${T_WARM:-540}" benchmarks/bench_layer.py --warm --no-compile \
+        optional warm "${T_WARM:-300}" benchmarks/bench_layer.py --warm --no-compile \
+            --compile-workers "${COMPILE_WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}" \
             ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
     bench-lm)
         optional bench_lm "${T_BLMRUN:-400}" benchmarks/bench_lm.py --out "$OUT" ;;

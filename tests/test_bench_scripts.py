@@ -188,3 +188,71 @@ def test_resource_variants_change_only_the_named_default():
     finally:
         BackwardConfig.__init__.__defaults__, ForwardConfig.__init__.__defaults__ = saved
     assert BackwardConfig() == before
+
+
+PRECOMPILE_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch, triton, triton.language as tl
+from triton.runtime.autotuner import Autotuner
+from triton.runtime.driver import driver
+import precompile, resources
+
+driver.set_active(resources.CompileOnlyDriver(90))
+
+
+@triton.autotune(configs=[triton.Config({}, num_warps=w) for w in (1, 2, 4, 8)], key=["n"])
+@triton.jit
+def add_one(x, n, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    tl.store(x + o, tl.load(x + o, mask=o < n) + 1, mask=o < n)
+
+
+original = Autotuner.run
+x = torch.zeros(64)
+for rank in (0, 1):
+    with resources.Recorder() as rec, precompile.candidates_compiled(rank, 2) as counts:
+        add_one[(1,)](x, 64, BLOCK=64)
+    warps = [k.metadata.num_warps for _, k in rec.launches]
+    print(rank, counts["compiled"], counts["failed"], *warps)
+assert Autotuner.run is original
+"""
+
+
+def test_precompile_shares_the_candidates_among_processes(tmp_path):
+    """Under ``candidates_compiled(rank, 2)`` an autotuned launch compiles (for sm_90, without a GPU)
+    candidates rank, rank + 2 of four, then runs the first candidate; the autotuner is restored after."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
+    probe = tmp_path / "probe.py"
+    probe.write_text(PRECOMPILE_PROBE)
+    proc = subprocess.run([sys.executable, str(probe), str(BENCH)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.split("\n")
+    assert "0 2 0 1 4 1" in lines and "1 2 0 2 8 1" in lines, proc.stdout
+
+
+def test_precompile_spawn_runs_every_rank(tmp_path):
+    """``spawn`` runs the command once per rank with ``--precompile-rank r/N`` and prints each one's last line."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import precompile
+    finally:
+        sys.path.remove(str(BENCH))
+    script = tmp_path / "probe.py"
+    script.write_text("import sys\nprint('started')\nprint('ran', *sys.argv[1:])\n")
+    with pytest.raises(ValueError, match="rank"):
+        with precompile.candidates_compiled(2, 2):
+            pass
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        precompile.spawn([str(script), "--warm"], 3, str(tmp_path / "logs"))
+    out = buf.getvalue()
+    for r in range(3):
+        assert f"ran --warm --precompile-rank {r}/3" in out
+        assert (tmp_path / "logs" / f"precompile-{r}.log").read_text().startswith("started")
+    assert "precompiled in 3 processes" in out and "failed" not in out
