@@ -52,6 +52,7 @@ def candidates_compiled(rank: int, world: int) -> Iterator[dict]:
         for config in configs:
             full = {**self.nargs, **kwargs, **config.all_kwargs()}
             try:
+                self.pre_hook(full, reset_only=True)      # as the autotuner does after timing: zero the outputs
                 if config.pre_hook is not None:
                     config.pre_hook(full)
                 ret = self.fn.run(*args, **kwargs, **config.all_kwargs())
