@@ -57,6 +57,7 @@ def _blk_ptr(ptr, t0, i_h, i, j, o_s, H: tl.constexpr):
 def chunk_intra_diag_kernel(
     q, k, g, b,              # inputs [B, T, H, K]
     A_log, dt_bias,          # in-op gate: A_log [H], dt_bias [H·K] (read with USE_GATE)
+    g_out,                   # out [B, T, H, K] float32 with USE_GATE: the gate g, for the kernels after this one
     Aqk, A,                  # out [B, T, H, 64]: A_qk (q's dtype), A = (I + T)⁻¹ (float32), diagonal blocks
     q_rstd, k_rstd,          # out [B, T, H] float32: 1/‖q‖, 1/‖k‖ (1 without L2NORM)
     cu_seqlens,              # [N + 1] packed offsets (IS_VARLEN)
@@ -71,7 +72,11 @@ def chunk_intra_diag_kernel(
     Anchored at the sub-chunk's first row a: exp(F_r)·exp(−F_s), F_r = Σ_{a<t≤r} g_t, the column
     factor clamped at e^EXP_MAX; the rows of a key tile past the clamp take exact running products
     column by column. Also writes zeros right of the diagonal blocks (the off-diagonal kernel fills
-    the left). FLOPs per sub-chunk 4·16²·K (+ 16³ for the inverse); bytes: q, k, b, g of its rows once.
+    the left). With the in-op gate, the gate of every element is computed here once and written to
+    ``g_out``, which the other forward kernels read as a plain log-decay (the gate costs as much as a
+    few dozen products per element, and would otherwise be evaluated again in every kernel and
+    layout that reads g). FLOPs per sub-chunk 4·16²·K (+ 16³ for the inverse); bytes: q, k, b, g of
+    its rows once (and g_out written once).
     """
     i_x, i_bh = tl.program_id(0), tl.program_id(1)
     i_c, i_i = i_x // 4, i_x % 4
@@ -97,6 +102,8 @@ def chunk_intra_diag_kernel(
             b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
             b_bk = gate_value(tl.load(b + off, mask=m, other=0.0).to(tl.float32), m, SIGMOID, B_SCALE) * b_k
             b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+            if USE_GATE:
+                tl.store(g_out + off, b_g, mask=m)
             b_sq += tl.sum(b_q * b_q, 1)
             b_sk += tl.sum(b_k * b_k, 1)
             b_F = tl.cumsum(tl.where((o_s == 0)[:, None], 0.0, b_g), 0)
