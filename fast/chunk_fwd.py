@@ -162,8 +162,8 @@ def chunk_gdn2_fwd(
                 SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
     # the in-op gate is evaluated once, by the first kernel; the others read its float32 result as g
     g_gated = empty((B, T, H, K), f32, dev) if A_log is not None else None
-    plain = dict(gate, USE_GATE=False, HAS_DT_BIAS=False)
     g_after = g if g_gated is None else g_gated
+    plain = dict(IS_VARLEN=is_varlen, SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
 
     # ---- stages (1)-(3): A and the norms are scratch unless saved
     Aqk = empty((B, T, H, BT), dt, dev)
@@ -177,15 +177,15 @@ def chunk_gdn2_fwd(
         q, k, g, b, A_log, dt_bias, g_gated, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
         H=H, K=K, EXP_MAX=EXP_MAX, L2NORM=use_qk_l2norm_in_kernel, DOT_PREC=dot_prec, **gate, **cfg.diag.meta())
     chunk_intra_offdiag_kernel[grid](
-        q, k, g_after, b, None, None, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
+        q, k, g_after, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
         H=H, K=K, DOT_PREC=dot_prec, LOWP=lowp, **plain, **cfg.offdiag.meta())
     wy = cfg.wy   # no more programs per chunk than it has key tiles or value tiles
     wy = replace(wy, NP=max(1, min(wy.NP, max(triton.cdiv(K, wy.BK), (HV // H) * triton.cdiv(V, wy.BV)))))
     chunk_wy_fwd_kernel[(grid[0], grid[1], wy.NP)](
-        q, k, v, g_after, b, w, None, None, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
+        q, k, v, g_after, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
         cu_seqlens, chunk_indices, scale, T, N,
         H=H, HV=HV, K=K, V=V, SAVE=save, DOT_PREC=dot_prec, LOWP=lowp, **plain, **wy.meta())
-    del g_gated, g_after
+    del g_gated, g_after                    # scratch: freed before stages (4)-(5) allocate
 
     # ---- stages (4)-(5)
     o = empty((B, T, HV, V), dt, dev)

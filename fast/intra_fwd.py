@@ -143,8 +143,7 @@ def chunk_intra_diag_kernel(
 
 
 @triton.jit
-def _sub_tiles(q, k, b, g, A_log, dt_bias, base, i: tl.constexpr, L, i_h, o_s, o_k, m_k, H: tl.constexpr,
-               K: tl.constexpr, USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
+def _sub_tiles(q, k, b, g, base, i: tl.constexpr, L, o_s, o_k, m_k, H: tl.constexpr, K: tl.constexpr,
                ROWS: tl.constexpr, COLS: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr):
     """Sub-chunk i of one key tile. ROWS: (q·e^F, b·k·e^F), F_r = Σ_{a<t≤r} g_t; COLS: k·e^E,
     E_r = Σ_{r<t≤e} g_t (a, e: its first and last row); and Σ g, g_a over the sub-chunk."""
@@ -152,7 +151,7 @@ def _sub_tiles(q, k, b, g, A_log, dt_bias, base, i: tl.constexpr, L, i_h, o_s, o
     off = base + r[:, None] * (H * K) + o_k[None, :]
     m = (r < L)[:, None] & m_k[None, :]
     b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
-    b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+    b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
     b_qr = b_k
     b_bkr = b_k
     b_kE = b_k
@@ -162,8 +161,7 @@ def _sub_tiles(q, k, b, g, A_log, dt_bias, base, i: tl.constexpr, L, i_h, o_s, o
         b_bkr = gate_value(tl.load(b + off, mask=m, other=0.0).to(tl.float32), m, SIGMOID, B_SCALE) * b_k * b_er
     if COLS:
         m_n = ((o_s < 15) & (r + 1 < L))[:, None] & m_k[None, :]
-        b_gn = load_gate(g, off + H * K, m_n, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE,
-                         HAS_DT_BIAS)
+        b_gn = tl.load(g + off + H * K, mask=m_n, other=0.0).to(tl.float32)
         b_kE = b_k * tl.exp(tl.cumsum(b_gn, 0, reverse=True))
     b_ga = tl.sum(tl.where((o_s == 0)[:, None], b_g, 0.0), 0)
     return b_qr, b_bkr, b_kE, tl.sum(b_g, 0), b_ga
@@ -200,12 +198,11 @@ def _scaled_store(Aqk, t0, i_h, i: tl.constexpr, j: tl.constexpr, x, q_rstd, k_r
 # --8<-- [start:chunk_intra_offdiag_kernel]
 @triton.jit
 def chunk_intra_offdiag_kernel(
-    q, k, g, b,              # inputs [B, T, H, K]
-    A_log, dt_bias,          # in-op gate (USE_GATE)
+    q, k, g, b,              # inputs [B, T, H, K]; g the log-decay (the diagonal kernel's output with the in-op gate)
     Aqk, A,                  # [B, T, H, 64]: off-diagonal blocks written here; A's diagonal blocks read
     q_rstd, k_rstd,          # [B, T, H] float32 from chunk_intra_diag_kernel
     cu_seqlens, chunk_indices, scale, T, N,
-    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr, SIGMOID: tl.constexpr,
     B_SCALE: tl.constexpr,
 ):
@@ -231,17 +228,16 @@ def chunk_intra_offdiag_kernel(
         for i_k in range(tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K
-            _, _, kE0, _, _ = _sub_tiles(q, k, b, g, A_log, dt_bias, base, 0, L, i_h, o_s, o_k, m_k, H, K,
-                                         USE_GATE, HAS_DT_BIAS, False, True, SIGMOID, B_SCALE)
-            qr1, bkr1, kE1, tot1, ga1 = _sub_tiles(q, k, b, g, A_log, dt_bias, base, 1, L, i_h, o_s, o_k, m_k, H, K,
-                                                   USE_GATE, HAS_DT_BIAS, True, True, SIGMOID, B_SCALE)
+            _, _, kE0, _, _ = _sub_tiles(q, k, b, g, base, 0, L, o_s, o_k, m_k, H, K, False, True, SIGMOID, B_SCALE)
+            qr1, bkr1, kE1, tot1, ga1 = _sub_tiles(q, k, b, g, base, 1, L, o_s, o_k, m_k, H, K, True, True,
+                                                   SIGMOID, B_SCALE)
             T10, A10 = _off(bkr1, qr1, kE0, ga1, T10, A10, DT, LOWP, DOT_PREC)
-            qr2, bkr2, kE2, tot2, ga2 = _sub_tiles(q, k, b, g, A_log, dt_bias, base, 2, L, i_h, o_s, o_k, m_k, H, K,
-                                                   USE_GATE, HAS_DT_BIAS, True, True, SIGMOID, B_SCALE)
+            qr2, bkr2, kE2, tot2, ga2 = _sub_tiles(q, k, b, g, base, 2, L, o_s, o_k, m_k, H, K, True, True,
+                                                   SIGMOID, B_SCALE)
             T20, A20 = _off(bkr2, qr2, kE0, tot1 + ga2, T20, A20, DT, LOWP, DOT_PREC)
             T21, A21 = _off(bkr2, qr2, kE1, ga2, T21, A21, DT, LOWP, DOT_PREC)
-            qr3, bkr3, _, _, ga3 = _sub_tiles(q, k, b, g, A_log, dt_bias, base, 3, L, i_h, o_s, o_k, m_k, H, K,
-                                              USE_GATE, HAS_DT_BIAS, True, False, SIGMOID, B_SCALE)
+            qr3, bkr3, _, _, ga3 = _sub_tiles(q, k, b, g, base, 3, L, o_s, o_k, m_k, H, K, True, False,
+                                              SIGMOID, B_SCALE)
             T30, A30 = _off(bkr3, qr3, kE0, tot1 + tot2 + ga3, T30, A30, DT, LOWP, DOT_PREC)
             T31, A31 = _off(bkr3, qr3, kE1, tot2 + ga3, T31, A31, DT, LOWP, DOT_PREC)
             T32, A32 = _off(bkr3, qr3, kE2, ga3, T32, A32, DT, LOWP, DOT_PREC)
@@ -284,8 +280,7 @@ def chunk_intra_offdiag_kernel(
 # --8<-- [start:chunk_wy_fwd_kernel]
 @triton.jit
 def chunk_wy_fwd_kernel(
-    q, k, v, g, b, w,        # inputs: q, k, g, b [B, T, H, K]; v, w [B, T, HV, V]
-    A_log, dt_bias,          # in-op gate (USE_GATE)
+    q, k, v, g, b, w,        # inputs: q, k, g, b [B, T, H, K]; v, w [B, T, HV, V]; g as the off-diagonal kernel's
     A, q_rstd, k_rstd,       # from the two kernels above
     Y, Qg, Kt,               # out [B, T, H, K] (q's dtype): A (γ⊙b⊙k), scale·γ⊙q, exp(G_C − G)⊙k
     U,                       # out [B, T, HV, V] (q's dtype): A (w⊙v)
@@ -294,7 +289,7 @@ def chunk_wy_fwd_kernel(
     flags,                   # [1] int32: bits of the inputs holding bad values (jit.FLAG_BITS)
     cu_seqlens, chunk_indices, scale, T, N,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
+    IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
     DOT_PREC: tl.constexpr, LOWP: tl.constexpr, NP: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr,
 ):
     """One chunk, or one of NP programs of a chunk: per key tile G (a scan of g), Y, Q_γ, K_tail, γ_C;
@@ -326,7 +321,7 @@ def chunk_wy_fwd_kernel(
             off = off_row + o_k[None, :]
             # Each tile is loaded where it is first used and dies at its last use (the state of one
             # key tile is several [64, BK] float32 tiles; the fewer live at once, the fewer spill).
-            b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+            b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
             bad |= not_log_decay(b_g) * F_G
             b_G = tl.cumsum(b_g, 0)                                            # G_r = Σ_{t≤r} g_t
             if SAVE:
@@ -346,8 +341,8 @@ def chunk_wy_fwd_kernel(
             else:
                 b_Y = tl.dot(b_A, b_e, input_precision=DOT_PREC)
             tl.store(Y + off, b_Y.to(Y.dtype.element_ty), mask=m)
-            b_gn = load_gate(g, off + H * K, ((o_t + 1) < L)[:, None] & m_k[None, :], i_h, o_k[None, :],
-                             m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)  # g of row r + 1
+            m_n = ((o_t + 1) < L)[:, None] & m_k[None, :]
+            b_gn = tl.load(g + off + H * K, mask=m_n, other=0.0).to(tl.float32)                 # g of row r + 1
             b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))                  # exp(G_C − G_r)
             tl.store(Kt + off, (b_tail * b_k).to(Kt.dtype.element_ty), mask=m)
         NV: tl.constexpr = (V + BV - 1) // BV
