@@ -23,6 +23,7 @@ peer_over_this, sdpa_over_this (and for profile rows the category in ``impl`` an
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -183,8 +184,6 @@ def main():
     if args.compile_workers and not args.warm:
         raise SystemExit("--compile-workers goes with --warm")
     if args.compile_workers:
-        import sys
-
         from precompile import spawn
 
         argv = [a for i, a in enumerate(sys.argv) if not (a.startswith("--compile-workers") or

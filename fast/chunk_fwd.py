@@ -158,12 +158,11 @@ def chunk_gdn2_fwd(
     dot_prec = (cfg.precision or "ieee") if dt == f32 else "tf32"
     lowp = dt == torch.bfloat16
     flags = checks.flag_word(dev)
-    gate = dict(USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=is_varlen,
-                SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
+    plain = dict(IS_VARLEN=is_varlen, SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
+    gate = dict(plain, USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None)
     # the in-op gate is evaluated once, by the first kernel; the others read its float32 result as g
     g_gated = empty((B, T, H, K), f32, dev) if A_log is not None else None
-    g_after = g if g_gated is None else g_gated
-    plain = dict(IS_VARLEN=is_varlen, SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
+    g_log = g if g_gated is None else g_gated
 
     # ---- stages (1)-(3): A and the norms are scratch unless saved
     Aqk = empty((B, T, H, BT), dt, dev)
@@ -177,15 +176,15 @@ def chunk_gdn2_fwd(
         q, k, g, b, A_log, dt_bias, g_gated, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
         H=H, K=K, EXP_MAX=EXP_MAX, L2NORM=use_qk_l2norm_in_kernel, DOT_PREC=dot_prec, **gate, **cfg.diag.meta())
     chunk_intra_offdiag_kernel[grid](
-        q, k, g_after, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
+        q, k, g_log, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
         H=H, K=K, DOT_PREC=dot_prec, LOWP=lowp, **plain, **cfg.offdiag.meta())
     wy = cfg.wy   # no more programs per chunk than it has key tiles or value tiles
     wy = replace(wy, NP=max(1, min(wy.NP, max(triton.cdiv(K, wy.BK), (HV // H) * triton.cdiv(V, wy.BV)))))
     chunk_wy_fwd_kernel[(grid[0], grid[1], wy.NP)](
-        q, k, v, g_after, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
+        q, k, v, g_log, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
         cu_seqlens, chunk_indices, scale, T, N,
         H=H, HV=HV, K=K, V=V, SAVE=save, DOT_PREC=dot_prec, LOWP=lowp, **plain, **wy.meta())
-    del g_gated, g_after                    # scratch: freed before stages (4)-(5) allocate
+    del g_gated, g_log                      # scratch: freed before stages (4)-(5) allocate
 
     # ---- stages (4)-(5)
     o = empty((B, T, HV, V), dt, dev)

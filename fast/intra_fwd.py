@@ -342,7 +342,7 @@ def chunk_wy_fwd_kernel(
                 b_Y = tl.dot(b_A, b_e, input_precision=DOT_PREC)
             tl.store(Y + off, b_Y.to(Y.dtype.element_ty), mask=m)
             m_n = ((o_t + 1) < L)[:, None] & m_k[None, :]
-            b_gn = tl.load(g + off + H * K, mask=m_n, other=0.0).to(tl.float32)                 # g of row r + 1
+            b_gn = tl.load(g + off + H * K, mask=m_n, other=0.0).to(tl.float32)  # g of row r + 1
             b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))                  # exp(G_C − G_r)
             tl.store(Kt + off, (b_tail * b_k).to(Kt.dtype.element_ty), mask=m)
         NV: tl.constexpr = (V + BV - 1) // BV

@@ -23,10 +23,15 @@ def run(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.C
     return proc
 
 
-def faults_module():
-    spec = importlib.util.spec_from_file_location("triton_faults", BENCH / "triton_faults.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def bench_module(name: str):
+    """``benchmarks/<name>.py`` as a module (its imports of sibling scripts resolved)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
     return module
 
 
@@ -56,7 +61,7 @@ def test_fault_reproducer_in_the_interpreter(tmp_path):
 
 
 def test_fault_reproducer_cases_are_valid_configs():
-    faults = faults_module()
+    faults = bench_module("triton_faults")
     names = [c.name for c in faults.CASES]
     assert len(names) == len(set(names))
     for case in faults.CASES:
@@ -66,7 +71,7 @@ def test_fault_reproducer_cases_are_valid_configs():
 
 
 def test_sanitizer_report_and_verdicts():
-    faults = faults_module()
+    faults = bench_module("triton_faults")
     report = "\n".join([
         "========= COMPUTE-SANITIZER",
         "========= Invalid __shared__ read of size 16 bytes",
@@ -168,11 +173,7 @@ def test_resource_usage_compiles_every_kernel_for_sm90(tmp_path):
 def test_resource_variants_change_only_the_named_default():
     """``resources.py --set bwd.pairwise.num_warps=8`` changes what ``BackwardConfig()`` holds for that
     stage and field only; a misspelt field is an error (the launch dataclasses reject it)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import resources
-    finally:
-        sys.path.remove(str(BENCH))
+    resources = bench_module("resources")
     from gdn2.fast.config import BackwardConfig, ForwardConfig
 
     saved = (BackwardConfig.__init__.__defaults__, ForwardConfig.__init__.__defaults__)
@@ -235,11 +236,7 @@ def test_precompile_shares_the_candidates_among_processes(tmp_path):
 
 def test_precompile_spawn_runs_every_rank(tmp_path):
     """``spawn`` runs the command once per rank with ``--precompile-rank r/N`` and prints each one's last line."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import precompile
-    finally:
-        sys.path.remove(str(BENCH))
+    precompile = bench_module("precompile")
     script = tmp_path / "probe.py"
     script.write_text("import sys\nprint('started')\nprint('ran', *sys.argv[1:])\n")
     with pytest.raises(ValueError, match="rank"):
