@@ -7,9 +7,10 @@
     python benchmarks/bench_train.py --dry-run        # every mode's host code on the CPU (Triton's interpreter)
 
 fwdbwd: one train step of the operator (forward, then backward of <o, do>) at H = 16, K = V = 128,
-bfloat16, with the L2 norm in the op, for ours (``recompute=True``, the default, and
-``recompute=False``), flash-linear-attention's ``chunk_gdn2`` (the peer) and causal SDPA, all in the
-same run on fresh random inputs (never zeros). Time is the median of
+bfloat16, with the L2 norm in the op, for ours in its three ``recompute`` modes (``ours``: True, the
+backward reruns the whole forward; ``ours-partial``: "partial", the default, it reruns stages (3)-(5);
+``ours-saved``: False, it reruns nothing), flash-linear-attention's ``chunk_gdn2`` (the peer) and
+causal SDPA, all in the same run on fresh random inputs (never zeros). Time is the median of
 ``triton.testing.do_bench``; memory is ``torch.cuda.max_memory_allocated`` over one step, minus
 what the inputs already hold. Ratios are peer / ours and sdpa / ours (> 1: ours is faster).
 
@@ -99,7 +100,8 @@ def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune:
     do = torch.randn(B, T, H, V, device=DEVICE, dtype=DTYPE)
     qkv = [torch.randn(B, H, T, K, device=DEVICE, dtype=DTYPE, requires_grad=True) for _ in range(3)]
     impls = {
-        "ours": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do, leaves),
+        "ours": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute=True)[0], do, leaves),
+        "ours-partial": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do, leaves),
         "ours-saved": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute=False)[0],
                        do, leaves),
         "sdpa": (lambda: F.scaled_dot_product_attention(*qkv, is_causal=True), do.transpose(1, 2), qkv),
@@ -158,7 +160,7 @@ def bench_crossover(args, card: str) -> list[dict]:
     """The train step of ours, the peer and SDPA at B = 1 over CROSSOVER_T: where the linear forms
     overtake softmax attention."""
     rows = train_step_rows(args, card, "crossover", [(1, T) for T in CROSSOVER_T])
-    for impl in ("ours", "ours-saved", "peer"):
+    for impl in ("ours", "ours-partial", "ours-saved", "peer"):
         print(f"{impl} overtakes SDPA (train step, B = 1) at {crossing(rows, impl)}")
     return rows
 
@@ -208,8 +210,9 @@ def bench_lm(args, card: str) -> list[dict]:
 
 
 def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
-    """Where ours spends a train step at one shape: the forward with and without saving, each backward
-    stage; with ``sweep`` the local stage under several launch configurations of its two kernels."""
+    """Where ours spends a train step at one shape: the forward with and without saving, the backward's
+    rerun of the forward (whole or from stage (3)), each backward stage; with ``sweep`` the local stage
+    under several launch configurations of its two kernels."""
     from gdn2.fast.chunk_bwd import chunk_bwd_local, chunk_bwd_state
     from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
     from gdn2.fast.config import BackwardConfig, LocalWYLaunch, PairwiseLaunch, StateBwdLaunch
@@ -226,6 +229,9 @@ def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
     stages = {
         "forward": lambda: chunk_gdn2_fwd(**x, **kw),
         "forward-save": lambda: chunk_gdn2_fwd(**x, **kw, save=True),
+        # the backward's rerun of the forward: all four kernels (recompute=True), or stages (3)-(5) only
+        "bwd-rerun": lambda: chunk_gdn2_fwd(**x, **kw, save=True, need_o=False),
+        "bwd-rerun-partial": lambda: chunk_gdn2_fwd(**x, **kw, save=True, intra=saved, need_o=False),
         "bwd-state": lambda: chunk_bwd_state(saved, do, None, None, None, default),
         "bwd-local": local,
     }

@@ -1,8 +1,9 @@
 """The Triton backend's chunkwise operator ``chunk_gdn2`` and its autograd Function.
 
 ``forward`` runs the forward driver (:mod:`gdn2.fast.chunk_fwd`) through a custom op; the backward
-(:mod:`gdn2.fast.chunk_bwd`) recomputes the intermediates it needs, so nothing chunk-sized stays alive
-between forward and backward unless ``recompute=False`` keeps them.
+(:mod:`gdn2.fast.chunk_bwd`) reruns the forward stages whose intermediates were not kept. By default
+(``recompute="partial"``) the forward keeps the products of stages (1)-(2), the smallest of its
+intermediates and the costliest to recompute, and the backward reruns stages (3)-(5).
 """
 
 from numbers import Real
@@ -17,27 +18,31 @@ from . import custom_op  # noqa: F401  (registers gdn2::chunk_gdn2_fwd / _bwd)
 from .chunk_fwd import CHUNK_SIZE
 from .contract import contiguous, validated
 
-__all__ = ["chunk_gdn2", "ChunkGDN2Function"]
+__all__ = ["chunk_gdn2", "ChunkGDN2Function", "RECOMPUTE"]
+
+#: ``recompute`` value → what the forward keeps for the backward (``custom_op.KEEP``)
+RECOMPUTE = {True: "inputs", "partial": "intra", False: "all"}
 
 
 class ChunkGDN2Function(torch.autograd.Function):
     """Autograd wrapper of the two custom ops, so the Function traces under ``torch.compile(fullgraph=True)``.
 
-    ``recompute=True`` saves only the inputs and reruns the forward driver in the backward;
-    ``recompute=False`` keeps the forward's intermediates (more memory, one forward pass less).
+    ``keep`` (``custom_op.KEEP``) names what the forward keeps: ``"inputs"`` (the backward reruns the
+    whole forward), ``"intra"`` (it reruns stages (3)-(5)) or ``"all"`` (it reruns nothing).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-                scale, output_final_state, use_qk_l2norm_in_kernel, b_scale, recompute):
+                scale, output_final_state, use_qk_l2norm_in_kernel, b_scale, keep):
         o, final_state, saved = torch.ops.gdn2.chunk_gdn2_fwd(
             q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-            scale, output_final_state, use_qk_l2norm_in_kernel, b_scale, not recompute,
+            scale, output_final_state, use_qk_l2norm_in_kernel, b_scale, keep,
         )
         ctx.save_for_backward(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, *saved)
         ctx.scale = scale
         ctx.use_qk_l2norm_in_kernel = use_qk_l2norm_in_kernel
         ctx.b_scale = b_scale
+        ctx.keep = keep
         return o, final_state if output_final_state else None
 
     @staticmethod
@@ -45,7 +50,7 @@ class ChunkGDN2Function(torch.autograd.Function):
         q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, *saved = ctx.saved_tensors
         grads = torch.ops.gdn2.chunk_gdn2_bwd(
             do, dht, q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices, saved,
-            ctx.scale, ctx.use_qk_l2norm_in_kernel, ctx.b_scale,
+            ctx.scale, ctx.use_qk_l2norm_in_kernel, ctx.b_scale, ctx.keep,
         )
         dq, dk, dv, dg, db, dw = grads[:6]
         # the optional gradients follow in this order, each present only with its input (indexing,
@@ -79,7 +84,7 @@ def chunk_gdn2(
     dt_bias: Float[Tensor, "..."] | None = None,
     chunk_size: int = CHUNK_SIZE,
     chunk_indices: Integer[Tensor, "NC 2"] | None = None,
-    recompute: bool = True,
+    recompute: bool | str = "partial",
     use_gate_sigmoid_in_kernel: bool = False,
     allow_neg_eigval: bool = False,
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
@@ -91,10 +96,16 @@ def chunk_gdn2(
     synchronises with the host (bad values are raised as gdn2.fast.checks describes).
     ``use_gate_sigmoid_in_kernel`` takes b and w as logits and applies σ (2σ for b with
     ``allow_neg_eigval``) inside the kernels, gradient included.
-    Cost: four launches forward, three backward (plus the forward again with ``recompute``).
+    ``recompute`` trades memory for the backward's time: ``True`` keeps only the inputs and the backward
+    reruns the whole forward; ``"partial"`` (the default) keeps A, A_qk, 1/‖q‖ and 1/‖k‖ (and the in-op
+    gate's g) and the backward reruns stages (3)-(5) only; ``False`` keeps every intermediate.
+    Cost: four launches forward, three backward, plus the forward's last two (``"partial"``) or all
+    four (``True``) again.
     """
     if isinstance(chunk_size, bool) or chunk_size != CHUNK_SIZE:
         raise ValueError(f"chunk_size must be {CHUNK_SIZE} for the Triton backend, got {chunk_size!r}")
+    if not (isinstance(recompute, bool) or (isinstance(recompute, str) and recompute == "partial")):
+        raise ValueError(f"recompute must be True, False or 'partial', got {recompute!r}")
     scale = q.shape[3] ** -0.5 if scale is None else float(scale)
     b_scale = erase_gate_scale(use_gate_sigmoid_in_kernel, allow_neg_eigval) or 0.0
     if dt_bias is not None:
@@ -103,5 +114,6 @@ def chunk_gdn2(
         contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state))
     return ChunkGDN2Function.apply(
         q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
-        scale, bool(output_final_state), bool(use_qk_l2norm_in_kernel), b_scale, bool(recompute),
+        scale, bool(output_final_state), bool(use_qk_l2norm_in_kernel), b_scale,
+        RECOMPUTE[recompute],
     )

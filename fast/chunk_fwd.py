@@ -22,7 +22,7 @@ from .jit import EXP_MAX
 from .state_fwd import chunk_state_output_fwd_kernel
 from .utils import chunk_indices_of, empty
 
-__all__ = ["CHUNK_SIZE", "ChunkForward", "SAVED", "chunk_gdn2_fwd", "forward_config"]
+__all__ = ["CHUNK_SIZE", "ChunkForward", "INTRA", "SAVED", "chunk_gdn2_fwd", "forward_config"]
 
 #: the one chunk size of the Triton backend
 CHUNK_SIZE = 64
@@ -31,9 +31,10 @@ CHUNK_SIZE = 64
 class ChunkForward(NamedTuple):
     """What :func:`chunk_gdn2_fwd` returns. Layouts are token-major like the inputs.
 
-    Always: ``o`` [B, T, HV, V] (q's dtype) and ``final_state`` [N, HV, K, V] float32 or None.
-    With ``save=True`` (else None), the intermediates a backward reads (C = 64; a chunk of sequence n
-    starts at token bos_n + i_t·C; rows past the sequence end are unwritten):
+    Always: ``o`` [B, T, HV, V] (q's dtype) and ``final_state`` [N, HV, K, V] float32 or None; the
+    products of stages (1)-(2), named by :data:`INTRA`: ``A``, ``Aqk``, ``q_rstd``, ``k_rstd`` and, with
+    the in-op gate, ``g_gate``. With ``save=True`` (else None), also the rest of what a backward reads
+    (C = 64; a chunk of sequence n starts at token bos_n + i_t·C; rows past the sequence end are unwritten):
 
     - ``G`` [B, T, H, K] float32: chunk-local cumulative log-decay G_r (after the in-op gate).
     - ``A`` [B, T, H, C] float32: row r of chunk i_t's A = (I + T)⁻¹ sits at token t0 + r.
@@ -43,6 +44,7 @@ class ChunkForward(NamedTuple):
     - ``gC`` [NSLOT, H, K] float32: γ_C = exp(G of the chunk's last token).
     - ``h`` [NSLOT, HV, K, V] float32: the state S₀ at the start of every chunk.
     - ``q_rstd``, ``k_rstd`` [B, T, H] float32: 1/sqrt(‖x‖² + 1e-6), 1 without the in-op L2 norm.
+    - ``g_gate`` [B, T, H, K] float32, with the in-op gate only: its log-decay g per token.
     - ``chunk_indices`` (int32 [NSLOT, 2], packed input only): see :func:`gdn2.fast.utils.prepare_chunk_indices`.
 
     Chunk slots: dense, chunk i_t of sequence n is slot n·ceil(T/C) + i_t (NSLOT = B·ceil(T/C)); packed,
@@ -64,10 +66,14 @@ class ChunkForward(NamedTuple):
     q_rstd: Tensor | None = None
     k_rstd: Tensor | None = None
     chunk_indices: Tensor | None = None
+    g_gate: Tensor | None = None
 
 
 #: the intermediates the backward reads, in the order the custom op hands them over
 SAVED = ("G", "A", "Aqk", "Y", "Qg", "Kt", "R", "h", "q_rstd", "k_rstd")
+#: the products of stages (1)-(2): given back to the driver (``intra=``), they let it start at stage (3).
+#: ``g_gate`` (the in-op gate's g) comes last and only with the gate.
+INTRA = ("A", "Aqk", "q_rstd", "k_rstd", "g_gate")
 
 
 @functools.cache
@@ -131,13 +137,18 @@ def chunk_gdn2_fwd(
     dt_bias: Tensor | None = None,
     b_scale: float = 0.0,
     save: bool = False,
+    intra: ChunkForward | None = None,
+    need_o: bool = True,
     config: ForwardConfig | None = None,
 ) -> ChunkForward:
     """Run the chunk forward on validated, contiguous inputs (see :class:`ChunkForward`).
 
     No checks and no host synchronisation here (``gdn2.fast.chunk_gdn2`` validates). ``A_log`` given
     means g is the raw gate; ``b_scale`` > 0 means b and w are logits (b = b_scale·σ(b), w = σ(w));
-    ``save`` keeps the intermediates for a backward; ``config`` overrides launch settings.
+    ``save`` keeps the intermediates for a backward; ``intra``, the products of stages (1)-(2) of an
+    earlier call on the same inputs (:data:`INTRA`), skips those stages; ``need_o=False`` skips the
+    output (``o`` is None then: a backward reruns the forward for its intermediates, not for o);
+    ``config`` overrides launch settings.
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -160,34 +171,39 @@ def chunk_gdn2_fwd(
     flags = checks.flag_word(dev)
     plain = dict(IS_VARLEN=is_varlen, SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
     gate = dict(plain, USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None)
-    # the in-op gate is evaluated once, by the first kernel; the others read its float32 result as g
-    g_gated = empty((B, T, H, K), f32, dev) if A_log is not None else None
-    g_log = g if g_gated is None else g_gated
+    # ---- stages (1)-(2): the in-op gate is evaluated once, by the first kernel; the others read its
+    # float32 result as g
+    if intra is None:
+        g_gate = empty((B, T, H, K), f32, dev) if A_log is not None else None
+        Aqk = empty((B, T, H, BT), dt, dev)
+        A = empty((B, T, H, BT), f32, dev)
+        q_rstd, k_rstd = empty((B, T, H), f32, dev), empty((B, T, H), f32, dev)
+        chunk_intra_diag_kernel[(grid[0] * 4, grid[1])](
+            q, k, g, b, A_log, dt_bias, g_gate, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
+            H=H, K=K, EXP_MAX=EXP_MAX, L2NORM=use_qk_l2norm_in_kernel, DOT_PREC=dot_prec, **gate,
+            **cfg.diag.meta())
+        chunk_intra_offdiag_kernel[grid](
+            q, k, g if g_gate is None else g_gate, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale,
+            T, N, H=H, K=K, DOT_PREC=dot_prec, LOWP=lowp, **plain, **cfg.offdiag.meta())
+    else:
+        A, Aqk, q_rstd, k_rstd, g_gate = (getattr(intra, f) for f in INTRA)
+        if (g_gate is None) != (A_log is None):
+            raise ValueError("intra= must come from a call with the same in-op gate (g_gate with A_log only)")
 
-    # ---- stages (1)-(3): A and the norms are scratch unless saved
-    Aqk = empty((B, T, H, BT), dt, dev)
-    A = empty((B, T, H, BT), f32, dev)
-    q_rstd, k_rstd = empty((B, T, H), f32, dev), empty((B, T, H), f32, dev)
+    # ---- stage (3)
     Y, Qg, Kt = (empty((B, T, H, K), dt, dev) for _ in range(3))
     U = empty((B, T, HV, V), dt, dev)
     gC = empty((n_slots, H, K), f32, dev)
     G = empty((B, T, H, K), f32, dev) if save else None
-    chunk_intra_diag_kernel[(grid[0] * 4, grid[1])](
-        q, k, g, b, A_log, dt_bias, g_gated, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
-        H=H, K=K, EXP_MAX=EXP_MAX, L2NORM=use_qk_l2norm_in_kernel, DOT_PREC=dot_prec, **gate, **cfg.diag.meta())
-    chunk_intra_offdiag_kernel[grid](
-        q, k, g_log, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
-        H=H, K=K, DOT_PREC=dot_prec, LOWP=lowp, **plain, **cfg.offdiag.meta())
     wy = cfg.wy   # no more programs per chunk than it has key tiles or value tiles
     wy = replace(wy, NP=max(1, min(wy.NP, max(triton.cdiv(K, wy.BK), (HV // H) * triton.cdiv(V, wy.BV)))))
     chunk_wy_fwd_kernel[(grid[0], grid[1], wy.NP)](
-        q, k, v, g_log, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
+        q, k, v, g if g_gate is None else g_gate, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
         cu_seqlens, chunk_indices, scale, T, N,
         H=H, HV=HV, K=K, V=V, SAVE=save, DOT_PREC=dot_prec, LOWP=lowp, **plain, **wy.meta())
-    del g_gated, g_log                      # scratch: freed before stages (4)-(5) allocate
 
     # ---- stages (4)-(5)
-    o = empty((B, T, HV, V), dt, dev)
+    o = empty((B, T, HV, V), dt, dev) if need_o else None
     ht = empty((N, HV, K, V), f32, dev) if output_final_state else None
     h = empty((n_slots, HV, K, V), f32, dev) if save else None
     R = empty((B, T, HV, V), dt, dev) if save else None
@@ -196,8 +212,10 @@ def chunk_gdn2_fwd(
     chunk_state_output_fwd_kernel[(triton.cdiv(V, st.BV), N * HV)](
         Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, flags, cu_seqlens, T, N,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKH * triton.cdiv(K, BKH), HAS_H0=initial_state is not None,
-        STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec, **st.meta())
+        STORE_O=need_o, STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec,
+        **st.meta())
     checks.settle(flags)
+    products = dict(A=A, Aqk=Aqk, q_rstd=q_rstd, k_rstd=k_rstd, g_gate=g_gate, chunk_indices=chunk_indices)
     if not save:
-        return ChunkForward(o, ht)
-    return ChunkForward(o, ht, G, A, Aqk, Y, Qg, Kt, U, R, gC, h, q_rstd, k_rstd, chunk_indices)
+        return ChunkForward(o, ht, **products)
+    return ChunkForward(o, ht, G=G, Y=Y, Qg=Qg, Kt=Kt, U=U, R=R, gC=gC, h=h, **products)

@@ -21,7 +21,7 @@ def chunk_state_output_fwd_kernel(
     U,                       # [B, T, HV, V]
     gC,                      # [NSLOT, H, K] float32 γ_C per chunk slot
     h0,                      # initial state [N, HV, K, V] float32 (HAS_H0)
-    o,                       # out [B, T, HV, V] in q's dtype
+    o,                       # out [B, T, HV, V] in q's dtype (STORE_O)
     ht,                      # out final state [N, HV, K, V] float32 (STORE_FINAL)
     h_out,                   # out with SAVE: start state of every chunk slot [NSLOT, HV, K, V] float32
     R_out,                   # out with SAVE: residual writes R [B, T, HV, V] in q's dtype
@@ -30,7 +30,7 @@ def chunk_state_output_fwd_kernel(
     T, N,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BKH: tl.constexpr, BV: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_O: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
     """Walk one sequence's chunks in order for one value head and one block of BV value columns.
@@ -39,8 +39,10 @@ def chunk_state_output_fwd_kernel(
     sequence, as one [BKH, BV] tile or, for K > BKH, two. Per chunk: R = U − Y S₀, O = Q_γ S₀ + A_qk R,
     S ← Diag(γ_C) S₀ + K_tailᵀ R: 2·BT·BV·(3K + BT) FLOPs, the two products on the S → R → S path
     the sequential critical path. Bytes per token and value head: U read and O written once (2·V each
-    in 16-bit), plus the key-side tiles re-read from L2 by each of the cdiv(V, BV) blocks. The first
-    program of each sequence reports a bad initial state or bad packed offsets.
+    in 16-bit), plus the key-side tiles re-read from L2 by each of the cdiv(V, BV) blocks. Without
+    STORE_O (a backward's rerun, which needs R and the states only) the output's two products and its
+    loads of Q_γ and A_qk are skipped. The first program of each sequence reports a bad initial state
+    or bad packed offsets.
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
@@ -93,26 +95,32 @@ def chunk_state_output_fwd_kernel(
         m_keyT = m_k[:, None] & m_t[None, :]
         m_val = m_t[:, None] & m_v[None, :]
         off_gc = ((slot0 + i_t) * H + i_h) * K + o_k
+        off_a = (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :]              # [BT, BT] of A_qk
         b_y = tl.load(Y + off_key, mask=m_key, other=0.0)
-        b_qg = tl.load(Qg + off_key, mask=m_key, other=0.0)
+        if STORE_O:
+            b_qg = tl.load(Qg + off_key, mask=m_key, other=0.0)
         b_ktT = tl.load(Kt + off_keyT, mask=m_keyT, other=0.0)
         b_gc = tl.load(gC + off_gc, mask=m_k, other=0.0)
-        b_a = tl.load(Aqk + (t0 + o_t[:, None]) * H * BT + i_h * BT + o_t[None, :], mask=m_t[:, None], other=0.0)
+        if STORE_O:
+            b_a = tl.load(Aqk + off_a, mask=m_t[:, None], other=0.0)
         b_u = tl.load(U + off_val, mask=m_val, other=0.0).to(tl.float32)
 
         b_Sd = b_S.to(b_y.dtype)
         b_yS = tl.dot(b_y, b_Sd, input_precision=DOT_PREC)
-        b_o = tl.dot(b_qg, b_Sd, input_precision=DOT_PREC)
+        if STORE_O:
+            b_o = tl.dot(b_qg, b_Sd, input_precision=DOT_PREC)
         if BK > BKH:
             m_key2 = m_t[:, None] & m_k2[None, :]
             b_S2d = b_S2.to(b_y.dtype)
             b_yS = tl.dot(tl.load(Y + off_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_yS,
                           input_precision=DOT_PREC)
-            b_o = tl.dot(tl.load(Qg + off_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_o,
-                         input_precision=DOT_PREC)
+            if STORE_O:
+                b_o = tl.dot(tl.load(Qg + off_key + BKH, mask=m_key2, other=0.0), b_S2d, acc=b_o,
+                             input_precision=DOT_PREC)
         b_Rd = (b_u - b_yS).to(b_y.dtype)                                 # (4) R = U − Y S₀
-        b_o = tl.dot(b_a, b_Rd, acc=b_o, input_precision=DOT_PREC)       # (5) O = Q_γ S₀ + A_qk R
-        tl.store(o + off_val, b_o.to(o.dtype.element_ty), mask=m_val)
+        if STORE_O:
+            b_o = tl.dot(b_a, b_Rd, acc=b_o, input_precision=DOT_PREC)   # (5) O = Q_γ S₀ + A_qk R
+            tl.store(o + off_val, b_o.to(o.dtype.element_ty), mask=m_val)
         if SAVE:
             tl.store(R_out + off_val, b_Rd, mask=m_val)
         b_S = b_S * b_gc[:, None] + tl.dot(b_ktT, b_Rd, input_precision=DOT_PREC)   # (4) S_C

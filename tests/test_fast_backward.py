@@ -102,8 +102,8 @@ def test_backward_matches_recurrence(B, T, H, HV, K, V, dtype):
     check_grads(inputs, DT[dtype])
 
 
-@pytest.mark.parametrize("recompute,logits", [(True, False), (False, False), (True, True)],
-                         ids=["recompute", "saved", "recompute-gate-logits"])
+@pytest.mark.parametrize("recompute,logits", [(True, False), (False, False), ("partial", False), (True, True)],
+                         ids=["recompute", "saved", "partial", "recompute-gate-logits"])
 def test_backward_all_options_together(recompute, logits):
     """Packed sequences (one empty), GVA, in-op L2 norm and gate (and the gates b, w as logits, b in
     [0, 2]): every gradient incl. A_log, dt_bias."""
@@ -120,14 +120,76 @@ def test_backward_all_options_together(recompute, logits):
     assert set(got) == {"q", "k", "v", "g", "b", "w", "initial_state", "A_log", "dt_bias"}
 
 
-def test_recompute_and_saved_intermediates_give_identical_gradients():
-    low, _ = cast(make_inputs(1, 50, 1, 2, 16, 16), torch.float32)
+@pytest.mark.parametrize("gate", [False, True], ids=["plain", "in-op-gate"])
+def test_every_recompute_mode_gives_identical_gradients(gate):
+    """What the forward keeps changes which kernels the backward reruns, never a value: the three modes
+    give bit-identical gradients (the in-op gate adds its g to what "partial" keeps)."""
+    inputs = make_inputs(1, 50, 1, 2, 16, 16)
+    if gate:
+        inputs = with_gate(inputs, 1, 16)
+    low, _ = cast(inputs, torch.float32)
     do = torch.randn(1, 50, 2, 16, device=DEVICE)
     dht = torch.randn(1, 2, 16, 16, device=DEVICE)
-    _, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, dht, recompute=True)
-    _, _, g2 = grads(gdn2.fast.chunk_gdn2, low, do, dht, recompute=False)
-    for name in g1:
-        assert torch.equal(g1[name], g2[name]), f"d{name} differs between recompute and saved"
+    kw = dict(use_qk_l2norm_in_kernel=True) if gate else {}
+    _, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, dht, recompute=True, **kw)
+    for mode in (False, "partial"):
+        _, _, g2 = grads(gdn2.fast.chunk_gdn2, low, do, dht, recompute=mode, **kw)
+        for name in g1:
+            assert torch.equal(g1[name], g2[name]), f"d{name} differs between recompute=True and {mode!r}"
+
+
+@pytest.mark.parametrize("gate", [False, True], ids=["plain", "in-op-gate"])
+def test_partial_recompute_keeps_only_the_intra_products(gate):
+    """recompute="partial" keeps A, A_qk and the two norms (and the gate's g), as the fake implementation
+    that torch.compile plans memory with says; the forward op returns exactly those."""
+    from gdn2.fast.chunk_fwd import INTRA
+
+    inputs = make_inputs(1, 70, 2, 2, 16, 8)
+    if gate:
+        inputs = with_gate(inputs, 2, 16)
+    low, _ = cast(inputs, torch.float32)
+    args = [low[n] for n in "qkvgbw"] + [low.get("A_log"), low.get("dt_bias"), low["initial_state"], None, None,
+                                        0.25, False, False, 0.0]
+    _, _, kept = torch.ops.gdn2.chunk_gdn2_fwd(*args, "intra")
+    names = INTRA if gate else INTRA[:-1]
+    assert len(kept) == len(names)
+    with torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
+        _, _, fake = torch.ops.gdn2.chunk_gdn2_fwd(*args, "intra")
+    for name, x, f in zip(names, kept, fake):
+        assert (x.shape, x.dtype) == (f.shape, f.dtype), name
+    assert torch.ops.gdn2.chunk_gdn2_fwd(*args, "inputs")[2] == []
+
+
+@pytest.mark.parametrize("recompute,launches", [(True, (2, 2)), ("partial", (1, 2)), (False, (1, 1))],
+                         ids=["recompute", "partial", "saved"])
+def test_backward_reruns_only_the_stages_not_kept(monkeypatch, recompute, launches):
+    """Launches of one forward + backward: the intra kernels (stages (1)-(2)) and the WY and state kernels
+    (stages (3)-(5)) run again in the backward exactly when their products were not kept."""
+    from gdn2.fast import chunk_fwd
+
+    class Counted:
+        def __init__(self, kernel):
+            self.kernel, self.n = kernel, 0
+
+        def __getitem__(self, grid):
+            self.n += 1
+            return self.kernel[grid]
+
+    names = ("chunk_intra_diag_kernel", "chunk_intra_offdiag_kernel", "chunk_wy_fwd_kernel",
+             "chunk_state_output_fwd_kernel")
+    counted = {n: Counted(getattr(chunk_fwd, n)) for n in names}
+    for n, c in counted.items():
+        monkeypatch.setattr(chunk_fwd, n, c)
+    low, _ = cast(make_inputs(1, 40, 1, 1, 16, 16), torch.float32)
+    grads(gdn2.fast.chunk_gdn2, low, torch.randn(1, 40, 1, 16, device=DEVICE), None, recompute=recompute)
+    assert [c.n for c in counted.values()] == [launches[0]] * 2 + [launches[1]] * 2
+
+
+def test_recompute_must_be_a_bool_or_partial():
+    low, _ = cast(make_inputs(1, 8, 1, 1, 16, 16), torch.float32)
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match="recompute"):
+            gdn2.fast.chunk_gdn2(**low, recompute=bad)
 
 
 def test_backward_output_only_without_states():
