@@ -2,8 +2,8 @@
 
 ``forward`` runs the forward driver (:mod:`gdn2.fast.chunk_fwd`) through a custom op; the backward
 (:mod:`gdn2.fast.chunk_bwd`) reruns the forward stages whose intermediates were not kept. By default
-(``recompute="partial"``) the forward keeps the products of stages (1)-(2), the smallest of its
-intermediates and the costliest to recompute, and the backward reruns stages (3)-(5).
+(``recompute="partial"``) the forward keeps the products of stages (1)-(2) (6C + 8 bytes per token and
+head, 4K more with the in-op gate) and the backward reruns stages (3)-(5) only.
 """
 
 from numbers import Real

@@ -25,6 +25,8 @@ KEEP = ("inputs", "intra", "all")
 
 
 def _kept_names(keep: str, gate: bool) -> tuple[str, ...]:
+    if keep not in KEEP:
+        raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
     if keep == "all":
         return SAVED
     if keep == "intra":
