@@ -2,9 +2,10 @@
 
     y_t = SiLU( Σ_{s=0}^{W-1} weight[:, W-1-s] ⊙ x_{t-s} ),   x_{t-s} = the cached state or 0 before the start
 
-Reference: :class:`gdn2.conv.ShortConvolution` (the same taps, packed sequences and conv state). One call
-serves the q, k and v convolutions of a layer together: the caller passes their channels side by side
-(``x = proj[..., :Dq + Dk + Dv]``, a column slice read in place, and the three weights concatenated).
+Reference: :class:`gdn2.conv.ShortConvolution` (the same taps, packed sequences and conv state). The
+layer calls it once for each of q, k and v, each its own contiguous projection; x may also be a column
+slice of a wider tensor (any token stride, channels contiguous), read in place, so several inputs with
+their channels side by side can share one call with their weights concatenated.
 
 Kernels: the forward (``short_conv_fwd_kernel``) and the final conv state (``short_conv_state_kernel``,
 only with ``output_final_state``); the backward (``short_conv_bwd_kernel``: dx and per-program partial
