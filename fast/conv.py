@@ -78,6 +78,16 @@ def token_rows(i_n, bos, u, stride_b, stride_t, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
+def narrow(off, OFF64: tl.constexpr):
+    """Per-token offsets ``off`` [BT] as int32 unless some offset of the call needs 64 bits (OFF64): the
+    [BT, BD] offset tiles built from them then hold one register per element instead of two."""
+    if OFF64:
+        return off
+    else:
+        return off.to(tl.int32)
+
+
+@triton.jit
 def rounded(v, x):
     """v rounded to x's dtype, in float32: the reference reads the weight and the state as x's dtype."""
     return v.to(x.dtype.element_ty).to(tl.float32)
@@ -116,7 +126,7 @@ def short_conv_fwd_kernel(
     n_tokens,                # B·T
     n_steps,                 # ⌈log₂ N⌉: rounds of the packed binary search
     W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-    ACTIVATION: tl.constexpr, HAS_H0: tl.constexpr, IS_VARLEN: tl.constexpr,
+    ACTIVATION: tl.constexpr, HAS_H0: tl.constexpr, IS_VARLEN: tl.constexpr, OFF64: tl.constexpr,
 ):
     """y for BT consecutive tokens of the flattened [B·T] token axis and BD channels.
 
@@ -135,7 +145,7 @@ def short_conv_fwd_kernel(
     i_n = token_sequences(cu_seqlens, o_t, T, N, n_steps, IS_VARLEN)
     bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     pos = o_t - bos                                                   # position inside the sequence
-    off_x = token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN)[:, None] + o_d[None, :]
+    off_x = narrow(token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
     off_h = (i_n * D * (W - 1))[:, None] + (o_d * (W - 1))[None, :]
 
     b_a = tl.zeros([BT, BD], tl.float32)
@@ -144,7 +154,7 @@ def short_conv_fwd_kernel(
         b_a += b_w[None, :] * tap(x, h0, off_x, pos, off_h, m, s, stride_t, W, HAS_H0)
     if ACTIVATION:
         b_a = b_a * tl.sigmoid(b_a)
-    tl.store(y + o_t[:, None] * D + o_d[None, :], b_a.to(y.dtype.element_ty), mask=m)
+    tl.store(y + narrow(o_t * D, OFF64)[:, None] + o_d[None, :], b_a.to(y.dtype.element_ty), mask=m)
 # --8<-- [end:short_conv_fwd_kernel]
 
 
@@ -201,7 +211,7 @@ def short_conv_bwd_kernel(
     tiles,                   # token tiles per program, consecutive
     W: tl.constexpr, WP: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
     ACTIVATION: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
-    NEED_DW: tl.constexpr,
+    NEED_DW: tl.constexpr, OFF64: tl.constexpr,
 ):
     """dx for ``tiles`` consecutive tiles of BO = BT − (W−1) tokens and BD channels, and their part of
     dweight.
@@ -233,14 +243,15 @@ def short_conv_bwd_kernel(
         i_n = token_sequences(cu_seqlens, o_t, T, N, n_steps, IS_VARLEN)
         bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
         pos = o_t - bos
-        off_x = token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN)[:, None] + o_d[None, :]
+        off_x = narrow(token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
+        off_y = narrow(o_t * D, OFF64)[:, None] + o_d[None, :]              # dy and dx
         off_h = (i_n * D * (W - 1))[:, None] + (o_d * (W - 1))[None, :]
 
         b_a = tl.zeros([BT, BD], tl.float32)
         for s in tl.static_range(W):
             b_w = tap_weight(weight, x, o_d, m_d, W - 1 - s, W)
             b_a += b_w[None, :] * tap(x, h0, off_x, pos, off_h, m, s, stride_t, W, HAS_H0)
-        b_g = tl.load(dy + o_t[:, None] * D + o_d[None, :], mask=m, other=0.0).to(tl.float32)
+        b_g = tl.load(dy + off_y, mask=m, other=0.0).to(tl.float32)
         if ACTIVATION:                                                # SiLU'(a) = σ(a)·(1 + a·(1 − σ(a)))
             b_sig = tl.sigmoid(b_a)
             b_g = b_g * b_sig * (1.0 + b_a * (1.0 - b_sig))
@@ -257,7 +268,7 @@ def short_conv_bwd_kernel(
             j = o_t - eos + (W - 1)
             m_j = m & ((j >= 0) & (j < W - 1))[:, None]
             b_dx += tl.load(dht + off_h + j[:, None], mask=m_j, other=0.0).to(tl.float32)
-        tl.store(dx + o_t[:, None] * D + o_d[None, :], b_dx.to(dx.dtype.element_ty), mask=m_own)
+        tl.store(dx + off_y, b_dx.to(dx.dtype.element_ty), mask=m_own)
         if NEED_DW:                                                   # each owned token's g, once
             b_g = tl.where(m_own, b_g, 0.0)
             for s in tl.static_range(W):
@@ -406,6 +417,13 @@ def _rows(x: Tensor) -> Tensor:
     return x if x.shape[-1] <= 1 or x.stride(-1) == 1 else x.contiguous()
 
 
+def _off64(x: Tensor) -> bool:
+    """Whether an element offset of x [B, T, D] (strided) or of a contiguous [B, T, D] tensor can pass
+    int32: the kernels then compute their offset tiles in int64."""
+    B, T, D = x.shape
+    return max((B - 1) * x.stride(0) + (T - 1) * x.stride(1) + D, B * T * D) >= 2 ** 31
+
+
 def conv_fwd(x: Tensor, weight: Tensor, cu_seqlens: Tensor | None, initial_state: Tensor | None,
              output_final_state: bool, activation: bool, launch: ConvLaunch | None = None,
              state_launch: ConvStateLaunch | None = None) -> tuple[Tensor, Tensor | None]:
@@ -426,7 +444,8 @@ def conv_fwd(x: Tensor, weight: Tensor, cu_seqlens: Tensor | None, initial_state
             short_conv_fwd_kernel[(triton.cdiv(B * T, tile.BT), triton.cdiv(D, tile.BD))](
                 x, weight, h0, y, cu_seqlens, x.stride(0), x.stride(1), T, N, D, B * T, _n_steps(N),
                 W=W, BT=tile.BT, BD=tile.BD, ACTIVATION=bool(activation), HAS_H0=h0 is not None,
-                IS_VARLEN=cu_seqlens is not None, num_warps=tile.num_warps, num_stages=tile.num_stages)
+                IS_VARLEN=cu_seqlens is not None, OFF64=_off64(x), num_warps=tile.num_warps,
+                num_stages=tile.num_stages)
         if ht is not None and ht.numel():
             rows = state_launch or ConvStateLaunch()
             short_conv_state_kernel[(triton.cdiv(N * D, rows.BR),)](
@@ -468,7 +487,7 @@ def conv_bwd(dy: Tensor, dht: Tensor | None, x: Tensor, weight: Tensor, cu_seqle
                 x, weight, h0, dy, dht, dx, dw_part, cu_seqlens, x.stride(0), x.stride(1), T, N, D, B * T,
                 _n_steps(N), tiles, W=W, WP=_pow2_at_least(W), BT=tile.BT, BD=tile.BD,
                 ACTIVATION=bool(activation), HAS_H0=h0 is not None, HAS_DHT=dht is not None,
-                IS_VARLEN=cu_seqlens is not None, NEED_DW=bool(need_dweight),
+                IS_VARLEN=cu_seqlens is not None, NEED_DW=bool(need_dweight), OFF64=_off64(x),
                 num_warps=tile.num_warps, num_stages=tile.num_stages)
         if dh0 is not None and dh0.numel():
             rows = h0_launch or ConvStateBwdLaunch()

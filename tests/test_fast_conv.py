@@ -203,6 +203,38 @@ def test_launch_settings_do_not_change_results():
         conv_bwd(dy, dht, x, weight, cu, h0, True, launch=ConvBwdLaunch(BT=2, BD=16))
 
 
+@pytest.mark.parametrize("cu_seqlens", [None, [0, 3, 3, 29, 50]], ids=["dense", "packed"])
+def test_offset_width_does_not_change_results(monkeypatch, cu_seqlens):
+    """The kernels' int32 and int64 offset tiles address the same elements: forward and backward are
+    bit-identical with either (a strided x, an initial state, packed rows with an empty one)."""
+    from gdn2.fast import conv
+
+    N = 1 if cu_seqlens is None else len(cu_seqlens) - 1
+    cu = None if cu_seqlens is None else torch.tensor(cu_seqlens, device=DEVICE)
+    inputs = conv_inputs(1, 50, 36, 4, N=N, pad=1)
+    x = torch.randn(1, 50, 40, device=DEVICE)[..., 2:38]                   # token stride 40, channels contiguous
+    weight, h0 = inputs["weight"].float(), inputs["initial_state"].float()
+    dy, dht = torch.randn(1, 50, 36, device=DEVICE), torch.randn(N, 36, 3, device=DEVICE)
+    assert not conv._off64(x)
+    runs = []
+    for off64 in (False, True):
+        monkeypatch.setattr(conv, "_off64", lambda x, off64=off64: off64)
+        runs.append((*conv_fwd(x, weight, cu, h0, True, True), *conv_bwd(dy, dht, x, weight, cu, h0, True,
+                                                                         need_dh0=True)))
+    for name, a, b in zip(("y", "ht", "dx", "dweight", "dh0"), *runs):
+        assert torch.equal(a, b), name
+
+
+def test_offsets_past_int32_take_int64():
+    """A tensor with an element offset of 2³¹ or more, contiguous or through its strides, takes int64."""
+    from gdn2.fast.conv import _off64
+
+    meta = dict(device="meta")
+    assert not _off64(torch.empty(1, 2 ** 20, 2 ** 11 - 1, **meta))
+    assert _off64(torch.empty(1, 2 ** 20, 2 ** 11, **meta))
+    assert _off64(torch.empty(2, 2 ** 20, 2 ** 12, **meta)[..., :16])     # 16 channels of a wide row
+
+
 def test_frozen_weight_and_no_tokens():
     """No dweight when the weight needs none; T = 0 gives an empty y and the initial state back."""
     inputs = conv_inputs(2, 9, 8, 3)
