@@ -128,7 +128,9 @@ def chunk_bwd_local_wy_kernel(
                 m_tv = m_t[:, None] & m_v[None, :]
                 m_kv = m_k[:, None] & m_v[None, :]
                 off_v = ((bos + o_t[:, None]) * HV + i_hv) * V + o_v[None, :]
-                off_h = (i_tg * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
+                # int64: the slot is an int32 for dense input, and NSLOT·HV·K·V passes 2³¹ from about
+                # 512K tokens at HV = 16, K = V = 128 (128K at K = V = 256)
+                off_h = (i_tg.to(tl.int64) * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
                 b_h = tl.load(h + off_h, mask=m_kv, other=0.)
                 b_dh = tl.load(dS_end + off_h, mask=m_kv, other=0.)
                 b_R = tl.load(R + off_v, mask=m_tv, other=0.).to(DT)

@@ -410,6 +410,22 @@ def test_gpu_backward_strong_decay(case):
 
 @pytest.mark.gpu
 @gpu
+def test_gpu_backward_offsets_past_int32():
+    """Per-chunk states of more than 2³¹ elements (NSLOT·HV·K·V, dense input): three identical batch rows
+    give bit-identical gradients, so no row's offsets wrapped around."""
+    B, T, H, HV, K, V = 3, 16384, 1, 64, 256, 256
+    assert B * (T // 64) * HV * K * V > 2 ** 31
+    row, _ = cast(make_inputs(1, T, H, HV, K, V, initial_state=False), torch.bfloat16)
+    low = {n: x.expand(B, *x.shape[1:]).contiguous() for n, x in row.items()}
+    do = torch.randn(1, T, HV, V, device=DEVICE).expand(B, -1, -1, -1).contiguous()
+    _, _, got = grads(gdn2.fast.chunk_gdn2, low, do, None)
+    for name, x in got.items():
+        for i in range(1, B):
+            assert torch.equal(x[i], x[0]), f"d{name}: row {i} differs from row 0"
+
+
+@pytest.mark.gpu
+@gpu
 def test_gpu_backward_is_causal():
     T, cut = 1000, 990
     low, _ = cast(make_inputs(1, T, 2, 4, 128, 128), torch.bfloat16)
