@@ -17,7 +17,7 @@ from .config import BackwardConfig
 from .jit import EXP_MAX
 from .local_bwd import chunk_bwd_local_pairwise_kernel, chunk_bwd_local_wy_kernel
 from .state_bwd import chunk_bwd_state_kernel
-from .utils import empty
+from .utils import empty, needs_int64
 
 __all__ = ["chunk_gdn2_bwd", "chunk_bwd_state", "chunk_bwd_local", "BC"]
 
@@ -89,13 +89,14 @@ def chunk_bwd_local(
     dq_p, dk_p, db_p, dG_p = (empty((B, T, H, K), f32, dev) for _ in range(4))
     dv, dw = empty(v.shape, v.dtype, dev), empty(w.shape, w.dtype, dev)
     dM, dT = empty((B, T, H, BT), f32, dev), empty((B, T, H, BT), f32, dev)
+    off64 = needs_int64(q, v, dM, saved.h)      # the largest tensors of each shape the two kernels index
     c = config.local_wy
     chunk_bwd_local_wy_kernel[(grid_t, B * H)](
         q, k, b, saved.G, v, w, saved.A, saved.h, saved.R, do, dR, dS_end,
         dq_p, dk_p, db_p, dG_p, dv, dw, dM, dT, saved.q_rstd, saved.k_rstd,
         cu_seqlens, saved.chunk_indices, scale, T, N,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=c.BK or min(BK, 64), BV=c.BV or min(BVp, 64), PREC=prec, L2NORM=l2,
-        IS_VARLEN=varlen, num_warps=c.num_warps, num_stages=c.num_stages, **logits,
+        IS_VARLEN=varlen, OFF64=off64, num_warps=c.num_warps, num_stages=c.num_stages, **logits,
     )
 
     dq, dk, db = empty(q.shape, q.dtype, dev), empty(k.shape, k.dtype, dev), empty(b.shape, b.dtype, dev)
@@ -107,7 +108,7 @@ def chunk_bwd_local(
         saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,
         cu_seqlens, saved.chunk_indices, T, N,
         H=H, K=K, BT=BT, BC=BC, BK=BK, EXP_MAX=EXP_MAX, PREC=prec, L2NORM=l2, GATE=gate,
-        HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=varlen, **logits, **config.pairwise.meta(),
+        HAS_DT_BIAS=dt_bias is not None, IS_VARLEN=varlen, OFF64=off64, **logits, **config.pairwise.meta(),
     )
     dA_log = dA_log_part.sum(0).to(A_log.dtype) if gate else None
     ddt_bias = ddt_part.sum(0).reshape(dt_bias.shape).to(dt_bias.dtype) if gate and dt_bias is not None else None

@@ -32,8 +32,8 @@ import triton.language as tl
 from torch import Tensor
 
 from .config import ConvBwdLaunch, ConvLaunch, ConvStateBwdLaunch, ConvStateLaunch, ConvStepLaunch
-from .jit import seq_bounds
-from .utils import empty
+from .jit import offset_int, seq_bounds
+from .utils import empty, needs_int64
 
 __all__ = ["short_conv", "short_conv_step", "conv_fwd", "conv_bwd", "conv_step", "MAX_CONV_SIZE",
            "short_conv_fwd_kernel", "short_conv_state_kernel", "short_conv_bwd_kernel",
@@ -75,16 +75,6 @@ def token_rows(i_n, bos, u, stride_b, stride_t, IS_VARLEN: tl.constexpr):
         return u * stride_t
     else:
         return i_n * stride_b + (u - bos) * stride_t
-
-
-@triton.jit
-def narrow(off, OFF64: tl.constexpr):
-    """Per-token offsets ``off`` [BT] as int32 unless some offset of the call needs 64 bits (OFF64): the
-    [BT, BD] offset tiles built from them then hold one register per element instead of two."""
-    if OFF64:
-        return off
-    else:
-        return off.to(tl.int32)
 
 
 @triton.jit
@@ -145,7 +135,7 @@ def short_conv_fwd_kernel(
     i_n = token_sequences(cu_seqlens, o_t, T, N, n_steps, IS_VARLEN)
     bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     pos = o_t - bos                                                   # position inside the sequence
-    off_x = narrow(token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
+    off_x = offset_int(token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
     off_h = (i_n * D * (W - 1))[:, None] + (o_d * (W - 1))[None, :]
 
     b_a = tl.zeros([BT, BD], tl.float32)
@@ -154,7 +144,7 @@ def short_conv_fwd_kernel(
         b_a += b_w[None, :] * tap(x, h0, off_x, pos, off_h, m, s, stride_t, W, HAS_H0)
     if ACTIVATION:
         b_a = b_a * tl.sigmoid(b_a)
-    tl.store(y + narrow(o_t * D, OFF64)[:, None] + o_d[None, :], b_a.to(y.dtype.element_ty), mask=m)
+    tl.store(y + offset_int(o_t * D, OFF64)[:, None] + o_d[None, :], b_a.to(y.dtype.element_ty), mask=m)
 # --8<-- [end:short_conv_fwd_kernel]
 
 
@@ -243,8 +233,8 @@ def short_conv_bwd_kernel(
         i_n = token_sequences(cu_seqlens, o_t, T, N, n_steps, IS_VARLEN)
         bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
         pos = o_t - bos
-        off_x = narrow(token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
-        off_y = narrow(o_t * D, OFF64)[:, None] + o_d[None, :]              # dy and dx
+        off_x = offset_int(token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
+        off_y = offset_int(o_t * D, OFF64)[:, None] + o_d[None, :]              # dy and dx
         off_h = (i_n * D * (W - 1))[:, None] + (o_d * (W - 1))[None, :]
 
         b_a = tl.zeros([BT, BD], tl.float32)
@@ -417,13 +407,6 @@ def _rows(x: Tensor) -> Tensor:
     return x if x.shape[-1] <= 1 or x.stride(-1) == 1 else x.contiguous()
 
 
-def _off64(x: Tensor) -> bool:
-    """Whether an element offset of x [B, T, D] (strided) or of a contiguous [B, T, D] tensor can pass
-    int32: the kernels then compute their offset tiles in int64."""
-    B, T, D = x.shape
-    return max((B - 1) * x.stride(0) + (T - 1) * x.stride(1) + D, B * T * D) >= 2 ** 31
-
-
 def conv_fwd(x: Tensor, weight: Tensor, cu_seqlens: Tensor | None, initial_state: Tensor | None,
              output_final_state: bool, activation: bool, launch: ConvLaunch | None = None,
              state_launch: ConvStateLaunch | None = None) -> tuple[Tensor, Tensor | None]:
@@ -444,7 +427,7 @@ def conv_fwd(x: Tensor, weight: Tensor, cu_seqlens: Tensor | None, initial_state
             short_conv_fwd_kernel[(triton.cdiv(B * T, tile.BT), triton.cdiv(D, tile.BD))](
                 x, weight, h0, y, cu_seqlens, x.stride(0), x.stride(1), T, N, D, B * T, _n_steps(N),
                 W=W, BT=tile.BT, BD=tile.BD, ACTIVATION=bool(activation), HAS_H0=h0 is not None,
-                IS_VARLEN=cu_seqlens is not None, OFF64=_off64(x), num_warps=tile.num_warps,
+                IS_VARLEN=cu_seqlens is not None, OFF64=needs_int64(x, y), num_warps=tile.num_warps,
                 num_stages=tile.num_stages)
         if ht is not None and ht.numel():
             rows = state_launch or ConvStateLaunch()
@@ -487,7 +470,7 @@ def conv_bwd(dy: Tensor, dht: Tensor | None, x: Tensor, weight: Tensor, cu_seqle
                 x, weight, h0, dy, dht, dx, dw_part, cu_seqlens, x.stride(0), x.stride(1), T, N, D, B * T,
                 _n_steps(N), tiles, W=W, WP=_pow2_at_least(W), BT=tile.BT, BD=tile.BD,
                 ACTIVATION=bool(activation), HAS_H0=h0 is not None, HAS_DHT=dht is not None,
-                IS_VARLEN=cu_seqlens is not None, NEED_DW=bool(need_dweight), OFF64=_off64(x),
+                IS_VARLEN=cu_seqlens is not None, NEED_DW=bool(need_dweight), OFF64=needs_int64(x, dy),
                 num_warps=tile.num_warps, num_stages=tile.num_stages)
         if dh0 is not None and dh0.numel():
             rows = h0_launch or ConvStateBwdLaunch()

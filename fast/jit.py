@@ -11,8 +11,8 @@ memory outside the tensors; the kernel that reads each sequence's offsets first
 import triton
 import triton.language as tl
 
-__all__ = ["EXP_MAX", "FLAG_BITS", "seq_bounds", "chunk_bounds", "gate", "load_gate", "gate_value", "exp_where",
-           "nonfinite", "not_log_decay", "flag_bad_offsets", "raise_flags"]
+__all__ = ["EXP_MAX", "FLAG_BITS", "seq_bounds", "chunk_bounds", "offset_int", "gate", "load_gate", "gate_value",
+           "exp_where", "nonfinite", "not_log_decay", "flag_bad_offsets", "raise_flags"]
 
 #: largest exponent of a growing factor exp(G_a − G_s) in the anchored products of diagonal 16×16 blocks:
 #: e^60 ≈ 1e26 leaves float32 (and tf32/bf16, same exponent range) room for a [16, K] product. A token
@@ -73,6 +73,17 @@ def chunk_bounds(cu_seqlens, chunk_indices, i_c, i_b, T, N, BT: tl.constexpr, IS
         slot = i_b * tl.cdiv(T, BT) + i_t
         work = i_t >= 0
     return bos, eos, i_t, slot, work
+
+
+@triton.jit
+def offset_int(x, OFF64: tl.constexpr):
+    """x in the integer type of a kernel's element offsets: int64 when the host found an offset of the
+    call that needs it (``OFF64``, :func:`gdn2.fast.utils.needs_int64`), else int32, whose [rows, cols]
+    offset tiles hold one register per element instead of two."""
+    if OFF64:
+        return x.to(tl.int64)
+    else:
+        return x.to(tl.int32)
 
 
 @triton.jit

@@ -24,7 +24,7 @@ an exponential.
 import triton
 import triton.language as tl
 
-from .jit import chunk_bounds, exp_where, gate_value
+from .jit import chunk_bounds, exp_where, gate_value, offset_int
 
 __all__ = ["chunk_bwd_local_wy_kernel", "chunk_bwd_local_pairwise_kernel"]
 
@@ -81,6 +81,7 @@ def chunk_bwd_local_wy_kernel(
     IS_VARLEN: tl.constexpr,
     SIGMOID: tl.constexpr,
     B_SCALE: tl.constexpr,
+    OFF64: tl.constexpr,
 ):
     """Local gradients of one chunk through the output, state and WY paths (no pairwise decay).
 
@@ -100,6 +101,7 @@ def chunk_bwd_local_wy_kernel(
     if work == 0:
         return
     T = (eos - bos).to(tl.int32)         # from here on, the length of this sequence
+    bos, i_tg = offset_int(bos, OFF64), offset_int(i_tg, OFF64)
     DT = do.dtype.element_ty
     o_t = i_t * BT + tl.arange(0, BT)
     o_c = tl.arange(0, BT)
@@ -128,9 +130,7 @@ def chunk_bwd_local_wy_kernel(
                 m_tv = m_t[:, None] & m_v[None, :]
                 m_kv = m_k[:, None] & m_v[None, :]
                 off_v = ((bos + o_t[:, None]) * HV + i_hv) * V + o_v[None, :]
-                # int64: the slot is an int32 for dense input, and NSLOT·HV·K·V passes 2³¹ from about
-                # 512K tokens at HV = 16, K = V = 128 (128K at K = V = 256)
-                off_h = (i_tg.to(tl.int64) * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
+                off_h = (i_tg * HV + i_hv) * K * V + o_k[:, None] * V + o_v[None, :]
                 b_h = tl.load(h + off_h, mask=m_kv, other=0.)
                 b_dh = tl.load(dS_end + off_h, mask=m_kv, other=0.)
                 b_R = tl.load(R + off_v, mask=m_tv, other=0.).to(DT)
@@ -225,6 +225,7 @@ def chunk_bwd_local_pairwise_kernel(
     IS_VARLEN: tl.constexpr,
     SIGMOID: tl.constexpr,
     B_SCALE: tl.constexpr,
+    OFF64: tl.constexpr,
 ):
     """Gradients of the pairwise products A_qk and T, then the chunk's final dq, dk, db, dg.
 
@@ -255,6 +256,7 @@ def chunk_bwd_local_pairwise_kernel(
     if work == 0:
         return
     T = (eos - bos).to(tl.int32)         # from here on, the length of this sequence
+    bos = offset_int(bos, OFF64)
     NC: tl.constexpr = BT // BC
     DT = q.dtype.element_ty
     last = tl.minimum(T, i_t * BT + BT) - 1
@@ -280,17 +282,17 @@ def chunk_bwd_local_pairwise_kernel(
         o_i = i_t * BT + i_i * BC + o_b                      # token index of the rows, inside the sequence
         m_i = o_i < T
         m_ik = m_i[:, None] & m_k[None, :]
-        off_i = base_k + o_i[:, None].to(tl.int64) * stride_t + o_k[None, :]
-        off_ri = base_r + o_i.to(tl.int64) * H
+        off_i = base_k + offset_int(o_i, OFF64)[:, None] * stride_t + o_k[None, :]
+        off_ri = base_r + offset_int(o_i, OFF64) * H
         b_G = tl.load(G + off_i, mask=m_ik, other=0.)
         b_dq = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dq (rows side + diagonal)
         b_dbk = tl.zeros([BC, BK], dtype=tl.float32)      # pairwise d(b⊙k)
         b_dk = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dk, column side + diagonal
-        off_mi = base_m + o_i[:, None].to(tl.int64) * stride_m
+        off_mi = base_m + offset_int(o_i, OFF64)[:, None] * stride_m
 
         # anchor a = first row of i (clamped to the last valid row), for the rows side and the diagonal
         a = tl.minimum(i_t * BT + i_i * BC, last)
-        b_Ga = tl.load(G + base_k + a.to(tl.int64) * stride_t + o_k, mask=m_k, other=0.)
+        b_Ga = tl.load(G + base_k + offset_int(a, OFF64) * stride_t + o_k, mask=m_k, other=0.)
 
         # rows side: s in sub-chunks j < i
         if i_i > 0:
@@ -298,8 +300,8 @@ def chunk_bwd_local_pairwise_kernel(
                 o_j = i_t * BT + i_j * BC + o_b
                 m_j = o_j < T
                 m_jk = m_j[:, None] & m_k[None, :]
-                off_j = base_k + o_j[:, None].to(tl.int64) * stride_t + o_k[None, :]
-                b_kj = _load_qk(k, k_rstd, off_j, m_jk, base_r + o_j.to(tl.int64) * H, m_j, L2NORM)
+                off_j = base_k + offset_int(o_j, OFF64)[:, None] * stride_t + o_k[None, :]
+                b_kj = _load_qk(k, k_rstd, off_j, m_jk, base_r + offset_int(o_j, OFF64) * H, m_j, L2NORM)
                 b_Gj = tl.load(G + off_j, mask=m_jk, other=0.)
                 b_kd = (b_kj * exp_where(b_Ga[None, :] - b_Gj, m_jk)).to(DT)
                 off_ij = off_mi + i_j * BC + o_b[None, :]
@@ -314,20 +316,20 @@ def chunk_bwd_local_pairwise_kernel(
         # column side: r in sub-chunks l > i, anchor a' = last valid row of i
         if i_i < NC - 1:
             a2 = tl.minimum(i_t * BT + i_i * BC + BC - 1, last)
-            b_Ga2 = tl.load(G + base_k + a2.to(tl.int64) * stride_t + o_k, mask=m_k, other=0.)
+            b_Ga2 = tl.load(G + base_k + offset_int(a2, OFF64) * stride_t + o_k, mask=m_k, other=0.)
             for i_l in range(i_i + 1, NC):
                 o_l = i_t * BT + i_l * BC + o_b
                 m_l = o_l < T
                 m_lk = m_l[:, None] & m_k[None, :]
-                off_l = base_k + o_l[:, None].to(tl.int64) * stride_t + o_k[None, :]
-                off_rl = base_r + o_l.to(tl.int64) * H
+                off_l = base_k + offset_int(o_l, OFF64)[:, None] * stride_t + o_k[None, :]
+                off_rl = base_r + offset_int(o_l, OFF64) * H
                 b_ql = _load_qk(q, q_rstd, off_l, m_lk, off_rl, m_l, L2NORM)
                 b_kl = _load_qk(k, k_rstd, off_l, m_lk, off_rl, m_l, L2NORM)
                 b_bl = gate_value(tl.load(b + off_l, mask=m_lk, other=0.).to(tl.float32), m_lk, SIGMOID, B_SCALE)
                 b_Gl = tl.load(G + off_l, mask=m_lk, other=0.)
                 b_el = exp_where(b_Gl - b_Ga2[None, :], m_lk)
                 # [BC (cols of i), BC (rows of l)] = dM_liᵀ
-                off_li = base_m + o_l[None, :].to(tl.int64) * stride_m + i_i * BC + o_b[:, None]
+                off_li = base_m + offset_int(o_l, OFF64)[None, :] * stride_m + i_i * BC + o_b[:, None]
                 b_dMli = tl.load(dM + off_li, mask=m_l[None, :], other=0.).to(DT)
                 b_dTli = tl.load(dT + off_li, mask=m_l[None, :], other=0.).to(DT)
                 b_dk += tl.dot(b_dMli, (b_ql * b_el).to(DT), input_precision=PREC)
@@ -378,10 +380,10 @@ def chunk_bwd_local_pairwise_kernel(
             for c in range(BC):
                 s = i_t * BT + i_i * BC + c
                 m_sk = m_k & (s + 0 * o_k < T)
-                off_s = base_k + s.to(tl.int64) * stride_t + o_k
+                off_s = base_k + offset_int(s, OFF64) * stride_t + o_k
                 b_ks = tl.load(k + off_s, mask=m_sk, other=0.).to(tl.float32)
                 if L2NORM:
-                    b_ks *= tl.load(k_rstd + base_r + s.to(tl.int64) * H + 0 * o_k, mask=m_sk, other=0.)
+                    b_ks *= tl.load(k_rstd + base_r + offset_int(s, OFF64) * H + 0 * o_k, mask=m_sk, other=0.)
                 b_Gs = tl.load(G + off_s, mask=m_sk, other=0.)
                 off_c = off_mi + i_i * BC + c
                 b_mc = tl.load(dM + off_c, mask=m_i[:, None], other=0.)   # [BC, 1] dM[r, s]

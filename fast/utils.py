@@ -11,7 +11,7 @@ import weakref
 import torch
 from torch import Tensor
 
-__all__ = ["unavailable_reason", "empty", "prepare_chunk_indices", "chunk_indices_of", "MAX_HEAD_DIM"]
+__all__ = ["unavailable_reason", "empty", "needs_int64", "prepare_chunk_indices", "chunk_indices_of", "MAX_HEAD_DIM"]
 
 #: largest K and V the kernels accept (one state tile of K x BV stays in registers)
 MAX_HEAD_DIM = 256
@@ -51,6 +51,14 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> T
     """``torch.empty``, NaN-filled when :data:`POISON_OUTPUTS` is set (tests)."""
     x = torch.empty(shape, dtype=dtype, device=device)
     return x.fill_(float("nan")) if POISON_OUTPUTS else x
+
+
+def needs_int64(*tensors: Tensor | None) -> bool:
+    """Whether a kernel given ``tensors`` computes its element offsets in int64 (``OFF64``) rather than
+    int32: when an offset into one of them, through its strides, reaches 2³⁰. The margin below 2³¹
+    covers what an offset computation may pass on its way or in masked lanes past a tensor's end."""
+    return any(t is not None and t.numel() and
+               sum((n - 1) * s for n, s in zip(t.shape, t.stride())) >= 2 ** 30 for t in tensors)
 
 
 def prepare_chunk_indices(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:

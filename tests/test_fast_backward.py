@@ -185,6 +185,24 @@ def test_backward_reruns_only_the_stages_not_kept(monkeypatch, recompute, launch
     assert [c.n for c in counted.values()] == [launches[0]] * 2 + [launches[1]] * 2
 
 
+def test_offset_width_does_not_change_gradients(monkeypatch):
+    """The local kernels' int32 and int64 offsets address the same elements: bit-identical gradients
+    (packed rows with an empty one, GVA, the in-op gate and L2 norm)."""
+    from gdn2.fast import chunk_bwd
+
+    H, K = 1, 16
+    low, _ = cast(with_gate(make_inputs(1, 70, H, 2, K, 16, N=3), H, K), torch.float32)
+    cu = torch.tensor([0, 30, 30, 70], device=DEVICE)
+    do, dht = torch.randn(1, 70, 2, 16, device=DEVICE), torch.randn(3, 2, K, 16, device=DEVICE)
+    assert not chunk_bwd.needs_int64(*low.values())
+    runs = []
+    for off64 in (False, True):
+        monkeypatch.setattr(chunk_bwd, "needs_int64", lambda *tensors, off64=off64: off64)
+        runs.append(grads(gdn2.fast.chunk_gdn2, low, do, dht, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)[2])
+    for name in runs[0]:
+        assert torch.equal(runs[0][name], runs[1][name]), f"d{name} differs between int32 and int64 offsets"
+
+
 def test_recompute_must_be_a_bool_or_partial():
     low, _ = cast(make_inputs(1, 8, 1, 1, 16, 16), torch.float32)
     for bad in ("yes", 1, None):

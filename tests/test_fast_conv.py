@@ -215,24 +215,25 @@ def test_offset_width_does_not_change_results(monkeypatch, cu_seqlens):
     x = torch.randn(1, 50, 40, device=DEVICE)[..., 2:38]                   # token stride 40, channels contiguous
     weight, h0 = inputs["weight"].float(), inputs["initial_state"].float()
     dy, dht = torch.randn(1, 50, 36, device=DEVICE), torch.randn(N, 36, 3, device=DEVICE)
-    assert not conv._off64(x)
+    assert not conv.needs_int64(x)
     runs = []
     for off64 in (False, True):
-        monkeypatch.setattr(conv, "_off64", lambda x, off64=off64: off64)
+        monkeypatch.setattr(conv, "needs_int64", lambda *tensors, off64=off64: off64)
         runs.append((*conv_fwd(x, weight, cu, h0, True, True), *conv_bwd(dy, dht, x, weight, cu, h0, True,
                                                                          need_dh0=True)))
     for name, a, b in zip(("y", "ht", "dx", "dweight", "dh0"), *runs):
         assert torch.equal(a, b), name
 
 
-def test_offsets_past_int32_take_int64():
-    """A tensor with an element offset of 2³¹ or more, contiguous or through its strides, takes int64."""
-    from gdn2.fast.conv import _off64
+def test_offsets_from_2_pow_30_take_int64():
+    """A tensor with an element offset of 2³⁰ or more, contiguous or through its strides, takes int64."""
+    from gdn2.fast.utils import needs_int64
 
     meta = dict(device="meta")
-    assert not _off64(torch.empty(1, 2 ** 20, 2 ** 11 - 1, **meta))
-    assert _off64(torch.empty(1, 2 ** 20, 2 ** 11, **meta))
-    assert _off64(torch.empty(2, 2 ** 20, 2 ** 12, **meta)[..., :16])     # 16 channels of a wide row
+    assert not needs_int64(torch.empty(1, 2 ** 19, 2 ** 11, **meta), None)
+    assert needs_int64(torch.empty(1, 2 ** 19, 2 ** 11 + 1, **meta))
+    assert needs_int64(torch.empty(2, 2 ** 19, 2 ** 12, **meta)[..., :16])     # 16 channels of a wide row
+    assert not needs_int64(torch.empty(0, 2 ** 20, 2 ** 12, **meta))            # no element, no offset
 
 
 def test_frozen_weight_and_no_tokens():
