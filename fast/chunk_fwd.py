@@ -20,7 +20,7 @@ from .config import ForwardConfig
 from .intra_fwd import chunk_intra_diag_kernel, chunk_intra_offdiag_kernel, chunk_wy_fwd_kernel
 from .jit import EXP_MAX
 from .state_fwd import chunk_state_output_fwd_kernel
-from .utils import chunk_indices_of, empty
+from .utils import chunk_indices_of, empty, needs_int64
 
 __all__ = ["CHUNK_SIZE", "ChunkForward", "INTRA", "SAVED", "chunk_gdn2_fwd", "forward_config"]
 
@@ -184,7 +184,7 @@ def chunk_gdn2_fwd(
             **cfg.diag.meta())
         chunk_intra_offdiag_kernel[grid](
             q, k, g if g_gate is None else g_gate, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale,
-            T, N, H=H, K=K, DOT_PREC=dot_prec, LOWP=lowp, **plain, **cfg.offdiag.meta())
+            T, N, H=H, K=K, DOT_PREC=dot_prec, LOWP=lowp, OFF64=needs_int64(q, A), **plain, **cfg.offdiag.meta())
     else:
         A, Aqk, q_rstd, k_rstd, g_gate = (getattr(intra, f) for f in INTRA)
         if (g_gate is None) != (A_log is None):

@@ -29,6 +29,7 @@ from .jit import (
     load_gate,
     nonfinite,
     not_log_decay,
+    offset_int,
     raise_flags,
 )
 
@@ -204,7 +205,7 @@ def chunk_intra_offdiag_kernel(
     cu_seqlens, chunk_indices, scale, T, N,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr, SIGMOID: tl.constexpr,
-    B_SCALE: tl.constexpr,
+    B_SCALE: tl.constexpr, OFF64: tl.constexpr,
 ):
     """One chunk: the six off-diagonal 16×16 blocks of T and A_qk, then A = (I + T)⁻¹ from the diagonal
     inverses: A_ij = −A_ii Σ_{j≤m<i} T_im A_mj. Grid (chunks, B·H) or (slots, H).
@@ -217,7 +218,7 @@ def chunk_intra_offdiag_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     bos, eos, i_t, slot, work = chunk_bounds(cu_seqlens, chunk_indices, i_c, i_b, T, N, 64, IS_VARLEN)
     DT: tl.constexpr = Aqk.dtype.element_ty
-    t0 = bos + i_t * 64
+    t0 = offset_int(bos + i_t * 64, OFF64)
     L = tl.minimum(eos - t0, 64).to(tl.int32)
     if work & (L > 16):
         base = (t0 * H + i_h) * K

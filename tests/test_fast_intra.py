@@ -96,3 +96,21 @@ def test_launch_settings_are_typed():
     low, _ = cast(make_inputs(1, 8, 1, 1, 256, 16), torch.float32)
     with pytest.raises(ValueError, match="BKH"):
         chunk_fwd.chunk_gdn2_fwd(**low, scale=0.1, config=ForwardConfig(state=StateLaunch(BKH=64)))
+
+
+def test_offset_width_does_not_change_the_forward(monkeypatch):
+    """The off-diagonal kernel's int32 and int64 offsets address the same elements: every intermediate
+    of the forward is bit-identical (packed rows with an empty and a one-token one, GVA, in-op gate)."""
+    H, K = 2, 32
+    low, _ = cast(make_inputs(1, 150, H, 4, K, 16, N=4), torch.float32)
+    low["A_log"], low["dt_bias"] = torch.rand(H, device=DEVICE), torch.randn(H * K, device=DEVICE)
+    cu = torch.tensor([0, 0, 1, 90, 150], device=DEVICE)
+    assert not chunk_fwd.needs_int64(*low.values())
+    runs = []
+    for off64 in (False, True):
+        monkeypatch.setattr(chunk_fwd, "needs_int64", lambda *tensors, off64=off64: off64)
+        runs.append(chunk_fwd.chunk_gdn2_fwd(**low, scale=K ** -0.5, output_final_state=True, cu_seqlens=cu,
+                                             save=True, use_qk_l2norm_in_kernel=True))
+    for name, a, b in zip(runs[0]._fields, *runs):
+        if isinstance(a, torch.Tensor):     # unused chunk slots stay unwritten (NaN under the poison fixture)
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=name)
