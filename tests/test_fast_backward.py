@@ -429,13 +429,20 @@ def test_gpu_backward_strong_decay(case):
 @pytest.mark.gpu
 @gpu
 def test_gpu_backward_offsets_past_int32():
-    """Per-chunk states of more than 2³¹ elements (NSLOT·HV·K·V, dense input): three identical batch rows
-    give bit-identical gradients, so no row's offsets wrapped around."""
-    B, T, H, HV, K, V = 3, 16384, 1, 64, 256, 256
+    """Per-chunk states of more than 2³¹ elements (NSLOT·HV·K·V, dense input; the last eighth of the
+    batch past it): three identical batch rows give bit-identical gradients, so no offset wrapped around.
+    Inputs drawn on the GPU in bfloat16 (about 40 GB in all)."""
+    B, T, H, HV, K, V = 3, 12288, 1, 64, 256, 256
     assert B * (T // 64) * HV * K * V > 2 ** 31
-    row, _ = cast(make_inputs(1, T, H, HV, K, V, initial_state=False), torch.bfloat16)
+    gen = torch.Generator(device=DEVICE).manual_seed(int(torch.randint(2 ** 62, ())))
+    rand = lambda *shape: torch.rand(*shape, generator=gen, device=DEVICE)  # noqa: E731
+    randn = lambda *shape: torch.randn(*shape, generator=gen, device=DEVICE)  # noqa: E731
+    bf16 = torch.bfloat16
+    row = dict(q=randn(1, T, H, K).to(bf16), k=torch.nn.functional.normalize(randn(1, T, H, K), dim=-1).to(bf16),
+               v=randn(1, T, HV, V).to(bf16), g=-2 * rand(1, T, H, K) - 1e-3, b=(2 * rand(1, T, H, K)).to(bf16),
+               w=rand(1, T, HV, V).to(bf16))
     low = {n: x.expand(B, *x.shape[1:]).contiguous() for n, x in row.items()}
-    do = torch.randn(1, T, HV, V, device=DEVICE).expand(B, -1, -1, -1).contiguous()
+    do = randn(1, T, HV, V).to(bf16).expand(B, -1, -1, -1).contiguous()
     _, _, got = grads(gdn2.fast.chunk_gdn2, low, do, None)
     for name, x in got.items():
         for i in range(1, B):
