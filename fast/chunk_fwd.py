@@ -182,13 +182,15 @@ def chunk_gdn2_fwd(
             q, k, g, b, A_log, dt_bias, g_gate, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
             H=H, K=K, EXP_MAX=EXP_MAX, L2NORM=use_qk_l2norm_in_kernel, DOT_PREC=dot_prec, **gate,
             **cfg.diag.meta())
+        g_log = g if g_gate is None else g_gate
         chunk_intra_offdiag_kernel[grid](
-            q, k, g if g_gate is None else g_gate, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale,
+            q, k, g_log, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale,
             T, N, H=H, K=K, DOT_PREC=dot_prec, LOWP=lowp, OFF64=needs_int64(q, A), **plain, **cfg.offdiag.meta())
     else:
         A, Aqk, q_rstd, k_rstd, g_gate = (getattr(intra, f) for f in INTRA)
         if (g_gate is None) != (A_log is None):
             raise ValueError("intra= must come from a call with the same in-op gate (g_gate with A_log only)")
+        g_log = g if g_gate is None else g_gate
 
     # ---- stage (3)
     Y, Qg, Kt = (empty((B, T, H, K), dt, dev) for _ in range(3))
@@ -198,7 +200,7 @@ def chunk_gdn2_fwd(
     wy = cfg.wy   # no more programs per chunk than it has key tiles or value tiles
     wy = replace(wy, NP=max(1, min(wy.NP, max(triton.cdiv(K, wy.BK), (HV // H) * triton.cdiv(V, wy.BV)))))
     chunk_wy_fwd_kernel[(grid[0], grid[1], wy.NP)](
-        q, k, v, g if g_gate is None else g_gate, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
+        q, k, v, g_log, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
         cu_seqlens, chunk_indices, scale, T, N,
         H=H, HV=HV, K=K, V=V, SAVE=save, DOT_PREC=dot_prec, LOWP=lowp, **plain, **wy.meta())
 

@@ -282,13 +282,14 @@ def chunk_bwd_local_pairwise_kernel(
         o_i = i_t * BT + i_i * BC + o_b                      # token index of the rows, inside the sequence
         m_i = o_i < T
         m_ik = m_i[:, None] & m_k[None, :]
-        off_i = base_k + offset_int(o_i, OFF64)[:, None] * stride_t + o_k[None, :]
-        off_ri = base_r + offset_int(o_i, OFF64) * H
+        t_i = offset_int(o_i, OFF64)                          # the rows' token index as an offset integer
+        off_i = base_k + t_i[:, None] * stride_t + o_k[None, :]
+        off_ri = base_r + t_i * H
         b_G = tl.load(G + off_i, mask=m_ik, other=0.)
         b_dq = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dq (rows side + diagonal)
         b_dbk = tl.zeros([BC, BK], dtype=tl.float32)      # pairwise d(b⊙k)
         b_dk = tl.zeros([BC, BK], dtype=tl.float32)       # pairwise dk, column side + diagonal
-        off_mi = base_m + offset_int(o_i, OFF64)[:, None] * stride_m
+        off_mi = base_m + t_i[:, None] * stride_m
 
         # anchor a = first row of i (clamped to the last valid row), for the rows side and the diagonal
         a = tl.minimum(i_t * BT + i_i * BC, last)
@@ -300,8 +301,9 @@ def chunk_bwd_local_pairwise_kernel(
                 o_j = i_t * BT + i_j * BC + o_b
                 m_j = o_j < T
                 m_jk = m_j[:, None] & m_k[None, :]
-                off_j = base_k + offset_int(o_j, OFF64)[:, None] * stride_t + o_k[None, :]
-                b_kj = _load_qk(k, k_rstd, off_j, m_jk, base_r + offset_int(o_j, OFF64) * H, m_j, L2NORM)
+                t_j = offset_int(o_j, OFF64)
+                off_j = base_k + t_j[:, None] * stride_t + o_k[None, :]
+                b_kj = _load_qk(k, k_rstd, off_j, m_jk, base_r + t_j * H, m_j, L2NORM)
                 b_Gj = tl.load(G + off_j, mask=m_jk, other=0.)
                 b_kd = (b_kj * exp_where(b_Ga[None, :] - b_Gj, m_jk)).to(DT)
                 off_ij = off_mi + i_j * BC + o_b[None, :]
@@ -321,15 +323,16 @@ def chunk_bwd_local_pairwise_kernel(
                 o_l = i_t * BT + i_l * BC + o_b
                 m_l = o_l < T
                 m_lk = m_l[:, None] & m_k[None, :]
-                off_l = base_k + offset_int(o_l, OFF64)[:, None] * stride_t + o_k[None, :]
-                off_rl = base_r + offset_int(o_l, OFF64) * H
+                t_l = offset_int(o_l, OFF64)
+                off_l = base_k + t_l[:, None] * stride_t + o_k[None, :]
+                off_rl = base_r + t_l * H
                 b_ql = _load_qk(q, q_rstd, off_l, m_lk, off_rl, m_l, L2NORM)
                 b_kl = _load_qk(k, k_rstd, off_l, m_lk, off_rl, m_l, L2NORM)
                 b_bl = gate_value(tl.load(b + off_l, mask=m_lk, other=0.).to(tl.float32), m_lk, SIGMOID, B_SCALE)
                 b_Gl = tl.load(G + off_l, mask=m_lk, other=0.)
                 b_el = exp_where(b_Gl - b_Ga2[None, :], m_lk)
                 # [BC (cols of i), BC (rows of l)] = dM_liᵀ
-                off_li = base_m + offset_int(o_l, OFF64)[None, :] * stride_m + i_i * BC + o_b[:, None]
+                off_li = base_m + t_l[None, :] * stride_m + i_i * BC + o_b[:, None]
                 b_dMli = tl.load(dM + off_li, mask=m_l[None, :], other=0.).to(DT)
                 b_dTli = tl.load(dT + off_li, mask=m_l[None, :], other=0.).to(DT)
                 b_dk += tl.dot(b_dMli, (b_ql * b_el).to(DT), input_precision=PREC)
@@ -380,10 +383,11 @@ def chunk_bwd_local_pairwise_kernel(
             for c in range(BC):
                 s = i_t * BT + i_i * BC + c
                 m_sk = m_k & (s + 0 * o_k < T)
-                off_s = base_k + offset_int(s, OFF64) * stride_t + o_k
+                t_s = offset_int(s, OFF64)
+                off_s = base_k + t_s * stride_t + o_k
                 b_ks = tl.load(k + off_s, mask=m_sk, other=0.).to(tl.float32)
                 if L2NORM:
-                    b_ks *= tl.load(k_rstd + base_r + offset_int(s, OFF64) * H + 0 * o_k, mask=m_sk, other=0.)
+                    b_ks *= tl.load(k_rstd + base_r + t_s * H + 0 * o_k, mask=m_sk, other=0.)
                 b_Gs = tl.load(G + off_s, mask=m_sk, other=0.)
                 off_c = off_mi + i_i * BC + c
                 b_mc = tl.load(dM + off_c, mask=m_i[:, None], other=0.)   # [BC, 1] dM[r, s]
