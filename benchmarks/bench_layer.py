@@ -1,6 +1,7 @@
 """The GDN2 layer against the peer's layer and an attention layer of the same width, forward and train step.
 
     python benchmarks/bench_layer.py [--shapes 8x2048,1x16384] [--no-peer] [--no-compile] [--out DIR]
+    python benchmarks/bench_layer.py --variants [V1,V2,...] [--shapes ...]   # our layer under other defaults
 
 Three layers at hidden size 2048, 16 heads of 128 (bfloat16 parameters and inputs):
 
@@ -20,6 +21,13 @@ time into the mixing kernels, the short convolution, the norm, the GEMMs and the
 
 Writes ``results/layer-<card>.csv``: card, mode (fwd, train, profile), shape, impl, ms, peak_mib,
 peer_over_this, sdpa_over_this (and for profile rows the category in ``impl`` and its share).
+
+``--variants`` times only our layer, forward and train step, under other default launch settings and
+``recompute`` modes (``launch_defaults.py``; default: :data:`VARIANTS`, at 8x2048, 1x16384 and the
+packed row), the defaults first and again last (their spread is the run's noise). Writes
+``results/layer-variants-<card>.csv``: card, shape, variant, mode, ms, peak_mib, defaults_over_this
+(> 1: the variant is faster). A default changes only on such a measured gain, and the GPU suite passes
+with it.
 """
 
 import argparse
@@ -27,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import launch_defaults
 import torch
 import torch.nn.functional as F
 import triton
@@ -40,6 +49,15 @@ D, H, K = 2048, 16, 128
 SHAPES = [(8, 2048), (4, 4096), (1, 16384), (1, 65536)]
 VARLEN_TOKENS = 16384
 FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "sdpa_over_this", "share"]
+#: what --variants times besides the defaults (""): the recompute modes; the launches that remove the
+#: spills of the pairwise and local WY backward and the off-diagonal kernel where compiled for sm_90
+#: (resources.py --set); two programs per chunk for the WY kernel; the state kernels' widths, whose rules
+#: count programs (sequences × value heads), not the tokens of each sequence
+VARIANTS = ("", "recompute=True", "recompute=False", "bwd.pairwise.num_warps=8", "bwd.local_wy.BK=32",
+            "fwd.offdiag.num_warps=2", "fwd.wy.NP=2", "fwd.state.BV=32+fwd.state.num_warps=4",
+            "fwd.state.BV=64+fwd.state.num_warps=4", "bwd.state.BV=32", "bwd.state.BV=64")
+VARIANT_SHAPES = ("8x2048", "1x16384", "varlen")
+VARIANT_FIELDS = ["card", "shape", "variant", "mode", "ms", "peak_mib", "defaults_over_this"]
 
 
 class Attention(nn.Module):
@@ -179,8 +197,14 @@ def main():
                          "every autotune candidate and timing nothing (precompile.py); a later run's "
                          "autotuning then only times the candidates")
     ap.add_argument("--precompile-rank", default=None, metavar="R/N", help=argparse.SUPPRESS)
+    ap.add_argument("--variants", nargs="?", const=",".join(VARIANTS), default=None, metavar="V1,V2,...",
+                    help="time our layer under other default launch settings instead (launch_defaults.py; "
+                         "'' is the defaults); without a list: VARIANTS")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    if args.variants is not None:
+        run_variants(args)
+        return
     if args.compile_workers and not args.warm:
         raise SystemExit("--compile-workers goes with --warm")
     if args.compile_workers:
@@ -262,6 +286,48 @@ def run(args) -> None:
         write_csv(Path(args.out) / f"layer-{card.replace(' ', '_')}.csv", rows, FIELDS)
     if not args.warm:
         print(f"wrote {Path(args.out) / f'layer-{card.replace(chr(32), chr(95))}.csv'}")
+
+
+def run_variants(args) -> None:
+    """Our layer under each variant (the defaults first and last), forward and train step, per shape."""
+    torch.manual_seed(0)
+    card = torch.cuda.get_device_name()
+    print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
+    variants = [v for v in args.variants.split(",") if v] or [""]
+    variants = [""] + [v for v in variants if v] + [""]
+    for v in variants:                       # every variant valid before anything is timed
+        with launch_defaults.overridden(launch_defaults.parse(v)):
+            pass
+    module = gdn2.GDN2(D, H, head_dim=K, backend="triton").to("cuda", torch.bfloat16)
+    gen = torch.Generator().manual_seed(0)
+    shapes = args.shapes.split(",") if args.shapes else VARIANT_SHAPES
+    path = Path(args.out) / f"layer-variants-{card.replace(' ', '_')}.csv"
+    rows = []
+    for shape in shapes:
+        B, T = (1, VARLEN_TOKENS) if shape == "varlen" else map(int, shape.split("x"))
+        x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16)
+        cu = random_lengths(T, gen) if shape == "varlen" else None
+        base = None
+        for i, v in enumerate(variants):
+            name = v or ("defaults" if i == 0 else "defaults (again)")
+            t0 = time.perf_counter()
+            with launch_defaults.overridden(launch_defaults.parse(v)):
+                try:
+                    t = time_layer(module, "ours", x, cu)
+                except torch.OutOfMemoryError:
+                    print(f"{shape} {name}: out of memory")
+                    torch.cuda.empty_cache()
+                    continue
+            base = base or t
+            print(f"{shape} {name:42s} fwd {t[0]:8.3f} ms  train {t[1]:8.3f} ms  peak {t[2]:9.1f} MiB  "
+                  f"defaults/this {base[1] / t[1]:.3f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+            rows += [dict(card=card, shape=shape, variant=name, mode=mode, ms=round(t[j], 4),
+                          peak_mib=round(t[2], 1) if mode == "train" else "",
+                          defaults_over_this=round(base[j] / t[j], 3)) for j, mode in enumerate(("fwd", "train"))]
+            write_csv(path, rows, VARIANT_FIELDS)
+        del x
+        torch.cuda.empty_cache()
+    print(f"wrote {path}")
 
 
 def warm(mods, x: torch.Tensor, cu: torch.Tensor | None, args) -> None:

@@ -16,6 +16,8 @@
 #                 compiled into Triton's cache, nothing timed or tuned
 #   bench-layer   benchmarks/bench_layer.py (KEEP_PEER_TUNING=1: no retuning)   300  T_BLAYER
 #   bench-lm      benchmarks/bench_lm.py (skipped where the file is absent)     400  T_BLMRUN
+#   variants      benchmarks/bench_layer.py --variants: our layer under other   300  T_VARIANTS
+#                 default launch settings and recompute modes (no peer)
 #   bench         bench-fwd, bench-decode, bench-train
 #   all           tests, then bench (more than one device call's 600 s)
 #
@@ -115,6 +117,9 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
         optional warm "${T_WARM:-300}" benchmarks/bench_layer.py --warm --no-compile \
             --compile-workers "${COMPILE_WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}" \
             ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
+    variants)
+        optional variants "${T_VARIANTS:-300}" benchmarks/bench_layer.py --variants --out "$OUT" \
+            ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
     bench-lm)
         optional bench_lm "${T_BLMRUN:-400}" benchmarks/bench_lm.py --out "$OUT" ;;
     bench)
@@ -124,7 +129,7 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
     esac
 }
 
-STEPS=" tests warm faults bench-fwd bench-decode bench-train stages lm bench-layer bench-lm bench all "
+STEPS=" tests warm faults bench-fwd bench-decode bench-train stages lm bench-layer variants bench-lm bench all "
 
 if [ $# -eq 0 ]; then
     sed -n '2,/^set -u/p' "$SELF" | sed '$d'

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import launch_defaults
 import torch
 import triton
 from bench import write_csv
@@ -88,27 +89,6 @@ def usage(kernel, cuobjdump: str) -> dict:
     found = dict(re.findall(r"(REG|STACK):(\d+)", out))
     # the cubin's SHARED is the static part only; Triton's tiles live in dynamic shared memory
     return dict(registers=int(found["REG"]), stack_bytes=int(found["STACK"]), shared_bytes=kernel.metadata.shared)
-
-
-def override_defaults(settings: list[str]) -> str:
-    """Apply ``fwd.<stage>.<field>=<value>`` / ``bwd.<stage>.<field>=<value>`` to the launch settings the
-    forward and backward drivers use when given none (``ForwardConfig()``, ``BackwardConfig()``);
-    returns a label for the CSV."""
-    import dataclasses
-
-    from gdn2.fast import config as cfg
-
-    for item in settings:
-        path, _, raw = item.partition("=")
-        side, stage, field = path.split(".")
-        cls = {"fwd": cfg.ForwardConfig, "bwd": cfg.BackwardConfig}[side]
-        names = [f.name for f in dataclasses.fields(cls)]
-        defaults = list(cls.__init__.__defaults__)
-        i = names.index(stage)
-        value = None if raw == "None" else int(raw) if raw.lstrip("-").isdigit() else raw
-        defaults[i] = dataclasses.replace(defaults[i], **{field: value})
-        cls.__init__.__defaults__ = tuple(defaults)
-    return ", ".join(settings)
 
 
 def calls(batch: int, seq_len: int):
@@ -177,7 +157,7 @@ def main() -> None:
     contract._INTERPRET = True
     contract.check_triton_inputs = lambda q, v: None
     gdn2.fast.unavailable_reason = gdn2.fast.utils.unavailable_reason = lambda: None
-    variant = override_defaults(args.set)
+    variant = launch_defaults.apply(args.set)
     rows, seen = [], set()
     for name, thunk in calls(args.batch, args.seq_len):
         with Recorder() as rec:

@@ -127,7 +127,7 @@ def test_gpu_session_commands_name_existing_files(tmp_path):
         (bin_dir / name).chmod(0o755)
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
     steps = ["tests", "faults", "bench-fwd@1x16384", "bench-decode", "bench-train", "stages", "lm",
-             "warm", "bench-layer", "bench-lm"]
+             "warm", "bench-layer", "variants", "bench-lm"]
     out = run("bash", str(BENCH / "gpu_session.sh"), *steps, env=env).stdout
     logs = sorted((tmp_path / "out").glob("*.log"))
     words = [w for log in logs for line in log.read_text().splitlines() if line.startswith("ARGS ")
@@ -137,6 +137,7 @@ def test_gpu_session_commands_name_existing_files(tmp_path):
             "benchmarks/triton_faults.py", "benchmarks/bench.py", "benchmarks/bench_decode.py",
             "benchmarks/bench_train.py", "benchmarks/bench_layer.py"} <= set(named)
     assert any("--warm" in log.read_text() for log in logs)
+    assert any("--variants" in log.read_text() for log in logs)
     for path in named:
         assert (ROOT / path).is_file(), f"gpu_session.sh names {path}, which does not exist"
     assert "--shapes 1x16384" in " ".join(words)
@@ -170,25 +171,39 @@ def test_resource_usage_compiles_every_kernel_for_sm90(tmp_path):
         assert 0 < int(r["registers"]) <= 255 and int(r["stack_bytes"]) >= 0 and int(r["shared_bytes"]) >= 0
 
 
-def test_resource_variants_change_only_the_named_default():
-    """``resources.py --set bwd.pairwise.num_warps=8`` changes what ``BackwardConfig()`` holds for that
-    stage and field only; a misspelt field is an error (the launch dataclasses reject it)."""
-    resources = bench_module("resources")
+def test_launch_variants_change_only_the_named_default():
+    """``resources.py --set bwd.pairwise.num_warps=8`` and ``bench_layer.py --variants`` change what
+    ``BackwardConfig()`` holds for that stage and field only, and ``recompute=`` the layer's mode; the
+    drivers' defaults return after the block; a misspelt stage or field is an error that applies nothing."""
+    launch_defaults = bench_module("launch_defaults")
+    from gdn2.fast import layer
     from gdn2.fast.config import BackwardConfig, ForwardConfig
 
-    saved = (BackwardConfig.__init__.__defaults__, ForwardConfig.__init__.__defaults__)
-    try:
-        before = BackwardConfig()
-        label = resources.override_defaults(["bwd.pairwise.num_warps=8", "fwd.wy.BK=32"])
-        assert label == "bwd.pairwise.num_warps=8, fwd.wy.BK=32"
+    before_b, before_f, before_op = BackwardConfig(), ForwardConfig(), layer.chunk_gdn2
+    with launch_defaults.overridden(["bwd.pairwise.num_warps=8", "fwd.wy.BK=32", "recompute=True"]) as label:
+        assert label == "bwd.pairwise.num_warps=8, fwd.wy.BK=32, recompute=True"
         after = BackwardConfig()
-        assert after.pairwise.num_warps == 8 and after.local_wy == before.local_wy and after.state == before.state
-        assert ForwardConfig().wy.BK == 32
-        with pytest.raises(TypeError):
-            resources.override_defaults(["bwd.pairwise.num_warp=8"])
-    finally:
-        BackwardConfig.__init__.__defaults__, ForwardConfig.__init__.__defaults__ = saved
-    assert BackwardConfig() == before
+        assert after.pairwise.num_warps == 8 and after.local_wy == before_b.local_wy and after.state == before_b.state
+        assert ForwardConfig().wy.BK == 32 and ForwardConfig().state == before_f.state
+        assert layer.chunk_gdn2.keywords == {"recompute": True}
+    assert BackwardConfig() == before_b and ForwardConfig() == before_f and layer.chunk_gdn2 is before_op
+    for bad, err in ((["fwd.wy.BK=32", "bwd.pairwise.num_warp=8"], TypeError),
+                     (["bwd.pairwse.num_warps=8"], ValueError), (["bwd.state.BV=48"], ValueError),
+                     (["recompute=sometimes"], ValueError), (["fwd.wy.BK"], ValueError)):
+        with pytest.raises(err), launch_defaults.overridden(bad):
+            pass
+        assert ForwardConfig() == before_f and BackwardConfig() == before_b
+
+
+def test_layer_variants_are_valid_settings():
+    """Every variant ``bench_layer.py --variants`` times by default parses and applies (a typo would cost
+    a device call)."""
+    bench_layer = bench_module("bench_layer")
+    launch_defaults = bench_module("launch_defaults")
+    assert bench_layer.VARIANTS[0] == "" and len(set(bench_layer.VARIANTS)) == len(bench_layer.VARIANTS)
+    for variant in bench_layer.VARIANTS:
+        with launch_defaults.overridden(launch_defaults.parse(variant)):
+            pass
 
 
 PRECOMPILE_PROBE = """

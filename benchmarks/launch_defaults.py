@@ -1,0 +1,77 @@
+"""Other default launch settings for a benchmark run: what ``resources.py --set`` and
+``bench_layer.py --variants`` compile or time instead of the drivers' defaults.
+
+A setting is ``fwd.<stage>.<field>=<value>`` or ``bwd.<stage>.<field>=<value>``: the field of the launch
+dataclass that ``ForwardConfig()`` / ``BackwardConfig()`` hold for that stage (``gdn2.fast.config``),
+which is what the drivers use when a call passes no config. ``recompute=<True|False|partial>`` is the
+one setting that is not a launch: the ``recompute`` mode the Triton layer passes to ``chunk_gdn2``.
+A variant is settings joined by ``+`` ("bwd.pairwise.num_warps=8+bwd.local_wy.BK=32"); "" is the defaults.
+"""
+
+import contextlib
+import dataclasses
+import functools
+
+__all__ = ["parse", "apply", "overridden"]
+
+
+def _value(raw: str):
+    if raw == "None":
+        return None
+    if raw in ("True", "False"):
+        return raw == "True"
+    return int(raw) if raw.lstrip("-").isdigit() else raw
+
+
+def parse(variant: str) -> list[str]:
+    """The settings of a variant ("" -> [])."""
+    return [s for s in variant.split("+") if s]
+
+
+def apply(settings: list[str]) -> str:
+    """Apply ``settings`` for the rest of the process; returns a label (the settings joined by ", ").
+
+    A misspelt stage is a ValueError, a misspelt field a TypeError (the launch dataclasses reject it),
+    a bad value the dataclass's ValueError: nothing is applied unless every setting is valid."""
+    from gdn2.fast import config as cfg
+    from gdn2.fast import layer
+
+    classes = {"fwd": cfg.ForwardConfig, "bwd": cfg.BackwardConfig}
+    defaults = {side: list(cls.__init__.__defaults__) for side, cls in classes.items()}
+    recompute = None
+    for item in settings:
+        path, eq, raw = item.partition("=")
+        if not eq:
+            raise ValueError(f"a setting is NAME=VALUE, got {item!r}")
+        if path == "recompute":
+            if raw not in ("True", "False", "partial"):
+                raise ValueError(f"recompute must be True, False or partial, got {raw!r}")
+            recompute = _value(raw)
+            continue
+        side, _, rest = path.partition(".")
+        stage, _, field = rest.partition(".")
+        if side not in classes:
+            raise ValueError(f"a launch setting starts with fwd. or bwd., got {item!r}")
+        names = [f.name for f in dataclasses.fields(classes[side])]
+        if stage not in names or stage == "precision":
+            raise ValueError(f"{side} has no launch stage {stage!r} (stages: {names[:-1]})")
+        i = names.index(stage)
+        defaults[side][i] = dataclasses.replace(defaults[side][i], **{field: _value(raw)})
+    for side, cls in classes.items():
+        cls.__init__.__defaults__ = tuple(defaults[side])
+    if recompute is not None:
+        layer.chunk_gdn2 = functools.partial(layer.chunk_gdn2, recompute=recompute)
+    return ", ".join(settings)
+
+
+@contextlib.contextmanager
+def overridden(settings: list[str]):
+    """``apply(settings)`` inside the block, the drivers' defaults again after it; yields the label."""
+    from gdn2.fast import config as cfg
+    from gdn2.fast import layer
+
+    saved = (cfg.ForwardConfig.__init__.__defaults__, cfg.BackwardConfig.__init__.__defaults__, layer.chunk_gdn2)
+    try:
+        yield apply(settings)
+    finally:
+        cfg.ForwardConfig.__init__.__defaults__, cfg.BackwardConfig.__init__.__defaults__, layer.chunk_gdn2 = saved
