@@ -96,9 +96,12 @@ def sweep_launches(x: dict) -> None:
     B, T = x["x"].shape[:2]
     print(f"sweep at {B}×{T} (default first):")
     fwd = [ConvLaunch(BT=BT, BD=BD, num_warps=nw) for BT in (16, 32, 64) for BD in (64, 128, 256) for nw in (2, 4, 8)]
+    timed: dict[str, list[tuple[float, object]]] = {"fwd": [], "bwd": []}
     for launch in [None] + fwd:
         try:
-            print(f"  fwd {launch or 'default'}: {time_fwd(x, launch):.1f} us")
+            us = time_fwd(x, launch)
+            timed["fwd"].append((us, launch))
+            print(f"  fwd {launch or 'default'}: {us:.1f} us")
         except Exception as e:  # a launch that does not compile or run is reported, not fatal
             print(f"  fwd {launch}: failed ({type(e).__name__})")
     rule = bwd_launch(B * T, D, W, x["x"].device)
@@ -106,9 +109,15 @@ def sweep_launches(x: dict) -> None:
            for nw in (4, 8) for tiles in (None, 1)]
     for launch in [None] + bwd:
         try:
-            print(f"  bwd {launch or rule}: {time_bwd(x, launch):.1f} us")
+            us = time_bwd(x, launch)
+            timed["bwd"].append((us, launch))
+            print(f"  bwd {launch or rule}: {us:.1f} us")
         except Exception as e:
             print(f"  bwd {launch}: failed ({type(e).__name__})")
+    for what, rows in timed.items():
+        if rows and rows[0][1] is None:
+            best = min(rows, key=lambda r: r[0])
+            print(f"  => {what}: default {rows[0][0]:.1f} us, fastest {best[0]:.1f} us with {best[1] or 'the default'}")
 
 
 def bench_step(N: int) -> None:

@@ -18,6 +18,8 @@
 #   bench-lm      benchmarks/bench_lm.py (skipped where the file is absent)     400  T_BLMRUN
 #   variants      benchmarks/bench_layer.py --variants: our layer under other   300  T_VARIANTS
 #                 default launch settings and recompute modes (no peer)
+#   conv          benchmarks/bench_conv.py --sweep: the short convolution, and   300  T_CONV
+#                 its other launch settings at 4x4096
 #   bench         bench-fwd, bench-decode, bench-train
 #   all           tests, then bench (more than one device call's 600 s)
 #
@@ -120,6 +122,8 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
     variants)
         optional variants "${T_VARIANTS:-300}" benchmarks/bench_layer.py --variants --out "$OUT" \
             ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
+    conv)
+        step bench_conv "${T_CONV:-300}" python3 benchmarks/bench_conv.py --sweep ;;
     bench-lm)
         optional bench_lm "${T_BLMRUN:-400}" benchmarks/bench_lm.py --out "$OUT" ;;
     bench)
@@ -129,7 +133,7 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
     esac
 }
 
-STEPS=" tests warm faults bench-fwd bench-decode bench-train stages lm bench-layer variants bench-lm bench all "
+STEPS=" tests warm faults bench-fwd bench-decode bench-train stages lm bench-layer variants conv bench-lm bench all "
 
 if [ $# -eq 0 ]; then
     sed -n '2,/^set -u/p' "$SELF" | sed '$d'

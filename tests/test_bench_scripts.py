@@ -127,7 +127,7 @@ def test_gpu_session_commands_name_existing_files(tmp_path):
         (bin_dir / name).chmod(0o755)
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
     steps = ["tests", "faults", "bench-fwd@1x16384", "bench-decode", "bench-train", "stages", "lm",
-             "warm", "bench-layer", "variants", "bench-lm"]
+             "warm", "bench-layer", "variants", "conv", "bench-lm"]
     out = run("bash", str(BENCH / "gpu_session.sh"), *steps, env=env).stdout
     logs = sorted((tmp_path / "out").glob("*.log"))
     words = [w for log in logs for line in log.read_text().splitlines() if line.startswith("ARGS ")
@@ -135,7 +135,7 @@ def test_gpu_session_commands_name_existing_files(tmp_path):
     named = [w for w in words if w.endswith(".py")]
     assert {"tests/test_fast_forward.py", "tests/test_fast_intra.py", "tests/test_contract_fuzz.py",
             "benchmarks/triton_faults.py", "benchmarks/bench.py", "benchmarks/bench_decode.py",
-            "benchmarks/bench_train.py", "benchmarks/bench_layer.py"} <= set(named)
+            "benchmarks/bench_train.py", "benchmarks/bench_layer.py", "benchmarks/bench_conv.py"} <= set(named)
     assert any("--warm" in log.read_text() for log in logs)
     assert any("--variants" in log.read_text() for log in logs)
     for path in named:
