@@ -105,8 +105,8 @@ def sweep_launches(x: dict) -> None:
         except Exception as e:  # a launch that does not compile or run is reported, not fatal
             print(f"  fwd {launch}: failed ({type(e).__name__})")
     rule = bwd_launch(B * T, D, W, x["x"].device)
-    bwd = [ConvBwdLaunch(BT=BT, BD=BD, num_warps=nw, tiles=tiles) for BT in (32, 64, 128) for BD in (32, 64, 128)
-           for nw in (4, 8) for tiles in (None, 1)]
+    bwd = [ConvBwdLaunch(BD=BD, num_warps=nw, tokens=tokens) for BD in (64, 128, 256) for nw in (1, 2, 4)
+           for tokens in (None, 16, 64, 256) if BD >= 32 * nw]
     for launch in [None] + bwd:
         try:
             us = time_bwd(x, launch)

@@ -62,7 +62,7 @@ save_autotune() {
 # the test files that run kernels; the optional ones join when they exist
 TEST_FILES=(tests/test_fast_forward.py tests/test_fast_backward.py tests/test_fast_intra.py
             tests/test_fast_decode.py tests/test_fast_compile.py tests/test_contract.py
-            tests/test_contract_fuzz.py tests/test_layer.py tests/test_model.py)
+            tests/test_contract_fuzz.py tests/test_layer.py tests/test_model.py tests/test_compile.py)
 for f in tests/test_fast_conv.py tests/test_fast_norm.py tests/test_distributed.py tests/test_fast_layer.py; do
     [ -f "$f" ] && TEST_FILES+=("$f")
 done

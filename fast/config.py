@@ -163,13 +163,12 @@ class ConvStateLaunch(Launch):
 
 @dataclass(frozen=True)
 class ConvBwdLaunch(Launch):
-    """``short_conv_bwd_kernel``: BT tokens by BD channels per tile (BT >= W: a tile owns BT − (W−1)
-    tokens), and ``tiles`` consecutive token tiles per program (None: the rule of ``conv.bwd_launch``);
-    each program writes one partial sum of dweight."""
+    """``short_conv_bwd_kernel``: BD channels per program and ``tokens`` consecutive tokens per program
+    (None: the rule of ``conv.bwd_launch``); each program writes one partial sum of dweight."""
 
-    BT: int = 64
-    BD: int = 64
-    tiles: int | None = None
+    BD: int = 128
+    tokens: int | None = None
+    num_warps: int = 1
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ __all__ = ["short_conv", "short_conv_step", "conv_fwd", "conv_bwd", "conv_step",
            "short_conv_fwd_kernel", "short_conv_state_kernel", "short_conv_bwd_kernel",
            "short_conv_bwd_h0_kernel", "short_conv_step_kernel"]
 
-#: largest number of taps W: the backward recomputes W pre-activations of W taps per token (W² loads)
+#: largest number of taps W: the backward holds W taps, W − 1 later gradients and W partial sums of
+#: dweight per channel in registers
 MAX_CONV_SIZE = 8
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -185,7 +186,28 @@ def short_conv_state_kernel(
 
 
 # --8<-- [start:short_conv_bwd_kernel]
-@triton.jit(do_not_specialize=["T", "N", "n_tokens", "n_steps", "tiles"])
+@triton.jit
+def where_all(cond, m):
+    """m where the scalar cond holds, else all false (a select: Triton's interpreter turns a block and a
+    scalar combined with & into int32, which tl.load refuses as a mask)."""
+    return tl.where(cond, m, False)
+
+
+@triton.jit
+def x_tap(x, h0, row, t, s, bos, i_n, o_d, m_d, D, stride_t, W: tl.constexpr, HAS_H0: tl.constexpr):
+    """x̃_{t−s} for channels o_d, float32 [BD]: x of token t − s (row offset ``row`` − s·stride_t) when it is
+    inside the sequence that starts at bos, else column W−1+(t−bos)−s of sequence i_n's initial state
+    (rounded to x's dtype) when there is one, else 0."""
+    inside = t - s >= bos
+    b_x = tl.load(x + row - s * stride_t + o_d, mask=where_all(inside, m_d), other=0.0).to(tl.float32)
+    if HAS_H0:
+        j = W - 1 + (t - bos) - s
+        b_h = tl.load(h0 + (i_n * D + o_d) * (W - 1) + j, mask=where_all((t - s < bos) & (j >= 0), m_d), other=0.0)
+        b_x += rounded(b_h, x)
+    return b_x
+
+
+@triton.jit(do_not_specialize=["T", "N", "n_tokens", "n_steps", "L"])
 def short_conv_bwd_kernel(
     x,                       # [B, T, D] input (token stride stride_t, batch stride stride_b, channels contiguous)
     weight,                  # [D, W] taps, any float dtype (rounded to x's dtype)
@@ -198,75 +220,81 @@ def short_conv_bwd_kernel(
     stride_b, stride_t, T, N, D,
     n_tokens,                # B·T
     n_steps,                 # ⌈log₂ N⌉: rounds of the packed binary search
-    tiles,                   # token tiles per program, consecutive
-    W: tl.constexpr, WP: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    L,                       # tokens per program, consecutive
+    W: tl.constexpr, BD: tl.constexpr,
     ACTIVATION: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
-    NEED_DW: tl.constexpr, OFF64: tl.constexpr,
+    NEED_DW: tl.constexpr,
 ):
-    """dx for ``tiles`` consecutive tiles of BO = BT − (W−1) tokens and BD channels, and their part of
-    dweight.
+    """dx for L consecutive tokens of the flattened B·T and BD channels, and their part of dweight.
 
-    Grid: (P = cdiv(B·T, BO·tiles), cdiv(D, BD)). With the pre-activation a_t = Σ_s weight[:, W−1−s] ⊙ x̃_{t−s}
-    recomputed from x (never stored) and g_t = dy_t ⊙ SiLU'(a_t): dx_u = Σ_r weight[:, W−1−r] ⊙ g_{u+r}
-    over the tokens u+r of u's sequence, plus the final state's gradient for the last W−1 tokens of each
-    sequence; dweight[:, W−1−s] = Σ_t g_t ⊙ x̃_{t−s}. A tile computes g once for BT tokens from t0 and
-    owns the first BO of them: the W−1 tokens past them are the halo that dx_u reads, taken from the
-    register tile by ``tl.gather`` along the token axis; the next tile starts at t0 + BO and recomputes
-    that halo (a (W−1)/BT share of the work). dweight is summed in registers over the owned tokens of
-    the program's tiles and stored once per program ([BD, WP] tile, WP the next power of two >= W); the
-    host sums the P partials. Per tile 2·W loads of shifted [BT, BD] tiles of x (the repeats hit the
-    cache), dy read, dx written: x, dy and dx each cross memory about once (2·D bytes per token each in
-    16-bit); one sigmoid and about 6·W FLOPs per element.
+    Grid: (P = cdiv(B·T, L), cdiv(D, BD)). With the pre-activation a_t = Σ_s c_s ⊙ x̃_{t−s} (c_s =
+    weight[:, W−1−s]) recomputed from x (never stored) and g_t = dy_t ⊙ SiLU'(a_t): dx_u = Σ_r c_r ⊙ g_{u+r}
+    over the tokens u + r of u's sequence, plus the final state's gradient for the last W−1 tokens of each
+    sequence; dweight[:, W−1−s] = Σ_t g_t ⊙ x̃_{t−s}. The program walks its tokens one at a time from the
+    last down, each step a [BD] row per tensor: it loads the W taps of x̃ (the W−1 older rows were loaded by
+    the steps before, so they hit the cache) and dy, computes g once, and keeps the W−1 later g in
+    registers (``later``), which is all dx_u needs; the walk starts W−1 tokens past the program's own, whose
+    g it computes and does not store. Token-axis work is in registers of one thread: no shuffles, no
+    reductions across threads. dweight's W columns are summed in registers over the program's tokens and
+    stored once; the host sums the P partials. x, dy and dx each cross memory about once (2·D bytes per
+    token each in 16-bit); one sigmoid and about 6·W FLOPs per element.
     """
-    BO: tl.constexpr = BT - (W - 1)
     i_p, i_d = tl.program_id(0), tl.program_id(1)
-    o_i = tl.arange(0, BT)
     o_d = i_d * BD + tl.arange(0, BD)
-    o_w = tl.arange(0, WP)
     m_d = o_d < D
-    b_dw = tl.zeros([BD, WP], tl.float32)
-    for i in range(tiles):
-        o_t = (i_p.to(tl.int64) * tiles + i) * BO + o_i
-        m_t = o_t < n_tokens
-        m = m_t[:, None] & m_d[None, :]
-        m_own = m & (o_i < BO)[:, None]
-        i_n = token_sequences(cu_seqlens, o_t, T, N, n_steps, IS_VARLEN)
-        bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-        pos = o_t - bos
-        off_x = offset_int(token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
-        off_y = offset_int(o_t * D, OFF64)[:, None] + o_d[None, :]              # dy and dx
-        off_h = (i_n * D * (W - 1))[:, None] + (o_d * (W - 1))[None, :]
-
-        b_a = tl.zeros([BT, BD], tl.float32)
+    t0 = i_p.to(tl.int64) * L
+    t1 = tl.minimum(t0 + L, n_tokens)                                # the program owns tokens [t0, t1)
+    t_top = tl.minimum(t1 + (W - 1), n_tokens) - 1
+    i_n = token_sequences(cu_seqlens, t_top, T, N, n_steps, IS_VARLEN)
+    bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
+    c = ()
+    for s in tl.static_range(W):
+        c = c + (tap_weight(weight, x, o_d, m_d, W - 1 - s, W),)
+    later = ()                                                       # later[r] = g_{t+1+r}
+    for _ in tl.static_range(W - 1):
+        later = later + (tl.zeros([BD], tl.float32),)
+    dw = ()                                                          # dw[s]: Σ_t g_t x̃_{t−s}
+    for _ in tl.static_range(W):
+        dw = dw + (tl.zeros([BD], tl.float32),)
+    for i in range(t_top - t0 + 1):
+        t = t_top - i
+        while (t < bos) & (i_n > 0):                                  # into an earlier (non-empty) sequence
+            i_n -= 1
+            bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
+        row = token_rows(i_n, bos, t, stride_b, stride_t, IS_VARLEN)
+        taps = ()
+        b_a = tl.zeros([BD], tl.float32)
         for s in tl.static_range(W):
-            b_w = tap_weight(weight, x, o_d, m_d, W - 1 - s, W)
-            b_a += b_w[None, :] * tap(x, h0, off_x, pos, off_h, m, s, stride_t, W, HAS_H0)
-        b_g = tl.load(dy + off_y, mask=m, other=0.0).to(tl.float32)
+            b_x = x_tap(x, h0, row, t, s, bos, i_n, o_d, m_d, D, stride_t, W, HAS_H0)
+            taps = taps + (b_x,)
+            b_a += c[s] * b_x
+        b_g = tl.load(dy + t * D + o_d, mask=m_d, other=0.0).to(tl.float32)
         if ACTIVATION:                                                # SiLU'(a) = σ(a)·(1 + a·(1 − σ(a)))
             b_sig = tl.sigmoid(b_a)
             b_g = b_g * b_sig * (1.0 + b_a * (1.0 - b_sig))
-
-        b_dx = tl.zeros([BT, BD], tl.float32)
-        for r in tl.static_range(W):                                  # token u + r reads x_u through tap r
-            if r == 0:
-                b_gr = b_g
-            else:                                     # row i takes g of row i + r (clamped rows are not owned)
-                b_gr = tl.gather(b_g, tl.broadcast_to(tl.minimum(o_i + r, BT - 1)[:, None], [BT, BD]), 0)
-            b_w = tap_weight(weight, x, o_d, m_d, W - 1 - r, W)
-            b_dx += tl.where((o_t + r < eos)[:, None], b_w[None, :] * b_gr, 0.0)
+        b_dx = c[0] * b_g
+        for r in tl.static_range(W - 1):                              # token t + 1 + r reads x_t through tap 1 + r
+            b_dx += tl.where(t + 1 + r < eos, c[r + 1] * later[r], 0.0)
         if HAS_DHT:                                                   # the last W−1 inputs are the final state
-            j = o_t - eos + (W - 1)
-            m_j = m & ((j >= 0) & (j < W - 1))[:, None]
-            b_dx += tl.load(dht + off_h + j[:, None], mask=m_j, other=0.0).to(tl.float32)
-        tl.store(dx + off_y, b_dx.to(dx.dtype.element_ty), mask=m_own)
-        if NEED_DW:                                                   # each owned token's g, once
-            b_g = tl.where(m_own, b_g, 0.0)
+            j = t - eos + (W - 1)
+            b_dx += tl.load(dht + (i_n * D + o_d) * (W - 1) + j, mask=where_all(j >= 0, m_d), other=0.0).to(tl.float32)
+        own = t < t1
+        tl.store(dx + t * D + o_d, b_dx.to(dx.dtype.element_ty), mask=where_all(own, m_d))
+        if NEED_DW:
+            b_go = tl.where(own, b_g, 0.0)
+            summed = ()
             for s in tl.static_range(W):
-                b_xs = tap(x, h0, off_x, pos, off_h, m, s, stride_t, W, HAS_H0)
-                b_dw += tl.where(o_w[None, :] == W - 1 - s, tl.sum(b_g * b_xs, 0)[:, None], 0.0)
+                summed = summed + (dw[s] + b_go * taps[s],)
+            dw = summed
+        if W > 1:
+            shifted = (b_g,)
+            for r in tl.static_range(W - 2):
+                shifted = shifted + (later[r],)
+            later = shifted
     if NEED_DW:
-        off_dw = i_p.to(tl.int64) * D * W + o_d[:, None] * W + o_w[None, :]
-        tl.store(dw_part + off_dw, b_dw, mask=m_d[:, None] & (o_w < W)[None, :])
+        p_dw = dw_part + i_p.to(tl.int64) * D * W + o_d * W
+        for s in tl.static_range(W):
+            tl.store(p_dw + (W - 1 - s), dw[s], mask=m_d)
 # --8<-- [end:short_conv_bwd_kernel]
 
 
@@ -383,14 +411,15 @@ def fwd_launch(D: int) -> ConvLaunch:
     return ConvLaunch(BT=32, BD=min(128, _pow2_at_least(D, 16)), num_warps=4)
 
 
-def bwd_launch(n_tokens: int, D: int, W: int, device: torch.device, BT: int = 64) -> ConvBwdLaunch:
-    """The backward's launch: tiles of 64 tokens (61 owned at W = 4) by up to 64 channels, and enough
-    consecutive tiles per program that the grid is about 16 programs per SM, so the float32 partial sums
-    of dweight ([P, D, W]) stay a few per SM instead of one per tile."""
-    BD = min(64, _pow2_at_least(D, 16))
-    n_tiles, n_d = triton.cdiv(n_tokens, BT - W + 1), triton.cdiv(D, BD)
-    programs_t = max(1, triton.cdiv(16 * _sm_count(device), n_d))
-    return ConvBwdLaunch(BT=BT, BD=BD, num_warps=4, tiles=max(1, triton.cdiv(n_tiles, programs_t)))
+def bwd_launch(n_tokens: int, D: int, W: int, device: torch.device, BD: int = 128) -> ConvBwdLaunch:
+    """The backward's launch: one warp for a row of up to 128 channels (four per thread), and enough
+    consecutive tokens per program (at least 4·W, so that the W−1 tokens walked past its own stay a small
+    share) that the grid is about 24 programs per SM: one wave of one-warp programs at this kernel's
+    registers, the most warps there are to hide each step's load latency, and a few float32 partial sums
+    of dweight ([P, D, W]) per SM rather than one per token."""
+    BD = min(BD, _pow2_at_least(D, 16))
+    programs_t = max(1, triton.cdiv(24 * _sm_count(device), triton.cdiv(D, BD)))
+    return ConvBwdLaunch(BD=BD, tokens=max(4 * W, triton.cdiv(n_tokens, programs_t)), num_warps=1)
 
 
 def _n_steps(N: int) -> int:
@@ -446,7 +475,7 @@ def conv_bwd(dy: Tensor, dht: Tensor | None, x: Tensor, weight: Tensor, cu_seqle
     dh0 [N, D, W−1] in the initial state's dtype or None). ``dht`` is the final state's gradient or None.
 
     Cost: one launch, plus one for dh0; a [P, D, W] float32 buffer of partial sums of dweight and one
-    sum over P (about 16 programs per SM); no host synchronisation.
+    sum over P (about 24 programs per SM); no host synchronisation.
     """
     x = _rows(x)
     B, T, D = x.shape
@@ -457,10 +486,8 @@ def conv_bwd(dy: Tensor, dht: Tensor | None, x: Tensor, weight: Tensor, cu_seqle
     if dht is not None:
         dht = dht.contiguous()
     tile = launch or bwd_launch(B * T, D, W, x.device)
-    if tile.BT < W:
-        raise ValueError(f"ConvBwdLaunch.BT must be at least W = {W} (a tile owns BT − (W−1) tokens), got {tile.BT}")
-    tiles = tile.tiles or bwd_launch(B * T, D, W, x.device, tile.BT).tiles
-    P = triton.cdiv(B * T, (tile.BT - W + 1) * tiles)
+    L = tile.tokens or bwd_launch(B * T, D, W, x.device, tile.BD).tokens
+    P = triton.cdiv(B * T, L)
     dx = empty((B, T, D), x.dtype, x.device)
     dw_part = empty((P, D, W), torch.float32, x.device) if need_dweight else None
     dh0 = empty(h0.shape, h0.dtype, x.device) if need_dh0 and h0 is not None else None
@@ -468,9 +495,8 @@ def conv_bwd(dy: Tensor, dht: Tensor | None, x: Tensor, weight: Tensor, cu_seqle
         if B * T and D:
             short_conv_bwd_kernel[(P, triton.cdiv(D, tile.BD))](
                 x, weight, h0, dy, dht, dx, dw_part, cu_seqlens, x.stride(0), x.stride(1), T, N, D, B * T,
-                _n_steps(N), tiles, W=W, WP=_pow2_at_least(W), BT=tile.BT, BD=tile.BD,
-                ACTIVATION=bool(activation), HAS_H0=h0 is not None, HAS_DHT=dht is not None,
-                IS_VARLEN=cu_seqlens is not None, NEED_DW=bool(need_dweight), OFF64=needs_int64(x, dy),
+                _n_steps(N), L, W=W, BD=tile.BD, ACTIVATION=bool(activation), HAS_H0=h0 is not None,
+                HAS_DHT=dht is not None, IS_VARLEN=cu_seqlens is not None, NEED_DW=bool(need_dweight),
                 num_warps=tile.num_warps, num_stages=tile.num_stages)
         if dh0 is not None and dh0.numel():
             rows = h0_launch or ConvStateBwdLaunch()

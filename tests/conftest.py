@@ -29,6 +29,15 @@ def seeded(request):
     return seed
 
 
+@pytest.fixture(autouse=True)
+def release_gpu_memory():
+    """After each test, hand the GPU memory its tensors held back to the device: pytest-xdist runs many
+    workers on one GPU, and each allocator would otherwise keep its largest test's peak until it exits."""
+    yield
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -431,7 +431,7 @@ def test_gpu_backward_strong_decay(case):
 def test_gpu_backward_offsets_past_int32():
     """Per-chunk states of more than 2³¹ elements (NSLOT·HV·K·V, dense input; the last eighth of the
     batch past it): three identical batch rows give bit-identical gradients, so no offset wrapped around.
-    Inputs drawn on the GPU in bfloat16 (about 40 GB in all)."""
+    Inputs drawn on the GPU in bfloat16; about 30 GB at the peak, most of it the saved states."""
     B, T, H, HV, K, V = 3, 12288, 1, 64, 256, 256
     assert B * (T // 64) * HV * K * V > 2 ** 31
     gen = torch.Generator(device=DEVICE).manual_seed(int(torch.randint(2 ** 62, ())))
