@@ -293,8 +293,7 @@ def run_variants(args) -> None:
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()
     print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
-    variants = [v for v in args.variants.split(",") if v] or [""]
-    variants = [""] + [v for v in variants if v] + [""]
+    variants = ["", *(v for v in args.variants.split(",") if v), ""]
     for v in variants:                       # every variant valid before anything is timed
         with launch_defaults.overridden(launch_defaults.parse(v)):
             pass

@@ -231,8 +231,8 @@ def short_conv_bwd_kernel(
     weight[:, W−1−s]) recomputed from x (never stored) and g_t = dy_t ⊙ SiLU'(a_t): dx_u = Σ_r c_r ⊙ g_{u+r}
     over the tokens u + r of u's sequence, plus the final state's gradient for the last W−1 tokens of each
     sequence; dweight[:, W−1−s] = Σ_t g_t ⊙ x̃_{t−s}. The program walks its tokens one at a time from the
-    last down, each step a [BD] row per tensor: it loads the W taps of x̃ (the W−1 older rows were loaded by
-    the steps before, so they hit the cache) and dy, computes g once, and keeps the W−1 later g in
+    last down, each step a [BD] row per tensor: it loads the W taps of x̃ (all but the oldest were loaded by
+    the step before, so they hit the cache) and dy, computes g once, and keeps the W−1 later g in
     registers (``later``), which is all dx_u needs; the walk starts W−1 tokens past the program's own, whose
     g it computes and does not store. Token-axis work is in registers of one thread: no shuffles, no
     reductions across threads. dweight's W columns are summed in registers over the program's tokens and
