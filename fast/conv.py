@@ -276,8 +276,9 @@ def short_conv_bwd_kernel(
         for r in tl.static_range(W - 1):                              # token t + 1 + r reads x_t through tap 1 + r
             b_dx += tl.where(t + 1 + r < eos, c[r + 1] * later[r], 0.0)
         if HAS_DHT:                                                   # the last W−1 inputs are the final state
-            j = t - eos + (W - 1)
-            b_dx += tl.load(dht + (i_n * D + o_d) * (W - 1) + j, mask=where_all(j >= 0, m_d), other=0.0).to(tl.float32)
+            j = t - eos + (W - 1)                                     # < W−1 unless bad offsets put t past eos
+            b_dht = tl.load(dht + (i_n * D + o_d) * (W - 1) + j, mask=where_all((j >= 0) & (j < W - 1), m_d), other=0.0)
+            b_dx += b_dht.to(tl.float32)
         own = t < t1
         tl.store(dx + t * D + o_d, b_dx.to(dx.dtype.element_ty), mask=where_all(own, m_d))
         if NEED_DW:

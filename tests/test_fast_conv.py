@@ -1,6 +1,7 @@
 """The Triton short convolution (gdn2.fast.conv) against the float64 reference module gdn2.conv.ShortConvolution:
 outputs, final conv state and gradients, packed sequences, causality, decoding steps, bad input, torch.compile."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -282,6 +283,39 @@ def test_bad_input_raises_named_errors():
     for call, error, match in bad_calls():
         with pytest.raises(error, match=match):
             call()
+
+
+def guarded(shape, pad: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a contiguous random tensor of ``shape``, the NaN-filled buffer it sits in the middle of)."""
+    n = math.prod(shape)
+    buf = torch.full((n + 2 * pad,), float("nan"), device=DEVICE)
+    buf[pad:pad + n] = torch.randn(n, device=DEVICE)
+    return buf[pad:pad + n].view(shape), buf
+
+
+@pytest.mark.parametrize("cu_seqlens", [[0, 30, 10, 50], [0, 70, 90], [-5, 20, 50], [0, 20, 40], [3, 3, 60]],
+                         ids=["decreasing", "past-T", "negative", "short", "bad-ends"])
+def test_bad_offsets_stay_inside_the_tensors(cu_seqlens):
+    """Packed offsets the kernels do not check (that needs a host synchronisation; the chunk operator of
+    the same layer call reports them) still address nothing outside the tensors: every input sits between
+    NaN guards (x also a column slice of a NaN-filled row), and no output reads a NaN nor does any guard
+    change."""
+    T, D, W = 50, 20, 4
+    N = len(cu_seqlens) - 1
+    base = torch.full((1, T + 16, D + 8), float("nan"), device=DEVICE)
+    base[:, 8:8 + T, 4:4 + D] = torch.randn(1, T, D, device=DEVICE)
+    x = base[:, 8:8 + T, 4:4 + D]
+    (h0, h0_buf), (dy, dy_buf), (dht, dht_buf) = guarded((N, D, W - 1)), guarded((1, T, D)), guarded((N, D, W - 1))
+    buffers = [base, h0_buf, dy_buf, dht_buf]
+    before = [b.clone() for b in buffers]
+    cu = torch.tensor(cu_seqlens, device=DEVICE)
+    weight = torch.randn(D, W, device=DEVICE)
+    y, ht = conv_fwd(x, weight, cu, h0, True, True)
+    dx, dweight, dh0 = conv_bwd(dy, dht, x, weight, cu, h0, True, need_dh0=True)
+    for name, out in (("y", y), ("final state", ht), ("dx", dx), ("dweight", dweight), ("dh0", dh0)):
+        assert torch.isfinite(out).all(), f"{name} read outside its inputs"
+    for b, b0 in zip(buffers, before):
+        assert torch.equal(b.isnan(), b0.isnan()) and torch.equal(b.nan_to_num(), b0.nan_to_num())
 
 
 def conv_loss(base, weight, h0, cu_seqlens=None):
