@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .cache import Cache, WindowState
 from .layer import GDN2, init_linear
 from .norm import RMSNorm
+from .ops._contract import check_cu_seqlens_values
 
 __all__ = ["GDN2LMConfig", "GDN2LM", "SlidingWindowAttention", "SwiGLU"]
 
@@ -114,12 +115,19 @@ class SlidingWindowAttention(nn.Module):
         attention_mask: Shaped[Tensor, "B Tm"] | None = None,
         cache: Cache | None = None,
         use_cache: bool = False,
+        cu_seqlens: Tensor | None = None,
     ) -> Float[Tensor, "B T D"]:
-        """Attend over the window; zero at padded positions. With ``use_cache`` the cache is updated in place."""
+        """Attend over the window; zero at padded positions. With ``use_cache`` the cache is updated in place.
+
+        ``cu_seqlens`` [N + 1] says that the one row of x (B = 1) packs N documents: each attends within
+        itself only, and its positions start at 0.
+        """
         B, T, D = x.shape
         h, d = self.num_heads, self.head_dim
         if use_cache and cache is None:
             raise ValueError("use_cache=True needs a cache to update: pass cache=gdn2.Cache()")
+        if cu_seqlens is not None:
+            return self._packed(x, cu_seqlens, attention_mask, cache)
         if attention_mask is None and cache is None and T <= self.window:
             # every token sees all earlier ones: plain causal attention, which SDPA runs without a mask
             split = lambda y: y.view(B, T, h, d).transpose(1, 2)                            # [B, h, T, d]
@@ -157,6 +165,40 @@ class SlidingWindowAttention(nn.Module):
         return self.o_proj(o.transpose(1, 2).reshape(B, T, D)) * valid[..., None]
 
 
+    def _packed(self, x: Tensor, cu_seqlens: Tensor, attention_mask: Tensor | None, cache: Cache | None) -> Tensor:
+        """Documents packed in one row: the window's mask restricted to each document, positions from its start."""
+        B, T, D = x.shape
+        if B != 1 or attention_mask is not None or cache is not None:
+            raise ValueError("cu_seqlens packs documents into one row (B = 1) for training, without "
+                             f"attention_mask or cache; got B = {B}"
+                             + (", an attention_mask" if attention_mask is not None else "")
+                             + (", a cache" if cache is not None else ""))
+        check_packed_offsets(cu_seqlens, T)
+        h, d = self.num_heads, self.head_dim
+        cu = cu_seqlens.to(device=x.device, dtype=torch.long)
+        t = torch.arange(T, device=x.device)
+        doc = torch.searchsorted(cu[1:], t, right=True)                                     # [T]
+        pos = (t - cu[doc])[None]                                                            # [1, T]
+        split = lambda y: y.view(B, T, h, d).transpose(1, 2)                                # [1, h, T, d]
+        q, k = _rope(split(self.q_proj(x)), pos), _rope(split(self.k_proj(x)), pos)
+        dist = pos[:, :, None] - pos[:, None, :]                                            # [1, T, T]
+        allowed = (doc[:, None] == doc[None, :]) & (dist >= 0) & (dist < self.window)
+        o = F.scaled_dot_product_attention(q, k, split(self.v_proj(x)), attn_mask=allowed[:, None])
+        return self.o_proj(o.transpose(1, 2).reshape(B, T, D))
+
+
+def check_packed_offsets(cu_seqlens: Tensor, T: int) -> None:
+    """The packed-offset contract of the operators: an integer [N + 1] tensor from 0 to T, non-decreasing
+    (its values read on the host, except while compiling or capturing a CUDA graph)."""
+    if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise ValueError(f"cu_seqlens must be a 1-D [N + 1] tensor of offsets, got {cu_seqlens!r:.80}")
+    if cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
+    capturing = cu_seqlens.is_cuda and torch.cuda.is_current_stream_capturing()
+    if not torch.compiler.is_compiling() and not capturing:
+        check_cu_seqlens_values(cu_seqlens, T)
+
+
 class Block(nn.Module):
     """Pre-norm residual block: mixer (GDN2 or sliding-window attention), then SwiGLU."""
 
@@ -175,8 +217,9 @@ class Block(nn.Module):
         self.mlp = SwiGLU(c.hidden_size, c.mlp_ratio)
         init_linear(self.mlp)
 
-    def forward(self, h: Tensor, attention_mask: Tensor | None, cache: Cache | None, use_cache: bool) -> Tensor:
-        h = h + self.mixer(self.mixer_norm(h), attention_mask, cache, use_cache)
+    def forward(self, h: Tensor, attention_mask: Tensor | None, cache: Cache | None, use_cache: bool,
+                cu_seqlens: Tensor | None = None) -> Tensor:
+        h = h + self.mixer(self.mixer_norm(h), attention_mask, cache, use_cache, cu_seqlens=cu_seqlens)
         return h + self.mlp(self.mlp_norm(h))
 
 
@@ -197,23 +240,56 @@ class GDN2LM(nn.Module):
         attention_mask: Shaped[Tensor, "B Tm"] | None = None,
         cache: Cache | None = None,
         use_cache: bool = False,
+        cu_seqlens: Tensor | None = None,
     ) -> Float[Tensor, "B T vocab"]:
-        """Logits [B, T, vocab_size]; with ``use_cache`` every layer's decoding state is updated in place."""
+        """Logits [B, T, vocab_size]; with ``use_cache`` every layer's decoding state is updated in place.
+
+        ``cu_seqlens`` [N + 1] (int32 or int64, 0 to T, non-decreasing) says that the one row of
+        ``input_ids`` (B = 1) packs N documents, as pre-training feeds them: no layer lets a document see
+        another (the GDN2 layers restart their state and convolution, attention masks across documents and
+        restarts its positions), so the logits of each document are those of the document alone. For
+        training and scoring: without ``attention_mask`` and without a cache.
+        """
         # a value check reads the ids on the host: not while compiling or capturing a CUDA graph
         capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
         if (input_ids.numel() and not torch.compiler.is_compiling() and not capturing
                 and not (0 <= int(input_ids.min()) and int(input_ids.max()) < self.config.vocab_size)):
             raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}), got "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        if cu_seqlens is not None:
+            if input_ids.shape[0] != 1 or attention_mask is not None or cache is not None or use_cache:
+                raise ValueError("cu_seqlens packs documents into one row (B = 1) for training and scoring, "
+                                 f"without attention_mask or a cache; got B = {input_ids.shape[0]}"
+                                 + (", an attention_mask" if attention_mask is not None else "")
+                                 + (", a cache" if cache is not None or use_cache else ""))
+            check_packed_offsets(cu_seqlens, input_ids.shape[1])
+            cu_seqlens = cu_seqlens.to(input_ids.device)
         h = self.embed(input_ids)
         for block in self.blocks:
-            h = block(h, attention_mask, cache, use_cache)
+            h = block(h, attention_mask, cache, use_cache, cu_seqlens)
         return self.norm(h) @ self.embed.weight.T
 
-    def loss(self, input_ids: Integer[Tensor, "B T"]) -> Tensor:
-        """Mean next-byte cross-entropy (nats) of ``input_ids[:, 1:]`` given the prefixes."""
-        logits = self(input_ids[:, :-1])
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))
+    def loss(self, input_ids: Integer[Tensor, "B T"], cu_seqlens: Tensor | None = None) -> Tensor:
+        """Mean next-byte cross-entropy (nats) of ``input_ids[:, 1:]`` given the prefixes.
+
+        With ``cu_seqlens`` (packed documents, see :meth:`forward`), of every token given the earlier ones of
+        its own document: a document's first token is never a target (nothing of it precedes it).
+        """
+        if cu_seqlens is None:
+            logits = self(input_ids[:, :-1])
+            return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))
+        T = input_ids.shape[1]
+        if T < 2:
+            raise ValueError(f"input_ids has T = {T} token: nothing to predict")
+        logits = self(input_ids, cu_seqlens=cu_seqlens)[0, :-1]                            # predict tokens 1 … T−1
+        starts = cu_seqlens.to(input_ids.device, torch.long)                               # documents' first tokens
+        # target s − 1 (token s given token s − 1) crosses into the document that starts at s, 0 < s < T
+        across = torch.zeros(T - 1, dtype=torch.long, device=input_ids.device).scatter_reduce(
+            0, (starts - 1).clamp(0, T - 2), ((starts > 0) & (starts < T)).long(), "amax")
+        targets = input_ids[0, 1:].masked_fill(across.bool(), -100)
+        if not torch.compiler.is_compiling() and bool(across.all()):
+            raise ValueError("no token of input_ids has an earlier one in its document: nothing to predict")
+        return F.cross_entropy(logits.float(), targets, ignore_index=-100)
 
     @torch.no_grad()
     def generate(

@@ -68,6 +68,7 @@ def test_layer_compiles_fullgraph_triton_interpreted():
 
 
 def test_lm_compiles_fullgraph_reference():
+    """The LM's loss, dense and on packed documents."""
     run("""
         import torch, gdn2
         from gdn2_testing import assert_close
@@ -83,6 +84,15 @@ def test_lm_compiles_fullgraph_reference():
         assert_close("loss", l2.detach(), l1.detach(), 1e-5)
         for (name, _), a, e in zip(lm.named_parameters(), g2, g1):
             assert_close("d" + name, a, e, 1e-4)
+        # packed documents (one row, cu_seqlens), as pre-training feeds them
+        row, cu = ids[:1], torch.tensor([0, 5, 5, 20, 33])
+        l1 = lm.loss(row, cu_seqlens=cu)
+        g1 = torch.autograd.grad(l1, list(lm.parameters()))
+        l2 = compiled(row, cu_seqlens=cu)
+        g2 = torch.autograd.grad(l2, list(lm.parameters()))
+        assert_close("packed loss", l2.detach(), l1.detach(), 1e-5)
+        for (name, _), a, e in zip(lm.named_parameters(), g2, g1):
+            assert_close("packed d" + name, a, e, 1e-4)
         print("ok")
     """)
 

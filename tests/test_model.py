@@ -75,6 +75,49 @@ def test_padding_equals_unpadded_in_the_hybrid(side):
     assert_close("full row", out[1], model(ids[1:])[0], TOL64)
 
 
+@pytest.mark.parametrize("lengths", [(7, 1, 12, 6), (0, 9, 0, 17, 0)],
+                         ids=["window-inside-documents", "empty-documents"])
+def test_packed_documents_equal_each_document_alone(lengths):
+    """One row packing documents (cu_seqlens): every document's logits are those of the document alone,
+    through the GDN2 layers and the sliding-window attention (window 5, shorter than some documents);
+    the packed loss predicts no token across documents and equals the loss of the documents alone (the
+    loss is float32 by design, so within float32's bound)."""
+    model = tiny()
+    docs = [torch.randint(0, 256, (1, n)) for n in lengths]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    packed = model(torch.cat(docs, 1), cu_seqlens=cu)
+    for n, doc in enumerate(docs):
+        if doc.shape[1]:
+            assert_close(f"document {n}", packed[:, cu[n]:cu[n + 1]], model(doc), TOL64)
+    loss = model.loss(torch.cat(docs, 1), cu_seqlens=cu.int())
+    scored = [d for d in docs if d.shape[1] > 1]
+    nll = [torch.nn.functional.cross_entropy(model(d)[0, :-1], d[0, 1:], reduction="sum") for d in scored]
+    expected = sum(nll) / sum(d.shape[1] - 1 for d in scored)
+    assert_close("packed loss", loss, expected, TOLERANCES["reference-float32"][0])
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_packed_documents_bad_arguments():
+    model = tiny()
+    ids = torch.randint(0, 256, (1, 10))
+    cu = torch.tensor([0, 4, 10])
+    for kwargs, match in (
+        (dict(input_ids=ids.expand(2, 10), cu_seqlens=cu), "B = 1"),
+        (dict(input_ids=ids, cu_seqlens=cu, attention_mask=torch.ones(1, 10)), "attention_mask"),
+        (dict(input_ids=ids, cu_seqlens=cu, cache=Cache()), "cache"),
+        (dict(input_ids=ids, cu_seqlens=torch.tensor([0, 6, 4, 10])), "non-decreasing from 0 to T = 10"),
+        (dict(input_ids=ids, cu_seqlens=torch.tensor([0, 4, 11])), "non-decreasing from 0 to T = 10"),
+        (dict(input_ids=ids, cu_seqlens=torch.tensor(3)), "1-D"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model(**kwargs)
+    with pytest.raises(TypeError, match="int32 or int64"):
+        model(ids, cu_seqlens=cu.float())
+    with pytest.raises(ValueError, match="nothing to predict"):
+        model.loss(ids[:, :2], cu_seqlens=torch.tensor([0, 1, 2]))
+
+
 def test_left_padded_generation_equals_each_prompt_alone():
     model = tiny().eval()
     ids = torch.randint(0, 256, (2, 12))
