@@ -166,7 +166,10 @@ class SlidingWindowAttention(nn.Module):
 
 
     def _packed(self, x: Tensor, cu_seqlens: Tensor, attention_mask: Tensor | None, cache: Cache | None) -> Tensor:
-        """Documents packed in one row: the window's mask restricted to each document, positions from its start."""
+        """Documents packed in one row: the window's mask restricted to each document, positions from its start.
+
+        The mask is an explicit [T, T] tensor (PyTorch's SDPA has no packed form), so memory and time grow
+        with the square of the row: meant for rows of a few thousand tokens."""
         B, T, D = x.shape
         if B != 1 or attention_mask is not None or cache is not None:
             raise ValueError("cu_seqlens packs documents into one row (B = 1) for training, without "
