@@ -26,8 +26,9 @@ peer_over_this, sdpa_over_this (and for profile rows the category in ``impl`` an
 ``recompute`` modes (``launch_defaults.py``; default: :data:`VARIANTS`, at 8x2048, 1x16384 and the
 packed row), the defaults first and again last (their spread is the run's noise). Writes
 ``results/layer-variants-<card>.csv``: card, shape, variant, mode, ms, peak_mib, defaults_over_this
-(> 1: the variant is faster). A default changes only on such a measured gain, and the GPU suite passes
-with it.
+(> 1: the variant is faster), rel_err_vs_defaults (the largest relative RMS difference of the output and
+of every gradient from the defaults' for one fixed dy: bfloat16 rounding, or a variant that computes
+something else). A default changes only on such a measured gain, and the GPU suite passes with it.
 """
 
 import argparse
@@ -42,6 +43,7 @@ import triton
 from bench import peer_ops, retune_peer, write_csv
 from torch import nn
 from triton.testing import do_bench
+from triton_faults import rel_rms
 
 import gdn2
 
@@ -57,7 +59,7 @@ VARIANTS = ("", "recompute=True", "recompute=False", "bwd.pairwise.num_warps=8",
             "fwd.offdiag.num_warps=2", "fwd.wy.NP=2", "fwd.state.BV=32+fwd.state.num_warps=4",
             "fwd.state.BV=64+fwd.state.num_warps=4", "bwd.state.BV=32", "bwd.state.BV=64")
 VARIANT_SHAPES = ("8x2048", "1x16384", "varlen")
-VARIANT_FIELDS = ["card", "shape", "variant", "mode", "ms", "peak_mib", "defaults_over_this"]
+VARIANT_FIELDS = ["card", "shape", "variant", "mode", "ms", "peak_mib", "defaults_over_this", "rel_err_vs_defaults"]
 
 
 class Attention(nn.Module):
@@ -288,6 +290,16 @@ def run(args) -> None:
         print(f"wrote {Path(args.out) / f'layer-{card.replace(chr(32), chr(95))}.csv'}")
 
 
+def layer_result(module, x: torch.Tensor, cu: torch.Tensor | None) -> list[torch.Tensor]:
+    """The layer's output and the gradients of its input and every parameter for a fixed dy, in float32."""
+    x = x.detach().requires_grad_()
+    dy = torch.randn(x.shape, generator=torch.Generator(device=x.device).manual_seed(2), device=x.device,
+                     dtype=x.dtype)
+    y = call(module, "ours", x, cu)
+    grads = torch.autograd.grad(y, [x, *module.parameters()], dy)
+    return [t.float() for t in (y.detach(), *grads)]
+
+
 def run_variants(args) -> None:
     """Our layer under each variant (the defaults first and last), forward and train step, per shape."""
     torch.manual_seed(0)
@@ -306,23 +318,27 @@ def run_variants(args) -> None:
         B, T = (1, VARLEN_TOKENS) if shape == "varlen" else map(int, shape.split("x"))
         x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16)
         cu = random_lengths(T, gen) if shape == "varlen" else None
-        base = None
+        base = reference = None
         for i, v in enumerate(variants):
             name = v or ("defaults" if i == 0 else "defaults (again)")
             t0 = time.perf_counter()
             with launch_defaults.overridden(launch_defaults.parse(v)):
                 try:
                     t = time_layer(module, "ours", x, cu)
+                    result = layer_result(module, x, cu)
                 except torch.OutOfMemoryError:
                     print(f"{shape} {name}: out of memory")
                     torch.cuda.empty_cache()
                     continue
-            base = base or t
+            base, reference = base or t, reference or result
+            err = max(rel_rms(a, e) for a, e in zip(result, reference))
             print(f"{shape} {name:42s} fwd {t[0]:8.3f} ms  train {t[1]:8.3f} ms  peak {t[2]:9.1f} MiB  "
-                  f"defaults/this {base[1] / t[1]:.3f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+                  f"defaults/this {base[1] / t[1]:.3f}  rel. error {err:.1e}  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
             rows += [dict(card=card, shape=shape, variant=name, mode=mode, ms=round(t[j], 4),
                           peak_mib=round(t[2], 1) if mode == "train" else "",
-                          defaults_over_this=round(base[j] / t[j], 3)) for j, mode in enumerate(("fwd", "train"))]
+                          defaults_over_this=round(base[j] / t[j], 3), rel_err_vs_defaults=f"{err:.2e}")
+                     for j, mode in enumerate(("fwd", "train"))]
             write_csv(path, rows, VARIANT_FIELDS)
         del x
         torch.cuda.empty_cache()
