@@ -164,7 +164,6 @@ class SlidingWindowAttention(nn.Module):
             ))
         return self.o_proj(o.transpose(1, 2).reshape(B, T, D)) * valid[..., None]
 
-
     def _packed(self, x: Tensor, cu_seqlens: Tensor, attention_mask: Tensor | None, cache: Cache | None) -> Tensor:
         """Documents packed in one row: the window's mask restricted to each document, positions from its start.
 
