@@ -39,8 +39,8 @@ class PeerMixer(nn.Module):
 
         self.layer = GatedDeltaNet2(hidden_size=hidden_size, head_dim=head_dim, num_heads=num_heads)
 
-    def forward(self, x, attention_mask=None, cache=None, use_cache=False):
-        return self.layer(x)[0]
+    def forward(self, x, attention_mask=None, cache=None, use_cache=False, cu_seqlens=None):
+        return self.layer(x, cu_seqlens=cu_seqlens)[0]
 
 
 def build(impl: str, seq_len: int) -> GDN2LM:

@@ -206,6 +206,30 @@ def test_layer_variants_are_valid_settings():
             pass
 
 
+def test_lm_benchmark_peer_mixer_takes_what_a_block_passes():
+    """bench_lm.py puts the peer's layer behind the mixer interface of gdn2's blocks: it must accept the
+    arguments ``Block.forward`` passes a mixer (a GPU run found out too late otherwise)."""
+    import inspect
+
+    import torch
+
+    import gdn2
+
+    bench_lm = bench_module("bench_lm")
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            calls.append((args, kwargs))
+            return args[0]
+
+    lm = gdn2.GDN2LM(gdn2.GDN2LMConfig(num_layers=1, hidden_size=16, num_heads=2, head_dim=8, swa_layers=()))
+    lm.blocks[0].mixer = Recorder()
+    lm(torch.randint(0, 256, (1, 5)), cu_seqlens=torch.tensor([0, 2, 5]))
+    args, kwargs = calls[0]
+    inspect.signature(bench_lm.PeerMixer.forward).bind(None, *args, **kwargs)
+
+
 PRECOMPILE_PROBE = """
 import sys
 sys.path.insert(0, sys.argv[1])
