@@ -1,4 +1,5 @@
-"""The layer in a few lines: a full forward, a padding mask, prefill + decoding, and the operator itself.
+"""The layer in a few lines: a full forward, a padding mask, packed documents, prefill + decoding, and the
+operator itself.
 
 Run: python examples/quickstart.py
 """
@@ -18,6 +19,12 @@ mask[1, :40] = 0
 y_pad = layer(x, attention_mask=mask)
 alone = layer(x[1:, 40:])
 print("padded row equals the sequence alone:", torch.allclose(y_pad[1, 40:], alone[0]))
+
+# Packed documents, as pre-training feeds them: one row, cu_seqlens says where each document starts.
+cu_seqlens = torch.tensor([0, 30, 100])
+y_packed = layer(x[:1], cu_seqlens=cu_seqlens)
+second = layer(x[:1, 30:])
+print("packed documents equal each document alone:", torch.allclose(y_packed[0, 30:], second[0]))
 
 # Prefill, then one token at a time: the cache holds the state and the conv tails, nothing grows.
 layer.eval()
