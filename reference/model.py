@@ -22,6 +22,9 @@ from .ops._contract import check_cu_seqlens_values
 
 __all__ = ["GDN2LMConfig", "GDN2LM", "SlidingWindowAttention", "SwiGLU"]
 
+#: queries per block of the packed attention's explicit mask (``SlidingWindowAttention`` on packed documents)
+PACKED_QUERY_BLOCK = 1024
+
 
 @dataclass
 class GDN2LMConfig:
@@ -167,8 +170,9 @@ class SlidingWindowAttention(nn.Module):
     def _packed(self, x: Tensor, cu_seqlens: Tensor, attention_mask: Tensor | None, cache: Cache | None) -> Tensor:
         """Documents packed in one row: the window's mask restricted to each document, positions from its start.
 
-        The mask is an explicit [T, T] tensor (PyTorch's SDPA has no packed form), so memory and time grow
-        with the square of the row: meant for rows of a few thousand tokens."""
+        PyTorch's SDPA has no packed form, so the mask is explicit: queries go in blocks of
+        ``PACKED_QUERY_BLOCK`` tokens, each against the keys its window can reach, so memory and time grow
+        with T·(block + window) rather than T²."""
         B, T, D = x.shape
         if B != 1 or attention_mask is not None or cache is not None:
             raise ValueError("cu_seqlens packs documents into one row (B = 1) for training, without "
@@ -183,9 +187,16 @@ class SlidingWindowAttention(nn.Module):
         pos = (t - cu[doc])[None]                                                            # [1, T]
         split = lambda y: y.view(B, T, h, d).transpose(1, 2)                                # [1, h, T, d]
         q, k = _rope(split(self.q_proj(x)), pos), _rope(split(self.k_proj(x)), pos)
-        dist = pos[:, :, None] - pos[:, None, :]                                            # [1, T, T]
-        allowed = (doc[:, None] == doc[None, :]) & (dist >= 0) & (dist < self.window)
-        o = F.scaled_dot_product_attention(q, k, split(self.v_proj(x)), attn_mask=allowed[:, None])
+        v = split(self.v_proj(x))
+        blocks = []
+        for start in range(0, T, PACKED_QUERY_BLOCK):
+            end = min(T, start + PACKED_QUERY_BLOCK)
+            lo = max(0, start - self.window + 1)                                            # keys [lo, end)
+            dist = pos[:, start:end, None] - pos[:, None, lo:end]                           # [1, Tq, Tk]
+            allowed = (doc[start:end, None] == doc[None, lo:end]) & (dist >= 0) & (dist < self.window)
+            blocks.append(F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, lo:end], v[:, :, lo:end],
+                                                         attn_mask=allowed[:, None]))
+        o = torch.cat(blocks, 2) if blocks else q                                           # [1, h, T, d]
         return self.o_proj(o.transpose(1, 2).reshape(B, T, D))
 
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import gdn2.model
 from gdn2 import GDN2LM, Cache, GDN2LMConfig
 from gdn2.cache import WindowState
 from gdn2.data import corpus_tensor
@@ -75,13 +76,16 @@ def test_padding_equals_unpadded_in_the_hybrid(side):
     assert_close("full row", out[1], model(ids[1:])[0], TOL64)
 
 
+@pytest.mark.parametrize("block", [1024, 4], ids=["one-query-block", "query-blocks-of-4"])
 @pytest.mark.parametrize("lengths", [(7, 1, 12, 6), (0, 9, 0, 17, 0)],
                          ids=["window-inside-documents", "empty-documents"])
-def test_packed_documents_equal_each_document_alone(lengths):
+def test_packed_documents_equal_each_document_alone(lengths, block, monkeypatch):
     """One row packing documents (cu_seqlens): every document's logits are those of the document alone,
     through the GDN2 layers and the sliding-window attention (window 5, shorter than some documents);
     the packed loss predicts no token across documents and equals the loss of the documents alone (the
-    loss is float32 by design, so within float32's bound)."""
+    loss is float32 by design, so within float32's bound). The attention's queries in one block, or in blocks
+    of 4 each against the keys of its window (5)."""
+    monkeypatch.setattr(gdn2.model, "PACKED_QUERY_BLOCK", block)
     model = tiny()
     docs = [torch.randint(0, 256, (1, n)) for n in lengths]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
