@@ -1,5 +1,6 @@
 """The small LM: shapes and gradients, causality, decoding equals the full forward (with the
-sliding-window hybrid), constant decoding memory, and a loss that drops on the embedded text."""
+sliding-window hybrid), packed documents equal each document alone, constant decoding memory, and a loss
+that drops on the embedded text."""
 
 import math
 
