@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .cache import Cache, WindowState
 from .layer import GDN2, init_linear
 from .norm import RMSNorm
-from .ops._contract import check_cu_seqlens_values
+from .ops._contract import check_cu_seqlens
 
 __all__ = ["GDN2LMConfig", "GDN2LM", "SlidingWindowAttention", "SwiGLU"]
 
@@ -201,15 +201,10 @@ class SlidingWindowAttention(nn.Module):
 
 
 def check_packed_offsets(cu_seqlens: Tensor, T: int) -> None:
-    """The packed-offset contract of the operators: an integer [N + 1] tensor from 0 to T, non-decreasing
-    (its values read on the host, except while compiling or capturing a CUDA graph)."""
-    if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
-        raise ValueError(f"cu_seqlens must be a 1-D [N + 1] tensor of offsets, got {cu_seqlens!r:.80}")
-    if cu_seqlens.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
-    capturing = cu_seqlens.is_cuda and torch.cuda.is_current_stream_capturing()
-    if not torch.compiler.is_compiling() and not capturing:
-        check_cu_seqlens_values(cu_seqlens, T)
+    """The operators' packed-offset contract (``gdn2.ops._contract.check_cu_seqlens``), its values read on
+    the host except while compiling or capturing a CUDA graph."""
+    capturing = isinstance(cu_seqlens, Tensor) and cu_seqlens.is_cuda and torch.cuda.is_current_stream_capturing()
+    check_cu_seqlens(cu_seqlens, T, check_values=not torch.compiler.is_compiling() and not capturing)
 
 
 class Block(nn.Module):

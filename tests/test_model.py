@@ -113,7 +113,8 @@ def test_packed_documents_bad_arguments():
         (dict(input_ids=ids, cu_seqlens=cu, cache=Cache()), "cache"),
         (dict(input_ids=ids, cu_seqlens=torch.tensor([0, 6, 4, 10])), "non-decreasing from 0 to T = 10"),
         (dict(input_ids=ids, cu_seqlens=torch.tensor([0, 4, 11])), "non-decreasing from 0 to T = 10"),
-        (dict(input_ids=ids, cu_seqlens=torch.tensor(3)), "1-D"),
+        (dict(input_ids=ids, cu_seqlens=torch.tensor(3)), "cu_seqlens must have rank 1"),
+        (dict(input_ids=ids, cu_seqlens=torch.tensor([0])), "N\\+1 >= 2 offsets"),
     ):
         with pytest.raises(ValueError, match=match):
             model(**kwargs)

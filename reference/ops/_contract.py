@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Dims", "check_inputs", "check_cu_seqlens_values", "check_finite", "check_log_decay", "compute_dtype",
-           "l2norm", "gate_from_raw", "erase_gate_scale", "gates_from_logits", "split_sequences"]
+__all__ = ["Dims", "check_inputs", "check_cu_seqlens", "check_cu_seqlens_values", "check_finite", "check_log_decay",
+           "compute_dtype", "l2norm", "gate_from_raw", "erase_gate_scale", "gates_from_logits", "split_sequences"]
 
 
 @dataclass(frozen=True)
@@ -110,16 +110,11 @@ def check_inputs(
 
     N = B
     if cu_seqlens is not None:
-        _check_tensor("cu_seqlens", cu_seqlens, 1, float_only=False)
-        if cu_seqlens.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
+        N = check_cu_seqlens(cu_seqlens, T, check_values=False)
         if B != 1:
             raise ValueError(f"cu_seqlens requires B == 1 (sequences packed along T), got q of shape {_shape(q)}")
-        if cu_seqlens.numel() < 2:
-            raise ValueError(f"cu_seqlens must hold N+1 >= 2 offsets, got shape {_shape(cu_seqlens)}")
         if cu_seqlens.device != device and cu_seqlens.device.type != "cpu":
             raise ValueError(f"cu_seqlens is on {cu_seqlens.device}, expected q's device {device} or the CPU")
-        N = cu_seqlens.numel() - 1
         if check_values:
             check_cu_seqlens_values(cu_seqlens, T)
     if initial_state is not None:
@@ -148,6 +143,19 @@ def check_inputs(
         if A_log is None:
             check_log_decay(g)
     return Dims(B=B, T=T, H=H, HV=HV, K=K, V=V, N=N)
+
+
+def check_cu_seqlens(cu_seqlens: object, T: int, check_values: bool = True) -> int:
+    """The packed offsets' contract on their own: an int32/int64 tensor [N + 1], N >= 1, and (with
+    ``check_values``, a host read) from 0 to T without decreasing. Returns N."""
+    _check_tensor("cu_seqlens", cu_seqlens, 1, float_only=False)
+    if cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
+    if cu_seqlens.numel() < 2:
+        raise ValueError(f"cu_seqlens must hold N+1 >= 2 offsets, got shape {_shape(cu_seqlens)}")
+    if check_values:
+        check_cu_seqlens_values(cu_seqlens, T)
+    return cu_seqlens.numel() - 1
 
 
 def check_cu_seqlens_values(cu_seqlens: Tensor, T: int) -> None:
