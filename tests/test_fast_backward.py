@@ -142,6 +142,7 @@ def test_every_recompute_mode_gives_identical_gradients(gate):
 def test_partial_recompute_keeps_only_the_intra_products(gate):
     """recompute="partial" keeps A, A_qk and the two norms (and the gate's g), as the fake implementation
     that torch.compile plans memory with says; the forward op returns exactly those."""
+    import gdn2.fast.custom_op  # noqa: F401  (registers torch.ops.gdn2.*; no earlier test may be relied on)
     from gdn2.fast.chunk_fwd import INTRA
 
     inputs = make_inputs(1, 70, 2, 2, 16, 8)
