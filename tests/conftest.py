@@ -12,6 +12,13 @@ if not torch.cuda.is_available():
     # Must be set before any Triton kernel is defined, so before gdn2.fast is imported.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# pytest-xdist's workers share the machine's cores: each takes its share for torch's CPU threads. With
+# torch's default (every core in every worker) the workers' OpenMP threads oversubscribe the CPU by the
+# number of workers and wait on each other, and the CPU tests of a GPU run (float64 references) crawl.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 #: the run's base seed: fresh draws each run unless GDN2_TEST_SEED repeats a run
 BASE_SEED = int(os.environ.get("GDN2_TEST_SEED") or random.SystemRandom().randrange(2**31))
 
