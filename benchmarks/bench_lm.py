@@ -1,6 +1,7 @@
 """Train-step throughput of a whole language model: GDN2 layers against the peer's, and a Transformer.
 
-    python benchmarks/bench_lm.py [--batch 8] [--seq-len 4096] [--steps 5] [--no-peer] [--out DIR]
+    python benchmarks/bench_lm.py [--batch 8] [--seq-len 4096] [--steps 5] [--impls ours,peer,transformer]
+                                  [--no-peer] [--out DIR]
 
 Three models of the same backbone (``gdn2.GDN2LM``: pre-norm blocks, SwiGLU MLPs, vocabulary 32000,
 hidden size 2048, 24 blocks, bfloat16 parameters, AdamW), about 1.3 B parameters each:
@@ -8,12 +9,16 @@ hidden size 2048, 24 blocks, bfloat16 parameters, AdamW), about 1.3 B parameters
 - ``ours``: the paper's hybrid: GDN2 mixers (``backend="triton"``, 16 heads of 128) with an attention
   mixer in every fourth block (``swa_layers``; its window, 4096, covers the whole sequence);
 - ``peer``: the same with each GDN2 mixer replaced by flash-linear-attention 0.6.0's ``GatedDeltaNet2``;
-- ``transformer``: attention mixers in every block (causal SDPA, flash).
+- ``transformer``: attention mixers in every block (causal SDPA, flash);
+- ``ours-saved`` and ``ours-recompute`` (on request): ``ours`` with ``recompute=False`` (the operator
+  keeps every intermediate for its backward) and ``recompute=True`` (only its inputs); ``ours`` is the
+  default, ``"partial"``.
 
 A step is the forward, the cross-entropy loss, the backward and the optimizer step, on fresh random
 token ids; the time is the median of ``--steps`` timed steps after two warm-up steps (synchronised with
-CUDA events). When a batch does not fit, it is halved until it does. Writes ``results/lm-<card>.csv``:
-card, impl, params_m, batch, seq_len, step_ms, tokens_per_s, peak_gib, peer_over_this.
+CUDA events). When a batch does not fit, it is halved until it does. Writes ``results/lm-<card>.csv``
+(``lm-<impls>-<card>.csv`` for another ``--impls``): card, impl, params_m, batch, seq_len, step_ms,
+tokens_per_s, peak_gib, peer_over_this.
 """
 
 import argparse
@@ -27,6 +32,9 @@ from torch import nn
 
 from gdn2 import GDN2LM, GDN2LMConfig
 
+#: impl → the GDN2 layers' ``recompute`` for our models
+RECOMPUTE = {"ours": "partial", "ours-saved": False, "ours-recompute": True}
+IMPLS = [*RECOMPUTE, "peer", "transformer"]
 FIELDS = ["card", "impl", "params_m", "batch", "seq_len", "step_ms", "tokens_per_s", "peak_gib", "peer_over_this"]
 
 
@@ -47,7 +55,8 @@ def build(impl: str, seq_len: int) -> GDN2LM:
     layers = 24
     swa = tuple(range(layers)) if impl == "transformer" else tuple(range(3, layers, 4))
     config = GDN2LMConfig(vocab_size=32000, hidden_size=2048, num_layers=layers, num_heads=16, head_dim=128,
-                          swa_layers=swa, swa_window=seq_len, swa_heads=16, backend="triton")
+                          swa_layers=swa, swa_window=seq_len, swa_heads=16, backend="triton",
+                          recompute=RECOMPUTE.get(impl, "partial"))
     model = GDN2LM(config)
     if impl == "peer":
         for block in model.blocks:
@@ -98,14 +107,20 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--impls", default="ours,peer,transformer",
+                    help=f"models to time, in order, comma-separated, from {','.join(IMPLS)}")
+    ap.add_argument("--no-peer", action="store_true", help="leave the peer out of --impls")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    impls = [i for i in args.impls.split(",") if i and not (args.no_peer and i == "peer")]
+    if any(i not in IMPLS for i in impls):
+        ap.error(f"--impls takes {', '.join(IMPLS)}; got {args.impls!r}")
     torch.manual_seed(0)
     card = torch.cuda.get_device_name()
     print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
-    impls = ["ours"] + ([] if args.no_peer else ["peer"]) + ["transformer"]
-    path = Path(args.out) / f"lm-{card.replace(' ', '_')}.csv"
+    # another choice of models gets its own file, so that it never overwrites the comparison the docs quote
+    default = impls == ap.get_default("impls").split(",")
+    path = Path(args.out) / f"lm-{'' if default else '-'.join(impls) + '-'}{card.replace(' ', '_')}.csv"
     rows = []
     for impl in impls:                                   # the CSV is rewritten after every model
         row = measure(impl, args.batch, args.seq_len, args.steps)

@@ -83,9 +83,10 @@ def layer_forward(layer: GDN2, hidden_states: Tensor, attention_mask: Tensor | N
         o, final_state = fused_recurrent_gdn2(q, k, v, g_raw, b_logit, w_logit, initial_state=h0,
                                               output_final_state=True, inplace_final_state=True, **extras)
     else:
+        chunked = {} if decoding else dict(recompute=layer.recompute)
         op = fused_recurrent_gdn2 if decoding else chunk_gdn2
         o, final_state = op(q, k, v, g_raw, b_logit, w_logit, initial_state=h0, output_final_state=use_cache,
-                            cu_seqlens=cu_seqlens, **extras)
+                            cu_seqlens=cu_seqlens, **extras, **chunked)
     o = gated_rms_norm(o, z, layer.o_norm.weight, layer.o_norm.eps)        # [Bx, Tx, HV, V]
     o = layer.o_proj(o.reshape(Bx, Tx, HV * V))                            # [Bx, Tx, D]
     if use_cache and not in_place:

@@ -89,6 +89,10 @@ class GDN2(nn.Module):
         backend: "auto" (Triton for CUDA tensors when available, else the reference), "reference"
             or "triton". Parameters and ``state_dict`` are the same under every backend.
         layer_idx: key of this layer's state in a :class:`~gdn2.cache.Cache`.
+        recompute: what the Triton operator keeps from its forward for the backward: ``True`` only its
+            inputs (least memory), ``"partial"`` also the intra-chunk products, ``False`` everything (the
+            fastest backward). Memory against time, the same numbers bit for bit (docs page "The
+            operator contract"); the reference backend's autograd keeps what it needs and ignores it.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class GDN2(nn.Module):
         norm_eps: float = 1e-5,
         backend: str = "auto",
         layer_idx: int | None = None,
+        recompute: bool | str = "partial",
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int("hidden_size", hidden_size)
@@ -141,6 +146,9 @@ class GDN2(nn.Module):
         if layer_idx is not None and (isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or layer_idx < 0):
             raise ValueError(f"layer_idx must be None or a non-negative int, got {layer_idx!r}")
         self.layer_idx = layer_idx
+        if not (isinstance(recompute, bool) or (isinstance(recompute, str) and recompute == "partial")):
+            raise ValueError(f"recompute must be True, False or 'partial', got {recompute!r}")
+        self.recompute = recompute
 
         H, HV, K, V, D = self.num_heads, self.num_v_heads, self.head_dim, self.head_v_dim, hidden_size
         self.key_dim, self.value_dim = H * K, HV * V

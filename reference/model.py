@@ -45,6 +45,8 @@ class GDN2LMConfig:
     swa_heads: int = 4
     norm_eps: float = 1e-5
     backend: str = "auto"
+    #: what the GDN2 layers' Triton operator keeps for its backward (:class:`~gdn2.layer.GDN2`)
+    recompute: bool | str = "partial"
 
     def __post_init__(self) -> None:
         self.swa_layers = tuple(self.swa_layers)
@@ -220,7 +222,7 @@ class Block(nn.Module):
         else:
             self.mixer = GDN2(c.hidden_size, c.num_heads, c.head_dim, c.num_v_heads, c.expand_v, c.conv_size,
                               allow_neg_eigval=c.allow_neg_eigval, norm_eps=c.norm_eps, backend=c.backend,
-                              layer_idx=layer_idx)
+                              layer_idx=layer_idx, recompute=c.recompute)
         self.mlp_norm = RMSNorm(c.hidden_size, c.norm_eps)
         self.mlp = SwiGLU(c.hidden_size, c.mlp_ratio)
         init_linear(self.mlp)

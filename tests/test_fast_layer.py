@@ -84,6 +84,31 @@ def test_fused_layer_decoding_equals_one_call():
     assert_close("y", torch.cat(ys, 1), y_ref, TOLERANCES["triton-float32"][0])
 
 
+def test_recompute_reaches_the_operator_and_changes_no_gradient(monkeypatch):
+    """GDN2(recompute=...) is what the layer's chunk operator is called with (what its forward keeps for
+    the backward), and every mode gives the same output and gradients bit for bit."""
+    import gdn2.fast.layer
+
+    seen = []
+    op = gdn2.fast.layer.chunk_gdn2
+    monkeypatch.setattr(gdn2.fast.layer, "chunk_gdn2", lambda *a, **kw: seen.append(kw["recompute"]) or op(*a, **kw))
+    fast, _ = pair(HV=4)
+    x = torch.randn(2, 40, 32, device=DEVICE)
+    dy = torch.randn_like(x)
+    results = {}
+    for mode in ("partial", True, False):
+        fast.recompute = mode
+        xi = x.detach().requires_grad_()
+        y = fast(xi)
+        results[mode] = [y, *torch.autograd.grad(y, [xi, *fast.parameters()], dy)]
+    assert seen == ["partial", True, False]
+    for mode in (True, False):
+        for a, b in zip(results[mode], results["partial"]):
+            assert torch.equal(a, b), f"recompute={mode!r} changed a value"
+    with pytest.raises(ValueError, match="recompute"):
+        gdn2.GDN2(32, 2, head_dim=16, recompute="some")
+
+
 def test_state_dict_moves_between_backends():
     """A layer built with one backend loads into the other and gives the same outputs."""
     fast, ref = pair()

@@ -207,11 +207,18 @@ def test_train_function_reports_a_drop_and_a_sample():
         pytest.param({"swa_layers": (0,), "swa_heads": 3}, "swa_heads", id="swa-heads-rope"),
         pytest.param({"swa_window": 0}, "swa_window", id="swa_window-0"),
         pytest.param({"backend": "nope"}, "reference", id="backend-unknown"),
+        pytest.param({"recompute": "always"}, "recompute", id="recompute-unknown"),
     ],
 )
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         GDN2LM(GDN2LMConfig(hidden_size=32, num_heads=2, head_dim=8, **kw))
+
+
+def test_config_recompute_reaches_every_gdn2_layer():
+    model = GDN2LM(GDN2LMConfig(hidden_size=32, num_heads=2, head_dim=8, num_layers=3, swa_layers=(1,),
+                                swa_heads=2, recompute=False))
+    assert [getattr(b.mixer, "recompute", "attention") for b in model.blocks] == [False, "attention", False]
 
 
 def test_bad_generate_and_input_arguments():
