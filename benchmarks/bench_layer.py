@@ -55,8 +55,8 @@ FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "
 #: spills of the pairwise and local WY backward and the off-diagonal kernel where compiled for sm_90
 #: (resources.py --set); two programs per chunk for the WY kernel; the state kernels' widths, whose rules
 #: count programs (sequences × value heads), not the tokens of each sequence
-VARIANTS = ("", "recompute=True", "recompute=False", "bwd.pairwise.num_warps=8", "bwd.local_wy.BK=32",
-            "fwd.offdiag.num_warps=2", "fwd.wy.NP=2", "fwd.state.BV=32+fwd.state.num_warps=4",
+VARIANTS = ("", "recompute=True", "recompute=False", "fwd.wy.BK=32", "fwd.wy.BK=16",
+            "fwd.wy.BK=32+fwd.wy.num_warps=8", "fwd.offdiag.num_warps=2", "fwd.state.BV=32+fwd.state.num_warps=4",
             "fwd.state.BV=64+fwd.state.num_warps=4", "bwd.state.BV=32", "bwd.state.BV=64")
 VARIANT_SHAPES = ("8x2048", "1x16384", "varlen")
 VARIANT_FIELDS = ["card", "shape", "variant", "mode", "ms", "peak_mib", "defaults_over_this", "rel_err_vs_defaults"]

@@ -15,7 +15,7 @@
 #                 (default: the cores less 2): every kernel and autotune candidate
 #                 compiled into Triton's cache, nothing timed or tuned
 #   bench-layer   benchmarks/bench_layer.py (KEEP_PEER_TUNING=1: no retuning)   300  T_BLAYER
-#   bench-lm      benchmarks/bench_lm.py (skipped where the file is absent)     400  T_BLMRUN
+#   bench-lm      benchmarks/bench_lm.py (LM_IMPLS: its --impls)                400  T_BLMRUN
 #   variants      benchmarks/bench_layer.py --variants: our layer under other   300  T_VARIANTS
 #                 default launch settings and recompute modes (no peer)
 #   conv          benchmarks/bench_conv.py --sweep: the short convolution, and   300  T_CONV
@@ -125,7 +125,7 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
     conv)
         step bench_conv "${T_CONV:-300}" python3 benchmarks/bench_conv.py --sweep ;;
     bench-lm)
-        optional bench_lm "${T_BLMRUN:-400}" benchmarks/bench_lm.py --out "$OUT" ;;
+        optional bench_lm "${T_BLMRUN:-400}" benchmarks/bench_lm.py --out "$OUT" ${LM_IMPLS:+--impls "$LM_IMPLS"} ;;
     bench)
         run_one bench-fwd; run_one bench-decode; run_one bench-train ;;
     all)
