@@ -139,6 +139,7 @@ def chunk_gdn2_fwd(
     save: bool = False,
     intra: ChunkForward | None = None,
     need_o: bool = True,
+    check: bool = True,
     config: ForwardConfig | None = None,
 ) -> ChunkForward:
     """Run the chunk forward on validated, contiguous inputs (see :class:`ChunkForward`).
@@ -148,7 +149,8 @@ def chunk_gdn2_fwd(
     ``save`` keeps the intermediates for a backward; ``intra``, the products of stages (1)-(2) of an
     earlier call on the same inputs (:data:`INTRA`), skips those stages; ``need_o=False`` skips the
     output (``o`` is None then: a backward reruns the forward for its intermediates, not for o);
-    ``config`` overrides launch settings.
+    ``check=False`` skips the per-element checks of the input values (a backward's rerun reads inputs
+    that its forward has checked); ``config`` overrides launch settings.
     """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -202,7 +204,7 @@ def chunk_gdn2_fwd(
     chunk_wy_fwd_kernel[(grid[0], grid[1], wy.NP)](
         q, k, v, g_log, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
         cu_seqlens, chunk_indices, scale, T, N,
-        H=H, HV=HV, K=K, V=V, SAVE=save, DOT_PREC=dot_prec, LOWP=lowp, **plain, **wy.meta())
+        H=H, HV=HV, K=K, V=V, SAVE=save, DOT_PREC=dot_prec, LOWP=lowp, CHECK=check, **plain, **wy.meta())
 
     # ---- stages (4)-(5)
     o = empty((B, T, HV, V), dt, dev) if need_o else None

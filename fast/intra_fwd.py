@@ -292,12 +292,14 @@ def chunk_wy_fwd_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
     DOT_PREC: tl.constexpr, LOWP: tl.constexpr, NP: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr,
+    CHECK: tl.constexpr,
 ):
     """One chunk, or one of NP programs of a chunk: per key tile G (a scan of g), Y, Q_γ, K_tail, γ_C;
     per value tile of each value head of the group, U. Program p of a chunk takes key tiles p, p + NP, …
     and value tiles p, p + NP, … (each loads A, and casts it to bfloat16 with LOWP, once).
     Grid (chunks, B·H, NP). Since every input element is loaded here exactly once, this kernel also
-    flags non-finite q, k, b, v, w and log-decays above 0 or NaN.
+    flags (with CHECK) non-finite q, k, b, v, w and log-decays above 0 or NaN; a backward's rerun, on
+    inputs its forward has flagged already, skips the checks.
     FLOPs per chunk 2·64²·(K + (HV/H)·V); bytes: the chunk's inputs once, its outputs once.
     """
     i_c, i_bh, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -323,18 +325,21 @@ def chunk_wy_fwd_kernel(
             # Each tile is loaded where it is first used and dies at its last use (the state of one
             # key tile is several [64, BK] float32 tiles; the fewer live at once, the fewer spill).
             b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
-            bad |= not_log_decay(b_g) * F_G
+            if CHECK:
+                bad |= not_log_decay(b_g) * F_G
             b_G = tl.cumsum(b_g, 0)                                            # G_r = Σ_{t≤r} g_t
             if SAVE:
                 tl.store(G_out + off, b_G, mask=m)
             tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_g, 0)), mask=m_k)
             b_gamma = tl.exp(b_G)
             b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
-            bad |= nonfinite(b_q) * F_Q
+            if CHECK:
+                bad |= nonfinite(b_q) * F_Q
             tl.store(Qg + off, (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty), mask=m)
             b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
             b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
-            bad |= (nonfinite(b_k) * F_K) | (nonfinite(b_b) * F_B)
+            if CHECK:
+                bad |= (nonfinite(b_k) * F_K) | (nonfinite(b_b) * F_B)
             b_k = b_k * b_rk[:, None]
             b_e = b_gamma * gate_value(b_b, m, SIGMOID, B_SCALE) * b_k
             if LOWP:
@@ -354,12 +359,14 @@ def chunk_wy_fwd_kernel(
             m = m_t[:, None] & (o_v < V)[None, :]
             b_v = tl.load(v + off_v + o_v[None, :], mask=m, other=0.0).to(tl.float32)
             b_w = tl.load(w + off_v + o_v[None, :], mask=m, other=0.0).to(tl.float32)
-            bad |= (nonfinite(b_v) * F_V) | (nonfinite(b_w) * F_W)
+            if CHECK:
+                bad |= (nonfinite(b_v) * F_V) | (nonfinite(b_w) * F_W)
             b_w = gate_value(b_w, m, SIGMOID, 1.0)
             if LOWP:
                 b_U = tl.dot(b_Al, (b_w * b_v).to(U.dtype.element_ty))
             else:
                 b_U = tl.dot(b_A, b_w * b_v, input_precision=DOT_PREC)
             tl.store(U + off_v + o_v[None, :], b_U.to(U.dtype.element_ty), mask=m)
-        raise_flags(flags, bad)
+        if CHECK:
+            raise_flags(flags, bad)
 # --8<-- [end:chunk_wy_fwd_kernel]

@@ -110,6 +110,40 @@ def test_triton_rejects_what_the_reference_rejects(op, change, match):
 
 
 @triton
+def test_only_the_forward_checks_values_not_the_backwards_rerun():
+    """The chunk forward's kernels flag a bad value (``check=True``, every call of the operator); the
+    backward's rerun of the forward (``check=False``) reads inputs its forward has flagged and skips the
+    per-element checks, so it flags nothing."""
+    from gdn2.fast.checks import raise_pending
+    from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
+
+    x = {n: t.float() for n, t in make_inputs(1, 80, 1, 2, 16, 16).items()}
+    x["k"][0, 70, 0, 2] = float("nan")
+    args = [x[n] for n in "qkvgbw"] + [16**-0.5, x["initial_state"]]
+    chunk_gdn2_fwd(*args, check=False, save=True, need_o=False)
+    raise_pending()
+    with pytest.raises(ValueError, match="k holds non-finite"):
+        chunk_gdn2_fwd(*args)
+        raise_pending()
+
+
+@triton
+def test_the_operator_checks_in_its_forward_and_not_in_its_rerun(monkeypatch):
+    """chunk_gdn2 (default recompute="partial") runs its forward with the checks and its backward's
+    rerun without."""
+    import gdn2.fast.custom_op as custom_op
+
+    seen = []
+    fwd = custom_op.chunk_gdn2_fwd
+    monkeypatch.setattr(custom_op, "chunk_gdn2_fwd",
+                        lambda *a, **kw: seen.append(kw.get("check", True)) or fwd(*a, **kw))
+    x = {n: t.float().requires_grad_() for n, t in make_inputs(1, 40, 1, 2, 16, 16).items()}
+    o, _ = gdn2.fast.chunk_gdn2(**x)
+    o.sum().backward()
+    assert seen == [True, False]
+
+
+@triton
 def test_interpreter_refuses_bfloat16():
     """Triton's interpreter computes tl.dot on bfloat16 operands wrongly: the backend refuses, never
     returns garbage."""
