@@ -181,9 +181,9 @@ def chunk_gdn2_fwd(
         A = empty((B, T, H, BT), f32, dev)
         q_rstd, k_rstd = empty((B, T, H), f32, dev), empty((B, T, H), f32, dev)
         chunk_intra_diag_kernel[(grid[0] * 4, grid[1])](
-            q, k, g, b, A_log, dt_bias, g_gate, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale, T, N,
-            H=H, K=K, EXP_MAX=EXP_MAX, L2NORM=use_qk_l2norm_in_kernel, DOT_PREC=dot_prec, **gate,
-            **cfg.diag.meta())
+            q, k, g, b, A_log, dt_bias, g_gate, Aqk, A, q_rstd, k_rstd, flags, cu_seqlens, chunk_indices, scale,
+            T, N, H=H, K=K, EXP_MAX=EXP_MAX, L2NORM=use_qk_l2norm_in_kernel, DOT_PREC=dot_prec, CHECK=check,
+            **gate, **cfg.diag.meta())
         g_log = g if g_gate is None else g_gate
         chunk_intra_offdiag_kernel[grid](
             q, k, g_log, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale,

@@ -61,12 +61,13 @@ def chunk_intra_diag_kernel(
     g_out,                   # out [B, T, H, K] float32 with USE_GATE: the gate g, for the kernels after this one
     Aqk, A,                  # out [B, T, H, 64]: A_qk (q's dtype), A = (I + T)⁻¹ (float32), diagonal blocks
     q_rstd, k_rstd,          # out [B, T, H] float32: 1/‖q‖, 1/‖k‖ (1 without L2NORM)
+    flags,                   # [1] int32: bits of the inputs holding bad values (jit.FLAG_BITS), with CHECK
     cu_seqlens,              # [N + 1] packed offsets (IS_VARLEN)
     chunk_indices,           # [NSLOT, 2] (sequence, chunk) per program (IS_VARLEN)
     scale, T, N,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, EXP_MAX: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    DOT_PREC: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr,
+    DOT_PREC: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr, CHECK: tl.constexpr,
 ):
     """One 16-row sub-chunk i: T_ii, (A_qk)_ii, (I + T_ii)⁻¹. Grid (chunks·4, B·H) or (slots·4, H).
 
@@ -78,6 +79,11 @@ def chunk_intra_diag_kernel(
     few dozen products per element, and would otherwise be evaluated again in every kernel and
     layout that reads g). FLOPs per sub-chunk 4·16²·K (+ 16³ for the inverse); bytes: q, k, b, g of
     its rows once (and g_out written once).
+    Since it reads every element of q, k, b and g once, it also flags (with CHECK) non-finite q, k, b
+    and log-decays above 0 or NaN. It only detects there: the row sums ‖q‖², ‖k‖² it needs anyway turn
+    non-finite with a bad q or k, and each row adds b·0 (0 when finite, NaN otherwise) and 1 per bad g
+    to one more sum; only a program whose sums are not all finite and 0 reads its rows a second time,
+    to name the bad arguments exactly.
     """
     i_x, i_bh = tl.program_id(0), tl.program_id(1)
     i_c, i_i = i_x // 4, i_x % 4
@@ -94,6 +100,7 @@ def chunk_intra_diag_kernel(
         b_Ad = tl.zeros([16, 16], tl.float32)
         b_sq = tl.zeros([16], tl.float32)
         b_sk = tl.zeros([16], tl.float32)
+        b_bad = tl.zeros([16], tl.float32)       # with CHECK: 0 unless a value of b or g is bad
         for i_k in range(tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K
@@ -101,8 +108,11 @@ def chunk_intra_diag_kernel(
             m = m_r[:, None] & m_k[None, :]
             b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
             b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
-            b_bk = gate_value(tl.load(b + off, mask=m, other=0.0).to(tl.float32), m, SIGMOID, B_SCALE) * b_k
+            b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
             b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+            if CHECK:
+                b_bad += tl.sum(b_b * 0.0 + tl.where(b_g <= 0.0, 0.0, 1.0), 1)
+            b_bk = gate_value(b_b, m, SIGMOID, B_SCALE) * b_k
             if USE_GATE:
                 tl.store(g_out + off, b_g, mask=m)
             b_sq += tl.sum(b_q * b_q, 1)
@@ -140,6 +150,22 @@ def chunk_intra_diag_kernel(
         for j in range(i_i + 1, 4):
             tl.store(_blk_ptr(Aqk, t0, i_h, i_i, j, o_s, H), z.to(Aqk.dtype.element_ty), mask=m_blk)
             tl.store(_blk_ptr(A, t0, i_h, i_i, j, o_s, H), z, mask=m_blk)
+        # ‖q‖² and ‖k‖² turn NaN or infinite with a bad q or k (or overflow: the second pass decides);
+        # the second pass runs last, when the tiles above are dead
+        if CHECK:
+            if tl.sum(b_bad + b_sq * 0.0 + b_sk * 0.0) != 0.0:
+                bad = tl.zeros([], tl.int32)
+                for i_k in range(tl.cdiv(K, BK)):
+                    o_k = i_k * BK + tl.arange(0, BK)
+                    m_k = o_k < K
+                    off = base + r[:, None] * (H * K) + o_k[None, :]
+                    m = m_r[:, None] & m_k[None, :]
+                    bad |= ((nonfinite(tl.load(q + off, mask=m, other=0.0).to(tl.float32)) * F_Q)
+                            | (nonfinite(tl.load(k + off, mask=m, other=0.0).to(tl.float32)) * F_K)
+                            | (nonfinite(tl.load(b + off, mask=m, other=0.0).to(tl.float32)) * F_B)
+                            | (not_log_decay(load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias,
+                                                       K, USE_GATE, HAS_DT_BIAS)) * F_G))
+                raise_flags(flags, bad)
 # --8<-- [end:chunk_intra_diag_kernel]
 
 
@@ -297,9 +323,8 @@ def chunk_wy_fwd_kernel(
     """One chunk, or one of NP programs of a chunk: per key tile G (a scan of g), Y, Q_γ, K_tail, γ_C;
     per value tile of each value head of the group, U. Program p of a chunk takes key tiles p, p + NP, …
     and value tiles p, p + NP, … (each loads A, and casts it to bfloat16 with LOWP, once).
-    Grid (chunks, B·H, NP). Since every input element is loaded here exactly once, this kernel also
-    flags (with CHECK) non-finite q, k, b, v, w and log-decays above 0 or NaN; a backward's rerun, on
-    inputs its forward has flagged already, skips the checks.
+    Grid (chunks, B·H, NP). It is the only forward kernel that reads v and w, each element once, so it
+    also flags (with CHECK) non-finite v and w (the diagonal kernel flags q, k, b and g).
     FLOPs per chunk 2·64²·(K + (HV/H)·V); bytes: the chunk's inputs once, its outputs once.
     """
     i_c, i_bh, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -325,21 +350,15 @@ def chunk_wy_fwd_kernel(
             # Each tile is loaded where it is first used and dies at its last use (the state of one
             # key tile is several [64, BK] float32 tiles; the fewer live at once, the fewer spill).
             b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
-            if CHECK:
-                bad |= not_log_decay(b_g) * F_G
             b_G = tl.cumsum(b_g, 0)                                            # G_r = Σ_{t≤r} g_t
             if SAVE:
                 tl.store(G_out + off, b_G, mask=m)
             tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_g, 0)), mask=m_k)
             b_gamma = tl.exp(b_G)
             b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
-            if CHECK:
-                bad |= nonfinite(b_q) * F_Q
             tl.store(Qg + off, (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty), mask=m)
             b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
             b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
-            if CHECK:
-                bad |= (nonfinite(b_k) * F_K) | (nonfinite(b_b) * F_B)
             b_k = b_k * b_rk[:, None]
             b_e = b_gamma * gate_value(b_b, m, SIGMOID, B_SCALE) * b_k
             if LOWP:

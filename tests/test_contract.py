@@ -93,6 +93,9 @@ def test_reference_rejects_non_finite_inputs(op, name):
     pytest.param(lambda x: x["g"].__setitem__((0, 3, 0, 1), float("inf")), "g is a log-decay", id="g-inf"),
     pytest.param(lambda x: x["k"].__setitem__((0, 70, 0, 2), float("nan")), "k holds non-finite", id="k-nan"),
     pytest.param(lambda x: x["v"].__setitem__((0, 1, 1, 0), float("-inf")), "v holds non-finite", id="v-inf"),
+    pytest.param(lambda x: x["q"].__setitem__((0, 79, 0, 15), float("inf")), "q holds non-finite", id="q-inf"),
+    pytest.param(lambda x: x["b"].__setitem__((0, 17, 0, 0), float("nan")), "b holds non-finite", id="b-nan"),
+    pytest.param(lambda x: x["w"].__setitem__((0, 64, 1, 3), float("nan")), "w holds non-finite", id="w-nan"),
     pytest.param(lambda x: x["initial_state"].__setitem__((0, 1, 0, 0), float("nan")), "initial_state holds",
                  id="h0-nan"),
 ])
@@ -106,6 +109,19 @@ def test_triton_rejects_what_the_reference_rejects(op, change, match):
         raise_pending()                   # on a GPU the report comes later; on the CPU the call raised
     gdn2.fast.chunk_gdn2(**{n: t.nan_to_num(0.0, 0.0, 0.0).clamp(max=0.0) if n == "g" else t.nan_to_num(0.0)
                             for n, t in x.items()})   # the next good call raises nothing: the report was cleared
+    raise_pending()
+
+
+@triton
+def test_a_huge_finite_value_is_not_flagged():
+    """The forward detects a bad q or k from ‖q‖², ‖k‖², which also overflow for a huge finite value;
+    its second pass then finds every value finite, and nothing is raised."""
+    from gdn2.fast.checks import raise_pending
+
+    x = {n: t.float() for n, t in make_inputs(1, 40, 1, 2, 16, 16).items()}
+    x["q"][0, 5, 0, 3] = 1e30
+    x["k"][0, 33, 0, 0] = -1e30
+    gdn2.fast.chunk_gdn2(**x)
     raise_pending()
 
 
