@@ -10,14 +10,15 @@ probabilities (as ``bench.py`` calls it), forward, forward keeping its intermedi
 They run on the CPU with Triton told that the current device is an sm_<arch> GPU: every kernel
 launch compiles exactly as it would there (same specialisation of arguments, same constexprs and
 launch options) and is then skipped, so the outputs are garbage and only the compiled kernels
-matter. ``cuobjdump --dump-resource-usage`` (shipped with Triton) reads each kernel's registers per
-thread, stack (spilled registers) and static shared memory.
+matter. ``cuobjdump`` (shipped with Triton) reads each kernel's registers per thread, stack (spilled
+registers) and static shared memory, and its SASS.
 
 The drivers pick some launch settings from the number of sequences times heads (kept by the default
 batch 8) and from the token count (the short convolution's backward); the CSV names the shape.
 Registers at the 255 ceiling with a non-zero stack mean spills. Writes
 ``results/resources-sm<arch>-triton<version>.csv``: card (the architecture), triton, call, kernel,
-num_warps, num_stages, registers, stack_bytes, shared_bytes.
+num_warps, num_stages, registers, stack_bytes, shared_bytes, sass_instructions, barriers (``cuobjdump
+-sass``: the instructions as written, a loop's body once; barriers, the BAR instructions among them).
 """
 
 import argparse
@@ -35,7 +36,11 @@ from triton.backends.compiler import GPUTarget
 from triton.runtime.driver import driver
 from triton.runtime.jit import JITFunction
 
-FIELDS = ["card", "triton", "call", "kernel", "num_warps", "num_stages", "registers", "stack_bytes", "shared_bytes"]
+FIELDS = ["card", "triton", "call", "kernel", "num_warps", "num_stages", "registers", "stack_bytes", "shared_bytes",
+          "sass_instructions", "barriers"]
+
+#: one SASS instruction in ``cuobjdump -sass``: its address comment, an optional predicate, the opcode
+_SASS_OP = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
 
 
 class CompileOnlyDriver:
@@ -78,17 +83,22 @@ class Recorder:
 
 
 def usage(kernel, cuobjdump: str) -> dict:
-    """registers and stack_bytes of a compiled kernel, from its cubin; shared_bytes from its metadata."""
+    """registers and stack_bytes of a compiled kernel, from its cubin; shared_bytes from its metadata; the
+    instructions of its SASS and how many of them are barriers (each written once: a loop's body counts
+    once, however often it runs)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(kernel.asm["cubin"])
     try:
         out = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True,
                              check=True).stdout
+        sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True).stdout
     finally:
         os.unlink(f.name)
     found = dict(re.findall(r"(REG|STACK):(\d+)", out))
+    ops = _SASS_OP.findall(sass)
     # the cubin's SHARED is the static part only; Triton's tiles live in dynamic shared memory
-    return dict(registers=int(found["REG"]), stack_bytes=int(found["STACK"]), shared_bytes=kernel.metadata.shared)
+    return dict(registers=int(found["REG"]), stack_bytes=int(found["STACK"]), shared_bytes=kernel.metadata.shared,
+                sass_instructions=len(ops), barriers=sum(op.startswith("BAR.") for op in ops))
 
 
 def calls(batch: int, seq_len: int):
@@ -175,8 +185,8 @@ def main() -> None:
             rows.append(row)
             spill = "  SPILLS" if row["stack_bytes"] and row["registers"] >= 255 else ""
             print(f"{name:20s} {kernel_name:36s} warps {row['num_warps']} stages {row['num_stages']}  reg "
-                  f"{row['registers']:3d}  stack {row['stack_bytes']:5d} B  shared {row['shared_bytes']:6d} B{spill}",
-                  flush=True)
+                  f"{row['registers']:3d}  stack {row['stack_bytes']:5d} B  shared {row['shared_bytes']:6d} B  "
+                  f"SASS {row['sass_instructions']:5d} (BAR {row['barriers']:2d}){spill}", flush=True)
     path = Path(args.out) / f"resources-sm{args.arch}-triton{triton.__version__}{'-variant' if variant else ''}.csv"
     write_csv(path, rows, FIELDS)
     print(f"wrote {path}")

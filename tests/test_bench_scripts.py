@@ -151,8 +151,8 @@ def test_gpu_session_commands_name_existing_files(tmp_path):
 
 def test_resource_usage_compiles_every_kernel_for_sm90(tmp_path):
     """resources.py compiles every kernel of the layer and the operator for an sm_90 GPU without one
-    (the host code and Triton's NVIDIA compiler, not the interpreter) and reads registers and stack
-    from the cubins: every kernel of both backward and forward appears, within the register file."""
+    (the host code and Triton's NVIDIA compiler, not the interpreter) and reads registers, stack and
+    SASS from the cubins: every kernel of both backward and forward appears, within the register file."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, str(BENCH / "resources.py"), "--batch", "1", "--seq-len", "16",
                            "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
@@ -169,6 +169,7 @@ def test_resource_usage_compiles_every_kernel_for_sm90(tmp_path):
             "gated_rms_norm_bwd_kernel"} <= kernels
     for r in rows:
         assert 0 < int(r["registers"]) <= 255 and int(r["stack_bytes"]) >= 0 and int(r["shared_bytes"]) >= 0
+        assert 0 <= int(r["barriers"]) < int(r["sass_instructions"])
 
 
 def test_launch_variants_change_only_the_named_default():
