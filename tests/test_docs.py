@@ -766,6 +766,8 @@ def test_new_csvs_are_listed_not_fatal(tmp_path):
     other = bench.other_markdown(results, placed)
     assert other.startswith('??? note "Other results (2 files)"')
     assert "layer-NVIDIA_H200.csv" in other and "notes-NVIDIA_B200.csv" in other
+    # a column with one value in every row is said once, not repeated in the table
+    assert "In every row: mode = layer, peak_mib = 100, card = NVIDIA H200." in other and "| card" not in other
     assert "plots/layer-NVIDIA_H200-layer.svg" in other
     assert "NVIDIA H200" in bench.summary_markdown(results)
 

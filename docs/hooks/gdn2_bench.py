@@ -561,7 +561,14 @@ def other_markdown(results: dict[str, list[dict[str, str]]], placed: set[str]) -
     charts = plots({n: results[n] for n in rest})
     body = []
     for n in rest:
-        body.append(f"**`benchmarks/results/{n}.csv`** ({len(results[n])} rows, {_card(results[n])})\n")
+        rows = results[n]
+        body.append(f"**`benchmarks/results/{n}.csv`** ({len(rows)} rows, {_card(rows)})\n")
         body += [f"![{c[:-4]}](plots/{c})\n" for c in charts if c == f"{n}.svg" or c.startswith(f"{n}-")]
-        body.append(_table(results[n]) + "\n")
+        # a column with one value in every row is said once, above the table, so that the table stays narrow
+        same = {c: (rows[0].get(c) or "").strip() for c in rows[0] if c is not None and len(rows) > 1
+                and all((r.get(c) or "").strip() == (rows[0].get(c) or "").strip() for r in rows)}
+        if same:
+            body.append("In every row: " + ", ".join(f"{c} = {html.escape(v) or '(empty)'}" for c, v in same.items())
+                        + ".\n")
+        body.append(_table([{c: v for c, v in r.items() if c not in same} for r in rows]) + "\n")
     return _collapsed(f"Other results ({len(rest)} files)", "\n".join(body))
