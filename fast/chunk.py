@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from gdn2.ops._contract import erase_gate_scale
+from gdn2.ops._contract import check_recompute, erase_gate_scale
 
 from . import custom_op  # noqa: F401  (registers gdn2::chunk_gdn2_fwd / _bwd)
 from .chunk_fwd import CHUNK_SIZE
@@ -104,8 +104,7 @@ def chunk_gdn2(
     """
     if isinstance(chunk_size, bool) or chunk_size != CHUNK_SIZE:
         raise ValueError(f"chunk_size must be {CHUNK_SIZE} for the Triton backend, got {chunk_size!r}")
-    if not (isinstance(recompute, bool) or (isinstance(recompute, str) and recompute == "partial")):
-        raise ValueError(f"recompute must be True, False or 'partial', got {recompute!r}")
+    check_recompute(recompute)
     scale = q.shape[3] ** -0.5 if scale is None else float(scale)
     b_scale = erase_gate_scale(use_gate_sigmoid_in_kernel, allow_neg_eigval) or 0.0
     if dt_bias is not None:

@@ -25,6 +25,7 @@ from .backends import available_backends, get_backend, loaded_backend, resolve_b
 from .cache import Cache, GDN2State
 from .conv import ShortConvolution
 from .norm import GatedRMSNorm
+from .ops._contract import check_recompute
 
 __all__ = ["GDN2", "init_linear"]
 
@@ -146,9 +147,7 @@ class GDN2(nn.Module):
         if layer_idx is not None and (isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or layer_idx < 0):
             raise ValueError(f"layer_idx must be None or a non-negative int, got {layer_idx!r}")
         self.layer_idx = layer_idx
-        if not (isinstance(recompute, bool) or (isinstance(recompute, str) and recompute == "partial")):
-            raise ValueError(f"recompute must be True, False or 'partial', got {recompute!r}")
-        self.recompute = recompute
+        self.recompute = check_recompute(recompute)
 
         H, HV, K, V, D = self.num_heads, self.num_v_heads, self.head_dim, self.head_v_dim, hidden_size
         self.key_dim, self.value_dim = H * K, HV * V

@@ -206,6 +206,13 @@ def gate_from_raw(g_raw: Tensor, A_log: Tensor, dt_bias: Tensor | None) -> Tenso
     return -torch.exp(A_log.to(dt)).reshape(H, 1) * F.softplus(x)
 
 
+def check_recompute(recompute: object) -> bool | str:
+    """``recompute`` of the Triton operator (and of the layers that pass it on): True, False or "partial"."""
+    if not (isinstance(recompute, bool) or (isinstance(recompute, str) and recompute == "partial")):
+        raise ValueError(f"recompute must be True, False or 'partial', got {recompute!r}")
+    return recompute
+
+
 def erase_gate_scale(use_gate_sigmoid_in_kernel: object, allow_neg_eigval: object) -> float | None:
     """The scale s of the erase gate b = s·σ(b_logit) (2 with negative eigenvalues), or None when b and w
     are gates already; named errors for anything else."""
