@@ -51,12 +51,13 @@ D, H, K = 2048, 16, 128
 SHAPES = [(8, 2048), (4, 4096), (1, 16384), (1, 65536)]
 VARLEN_TOKENS = 16384
 FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "sdpa_over_this", "share"]
-#: what --variants times besides the defaults (""): the recompute modes; the launches that remove the
-#: spills of the pairwise and local WY backward and the off-diagonal kernel where compiled for sm_90
-#: (resources.py --set); two programs per chunk for the WY kernel; the state kernels' widths, whose rules
-#: count programs (sequences × value heads), not the tokens of each sequence
+#: what --variants times besides the defaults (""): the recompute modes; the WY kernel's key-tile width,
+#: and warps (narrower tiles hold fewer registers, so more programs share an SM); the off-diagonal
+#: kernel at 2 warps (no spills when compiled for sm_90: resources.py --set); the state kernels' widths,
+#: whose rules count programs (sequences × value heads), not the tokens of each sequence
 VARIANTS = ("", "recompute=True", "recompute=False", "fwd.wy.BK=32", "fwd.wy.BK=16",
-            "fwd.wy.BK=32+fwd.wy.num_warps=8", "fwd.offdiag.num_warps=2", "fwd.state.BV=32+fwd.state.num_warps=4",
+            "fwd.wy.BK=32+fwd.wy.num_warps=8", "fwd.wy.num_warps=8",
+            "fwd.offdiag.num_warps=2", "fwd.state.BV=32+fwd.state.num_warps=4",
             "fwd.state.BV=64+fwd.state.num_warps=4", "bwd.state.BV=32", "bwd.state.BV=64")
 VARIANT_SHAPES = ("8x2048", "1x16384", "varlen")
 VARIANT_FIELDS = ["card", "shape", "variant", "mode", "ms", "peak_mib", "defaults_over_this", "rel_err_vs_defaults"]
