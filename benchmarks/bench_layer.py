@@ -51,7 +51,7 @@ D, H, K = 2048, 16, 128
 SHAPES = [(8, 2048), (4, 4096), (1, 16384), (1, 65536)]
 VARLEN_TOKENS = 16384
 FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "sdpa_over_this", "share"]
-#: what --variants times besides the defaults (""): the recompute modes; the WY kernel's key-tile width,
+#: what --variants times besides the defaults (""): the recompute modes; the WY kernel's key-tile width
 #: and warps (narrower tiles hold fewer registers, so more programs share an SM); the off-diagonal
 #: kernel at 2 warps (no spills when compiled for sm_90: resources.py --set); the state kernels' widths,
 #: whose rules count programs (sequences × value heads), not the tokens of each sequence
