@@ -190,3 +190,40 @@ def test_shared_input_linear_equals_separate_projections(autocast):
             excess = ((g.double() - e).abs() - f * s).max().item()
             assert excess <= 0, f"{name}: gradient {j} exceeds its rounding bound by {excess:.3g}"
 
+
+
+# ---- what runs around the kernels ----------------------------------------------------------------
+#: ATen ops the fused layer's train step may run on token-sized tensors: the products, views, and the
+#: one reduction that is a gradient of its own (z's bias: the sum of dz over the tokens)
+GLUE_ALLOWED = {"mm", "addmm", "addmm_", "t", "view", "_unsafe_view", "reshape", "expand", "detach", "alias",
+                "sum"}
+
+
+def test_fused_layer_runs_no_elementwise_pass_around_its_kernels():
+    """Forward and backward of the fused layer: every ATen op that touches a token-sized tensor is a
+    product or a view, besides the kernels' own custom ops. A projection whose output needs a copy, a
+    bias added by its own pass, or gradients summed by autograd would each show up here as an
+    elementwise op (copy_, add, fill, slice_backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    B, T, D = 1, 40, 32
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tensors = [a for a in (*args, *(out if isinstance(out, (tuple, list)) else [out]))
+                       if isinstance(a, torch.Tensor)]
+            if func.namespace == "aten" and any(t.numel() >= B * T * 16 for t in tensors):
+                seen.append(func.__name__.split(".")[0])
+            return out
+
+    fast, _ = pair(D=D)
+    x = torch.randn(B, T, D, device=DEVICE, requires_grad=True)
+    dy = torch.randn(B, T, D, device=DEVICE)
+    with Record():
+        y = fast(x)
+        torch.autograd.backward(y, dy)
+    extra = sorted(set(seen) - GLUE_ALLOWED)
+    assert not extra, f"elementwise ATen ops around the fused layer's kernels: {extra}"
+    assert {"mm", "addmm"} <= set(seen)      # the recorder saw the products, so it saw the layer
