@@ -101,8 +101,8 @@ def chunk_bwd_local(
 
     dq, dk, db = empty(q.shape, q.dtype, dev), empty(k.shape, k.dtype, dev), empty(b.shape, b.dtype, dev)
     dg = empty(g.shape, g.dtype, dev)
-    dA_log_part = torch.zeros(grid_t * B, H, dtype=f32, device=dev) if gate else None
-    ddt_part = torch.zeros(grid_t * B, H, K, dtype=f32, device=dev) if gate else None
+    dA_log_part = empty((grid_t * B, H), f32, dev) if gate else None          # every program writes its row
+    ddt_part = empty((grid_t * B, H, K), f32, dev) if gate else None
     chunk_bwd_local_pairwise_kernel[(grid_t, B * H)](
         q, k, b, saved.G, dM, dT, dq_p, dk_p, db_p, dG_p, dq, dk, db, dg,
         saved.q_rstd, saved.k_rstd, g if gate else None, A_log, dt_bias, dA_log_part, ddt_part,

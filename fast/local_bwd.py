@@ -206,8 +206,8 @@ def chunk_bwd_local_pairwise_kernel(
     g_raw,          # [B, T, H, K] raw gate input, or None
     A_log,          # [H] float, or None
     dt_bias,        # [H·K] float, or None
-    dA_log_part,    # out [programs, H] float32 per-chunk partial sums of dA_log (zero-filled), or None
-    ddt_part,       # out [programs, H, K] float32 per-chunk partial sums of ddt_bias (zero-filled), or None
+    dA_log_part,    # out [programs, H] float32 per-program partial sums of dA_log, or None
+    ddt_part,       # out [programs, H, K] float32 per-program partial sums of ddt_bias, or None
     cu_seqlens,     # [N + 1] int or None
     chunk_indices,  # [NSLOT, 2] int32 (sequence, chunk), sequence −1 = no work; or None
     T,
@@ -253,7 +253,14 @@ def chunk_bwd_local_pairwise_kernel(
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     bos, eos, i_t, i_tg, work = chunk_bounds(cu_seqlens, chunk_indices, i_c, i_b, T, N, BT, IS_VARLEN)
+    # the row of this program in the partial sums of the gate's parameters: every program writes one,
+    # a spare program of a packed batch (no work) zeros
+    i_row = i_c if IS_VARLEN else i_tg
     if work == 0:
+        if GATE:
+            tl.store(dA_log_part + i_row * H + i_h, 0.)
+            tl.store(ddt_part + (i_row * H + i_h) * K + tl.arange(0, BK), tl.zeros([BK], tl.float32),
+                     mask=tl.arange(0, BK) < K)
         return
     T = (eos - bos).to(tl.int32)         # from here on, the length of this sequence
     bos = offset_int(bos, OFF64)
@@ -430,6 +437,6 @@ def chunk_bwd_local_pairwise_kernel(
         tl.store(db_out + off_i, b_dbt.to(db_out.dtype.element_ty), mask=m_ik)
         tl.store(dg_out + off_i, b_dg.to(dg_out.dtype.element_ty), mask=m_ik)
     if GATE:
-        tl.store(dA_log_part + i_tg * H + i_h, tl.sum(b_dAl, axis=0))
-        tl.store(ddt_part + (i_tg * H + i_h) * K + o_k, b_ddt, mask=m_k)
+        tl.store(dA_log_part + i_row * H + i_h, tl.sum(b_dAl, axis=0))
+        tl.store(ddt_part + (i_row * H + i_h) * K + o_k, b_ddt, mask=m_k)
 # --8<-- [end:chunk_bwd_local_pairwise_kernel]
