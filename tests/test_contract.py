@@ -115,12 +115,14 @@ def test_triton_rejects_what_the_reference_rejects(op, change, match):
 @triton
 def test_a_huge_finite_value_is_not_flagged():
     """The forward detects a bad q or k from ‖q‖², ‖k‖², which also overflow for a huge finite value;
-    its second pass then finds every value finite, and nothing is raised."""
+    its second pass then finds every value finite, and nothing is raised. Nor for v and w at the largest
+    float32 value."""
     from gdn2.fast.checks import raise_pending
 
     x = {n: t.float() for n, t in make_inputs(1, 40, 1, 2, 16, 16).items()}
     x["q"][0, 5, 0, 3] = 1e30
     x["k"][0, 33, 0, 0] = -1e30
+    x["v"][0, 7, 1, 2] = x["w"][0, 7, 1, 2] = torch.finfo(torch.float32).max
     gdn2.fast.chunk_gdn2(**x)
     raise_pending()
 
