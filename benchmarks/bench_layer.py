@@ -55,7 +55,7 @@ FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "
 #: and warps (narrower tiles hold fewer registers, so more programs share an SM); the off-diagonal
 #: kernel at 2 warps (no spills when compiled for sm_90: resources.py --set); the state kernels' widths,
 #: whose rules count programs (sequences × value heads), not the tokens of each sequence
-VARIANTS = ("", "recompute=True", "recompute=False", "fwd.wy.BK=32", "fwd.wy.BK=16",
+VARIANTS = ("", "recompute=True", "recompute=states", "recompute=False", "fwd.wy.BK=32", "fwd.wy.BK=16",
             "fwd.wy.BK=32+fwd.wy.num_warps=8", "fwd.wy.num_warps=8",
             "fwd.offdiag.num_warps=2", "fwd.state.BV=32+fwd.state.num_warps=4",
             "fwd.state.BV=64+fwd.state.num_warps=4", "bwd.state.BV=32", "bwd.state.BV=64")

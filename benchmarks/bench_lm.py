@@ -10,8 +10,9 @@ hidden size 2048, 24 blocks, bfloat16 parameters, AdamW), about 1.3 B parameters
   mixer in every fourth block (``swa_layers``; its window, 4096, covers the whole sequence);
 - ``peer``: the same with each GDN2 mixer replaced by flash-linear-attention 0.6.0's ``GatedDeltaNet2``;
 - ``transformer``: attention mixers in every block (causal SDPA, flash);
-- ``ours-saved`` and ``ours-recompute`` (on request): ``ours`` with ``recompute=False`` (the operator
-  keeps every intermediate for its backward) and ``recompute=True`` (only its inputs); ``ours`` is the
+- ``ours-states``, ``ours-saved`` and ``ours-recompute`` (on request): ``ours`` with
+  ``recompute="states"`` (the operator keeps all but its state pass's intermediates for its backward),
+  ``recompute=False`` (every intermediate) and ``recompute=True`` (only its inputs); ``ours`` is the
   default, ``"partial"``.
 
 A step is the forward, the cross-entropy loss, the backward and the optimizer step, on fresh random
@@ -33,7 +34,7 @@ from torch import nn
 from gdn2 import GDN2LM, GDN2LMConfig
 
 #: impl → the GDN2 layers' ``recompute`` for our models
-RECOMPUTE = {"ours": "partial", "ours-saved": False, "ours-recompute": True}
+RECOMPUTE = {"ours": "partial", "ours-states": "states", "ours-saved": False, "ours-recompute": True}
 IMPLS = [*RECOMPUTE, "peer", "transformer"]
 FIELDS = ["card", "impl", "params_m", "batch", "seq_len", "step_ms", "tokens_per_s", "peak_gib", "peer_over_this"]
 

@@ -7,12 +7,13 @@
     python benchmarks/bench_train.py --dry-run        # every mode's host code on the CPU (Triton's interpreter)
 
 fwdbwd: one train step of the operator (forward, then backward of <o, do>) at H = 16, K = V = 128,
-bfloat16, with the L2 norm in the op, for ours in its three ``recompute`` modes (``ours``: True, the
+bfloat16, with the L2 norm in the op, for ours in its four ``recompute`` modes (``ours``: True, the
 backward reruns the whole forward; ``ours-partial``: "partial", the default, it reruns stages (3)-(5);
-``ours-saved``: False, it reruns nothing), flash-linear-attention's ``chunk_gdn2`` (the peer) and
-causal SDPA, all in the same run on fresh random inputs (never zeros). Time is the median of
-``triton.testing.do_bench``; memory is ``torch.cuda.max_memory_allocated`` over one step, minus
-what the inputs already hold. Ratios are peer / ours and sdpa / ours (> 1: ours is faster).
+``ours-states``: "states", it reruns the state pass only; ``ours-saved``: False, it reruns nothing),
+flash-linear-attention's ``chunk_gdn2`` (the peer) and causal SDPA, all in the same run on fresh random
+inputs (never zeros). Time is the median of ``triton.testing.do_bench``; memory is
+``torch.cuda.max_memory_allocated`` over one step, minus what the inputs already hold. Ratios are
+peer / ours and sdpa / ours (> 1: ours is faster).
 
 lm: the small byte-level LM (``gdn2.model.GDN2LM``) trained for 200 steps from one seed on the
 same batches with backend "triton" and backend "reference" in float32, and with "triton" under
@@ -102,6 +103,8 @@ def fwdbwd_rows(B: int, T: int, card: str, peer, save=lambda rows: None, retune:
     impls = {
         "ours": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute=True)[0], do, leaves),
         "ours-partial": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True)[0], do, leaves),
+        "ours-states": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute="states")[0],
+                        do, leaves),
         "ours-saved": (lambda: gdn2.fast.chunk_gdn2(**x, use_qk_l2norm_in_kernel=True, recompute=False)[0],
                        do, leaves),
         "sdpa": (lambda: F.scaled_dot_product_attention(*qkv, is_causal=True), do.transpose(1, 2), qkv),
@@ -160,7 +163,7 @@ def bench_crossover(args, card: str) -> list[dict]:
     """The train step of ours, the peer and SDPA at B = 1 over CROSSOVER_T: where the linear forms
     overtake softmax attention."""
     rows = train_step_rows(args, card, "crossover", [(1, T) for T in CROSSOVER_T])
-    for impl in ("ours", "ours-partial", "ours-saved", "peer"):
+    for impl in ("ours", "ours-partial", "ours-states", "ours-saved", "peer"):
         print(f"{impl} overtakes SDPA (train step, B = 1) at {crossing(rows, impl)}")
     return rows
 
@@ -229,9 +232,12 @@ def stage_rows(B: int, T: int, card: str, sweep: bool) -> list[dict]:
     stages = {
         "forward": lambda: chunk_gdn2_fwd(**x, **kw),
         "forward-save": lambda: chunk_gdn2_fwd(**x, **kw, save=True),
-        # the backward's rerun of the forward: all four kernels (recompute=True), or stages (3)-(5) only
+        # the backward's rerun of the forward: all four kernels (recompute=True), stages (3)-(5)
+        # ("partial") or the state pass only ("states")
         "bwd-rerun": lambda: chunk_gdn2_fwd(**x, **kw, save=True, need_o=False),
-        "bwd-rerun-partial": lambda: chunk_gdn2_fwd(**x, **kw, save=True, intra=saved, need_o=False),
+        "bwd-rerun-partial": lambda: chunk_gdn2_fwd(**x, **kw, save=True, kept=saved._replace(Y=None),
+                                                    need_o=False),
+        "bwd-rerun-states": lambda: chunk_gdn2_fwd(**x, **kw, save=True, kept=saved, need_o=False),
         "bwd-state": lambda: chunk_bwd_state(saved, do, None, None, None, default),
         "bwd-local": local,
     }

@@ -3,7 +3,7 @@
 
 A setting is ``fwd.<stage>.<field>=<value>`` or ``bwd.<stage>.<field>=<value>``: the field of the launch
 dataclass that ``ForwardConfig()`` / ``BackwardConfig()`` hold for that stage (``gdn2.fast.config``),
-which is what the drivers use when a call passes no config. ``recompute=<True|False|partial>`` is the
+which is what the drivers use when a call passes no config. ``recompute=<True|False|partial|states>`` is the
 one setting that is not a launch: the ``recompute`` mode the Triton layer passes to ``chunk_gdn2``.
 A variant is settings joined by ``+`` ("bwd.pairwise.num_warps=8+bwd.local_wy.BK=32"); "" is the defaults.
 """
@@ -44,8 +44,8 @@ def apply(settings: list[str]) -> str:
         if not eq:
             raise ValueError(f"a setting is NAME=VALUE, got {item!r}")
         if path == "recompute":
-            if raw not in ("True", "False", "partial"):
-                raise ValueError(f"recompute must be True, False or partial, got {raw!r}")
+            if raw not in ("True", "False", "partial", "states"):
+                raise ValueError(f"recompute must be True, False, partial or states, got {raw!r}")
             recompute = _value(raw)
             continue
         side, _, rest = path.partition(".")

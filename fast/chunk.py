@@ -21,14 +21,15 @@ from .contract import contiguous, validated
 __all__ = ["chunk_gdn2", "ChunkGDN2Function", "RECOMPUTE"]
 
 #: ``recompute`` value → what the forward keeps for the backward (``custom_op.KEEP``)
-RECOMPUTE = {True: "inputs", "partial": "intra", False: "all"}
+RECOMPUTE = {True: "inputs", "partial": "intra", "states": "wy", False: "all"}
 
 
 class ChunkGDN2Function(torch.autograd.Function):
     """Autograd wrapper of the two custom ops, so the Function traces under ``torch.compile(fullgraph=True)``.
 
     ``keep`` (``custom_op.KEEP``) names what the forward keeps: ``"inputs"`` (the backward reruns the
-    whole forward), ``"intra"`` (it reruns stages (3)-(5)) or ``"all"`` (it reruns nothing).
+    whole forward), ``"intra"`` (it reruns stages (3)-(5)), ``"wy"`` (it reruns the state pass (4)) or
+    ``"all"`` (it reruns nothing).
     """
 
     @staticmethod
@@ -98,9 +99,11 @@ def chunk_gdn2(
     ``allow_neg_eigval``) inside the kernels, gradient included.
     ``recompute`` trades memory for the backward's time: ``True`` keeps only the inputs and the backward
     reruns the whole forward; ``"partial"`` (the default) keeps A, A_qk, 1/‖q‖ and 1/‖k‖ (and the in-op
-    gate's g) and the backward reruns stages (3)-(5) only; ``False`` keeps every intermediate.
-    Cost: four launches forward, three backward, plus the forward's last two (``"partial"``) or all
-    four (``True``) again.
+    gate's g) and the backward reruns stages (3)-(5) only; ``"states"`` keeps every intermediate but the
+    state pass's (the chunk states and R; the gate's g is then not needed) and the backward reruns that
+    pass only; ``False`` keeps every intermediate.
+    Cost: four launches forward, three backward, plus the forward's last two (``"partial"``), its last
+    one (``"states"``) or all four (``True``) again.
     """
     if isinstance(chunk_size, bool) or chunk_size != CHUNK_SIZE:
         raise ValueError(f"chunk_size must be {CHUNK_SIZE} for the Triton backend, got {chunk_size!r}")

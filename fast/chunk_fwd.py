@@ -22,7 +22,7 @@ from .jit import EXP_MAX
 from .state_fwd import chunk_state_output_fwd_kernel
 from .utils import chunk_indices_of, empty, needs_int64
 
-__all__ = ["CHUNK_SIZE", "ChunkForward", "INTRA", "SAVED", "chunk_gdn2_fwd", "forward_config"]
+__all__ = ["CHUNK_SIZE", "ChunkForward", "INTRA", "WY", "SAVED", "chunk_gdn2_fwd", "forward_config"]
 
 #: the one chunk size of the Triton backend
 CHUNK_SIZE = 64
@@ -33,8 +33,9 @@ class ChunkForward(NamedTuple):
 
     Always: ``o`` [B, T, HV, V] (q's dtype) and ``final_state`` [N, HV, K, V] float32 or None; the
     products of stages (1)-(2), named by :data:`INTRA`: ``A``, ``Aqk``, ``q_rstd``, ``k_rstd`` and, with
-    the in-op gate, ``g_gate``. With ``save=True`` (else None), also the rest of what a backward reads
-    (C = 64; a chunk of sequence n starts at token bos_n + i_t·C; rows past the sequence end are unwritten):
+    the in-op gate, ``g_gate``. With ``save=True`` (else None), also the rest of what a backward reads;
+    with ``save="wy"``, all of it but the state pass's ``R`` and ``h`` (C = 64; a chunk of sequence n
+    starts at token bos_n + i_t·C; rows past the sequence end are unwritten):
 
     - ``G`` [B, T, H, K] float32: chunk-local cumulative log-decay G_r (after the in-op gate).
     - ``A`` [B, T, H, C] float32: row r of chunk i_t's A = (I + T)⁻¹ sits at token t0 + r.
@@ -71,9 +72,12 @@ class ChunkForward(NamedTuple):
 
 #: the intermediates the backward reads, in the order the custom op hands them over
 SAVED = ("G", "A", "Aqk", "Y", "Qg", "Kt", "R", "h", "q_rstd", "k_rstd")
-#: the products of stages (1)-(2): given back to the driver (``intra=``), they let it start at stage (3).
+#: the products of stages (1)-(2): given back to the driver (``kept=``), they let it start at stage (3).
 #: ``g_gate`` (the in-op gate's g) comes last and only with the gate.
 INTRA = ("A", "Aqk", "q_rstd", "k_rstd", "g_gate")
+#: the products of stage (3) (with G): given back to the driver with those of (1)-(2) but ``g_gate``, which
+#: only stage (3) reads, they let it start at the state pass
+WY = ("G", "Y", "Qg", "Kt", "U", "gC")
 
 
 @functools.cache
@@ -136,8 +140,8 @@ def chunk_gdn2_fwd(
     A_log: Tensor | None = None,
     dt_bias: Tensor | None = None,
     b_scale: float = 0.0,
-    save: bool = False,
-    intra: ChunkForward | None = None,
+    save: bool | str = False,
+    kept: ChunkForward | None = None,
     need_o: bool = True,
     check: bool = True,
     config: ForwardConfig | None = None,
@@ -146,8 +150,10 @@ def chunk_gdn2_fwd(
 
     No checks and no host synchronisation here (``gdn2.fast.chunk_gdn2`` validates). ``A_log`` given
     means g is the raw gate; ``b_scale`` > 0 means b and w are logits (b = b_scale·σ(b), w = σ(w));
-    ``save`` keeps the intermediates for a backward; ``intra``, the products of stages (1)-(2) of an
-    earlier call on the same inputs (:data:`INTRA`), skips those stages; ``need_o=False`` skips the
+    ``save`` keeps the intermediates for a backward (``"wy"``: all but the state pass's, see
+    :class:`ChunkForward`); ``kept``, products of an earlier call on the same inputs, skips the stages
+    that made them: those of (1)-(2) (:data:`INTRA`) skip stages (1)-(2), and with those of (3) as well
+    (:data:`WY`), stage (3) too; ``need_o=False`` skips the
     output (``o`` is None then: a backward reruns the forward for its intermediates, not for o);
     ``check=False`` skips the per-element checks of the input values (a backward's rerun reads inputs
     that its forward has checked); ``config`` overrides launch settings.
@@ -165,7 +171,10 @@ def chunk_gdn2_fwd(
     else:
         n_slots = B * triton.cdiv(T, BT)
         grid = (triton.cdiv(T, BT), B * H)
-    cfg = forward_config(config, K, V, N, HV, q.element_size(), save, dev)
+    if save not in (False, True, "wy"):
+        raise ValueError(f"save must be False, True or 'wy', got {save!r}")
+    save_states = save is True             # the state pass writes h and R
+    cfg = forward_config(config, K, V, N, HV, q.element_size(), save_states, dev)
     # float32 inputs get float32 products; bfloat16 inputs take bfloat16 operands where every factor
     # is ≤ 1 (LOWP); float16 keeps tf32 there, since its exponent range underflows strong decay
     dot_prec = (cfg.precision or "ieee") if dt == f32 else "tf32"
@@ -175,7 +184,7 @@ def chunk_gdn2_fwd(
     gate = dict(plain, USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None)
     # ---- stages (1)-(2): the in-op gate is evaluated once, by the first kernel; the others read its
     # float32 result as g
-    if intra is None:
+    if kept is None:
         g_gate = empty((B, T, H, K), f32, dev) if A_log is not None else None
         Aqk = empty((B, T, H, BT), dt, dev)
         A = empty((B, T, H, BT), f32, dev)
@@ -189,34 +198,38 @@ def chunk_gdn2_fwd(
             q, k, g_log, b, Aqk, A, q_rstd, k_rstd, cu_seqlens, chunk_indices, scale,
             T, N, H=H, K=K, DOT_PREC=dot_prec, LOWP=lowp, OFF64=needs_int64(q, A), **plain, **cfg.offdiag.meta())
     else:
-        A, Aqk, q_rstd, k_rstd, g_gate = (getattr(intra, f) for f in INTRA)
-        if (g_gate is None) != (A_log is None):
-            raise ValueError("intra= must come from a call with the same in-op gate (g_gate with A_log only)")
+        A, Aqk, q_rstd, k_rstd, g_gate = (getattr(kept, f) for f in INTRA)
+        if kept.Y is None and (g_gate is None) != (A_log is None):
+            raise ValueError("kept= must come from a call with the same in-op gate (g_gate with A_log only)")
         g_log = g if g_gate is None else g_gate
 
     # ---- stage (3)
-    Y, Qg, Kt = (empty((B, T, H, K), dt, dev) for _ in range(3))
-    U = empty((B, T, HV, V), dt, dev)
-    gC = empty((n_slots, H, K), f32, dev)
-    G = empty((B, T, H, K), f32, dev) if save else None
-    wy = cfg.wy   # no more programs per chunk than it has key tiles or value tiles
-    wy = replace(wy, NP=max(1, min(wy.NP, max(triton.cdiv(K, wy.BK), (HV // H) * triton.cdiv(V, wy.BV)))))
-    chunk_wy_fwd_kernel[(grid[0], grid[1], wy.NP)](
-        q, k, v, g_log, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
-        cu_seqlens, chunk_indices, scale, T, N,
-        H=H, HV=HV, K=K, V=V, SAVE=save, DOT_PREC=dot_prec, LOWP=lowp, CHECK=check, **plain, **wy.meta())
+    if kept is not None and kept.Y is not None:
+        G, Y, Qg, Kt, U, gC = (getattr(kept, f) for f in WY)
+    else:
+        Y, Qg, Kt = (empty((B, T, H, K), dt, dev) for _ in range(3))
+        U = empty((B, T, HV, V), dt, dev)
+        gC = empty((n_slots, H, K), f32, dev)
+        G = empty((B, T, H, K), f32, dev) if save else None
+        wy = cfg.wy   # no more programs per chunk than it has key tiles or value tiles
+        wy = replace(wy, NP=max(1, min(wy.NP, max(triton.cdiv(K, wy.BK), (HV // H) * triton.cdiv(V, wy.BV)))))
+        chunk_wy_fwd_kernel[(grid[0], grid[1], wy.NP)](
+            q, k, v, g_log, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
+            cu_seqlens, chunk_indices, scale, T, N,
+            H=H, HV=HV, K=K, V=V, SAVE=bool(save), DOT_PREC=dot_prec, LOWP=lowp, CHECK=check, **plain,
+            **wy.meta())
 
     # ---- stages (4)-(5)
     o = empty((B, T, HV, V), dt, dev) if need_o else None
     ht = empty((N, HV, K, V), f32, dev) if output_final_state else None
-    h = empty((n_slots, HV, K, V), f32, dev) if save else None
-    R = empty((B, T, HV, V), dt, dev) if save else None
+    h = empty((n_slots, HV, K, V), f32, dev) if save_states else None
+    R = empty((B, T, HV, V), dt, dev) if save_states else None
     st = cfg.state
     BKH = st.BKH
     chunk_state_output_fwd_kernel[(triton.cdiv(V, st.BV), N * HV)](
         Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, flags, cu_seqlens, T, N,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BKH * triton.cdiv(K, BKH), HAS_H0=initial_state is not None,
-        STORE_O=need_o, STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save, DOT_PREC=dot_prec,
+        STORE_O=need_o, STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save_states, DOT_PREC=dot_prec,
         **st.meta())
     checks.settle(flags)
     products = dict(A=A, Aqk=Aqk, q_rstd=q_rstd, k_rstd=k_rstd, g_gate=g_gate, chunk_indices=chunk_indices)

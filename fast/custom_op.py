@@ -3,7 +3,9 @@
 ``gdn2::chunk_gdn2_fwd`` runs :func:`gdn2.fast.chunk_fwd.chunk_gdn2_fwd` and returns ``(o, final_state,
 saved)``; what ``saved`` holds depends on ``keep`` (:data:`KEEP`): nothing (``"inputs"``), the products
 of stages (1)-(2) named by :data:`gdn2.fast.chunk_fwd.INTRA` (``"intra"``; ``g_gate`` only with the
-in-op gate), or every intermediate named by :data:`gdn2.fast.chunk_fwd.SAVED` (``"all"``).
+in-op gate), those and the products of stage (3) named by :data:`gdn2.fast.chunk_fwd.WY` (``"wy"``; no
+``g_gate``, which only stage (3) reads), or every intermediate named by
+:data:`gdn2.fast.chunk_fwd.SAVED` (``"all"``).
 ``gdn2::chunk_gdn2_bwd`` takes the incoming gradients, the forward's inputs, ``saved`` and ``keep``,
 reruns the forward stages whose intermediates were not kept, and returns the gradients of the
 differentiable inputs. Both ops have fake (meta) implementations, so ``torch.compile(fullgraph=True)``
@@ -15,13 +17,13 @@ import triton
 from torch import Tensor
 
 from .chunk_bwd import chunk_gdn2_bwd
-from .chunk_fwd import CHUNK_SIZE, INTRA, SAVED, ChunkForward, chunk_gdn2_fwd
+from .chunk_fwd import CHUNK_SIZE, INTRA, SAVED, WY, ChunkForward, chunk_gdn2_fwd
 from .utils import chunk_indices_of
 
 __all__ = ["KEEP", "chunk_gdn2_fwd_op", "chunk_gdn2_bwd_op"]
 
 #: what the forward keeps for the backward, from least memory to least recomputation
-KEEP = ("inputs", "intra", "all")
+KEEP = ("inputs", "intra", "wy", "all")
 
 
 def _kept_names(keep: str, gate: bool) -> tuple[str, ...]:
@@ -31,6 +33,8 @@ def _kept_names(keep: str, gate: bool) -> tuple[str, ...]:
         return SAVED
     if keep == "intra":
         return INTRA if gate else INTRA[:-1]
+    if keep == "wy":
+        return INTRA[:-1] + WY
     return ()
 
 
@@ -50,7 +54,7 @@ def chunk_gdn2_fwd_op(
     out = chunk_gdn2_fwd(
         q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens, chunk_indices,
         use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, b_scale=b_scale,
-        save=keep == "all",
+        save={"all": True, "wy": "wy"}.get(keep, False),
     )
     ht = out.final_state if output_final_state else q.new_empty(0, dtype=torch.float32)
     return out.o, ht, [getattr(out, f) for f in _kept_names(keep, A_log is not None)]
@@ -69,7 +73,8 @@ def _(q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices
     n_slots = B * triton.cdiv(T, C) if cu_seqlens is None else T // C + N
     shapes = {"G": ((B, T, H, K), f32), "A": ((B, T, H, C), f32), "Aqk": ((B, T, H, C), q.dtype),
               "Y": ((B, T, H, K), q.dtype), "Qg": ((B, T, H, K), q.dtype), "Kt": ((B, T, H, K), q.dtype),
-              "R": ((B, T, HV, V), q.dtype), "h": ((n_slots, HV, K, V), f32),
+              "U": ((B, T, HV, V), q.dtype), "R": ((B, T, HV, V), q.dtype), "gC": ((n_slots, H, K), f32),
+              "h": ((n_slots, HV, K, V), f32),
               "q_rstd": ((B, T, H), f32), "k_rstd": ((B, T, H), f32), "g_gate": ((B, T, H, K), f32)}
     return o, ht, [q.new_empty(*shapes[f][0], dtype=shapes[f][1]) for f in _kept_names(keep, A_log is not None)]
 
@@ -89,13 +94,14 @@ def chunk_gdn2_bwd_op(
     kept = ChunkForward(None, None, **dict(zip(_kept_names(keep, A_log is not None), saved)),
                         chunk_indices=chunk_indices)
     # a rerun forward is passed inline, so the backward holds its only reference and frees what its second
-    # stage does not read; it starts at stage (3) when the products of (1)-(2) were kept
+    # stage does not read; it starts at stage (3) when the products of (1)-(2) were kept, at the state pass
+    # when those of (3) were too
     grads = chunk_gdn2_bwd(
         q, k, v, g, b, w, scale, initial_state, cu_seqlens,
         kept if keep == "all" else
         chunk_gdn2_fwd(q, k, v, g, b, w, scale, initial_state, False, cu_seqlens, chunk_indices,
                        use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, b_scale=b_scale, save=True,
-                       intra=kept if keep == "intra" else None, need_o=False, check=False),
+                       kept=kept if keep in ("intra", "wy") else None, need_o=False, check=False),
         do, dht, use_qk_l2norm_in_kernel=l2, A_log=A_log, dt_bias=dt_bias, b_scale=b_scale)
     return [x for x in grads if x is not None]
 

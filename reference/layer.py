@@ -91,9 +91,10 @@ class GDN2(nn.Module):
             or "triton". Parameters and ``state_dict`` are the same under every backend.
         layer_idx: key of this layer's state in a :class:`~gdn2.cache.Cache`.
         recompute: what the Triton operator keeps from its forward for the backward: ``True`` only its
-            inputs (least memory), ``"partial"`` also the intra-chunk products, ``False`` everything (the
-            fastest backward). Memory against time, the same numbers bit for bit (docs page "The
-            operator contract"); the reference backend's autograd keeps what it needs and ignores it.
+            inputs (least memory), ``"partial"`` also the intra-chunk products, ``"states"`` all but the
+            chunk states, ``False`` everything (the fastest backward). Memory against time, the same
+            numbers bit for bit (docs page "The operator contract"); the reference backend's autograd
+            keeps what it needs and ignores it.
     """
 
     def __init__(

@@ -102,8 +102,9 @@ def test_backward_matches_recurrence(B, T, H, HV, K, V, dtype):
     check_grads(inputs, DT[dtype])
 
 
-@pytest.mark.parametrize("recompute,logits", [(True, False), (False, False), ("partial", False), (True, True)],
-                         ids=["recompute", "saved", "partial", "recompute-gate-logits"])
+@pytest.mark.parametrize("recompute,logits", [(True, False), (False, False), ("partial", False), ("states", False),
+                                              (True, True)],
+                         ids=["recompute", "saved", "partial", "states", "recompute-gate-logits"])
 def test_backward_all_options_together(recompute, logits):
     """Packed sequences (one empty), GVA, in-op L2 norm and gate (and the gates b, w as logits, b in
     [0, 2]): every gradient incl. A_log, dt_bias."""
@@ -122,7 +123,7 @@ def test_backward_all_options_together(recompute, logits):
 
 @pytest.mark.parametrize("gate", [False, True], ids=["plain", "in-op-gate"])
 def test_every_recompute_mode_gives_identical_gradients(gate):
-    """What the forward keeps changes which kernels the backward reruns, never a value: the three modes
+    """What the forward keeps changes which kernels the backward reruns, never a value: the four modes
     give bit-identical gradients (the in-op gate adds its g to what "partial" keeps)."""
     inputs = make_inputs(1, 50, 1, 2, 16, 16)
     if gate:
@@ -132,18 +133,20 @@ def test_every_recompute_mode_gives_identical_gradients(gate):
     dht = torch.randn(1, 2, 16, 16, device=DEVICE)
     kw = dict(use_qk_l2norm_in_kernel=True) if gate else {}
     _, _, g1 = grads(gdn2.fast.chunk_gdn2, low, do, dht, recompute=True, **kw)
-    for mode in (False, "partial"):
+    for mode in (False, "partial", "states"):
         _, _, g2 = grads(gdn2.fast.chunk_gdn2, low, do, dht, recompute=mode, **kw)
         for name in g1:
             assert torch.equal(g1[name], g2[name]), f"d{name} differs between recompute=True and {mode!r}"
 
 
+@pytest.mark.parametrize("keep", ["intra", "wy", "all"])
 @pytest.mark.parametrize("gate", [False, True], ids=["plain", "in-op-gate"])
-def test_partial_recompute_keeps_only_the_intra_products(gate):
-    """recompute="partial" keeps A, A_qk and the two norms (and the gate's g), as the fake implementation
-    that torch.compile plans memory with says; the forward op returns exactly those."""
+def test_the_forward_op_keeps_what_its_fake_implementation_says(keep, gate):
+    """recompute="partial" ("intra") keeps A, A_qk and the two norms (and the gate's g); "states" ("wy")
+    those but the gate's g, and G, Y, Q_γ, K_tail, U, γ_C; False ("all") every intermediate. The fake
+    implementation that torch.compile plans memory with gives the same names, shapes and dtypes."""
     import gdn2.fast.custom_op  # noqa: F401  (registers torch.ops.gdn2.*; no earlier test may be relied on)
-    from gdn2.fast.chunk_fwd import INTRA
+    from gdn2.fast.chunk_fwd import INTRA, SAVED, WY
 
     inputs = make_inputs(1, 70, 2, 2, 16, 8)
     if gate:
@@ -151,21 +154,24 @@ def test_partial_recompute_keeps_only_the_intra_products(gate):
     low, _ = cast(inputs, torch.float32)
     args = [low[n] for n in "qkvgbw"] + [low.get("A_log"), low.get("dt_bias"), low["initial_state"], None, None,
                                         0.25, False, False, 0.0]
-    _, _, kept = torch.ops.gdn2.chunk_gdn2_fwd(*args, "intra")
-    names = INTRA if gate else INTRA[:-1]
+    _, _, kept = torch.ops.gdn2.chunk_gdn2_fwd(*args, keep)
+    names = {"intra": INTRA if gate else INTRA[:-1], "wy": INTRA[:-1] + WY, "all": SAVED}[keep]
     assert len(kept) == len(names)
+    assert all(x is not None for x in kept)
     with torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
-        _, _, fake = torch.ops.gdn2.chunk_gdn2_fwd(*args, "intra")
+        _, _, fake = torch.ops.gdn2.chunk_gdn2_fwd(*args, keep)
     for name, x, f in zip(names, kept, fake):
         assert (x.shape, x.dtype) == (f.shape, f.dtype), name
     assert torch.ops.gdn2.chunk_gdn2_fwd(*args, "inputs")[2] == []
 
 
-@pytest.mark.parametrize("recompute,launches", [(True, (2, 2)), ("partial", (1, 2)), (False, (1, 1))],
-                         ids=["recompute", "partial", "saved"])
+@pytest.mark.parametrize("recompute,launches", [(True, (2, 2, 2)), ("partial", (1, 2, 2)), ("states", (1, 1, 2)),
+                                               (False, (1, 1, 1))],
+                         ids=["recompute", "partial", "states", "saved"])
 def test_backward_reruns_only_the_stages_not_kept(monkeypatch, recompute, launches):
-    """Launches of one forward + backward: the intra kernels (stages (1)-(2)) and the WY and state kernels
-    (stages (3)-(5)) run again in the backward exactly when their products were not kept."""
+    """Launches of one forward + backward: the intra kernels (stages (1)-(2)), the WY kernel (stage (3))
+    and the state kernel (stages (4)-(5)) run again in the backward exactly when their products were not
+    kept."""
     from gdn2.fast import chunk_fwd
 
     class Counted:
@@ -183,7 +189,7 @@ def test_backward_reruns_only_the_stages_not_kept(monkeypatch, recompute, launch
         monkeypatch.setattr(chunk_fwd, n, c)
     low, _ = cast(make_inputs(1, 40, 1, 1, 16, 16), torch.float32)
     grads(gdn2.fast.chunk_gdn2, low, torch.randn(1, 40, 1, 16, device=DEVICE), None, recompute=recompute)
-    assert [c.n for c in counted.values()] == [launches[0]] * 2 + [launches[1]] * 2
+    assert [c.n for c in counted.values()] == [launches[0]] * 2 + list(launches[1:])
 
 
 def test_offset_width_does_not_change_gradients(monkeypatch):
@@ -204,9 +210,9 @@ def test_offset_width_does_not_change_gradients(monkeypatch):
         assert torch.equal(runs[0][name], runs[1][name]), f"d{name} differs between int32 and int64 offsets"
 
 
-def test_recompute_must_be_a_bool_or_partial():
+def test_recompute_must_be_a_bool_or_a_named_mode():
     low, _ = cast(make_inputs(1, 8, 1, 1, 16, 16), torch.float32)
-    for bad in ("yes", 1, None):
+    for bad in ("yes", 1, None, "wy", "intra"):
         with pytest.raises(ValueError, match="recompute"):
             gdn2.fast.chunk_gdn2(**low, recompute=bad)
 
@@ -407,14 +413,14 @@ def test_gpu_backward_long_matches_float64_chunk(T):
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_gpu_backward_all_options(dtype):
+@pytest.mark.parametrize("dtype,recompute", [("fp32", True), ("bf16", "partial"), ("bf16", "states")])
+def test_gpu_backward_all_options(dtype, recompute):
     H, K = 2, 128
     inputs = with_gate(make_inputs(1, 1193, H, 4, K, 128, N=5, dtype=torch.float64), H, K)
     inputs["q"], inputs["k"] = 3 * inputs["q"], 2 * inputs["k"]
     cu = torch.tensor([0, 1, 64, 128, 193, 1193], device=DEVICE)
     check_grads(inputs, DT[dtype], oracle=ref_chunk_gdn2, cu_seqlens=cu, use_qk_l2norm_in_kernel=True,
-                recompute=dtype == "fp32")
+                recompute=recompute)
 
 
 @pytest.mark.gpu

@@ -207,9 +207,10 @@ def gate_from_raw(g_raw: Tensor, A_log: Tensor, dt_bias: Tensor | None) -> Tenso
 
 
 def check_recompute(recompute: object) -> bool | str:
-    """``recompute`` of the Triton operator (and of the layers that pass it on): True, False or "partial"."""
-    if not (isinstance(recompute, bool) or (isinstance(recompute, str) and recompute == "partial")):
-        raise ValueError(f"recompute must be True, False or 'partial', got {recompute!r}")
+    """``recompute`` of the Triton operator (and of the layers that pass it on): True, False, "partial" or
+    "states"."""
+    if not (isinstance(recompute, bool) or (isinstance(recompute, str) and recompute in ("partial", "states"))):
+        raise ValueError(f"recompute must be True, False, 'partial' or 'states', got {recompute!r}")
     return recompute
 
 
