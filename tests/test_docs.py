@@ -772,6 +772,53 @@ def test_new_csvs_are_listed_not_fatal(tmp_path):
     assert "NVIDIA H200" in bench.summary_markdown(results)
 
 
+def _bench_hook():
+    spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def _bars(svg: str, attr: str) -> dict[str, tuple[float, float]]:
+    """title of each bar ('LABEL: X ms') -> (its size along the value axis, X)."""
+    found = re.findall(rf'<rect [^>]*\b{attr}="([\d.]+)"[^>]*><title>([^<]*): ([\d.e+-]+) ms</title></rect>', svg)
+    return {html.unescape(t): (float(size), float(v)) for size, t, v in found}
+
+
+def test_layer_plots_draw_the_csv_to_scale():
+    """The layer page's bar charts: one bar per layer and shape, its height proportional to the CSV's time,
+    the peer's time over ours above each group; the profile's segments proportional to their times, each
+    bar ending in their sum. The page cites all three."""
+    bench = _bench_hook()
+    results = bench.load_results(ROOT / "benchmarks" / "results")
+    rows = results["layer-NVIDIA_H200"]
+    charts = bench.plots({"layer-NVIDIA_H200": rows})
+    assert set(charts) == {f"layer-NVIDIA_H200-{m}.svg" for m in ("fwd", "train", "profile")}
+    page = (ROOT / "docs" / "layer.md").read_text("utf-8")
+    assert all(f"plots/{c}" in page for c in charts)
+    for mode in ("fwd", "train"):
+        svg = charts[f"layer-NVIDIA_H200-{mode}.svg"]
+        want = {(r["shape"], r["impl"]): float(r["ms"]) for r in rows
+                if r["mode"] == mode and r["impl"] in bench.LAYER_IMPLS}
+        bars = _bars(svg, "height")
+        assert len(bars) == len(want)
+        per_ms = [h / v for h, v in bars.values()]                     # sizes are written to 0.1 px
+        assert max(per_ms) / min(per_ms) < 1.005, f"{mode}: bar heights not proportional to the times"
+        assert sorted(v for _, v in bars.values()) == sorted(want.values())
+        for shape in {s for s, _ in want}:
+            if (shape, "peer") in want:
+                assert f"{want[(shape, 'peer')] / want[(shape, 'ours')]:.2f}× the peer" in svg
+    svg = charts["layer-NVIDIA_H200-profile.svg"]
+    segments = _bars(svg, "width")
+    profile = {r["impl"]: float(r["ms"]) for r in rows if r["mode"] == "profile"}
+    assert len(segments) == len(profile)
+    per_ms = [w / v for w, v in segments.values() if w > 20]            # sizes are written to 0.1 px
+    assert max(per_ms) / min(per_ms) < 1.005, "segments not proportional to the times"
+    for impl in ("ours", "peer"):
+        total = sum(v for k, v in profile.items() if k.startswith(impl + ":"))
+        assert f">{total:.2f} ms</text>" in svg
+
+
 def test_floors_are_for_the_card_of_the_csv():
     """Every floor on the performance page is computed for the card its CSV names (all H200 here)."""
     spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")

@@ -1,4 +1,4 @@
-"""Build-time numbers of the performance page: the cost model, the floors, the tables and line plots.
+"""Build-time numbers of the performance page: the cost model, the floors, the tables and the plots.
 
 Every number on the performance page comes from here or from the committed CSVs in
 ``benchmarks/results/``. Floors are computed for the card that a CSV names in its ``card`` column,
@@ -289,6 +289,16 @@ def _fmt_tick(v: float) -> str:
     return f"{v:g}" if abs(v) < 1e5 else f"{v:.0e}"
 
 
+def _svg_head(width: float, height: float, title: str, left: float) -> list[str]:
+    """The opening of a plot: the svg element (text in the theme's colour), its title and the heading."""
+    esc = html.escape
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" class="gdn2-plot" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12" fill="currentColor" '
+            f'role="img" aria-label="{esc(title)}">',
+            f"<title>{esc(title)}</title>",
+            f'<text x="{left}" y="18" font-size="14" font-weight="bold">{esc(title)}</text>']
+
+
 def line_plot(key: str, title: str, xs: list[float], xlabels: list[str], xlabel: str, ylabel: str,
               series: dict[str, list[float | None]], xlog: bool, ylog: bool, markers: bool = True) -> str:
     """One SVG line plot; series keys pick the label, colour and dash from STYLES."""
@@ -317,11 +327,7 @@ def line_plot(key: str, title: str, xs: list[float], xlabels: list[str], xlabel:
         legend.append((name, i, lx, row))
         lx += w
     width, height = left + plot_w + right, top + plot_h + 52 + 20 * (row + 1)
-    s = [f'<svg xmlns="http://www.w3.org/2000/svg" class="gdn2-plot" width="{width}" height="{height}" '
-         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12" fill="currentColor" '
-         f'role="img" aria-label="{esc(title)}">',
-         f"<title>{esc(title)}</title>",
-         f'<text x="{left}" y="18" font-size="14" font-weight="bold">{esc(title)}</text>']
+    s = _svg_head(width, height, title, left)
     for v in _nice_ticks(ylo, yhi, ylog):
         y = Y(v)
         s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" '
@@ -435,11 +441,154 @@ def curves_plot(name: str, rows: list[dict[str, str]]) -> str | None:
                      xlog=False, ylog=False, markers=False)
 
 
+# ---- bar plots of the layer benchmark ------------------------------------------------------------------
+#: the layers of ``bench_layer.py`` drawn as bars (its operator rows, ``ours-op`` and ``peer-op``, are in the
+#: layer page's table)
+LAYER_IMPLS = ("ours", "peer", "sdpa", "ours-compiled")
+LAYER_STYLES = {"ours-compiled": Style("ours, torch.compile", "#9fa8da")}
+LAYER_TITLES = {"fwd": "forward", "train": "train step (forward + backward)"}
+#: the profile's categories, bottom of the stack first, and their colours
+PROFILE_PARTS = {"mixing kernels": "#5c6bc0", "GEMMs": "#9e9e9e", "short convolution": "#00897b",
+                 "gated norm": "#8e24aa", "gates": "#c62828", "other": "#f9a825"}
+
+
+def _is_layer(rows: list[dict[str, str]]) -> bool:
+    """The schema of ``benchmarks/bench_layer.py``: the bench columns and the profile's ``share``."""
+    return bool(rows) and (_BENCH_COLUMNS | {"share"}) <= set(rows[0])
+
+
+def _shape_label(shape: str) -> str:
+    return "packed, 16K tokens" if shape == "varlen" else _label(shape)
+
+
+def _legend(entries: list[tuple[str, str]], left: float, y: float, max_w: float) -> tuple[list[str], float]:
+    """Coloured squares with labels in rows from y; returns the SVG lines and the y under the last row."""
+    out, lx, row = [], left, 0
+    for label, colour in entries:
+        w = 30 + 7.2 * len(label)
+        if lx + w > left + max_w and lx > left:
+            lx, row = left, row + 1
+        ly = y + 20 * row
+        out.append(f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{lx + 17}" y="{ly}">{html.escape(label)}</text>')
+        lx += w
+    return out, y + 20 * row + 8
+
+
+def _y_axis(ticks: list[float], Y, left: float, plot_w: float) -> list[str]:
+    out = []
+    for v in ticks:
+        y = Y(v)
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" '
+                   f'stroke-opacity="0.15"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_tick(v)}</text>')
+    return out
+
+
+def layer_plot(name: str, rows: list[dict[str, str]], mode: str) -> str | None:
+    """Grouped bars, one group per shape and one bar per layer (ours, the peer's, SDPA's attention layer,
+    ours compiled): the time of one call, each bar labelled with it, and over each group how many times
+    faster ours is than the peer's layer."""
+    esc = html.escape
+    t = {(r["shape"], r["impl"]): _number(r.get("ms")) for r in rows if r.get("mode") == mode}
+    shapes = list(dict.fromkeys(s for s, i in t if i in LAYER_IMPLS and t[(s, i)]))
+    impls = [i for i in LAYER_IMPLS if any(t.get((s, i)) for s in shapes)]
+    if not shapes:
+        return None
+    left, right, top, plot_w, plot_h = 64, 16, 52, 800, 300
+    yhi = max(t[(s, i)] for s in shapes for i in impls if t.get((s, i))) * 1.12
+    ticks = _nice_ticks(0.0, yhi, False)
+    yhi = max(yhi, ticks[-1])
+    Y = lambda v: top + plot_h * (1 - v / yhi)
+    group_w = plot_w / len(shapes)
+    bar_w = group_w * 0.8 / len(impls)
+    styles = [LAYER_STYLES.get(i) or style(i) for i in impls]
+    legend, bottom = _legend([(st.label, st.colour) for st in styles], left, top + plot_h + 52, plot_w)
+    title = f"{_card(rows)}: the layer's {LAYER_TITLES.get(mode, mode)}, time per call"
+    s = _svg_head(left + plot_w + right, bottom + 4, title, left)
+    s += _y_axis(ticks, Y, left, plot_w)
+    for g, shape in enumerate(shapes):
+        x0 = left + g * group_w + group_w * 0.1
+        for b, (impl, st) in enumerate(zip(impls, styles)):
+            v = t.get((shape, impl))
+            if not v:
+                continue
+            x, y = x0 + b * bar_w, Y(v)
+            s.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w * 0.92:.1f}" height="{top + plot_h - y:.1f}" '
+                     f'fill="{st.colour}"><title>{esc(st.label)}, {esc(_shape_label(shape))}: {v:g} ms</title></rect>')
+            s.append(f'<text x="{x + bar_w * 0.46:.1f}" y="{y - 4:.1f}" text-anchor="middle" font-size="10">'
+                     f'{v:.2f}</text>')
+        s.append(f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{top + plot_h + 16}" text-anchor="middle">'
+                 f'{esc(_shape_label(shape))}</text>')
+        ours, peer = t.get((shape, "ours")), t.get((shape, "peer"))
+        if ours and peer:
+            s.append(f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{top - 8}" text-anchor="middle" '
+                     f'font-weight="bold">{peer / ours:.2f}× the peer</text>')
+    s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" '
+             f'stroke="currentColor" stroke-opacity="0.5"/>')
+    s.append(f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">ms</text>')
+    s += legend
+    s.append("</svg>")
+    return "\n".join(s)
+
+
+def profile_plot(name: str, rows: list[dict[str, str]]) -> str | None:
+    """One stacked bar per layer (ours, the peer's): the train step's device time by kind of kernel, in
+    the order of :data:`PROFILE_PARTS`, each bar ending in its total."""
+    esc = html.escape
+    parts: dict[str, dict[str, float]] = {}
+    for r in rows:
+        impl, _, part = (r.get("impl") or "").partition(":")
+        v = _number(r.get("ms"))
+        if r.get("mode") == "profile" and part and v is not None:
+            parts.setdefault(impl, {})[part] = v
+    if not parts:
+        return None
+    order = [p for p in PROFILE_PARTS if any(p in d for d in parts.values())]
+    order += [p for d in parts.values() for p in d if p not in order]
+    colour = {p: PROFILE_PARTS.get(p) or _EXTRA_COLOURS[i % len(_EXTRA_COLOURS)] for i, p in enumerate(order)}
+    left, right, top, plot_w, bar_h = 200, 16, 34, 664, 34
+    xhi = max(sum(d.values()) for d in parts.values()) * 1.15
+    ticks = _nice_ticks(0.0, xhi, False)
+    xhi = max(xhi, ticks[-1])
+    X = lambda v: left + plot_w * v / xhi
+    plot_h = len(parts) * (bar_h + 16) + 8
+    legend, bottom = _legend([(p, colour[p]) for p in order], 20, top + plot_h + 52, left + plot_w - 20)
+    shape = next((_shape_label(r["shape"]) for r in rows if r.get("mode") == "profile"), "")
+    s = _svg_head(left + plot_w + right, bottom + 4, f"{_card(rows)}: where the layer's train step goes, {shape}", 20)
+    for v in ticks:
+        s.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{top}" y2="{top + plot_h}" stroke="currentColor" '
+                 f'stroke-opacity="0.15"/>')
+        s.append(f'<text x="{X(v):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{_fmt_tick(v)}</text>')
+    s.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 34}" text-anchor="middle">ms of device time '
+             "per train step</text>")
+    for b, (impl, d) in enumerate(parts.items()):
+        y, acc = top + 8 + b * (bar_h + 16), 0.0
+        label = (LAYER_STYLES.get(impl) or style(impl)).label
+        s.append(f'<text x="{left - 8}" y="{y + bar_h / 2 + 4:.1f}" text-anchor="end">{esc(label)}</text>')
+        for p in order:
+            v = d.get(p)
+            if not v:
+                continue
+            s.append(f'<rect x="{X(acc):.1f}" y="{y}" width="{X(acc + v) - X(acc):.1f}" height="{bar_h}" '
+                     f'fill="{colour[p]}"><title>{esc(label)}, {esc(p)}: {v:g} ms</title></rect>')
+            acc += v
+        s.append(f'<text x="{X(acc) + 6:.1f}" y="{y + bar_h / 2 + 4:.1f}">{acc:.2f} ms</text>')
+    s += legend
+    s.append("</svg>")
+    return "\n".join(s)
+
+
 def plots(results: dict[str, list[dict[str, str]]]) -> dict[str, str]:
     """NAME.svg (or NAME-MODE.svg) -> SVG text for every CSV that can be drawn."""
     out = {}
     for name, rows in results.items():
-        if _curves(rows) is not None:
+        if _is_layer(rows):
+            for mode in dict.fromkeys(r["mode"] for r in rows):
+                svg = profile_plot(name, rows) if mode == "profile" else layer_plot(name, rows, mode)
+                if svg:
+                    out[f"{name}-{mode}.svg"] = svg
+        elif _curves(rows) is not None:
             out[f"{name}.svg"] = curves_plot(name, rows)  # type: ignore[assignment]
         elif _is_bench(rows):
             for mode in dict.fromkeys(r["mode"] for r in rows):
