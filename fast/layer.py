@@ -35,6 +35,9 @@ def layer_forward(layer: GDN2, hidden_states: Tensor, attention_mask: Tensor | N
                   use_cache: bool, state: GDN2State | None, cu_seqlens: Tensor | None = None) -> Tensor:
     """``layer(hidden_states, attention_mask, cache, use_cache, cu_seqlens)`` with the arguments checked by
     the layer and ``state`` its cache entry (or None)."""
+    if hidden_states.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError("hidden_states must be float16, bfloat16 or float32 on the Triton backend (backend="
+                        f"'reference' takes float64 too), got {hidden_states.dtype}")
     B, T, D = hidden_states.shape
     x, indices = hidden_states, None
     if attention_mask is not None:

@@ -109,6 +109,14 @@ def test_recompute_reaches_the_operator_and_changes_no_gradient(monkeypatch):
         gdn2.GDN2(32, 2, head_dim=16, recompute="some")
 
 
+def test_a_dtype_the_kernels_do_not_take_is_named():
+    """float64 hidden_states (which the reference layer takes): a TypeError naming hidden_states, not the
+    short convolution's input."""
+    fast, _ = pair()
+    with pytest.raises(TypeError, match=r"hidden_states must be float16, bfloat16 or float32.*got torch.float64"):
+        fast(torch.zeros(1, 3, 32, dtype=torch.float64, device=DEVICE))
+
+
 def test_state_dict_moves_between_backends():
     """A layer built with one backend loads into the other and gives the same outputs."""
     fast, ref = pair()
