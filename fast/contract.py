@@ -7,6 +7,7 @@ check shapes, dtypes and devices on the host here, with the reference's named er
 """
 
 import functools
+import math
 import os
 
 import torch
@@ -48,7 +49,7 @@ def _plain_call(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bi
     not pay for the full contract check; anything else takes the full check."""
     try:
         if cu_seqlens is not None or A_log is not None or dt_bias is not None or (scale is not None and (
-                isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale != scale)):
+                isinstance(scale, bool) or not isinstance(scale, (int, float)) or not -math.inf < scale < math.inf)):
             return False
         s, vs, dev = q.shape, v.shape, q.device
         if (len(s) != 4 or len(vs) != 4 or k.shape != s or g.shape != s or b.shape != s or w.shape != vs
@@ -88,6 +89,10 @@ def validated(fn):
     @functools.wraps(fn)
     def op(q, k, v, g, b, w, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, *,
            use_qk_l2norm_in_kernel=False, A_log=None, dt_bias=None, **extras):
+        if output_final_state.__class__ is not bool or use_qk_l2norm_in_kernel.__class__ is not bool:
+            name, flag = (("output_final_state", output_final_state) if output_final_state.__class__ is not bool
+                          else ("use_qk_l2norm_in_kernel", use_qk_l2norm_in_kernel))
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         if not _plain_call(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias):
             dims = check_inputs(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias,
                                 check_values=False)

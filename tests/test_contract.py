@@ -230,16 +230,31 @@ def test_calls_without_tokens(B, T):
         assert torch.equal(h.double(), xs["initial_state"].double())
 
 
-# ---- scale ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("op", REFERENCE_OPS)
+# ---- scale and flags -----------------------------------------------------------------------------------
+TRITON_OPS = [pytest.param(gdn2.fast.chunk_gdn2, marks=triton, id="triton-chunk"),
+              pytest.param(gdn2.fast.fused_recurrent_gdn2, marks=triton, id="triton-fused_recurrent")]
+
+
+@pytest.mark.parametrize("op", [*REFERENCE_OPS, *TRITON_OPS])
 def test_scale_takes_any_finite_real(op):
-    x = make_inputs(1, 6, 1, 1, 4, 4)
+    """Every backend: a numpy scalar is a scale; NaN and ±inf are named errors (the Triton op's fast path
+    for plain calls let inf through to all-NaN outputs)."""
+    x = make_inputs(1, 6, 1, 1, 16, 16, dtype=torch.float32)
     o1, _ = op(**x, scale=0.5)
     o2, _ = op(**x, scale=np.float32(0.5))
     assert torch.equal(o1, o2)
-    for bad in (float("nan"), float("inf")):
+    for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError, match="scale must be finite"):
             op(**x, scale=bad)
+
+
+@pytest.mark.parametrize("op", [*REFERENCE_OPS, *TRITON_OPS])
+@pytest.mark.parametrize("flag", ["output_final_state", "use_qk_l2norm_in_kernel"])
+def test_flags_must_be_bools(op, flag):
+    """A truthy non-bool flag is a TypeError naming it on every backend, not a silent True."""
+    x = make_inputs(1, 6, 1, 1, 16, 16, dtype=torch.float32)
+    with pytest.raises(TypeError, match=flag):
+        op(**x, **{flag: 1})
 
 
 # ---- the layer and the model ---------------------------------------------------------------------------
