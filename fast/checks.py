@@ -4,7 +4,8 @@ The reference checks values on the host before it computes (``gdn2.ops._contract
 GPU backend cannot do that without a host synchronisation per call, so the kernels that read each
 input anyway flag what the reference rejects, one bit per argument (``jit.FLAG_BITS``), into a
 device word: a non-finite q, k, v, b, w or initial state, a log-decay g above 0 or NaN, packed
-offsets that do not run from 0 to T without decreasing. The kernels clamp every packed offset, so a
+offsets that do not run from 0 to T without decreasing, a chunk table that is not the one of the packed
+offsets (compared on the device; the kernels use the right one). The kernels clamp every packed offset, so a
 bad value never makes them address memory outside the tensors.
 
 When the bits reach the host:
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from .jit import FLAG_BITS
 
-__all__ = ["flag_word", "settle", "raise_pending", "describe"]
+__all__ = ["flag_word", "flag_if_different", "settle", "raise_pending", "describe"]
 
 _WORDS: dict[torch.device, Tensor] = {}                   # the flag word of each device
 _IN_FLIGHT: dict[torch.device, tuple[Tensor, torch.cuda.Event]] = {}   # pinned copy and its event
@@ -39,6 +40,7 @@ _MESSAGES = {
     "w": "w holds non-finite values (NaN or ±inf)",
     "initial_state": "initial_state holds non-finite values (NaN or ±inf)",
     "cu_seqlens": "cu_seqlens must be non-decreasing from 0 to T",
+    "chunk_indices": "chunk_indices must equal gdn2.fast.utils.prepare_chunk_indices(cu_seqlens, 64, T)",
 }
 
 
@@ -79,6 +81,11 @@ def flag_word(device: torch.device) -> Tensor:
     elif device.type == "cuda" and not _capturing(device):
         _poll(device)
     return word
+
+
+def flag_if_different(word: Tensor, name: str, got: Tensor, want: Tensor) -> None:
+    """Set ``name``'s bit in ``word`` where ``got`` differs from ``want`` (same shape), on the device."""
+    word.bitwise_or_(torch.ne(got, want).any().to(word.dtype) * (1 << FLAG_BITS.index(name)))
 
 
 def settle(word: Tensor) -> None:

@@ -16,7 +16,7 @@ from gdn2.ops._contract import check_recompute, erase_gate_scale
 
 from . import custom_op  # noqa: F401  (registers gdn2::chunk_gdn2_fwd / _bwd)
 from .chunk_fwd import CHUNK_SIZE
-from .contract import contiguous, validated
+from .contract import check_chunk_indices, contiguous, validated
 
 __all__ = ["chunk_gdn2", "ChunkGDN2Function", "RECOMPUTE"]
 
@@ -91,10 +91,11 @@ def chunk_gdn2(
 ) -> tuple[Float[Tensor, "B T HV V"], Float[Tensor, "N HV K V"] | None]:
     """Chunkwise Gated DeltaNet-2 in Triton: the contract of :func:`gdn2.ops.chunk_gdn2`.
 
-    ``chunk_size`` must be 64, the Triton backend's one chunk size. With ``cu_seqlens``, ``chunk_indices =
-    gdn2.fast.utils.prepare_chunk_indices(cu_seqlens, 64, T)`` computed once per batch saves a few small
-    launches per call; it must come from that function and these cu_seqlens. The call never
-    synchronises with the host (bad values are raised as gdn2.fast.checks describes).
+    ``chunk_size`` must be 64, the Triton backend's one chunk size. ``chunk_indices`` (optional, with
+    ``cu_seqlens``) must be ``gdn2.fast.utils.prepare_chunk_indices(cu_seqlens, 64, T)``: the op builds and
+    caches that table itself and computes with it; a table passed otherwise is compared with it on the
+    device. The call never synchronises with the host (bad values are raised as gdn2.fast.checks
+    describes).
     ``use_gate_sigmoid_in_kernel`` takes b and w as logits and applies σ (2σ for b with
     ``allow_neg_eigval``) inside the kernels, gradient included.
     ``recompute`` trades memory for the backward's time: ``True`` keeps only the inputs and the backward
@@ -108,6 +109,8 @@ def chunk_gdn2(
     if isinstance(chunk_size, bool) or chunk_size != CHUNK_SIZE:
         raise ValueError(f"chunk_size must be {CHUNK_SIZE} for the Triton backend, got {chunk_size!r}")
     check_recompute(recompute)
+    if chunk_indices is not None:
+        check_chunk_indices(chunk_indices, cu_seqlens, q, CHUNK_SIZE)
     scale = q.shape[3] ** -0.5 if scale is None else float(scale)
     b_scale = erase_gate_scale(use_gate_sigmoid_in_kernel, allow_neg_eigval) or 0.0
     if dt_bias is not None:

@@ -164,8 +164,6 @@ def chunk_gdn2_fwd(
     is_varlen = cu_seqlens is not None
     N = cu_seqlens.numel() - 1 if is_varlen else B
     if is_varlen:
-        if chunk_indices is None:
-            chunk_indices = chunk_indices_of(cu_seqlens, BT, T)
         n_slots = T // BT + N
         grid = (n_slots, H)
     else:
@@ -180,6 +178,11 @@ def chunk_gdn2_fwd(
     dot_prec = (cfg.precision or "ieee") if dt == f32 else "tf32"
     lowp = dt == torch.bfloat16
     flags = checks.flag_word(dev)
+    if is_varlen:   # the table of these offsets (cached); a caller's must equal it
+        table = chunk_indices_of(cu_seqlens, BT, T)
+        if check and chunk_indices is not None and chunk_indices is not table:
+            checks.flag_if_different(flags, "chunk_indices", chunk_indices, table)
+        chunk_indices = table
     plain = dict(IS_VARLEN=is_varlen, SIGMOID=b_scale > 0, B_SCALE=float(b_scale or 1.0))
     gate = dict(plain, USE_GATE=A_log is not None, HAS_DT_BIAS=dt_bias is not None)
     # ---- stages (1)-(2): the in-op gate is evaluated once, by the first kernel; the others read its

@@ -39,6 +39,23 @@ def check_triton_inputs(q: Tensor, v: Tensor) -> None:
                         "bfloat16 operands); use float32 or float16 there, or a GPU")
 
 
+def check_chunk_indices(chunk_indices: object, cu_seqlens: Tensor | None, q: Tensor, chunk_size: int) -> None:
+    """A caller's chunk table: an int32/int64 tensor [T // chunk_size + N, 2] on q's device, given with
+    ``cu_seqlens``. Its values are compared with the offsets' own table on the device, by the forward."""
+    if not isinstance(chunk_indices, Tensor):
+        raise TypeError(f"chunk_indices must be a tensor or None, got {type(chunk_indices).__name__}")
+    if cu_seqlens is None:
+        raise ValueError("chunk_indices describes packed sequences: pass cu_seqlens with it")
+    if chunk_indices.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"chunk_indices must be int32 or int64, got {chunk_indices.dtype}")
+    want = (q.shape[1] // chunk_size + cu_seqlens.numel() - 1, 2)
+    if tuple(chunk_indices.shape) != want:
+        raise ValueError(f"chunk_indices must have shape [T // {chunk_size} + N, 2] = {list(want)} (from "
+                         f"gdn2.fast.utils.prepare_chunk_indices), got {list(chunk_indices.shape)}")
+    if chunk_indices.device != q.device:
+        raise ValueError(f"chunk_indices must be on q's device {q.device}, got {chunk_indices.device}")
+
+
 def contiguous(x: Tensor | None) -> Tensor | None:
     return x if x is None or x.is_contiguous() else x.contiguous()
 

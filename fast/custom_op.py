@@ -89,7 +89,7 @@ def chunk_gdn2_bwd_op(
 ) -> list[Tensor]:
     """[dq, dk, dv, dg, db, dw] + [dh0 if initial_state] + [dA_log if A_log] + [ddt_bias if dt_bias]."""
     l2 = use_qk_l2norm_in_kernel
-    if cu_seqlens is not None and chunk_indices is None:
+    if cu_seqlens is not None:      # the table the forward used (a caller's was checked against it there)
         chunk_indices = chunk_indices_of(cu_seqlens, CHUNK_SIZE, q.shape[1])
     kept = ChunkForward(None, None, **dict(zip(_kept_names(keep, A_log is not None), saved)),
                         chunk_indices=chunk_indices)

@@ -20,7 +20,7 @@ __all__ = ["EXP_MAX", "FLAG_BITS", "seq_bounds", "chunk_bounds", "offset_int", "
 EXP_MAX = 60.0
 
 #: bit of the flag word per input that can carry a bad value (the host's messages follow this order)
-FLAG_BITS = ("q", "k", "v", "g", "b", "w", "initial_state", "cu_seqlens")
+FLAG_BITS = ("q", "k", "v", "g", "b", "w", "initial_state", "cu_seqlens", "chunk_indices")
 F_Q: tl.constexpr = tl.constexpr(1)
 F_K: tl.constexpr = tl.constexpr(2)
 F_V: tl.constexpr = tl.constexpr(4)

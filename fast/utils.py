@@ -61,14 +61,12 @@ def needs_int64(*tensors: Tensor | None) -> bool:
                sum((n - 1) * s for n, s in zip(t.shape, t.stride())) >= 2 ** 30 for t in tensors)
 
 
-def prepare_chunk_indices(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
-    """Map every chunk of a packed batch to (sequence n, chunk i_t inside it), without a host sync.
+def _chunk_table(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
+    """Every chunk of a packed batch as (sequence n, chunk i_t inside it), computed on the device.
 
-    Returns an int32 tensor [T // C + N, 2] on cu_seqlens' device. The number of chunks,
-    Σ_n ceil(len_n / C), is at most T // C + N, so the grid is sized by that bound and the unused
-    trailing rows hold n = -1 (their programs return at once). Compute it once per batch and pass
-    it as ``chunk_indices=`` to every layer's call.
-    """
+    An int32 tensor [T // C + N, 2]. The number of chunks, Σ_n ceil(len_n / C), is at most T // C + N,
+    so the grid is sized by that bound and the unused trailing rows hold n = -1 (their programs return
+    at once)."""
     C = chunk_size
     N = cu_seqlens.numel() - 1
     cu = cu_seqlens.to(torch.int64)
@@ -82,21 +80,33 @@ def prepare_chunk_indices(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor
     return torch.stack([torch.where(valid, n, -1), torch.where(valid, i_t, 0)], dim=1).to(torch.int32)
 
 
-#: the chunk table of recently seen packed offsets: id -> (weak reference, version, C, T, table)
+#: the chunk table of recently seen packed offsets: id -> (weak reference, version, C, T, table, its version)
 _TABLES: dict[int, tuple] = {}
 
 
 def chunk_indices_of(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
-    """:func:`prepare_chunk_indices` of ``cu_seqlens``, computed once per offsets tensor: the layers of a
-    model called with one ``cu_seqlens``, and a backward after its forward, share one table. An entry is
-    used only while its tensor is alive and unmodified (same object, same version counter)."""
+    """The chunk table of ``cu_seqlens`` (see :func:`prepare_chunk_indices`), computed once per offsets
+    tensor: the layers of a model called with one ``cu_seqlens``, and a backward after its forward, share
+    one table. An entry is used only while the offsets tensor is alive and neither it nor the table has
+    been modified (same object, same version counters)."""
     entry = _TABLES.get(id(cu_seqlens))
     if (entry is not None and entry[0]() is cu_seqlens and entry[1] == cu_seqlens._version
-            and entry[2:4] == (chunk_size, T)):
+            and entry[2:4] == (chunk_size, T) and entry[4]._version == entry[5]):
         return entry[4]
-    table = prepare_chunk_indices(cu_seqlens, chunk_size, T)
+    table = _chunk_table(cu_seqlens, chunk_size, T)
     if len(_TABLES) >= 64:
         for key in [k for k, e in _TABLES.items() if e[0]() is None] or list(_TABLES)[:32]:
             del _TABLES[key]
-    _TABLES[id(cu_seqlens)] = (weakref.ref(cu_seqlens), cu_seqlens._version, chunk_size, T, table)
+    _TABLES[id(cu_seqlens)] = (weakref.ref(cu_seqlens), cu_seqlens._version, chunk_size, T, table, table._version)
     return table
+
+
+def prepare_chunk_indices(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
+    """Map every chunk of a packed batch to (sequence n, chunk i_t inside it), without a host sync.
+
+    Returns an int32 tensor [T // C + N, 2] on cu_seqlens' device: row j is the j-th chunk of the batch,
+    rows past the last chunk hold (-1, 0). It is the table that :func:`gdn2.fast.chunk_gdn2` builds and
+    caches for these offsets itself (the same object, while neither tensor is modified), so passing it
+    as ``chunk_indices=`` is optional and free; a table built otherwise is compared with it on the device.
+    """
+    return chunk_indices_of(cu_seqlens, chunk_size, T)

@@ -67,6 +67,49 @@ def test_triton_rejects_bad_cu_seqlens_without_touching_memory_outside():
     assert out.strip().endswith("ok")
 
 
+@triton
+def test_triton_checks_a_callers_chunk_table():
+    """chunk_indices: prepare_chunk_indices' table (the op's own, cached) or an equal copy gives the same
+    outputs and gradients as none; a wrong type, shape or missing cu_seqlens is named at once; a table of
+    the right shape with other values (a wrong chunk, negative entries), which once left rows of o
+    unwritten, is the contract's ValueError from the forward, and the next call is clean."""
+    from gdn2.fast.checks import raise_pending
+    from gdn2.fast.utils import prepare_chunk_indices
+
+    x = {n: t.float() for n, t in make_inputs(1, 150, 1, 2, 16, 16, N=2).items()}
+    dev = x["q"].device
+    cu = torch.tensor([0, 70, 150], dtype=torch.int32, device=dev)
+    for t in x.values():
+        t.requires_grad_(True)
+    do = torch.randn(1, 150, 2, 16, device=dev)
+
+    def run(**kw):
+        o, _ = gdn2.fast.chunk_gdn2(**x, cu_seqlens=cu, **kw)
+        raise_pending()
+        return o, torch.autograd.grad(o, list(x.values()), do)
+
+    want_o, want_grads = run()
+    table = prepare_chunk_indices(cu, 64, 150)
+    assert prepare_chunk_indices(cu, 64, 150) is table           # cached: passing it costs nothing
+    for ok in (table, table.clone().long()):
+        o, grads = run(chunk_indices=ok)
+        assert torch.equal(o, want_o) and all(map(torch.equal, grads, want_grads))
+    for bad, error, match in ((table.float(), TypeError, "chunk_indices must be int32 or int64"),
+                              (table[:2], ValueError, r"chunk_indices must have shape \[T // 64 \+ N, 2\]"),
+                              (table.tolist(), TypeError, "chunk_indices must be a tensor")):
+        with pytest.raises(error, match=match):
+            gdn2.fast.chunk_gdn2(**x, cu_seqlens=cu, chunk_indices=bad)
+    with pytest.raises(ValueError, match="pass cu_seqlens with it"):
+        gdn2.fast.chunk_gdn2(**dict(x, initial_state=None), chunk_indices=table)
+    wrong = table.clone()
+    wrong[-1] = torch.tensor([1, 5])                             # a chunk past its sequence, one chunk missing
+    for bad in (wrong, -table):
+        with pytest.raises(ValueError, match=r"chunk_indices must equal .*prepare_chunk_indices"):
+            run(chunk_indices=bad)
+    o, _ = run()
+    assert torch.equal(o, want_o)
+
+
 # ---- values --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("op", REFERENCE_OPS)
 def test_reference_names_nan_in_g_as_nan(op):
