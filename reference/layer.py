@@ -25,7 +25,7 @@ from .backends import available_backends, get_backend, loaded_backend, resolve_b
 from .cache import Cache, GDN2State
 from .conv import ShortConvolution
 from .norm import GatedRMSNorm
-from .ops._contract import check_recompute
+from .ops._contract import check_cu_seqlens, check_packed_offsets, check_recompute
 
 __all__ = ["GDN2", "init_linear"]
 
@@ -230,6 +230,10 @@ class GDN2(nn.Module):
         B, T, D = hidden_states.shape
         if D != self.hidden_size:
             raise ValueError(f"hidden_states must have last dim hidden_size = {self.hidden_size}, got {D}")
+        if use_cache.__class__ is not bool:
+            raise TypeError(f"use_cache must be a bool, got {type(use_cache).__name__}")
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(f"cache must be a gdn2.Cache or None, got {type(cache).__name__}")
         if use_cache and cache is None:
             raise ValueError("use_cache=True needs a cache to update: pass cache=gdn2.Cache()")
         state = cache.get(self.cache_key) if cache is not None else None
@@ -242,8 +246,12 @@ class GDN2(nn.Module):
                              f"got B = {B}" + (" and an attention_mask" if attention_mask is not None else ""))
         ops = self._ops(hidden_states)
         fused = getattr(ops, "layer_forward", None)
-        if fused is not None:
+        if fused is not None:       # the offsets' values are the backend operator's to check
+            if cu_seqlens is not None:
+                check_cu_seqlens(cu_seqlens, T, check_values=False)
             return fused(self, hidden_states, attention_mask, cache, use_cache, state, cu_seqlens)
+        if cu_seqlens is not None:  # before the convolution reads them
+            check_packed_offsets(cu_seqlens, T)
 
         x, indices = hidden_states, None
         if attention_mask is not None:

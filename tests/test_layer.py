@@ -295,6 +295,18 @@ def test_unavailable_backend_names_the_reason_and_the_available(monkeypatch):
                      "attention_mask", id="mask-not-01"),
         pytest.param(lambda layer: layer(torch.randn(1, 4, 32, dtype=torch.float64), use_cache=True), ValueError,
                      "cache", id="use_cache-without-cache"),
+        pytest.param(lambda layer: layer(torch.randn(1, 4, 32, dtype=torch.float64), use_cache=1, cache=Cache()),
+                     TypeError, "use_cache", id="use_cache-int"),
+        pytest.param(lambda layer: layer(torch.randn(1, 4, 32, dtype=torch.float64), cache={}), TypeError, "cache",
+                     id="cache-dict"),
+        # packed offsets are checked before the short convolution reads them (it raised torch's own errors)
+        pytest.param(lambda layer: layer(torch.randn(1, 4, 32, dtype=torch.float64),
+                                         cu_seqlens=torch.tensor([0, 3, 2, 4])),
+                     ValueError, "cu_seqlens must be non-decreasing from 0 to T = 4", id="cu_seqlens-decreasing"),
+        pytest.param(lambda layer: layer(torch.randn(1, 4, 32, dtype=torch.float64), cu_seqlens=torch.tensor([0, 3])),
+                     ValueError, "cu_seqlens must be non-decreasing from 0 to T = 4", id="cu_seqlens-short-of-T"),
+        pytest.param(lambda layer: layer(torch.randn(1, 4, 32, dtype=torch.float64), cu_seqlens=torch.tensor([0., 4.])),
+                     TypeError, "cu_seqlens must be int32 or int64", id="cu_seqlens-float"),
     ],
 )
 def test_bad_forward_arguments(call, exc, match):

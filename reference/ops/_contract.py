@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Dims", "check_inputs", "check_cu_seqlens", "check_cu_seqlens_values", "check_finite", "check_log_decay",
-           "compute_dtype", "l2norm", "gate_from_raw", "erase_gate_scale", "gates_from_logits", "split_sequences"]
+__all__ = ["Dims", "check_inputs", "check_cu_seqlens", "check_packed_offsets", "check_cu_seqlens_values",
+           "check_finite", "check_log_decay", "compute_dtype", "l2norm", "gate_from_raw", "erase_gate_scale",
+           "gates_from_logits", "split_sequences"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,14 @@ def check_cu_seqlens(cu_seqlens: object, T: int, check_values: bool = True) -> i
     if check_values:
         check_cu_seqlens_values(cu_seqlens, T)
     return cu_seqlens.numel() - 1
+
+
+def check_packed_offsets(cu_seqlens: object, T: int) -> int:
+    """:func:`check_cu_seqlens` for the layers and the model, its values read on the host except while
+    compiling or capturing a CUDA graph (where a host read is not allowed; the operator flags bad
+    values then). Returns N."""
+    capturing = isinstance(cu_seqlens, Tensor) and cu_seqlens.is_cuda and torch.cuda.is_current_stream_capturing()
+    return check_cu_seqlens(cu_seqlens, T, check_values=not torch.compiler.is_compiling() and not capturing)
 
 
 def check_cu_seqlens_values(cu_seqlens: Tensor, T: int) -> None:
