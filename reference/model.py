@@ -253,6 +253,12 @@ class GDN2LM(nn.Module):
         restarts its positions), so the logits of each document are those of the document alone. For
         training and scoring: without ``attention_mask`` and without a cache.
         """
+        if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+            shape = list(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+            raise ValueError(f"input_ids must be a [B, T] tensor of token ids, got {shape} (one sequence: "
+                             "input_ids[None])")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
         # a value check reads the ids on the host: not while compiling or capturing a CUDA graph
         capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
         if (input_ids.numel() and not torch.compiler.is_compiling() and not capturing
@@ -278,12 +284,12 @@ class GDN2LM(nn.Module):
         With ``cu_seqlens`` (packed documents, see :meth:`forward`), of every token given the earlier ones of
         its own document: a document's first token is never a target (nothing of it precedes it).
         """
+        T = input_ids.shape[1] if isinstance(input_ids, Tensor) and input_ids.dim() == 2 else None
+        if T is not None and T < 2:
+            raise ValueError(f"input_ids has T = {T} token: nothing to predict")
         if cu_seqlens is None:
             logits = self(input_ids[:, :-1])
             return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))
-        T = input_ids.shape[1]
-        if T < 2:
-            raise ValueError(f"input_ids has T = {T} token: nothing to predict")
         logits = self(input_ids, cu_seqlens=cu_seqlens)[0, :-1]                            # predict tokens 1 … T−1
         starts = cu_seqlens.to(input_ids.device, torch.long)                               # documents' first tokens
         # target s − 1 (token s given token s − 1) crosses into the document that starts at s, 0 < s < T
@@ -322,8 +328,12 @@ class GDN2LM(nn.Module):
                              "(one prompt: input_ids[None])")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
         if input_ids.shape[1] < 1:
             raise ValueError("input_ids must hold at least one prompt token")
         if cuda_graph and not (input_ids.is_cuda and not self.config.swa_layers):

@@ -320,6 +320,37 @@ def test_generate_names_a_one_dimensional_prompt():
         lm.generate(torch.tensor(list(b"Anne")), 2)
 
 
+def test_the_model_and_layer_name_bad_arguments_without_the_test_type_checker():
+    """Outside pytest's jaxtyping hook (as users run it), the model and the layer name what is wrong:
+    before, a float or 1-D input_ids, a top_k of 0 and a cache of the wrong type raised torch's own errors
+    (or a message naming the layer's hidden_states), and the loss of one token was NaN."""
+    out = isolated("""
+        import torch, gdn2
+        lm = gdn2.GDN2LM(gdn2.GDN2LMConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, head_dim=16))
+        layer = gdn2.GDN2(32, 2, head_dim=16)
+        ids = torch.randint(0, 50, (2, 6))
+        cases = [
+            (lambda: lm(ids.float()), TypeError, "input_ids must be an integer tensor"),
+            (lambda: lm(ids[0]), ValueError, "input_ids must be a [B, T] tensor"),
+            (lambda: lm.loss(ids[:, :1]), ValueError, "nothing to predict"),
+            (lambda: lm.generate(ids, 2, top_k=0), ValueError, "top_k must be a positive int"),
+            (lambda: lm.generate(ids, 2, temperature="hot"), TypeError, "temperature must be a real number"),
+            (lambda: layer(torch.randn(1, 3, 32), cache={}), TypeError, "cache must be a gdn2.Cache"),
+            (lambda: layer(torch.randn(1, 3, 32), cache=gdn2.Cache(), use_cache=1), TypeError,
+             "use_cache must be a bool"),
+        ]
+        for call, error, message in cases:
+            try:
+                call()
+            except error as e:
+                assert message in str(e), str(e)
+            else:
+                raise AssertionError(f"no {error.__name__} ({message})")
+        print("ok")
+    """)
+    assert out.strip().endswith("ok")
+
+
 def test_an_interpreter_that_cannot_run_the_kernels_is_named(monkeypatch):
     """Triton's interpreter before 3.9 with numpy 2.4 or later fails every kernel with a loop bound
     from a program id: the backend says so instead of failing inside a kernel."""
