@@ -42,19 +42,20 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
-def _positive(kind):
-    """An argparse type: a positive int or float."""
+def _positive(kind, zero: bool = False):
+    """An argparse type: a positive int or float (or, with ``zero``, a non-negative one)."""
+    what = f"{'non-negative' if zero else 'positive'} {kind.__name__}"
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
+        if not (value >= 0 if zero else value > 0):
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}")
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = what
     return parse
 
 
@@ -124,6 +125,8 @@ def _generate(args: argparse.Namespace) -> int:
         config = GDN2LMConfig(**{**ckpt["model_config"], "backend": args.backend})
     except (ValueError, TypeError) as e:
         raise CLIError(str(e)) from None
+    if not args.prompt:
+        raise CLIError("--prompt: give at least one character to continue")
     model = GDN2LM(config).to(args.device)
     model.load_state_dict(ckpt["state_dict"])
     print(sample_text(model, args.prompt, args.tokens, seed=args.seed, temperature=args.temperature,
@@ -158,10 +161,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="indices of sliding-window attention layers (the paper's hybrid)")
     t.add_argument("--backend", default="auto", help="auto, reference or triton")
     t.add_argument("--device", default="cpu", help="torch device")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    t.add_argument("--threads", type=_positive(int, zero=True), default=0, help="torch CPU threads (0: torch's choice)")
     t.add_argument("--seed", type=int, default=defaults.seed, help="seed of the initialisation and the batches")
     t.add_argument("--prompt", default=defaults.prompt, help="start of the sample printed at the end")
-    t.add_argument("--sample-tokens", type=int, default=defaults.sample_tokens, help="bytes to sample")
+    t.add_argument("--sample-tokens", type=_positive(int, zero=True), default=defaults.sample_tokens,
+                   help="bytes to sample")
     t.add_argument("--save", help="write the trained model to this file")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)

@@ -42,6 +42,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("warmup", "sample_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not isinstance(self.prompt, str) or (self.sample_tokens and not self.prompt):
+            raise ValueError(f"prompt must be a non-empty str to sample from, got {self.prompt!r}")
 
 
 def _batches(data: Tensor, batch_size: int, seq_len: int, gen: torch.Generator) -> Tensor:

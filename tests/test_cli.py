@@ -58,6 +58,11 @@ def test_check_rejects_an_unknown_backend(capsys):
     pytest.param(["train", "--swa-layers", "7"], "swa_layers", id="swa-layer-out-of-range"),
     pytest.param(["generate", "no-such-file.pt"], "no file no-such-file.pt", id="missing-checkpoint"),
     pytest.param(["train", "--device", "tpu"], "--device", id="unknown-device"),
+    # these ran the whole training before failing with a traceback (or at its start, for --threads)
+    pytest.param(["train", "--threads", "-1"], "--threads: expected a non-negative int", id="threads-negative"),
+    pytest.param(["train", "--sample-tokens", "-1"], "--sample-tokens: expected a non-negative int",
+                 id="sample-tokens-negative"),
+    pytest.param(["train", "--prompt", ""], "prompt must be a non-empty str", id="empty-prompt"),
 ])
 def test_command_line_mistakes_are_one_line_errors(args, message):
     """A mistake is one line on stderr and exit status 2, never a traceback."""
