@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Integer
 from torch import Tensor, nn
 
+from .ops._contract import check_cu_seqlens
+
 __all__ = ["ShortConvolution"]
 
 
@@ -34,8 +36,22 @@ class ShortConvolution(nn.Module):
         state: Float[Tensor, "N D Wm1"] | None = None,
         cu_seqlens: Integer[Tensor, " Np1"] | None = None,
     ) -> tuple[Float[Tensor, "B T D"], Float[Tensor, "N D Wm1"]]:
-        """Returns ``(y, new_state)``; ``state`` holds the previous W-1 inputs of each sequence."""
-        W = self.conv_size
+        """Returns ``(y, new_state)``; ``state`` holds the previous W-1 inputs of each sequence.
+
+        Shapes are checked here; the values of ``cu_seqlens`` are the caller's (the layer checks them).
+        """
+        W, D = self.conv_size, self.channels
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != D:
+            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a [B, T, channels = {D}] tensor, got {got}")
+        N = x.shape[0]
+        if cu_seqlens is not None:
+            if N != 1:
+                raise ValueError(f"cu_seqlens packs sequences into one row (B = 1), got B = {N}")
+            N = check_cu_seqlens(cu_seqlens, x.shape[1], check_values=False)
+        if state is not None and (not isinstance(state, Tensor) or tuple(state.shape) != (N, D, W - 1)):
+            got = list(state.shape) if isinstance(state, Tensor) else type(state).__name__
+            raise ValueError(f"state must be [N, channels, conv_size - 1] = {[N, D, W - 1]}, got {got}")
         if cu_seqlens is None:
             N, T, D = x.shape
             past = x.new_zeros(N, W - 1, D) if state is None else state.transpose(1, 2).to(x.dtype)

@@ -321,13 +321,15 @@ def test_generate_names_a_one_dimensional_prompt():
 
 
 def test_the_model_and_layer_name_bad_arguments_without_the_test_type_checker():
-    """Outside pytest's jaxtyping hook (as users run it), the model and the layer name what is wrong:
+    """Outside pytest's jaxtyping hook (as users run it), the model, the layer and its building blocks name
+    what is wrong:
     before, a float or 1-D input_ids, a top_k of 0 and a cache of the wrong type raised torch's own errors
     (or a message naming the layer's hidden_states), and the loss of one token was NaN."""
     out = isolated("""
         import torch, gdn2
         lm = gdn2.GDN2LM(gdn2.GDN2LMConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, head_dim=16))
         layer = gdn2.GDN2(32, 2, head_dim=16)
+        conv, norm = gdn2.conv.ShortConvolution(8, conv_size=4), gdn2.norm.GatedRMSNorm(8)
         ids = torch.randint(0, 50, (2, 6))
         cases = [
             (lambda: lm(ids.float()), TypeError, "input_ids must be an integer tensor"),
@@ -338,6 +340,13 @@ def test_the_model_and_layer_name_bad_arguments_without_the_test_type_checker():
             (lambda: layer(torch.randn(1, 3, 32), cache={}), TypeError, "cache must be a gdn2.Cache"),
             (lambda: layer(torch.randn(1, 3, 32), cache=gdn2.Cache(), use_cache=1), TypeError,
              "use_cache must be a bool"),
+            # the layer's building blocks, public on their own (they raised torch's shape errors)
+            (lambda: conv(torch.randn(2, 5, 7)), ValueError, "x must be a [B, T, channels = 8] tensor"),
+            (lambda: conv(torch.randn(2, 5, 8), state=torch.zeros(2, 8, 2)), ValueError,
+             "state must be [N, channels, conv_size - 1] = [2, 8, 3]"),
+            (lambda: conv(torch.randn(2, 5, 8), cu_seqlens=torch.tensor([0, 5])), ValueError, "(B = 1), got B = 2"),
+            (lambda: norm(torch.randn(2, 8), torch.randn(2, 7)), ValueError, "z must have o's shape [2, 8]"),
+            (lambda: norm(torch.randn(2, 7), torch.randn(2, 7)), ValueError, "o must be a tensor [..., 8]"),
         ]
         for call, error, message in cases:
             try:
