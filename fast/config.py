@@ -30,7 +30,7 @@ class Launch:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{type(self).__name__}.{f.name} must be a positive int, got {value!r}")
-            if f.name.startswith("B") and not _pow2(value):
+            if (f.name.startswith("B") or f.name == "num_warps") and not _pow2(value):
                 raise ValueError(f"{type(self).__name__}.{f.name} must be a power of two, got {value}")
 
     def meta(self) -> dict:

@@ -207,6 +207,8 @@ def fused_recurrent_gdn2(
         if initial_state is None or initial_state.dtype != torch.float32 or not output_final_state:
             raise ValueError("inplace_final_state needs a float32 initial_state and output_final_state=True")
         ht = initial_state
+    if launch is not None and not isinstance(launch, DecodeLaunch):
+        raise TypeError(f"launch must be a gdn2.fast.config.DecodeLaunch or None, got {type(launch).__name__}")
     tile = launch or decode_launch(N * HV, K, V)
     n_tiles = triton.cdiv(V, tile.BV) * N * HV
     programs = min(n_tiles, tile.programs_per_sm * _sm_count(q.device)) if tile.programs_per_sm else n_tiles

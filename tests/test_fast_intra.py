@@ -91,6 +91,11 @@ def test_launch_settings_are_typed():
         WYLaunch(BK=24)
     with pytest.raises(ValueError, match="positive int"):
         DecodeLaunch(num_warps=0)
+    with pytest.raises(ValueError, match="StateLaunch.num_warps must be a power of two"):
+        StateLaunch(num_warps=3)                       # Triton would fail to compile it, far from here
+    low, _ = cast(make_inputs(1, 3, 1, 1, 16, 16), torch.float32)
+    with pytest.raises(TypeError, match="launch must be a gdn2.fast.config.DecodeLaunch"):
+        gdn2.fast.fused_recurrent_gdn2(**low, launch={"BV": 16})
     with pytest.raises(ValueError, match="precision"):
         BackwardConfig(precision="fp64")
     low, _ = cast(make_inputs(1, 8, 1, 1, 256, 16), torch.float32)
