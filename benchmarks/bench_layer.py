@@ -58,7 +58,8 @@ FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "
 VARIANTS = ("", "recompute=True", "recompute=states", "recompute=False", "fwd.wy.BK=32", "fwd.wy.BK=16",
             "fwd.wy.BK=32+fwd.wy.num_warps=8", "fwd.wy.num_warps=8",
             "fwd.offdiag.num_warps=2", "fwd.state.BV=32+fwd.state.num_warps=4",
-            "fwd.state.BV=64+fwd.state.num_warps=4", "bwd.state.BV=32", "bwd.state.BV=64")
+            "fwd.state.BV=64+fwd.state.num_warps=4", "fwd.state.num_stages=3", "bwd.state.num_stages=3",
+            "bwd.state.BV=32", "bwd.state.BV=64")
 VARIANT_SHAPES = ("8x2048", "1x16384", "varlen")
 VARIANT_FIELDS = ["card", "shape", "variant", "mode", "ms", "peak_mib", "defaults_over_this", "rel_err_vs_defaults"]
 
