@@ -299,6 +299,16 @@ def _svg_head(width: float, height: float, title: str, left: float) -> list[str]
             f'<text x="{left}" y="18" font-size="14" font-weight="bold">{esc(title)}</text>']
 
 
+def _y_axis(ticks: list[float], Y, left: float, plot_w: float) -> list[str]:
+    out = []
+    for v in ticks:
+        y = Y(v)
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" '
+                   f'stroke-opacity="0.15"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_tick(v)}</text>')
+    return out
+
+
 def line_plot(key: str, title: str, xs: list[float], xlabels: list[str], xlabel: str, ylabel: str,
               series: dict[str, list[float | None]], xlog: bool, ylog: bool, markers: bool = True) -> str:
     """One SVG line plot; series keys pick the label, colour and dash from STYLES."""
@@ -327,12 +337,7 @@ def line_plot(key: str, title: str, xs: list[float], xlabels: list[str], xlabel:
         legend.append((name, i, lx, row))
         lx += w
     width, height = left + plot_w + right, top + plot_h + 52 + 20 * (row + 1)
-    s = _svg_head(width, height, title, left)
-    for v in _nice_ticks(ylo, yhi, ylog):
-        y = Y(v)
-        s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" '
-                 f'stroke-opacity="0.15"/>')
-        s.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_tick(v)}</text>')
+    s = _svg_head(width, height, title, left) + _y_axis(_nice_ticks(ylo, yhi, ylog), Y, left, plot_w)
     for v, lab in zip(xs, xlabels):
         x = X(v)
         s.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="currentColor" '
@@ -473,16 +478,6 @@ def _legend(entries: list[tuple[str, str]], left: float, y: float, max_w: float)
         out.append(f'<text x="{lx + 17}" y="{ly}">{html.escape(label)}</text>')
         lx += w
     return out, y + 20 * row + 8
-
-
-def _y_axis(ticks: list[float], Y, left: float, plot_w: float) -> list[str]:
-    out = []
-    for v in ticks:
-        y = Y(v)
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" '
-                   f'stroke-opacity="0.15"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_tick(v)}</text>')
-    return out
 
 
 def layer_plot(name: str, rows: list[dict[str, str]], mode: str) -> str | None:
