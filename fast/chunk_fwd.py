@@ -20,7 +20,7 @@ from .config import ForwardConfig
 from .intra_fwd import chunk_intra_diag_kernel, chunk_intra_offdiag_kernel, chunk_wy_fwd_kernel
 from .jit import EXP_MAX
 from .state_fwd import chunk_state_output_fwd_kernel
-from .utils import chunk_indices_of, empty, needs_int64
+from .utils import empty, needs_int64, prepare_chunk_indices
 
 __all__ = ["CHUNK_SIZE", "ChunkForward", "INTRA", "WY", "SAVED", "chunk_gdn2_fwd", "forward_config"]
 
@@ -179,7 +179,7 @@ def chunk_gdn2_fwd(
     lowp = dt == torch.bfloat16
     flags = checks.flag_word(dev)
     if is_varlen:   # the table of these offsets (cached); a caller's must equal it
-        table = chunk_indices_of(cu_seqlens, BT, T)
+        table = prepare_chunk_indices(cu_seqlens, BT, T)
         if check and chunk_indices is not None and chunk_indices is not table:
             checks.flag_if_different(flags, "chunk_indices", chunk_indices, table)
         chunk_indices = table

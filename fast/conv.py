@@ -31,6 +31,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from gdn2.ops._contract import check_cu_seqlens
+
 from .config import ConvBwdLaunch, ConvLaunch, ConvStateBwdLaunch, ConvStateLaunch, ConvStepLaunch
 from .jit import offset_int, seq_bounds
 from .utils import empty, needs_int64
@@ -678,18 +680,13 @@ def short_conv(
     B, T, D = x.shape
     _tensor("weight", weight)
     W = _check_weight(weight, D, x.device)
-    _tensor("cu_seqlens", cu_seqlens, optional=True)
     N = B
     if cu_seqlens is not None:
-        if cu_seqlens.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
-        if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
-            raise ValueError(f"cu_seqlens must be [N + 1] with N >= 1, got shape {tuple(cu_seqlens.shape)}")
+        N = check_cu_seqlens(cu_seqlens, T, check_values=False)
         if B != 1:
             raise ValueError(f"packed sequences (cu_seqlens) need x as one row, B = 1, got B = {B}")
         if cu_seqlens.device != x.device:
             raise ValueError(f"cu_seqlens must be on x's device {x.device}, got {cu_seqlens.device}")
-        N = cu_seqlens.shape[0] - 1
     _tensor("initial_state", initial_state, optional=True)
     if initial_state is not None:
         _check_state("initial_state", initial_state, (N, D, W - 1), x.device)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .chunk_bwd import chunk_gdn2_bwd
 from .chunk_fwd import CHUNK_SIZE, INTRA, SAVED, WY, ChunkForward, chunk_gdn2_fwd
-from .utils import chunk_indices_of
+from .utils import prepare_chunk_indices
 
 __all__ = ["KEEP", "chunk_gdn2_fwd_op", "chunk_gdn2_bwd_op"]
 
@@ -90,7 +90,7 @@ def chunk_gdn2_bwd_op(
     """[dq, dk, dv, dg, db, dw] + [dh0 if initial_state] + [dA_log if A_log] + [ddt_bias if dt_bias]."""
     l2 = use_qk_l2norm_in_kernel
     if cu_seqlens is not None:      # the table the forward used (a caller's was checked against it there)
-        chunk_indices = chunk_indices_of(cu_seqlens, CHUNK_SIZE, q.shape[1])
+        chunk_indices = prepare_chunk_indices(cu_seqlens, CHUNK_SIZE, q.shape[1])
     kept = ChunkForward(None, None, **dict(zip(_kept_names(keep, A_log is not None), saved)),
                         chunk_indices=chunk_indices)
     # a rerun forward is passed inline, so the backward holds its only reference and frees what its second

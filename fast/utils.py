@@ -11,7 +11,7 @@ import weakref
 import torch
 from torch import Tensor
 
-__all__ = ["unavailable_reason", "empty", "needs_int64", "prepare_chunk_indices", "chunk_indices_of", "MAX_HEAD_DIM"]
+__all__ = ["unavailable_reason", "empty", "needs_int64", "prepare_chunk_indices", "MAX_HEAD_DIM"]
 
 #: largest K and V the kernels accept (one state tile of K x BV stays in registers)
 MAX_HEAD_DIM = 256
@@ -84,11 +84,16 @@ def _chunk_table(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
 _TABLES: dict[int, tuple] = {}
 
 
-def chunk_indices_of(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
-    """The chunk table of ``cu_seqlens`` (see :func:`prepare_chunk_indices`), computed once per offsets
-    tensor: the layers of a model called with one ``cu_seqlens``, and a backward after its forward, share
-    one table. An entry is used only while the offsets tensor is alive and neither it nor the table has
-    been modified (same object, same version counters)."""
+def prepare_chunk_indices(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
+    """Map every chunk of a packed batch to (sequence n, chunk i_t inside it), without a host sync.
+
+    Returns an int32 tensor [T // C + N, 2] on cu_seqlens' device: row j is the j-th chunk of the batch,
+    rows past the last chunk hold (-1, 0). Computed once per offsets tensor: the layers of a model called
+    with one ``cu_seqlens``, a backward after its forward and a caller that passes it as
+    ``chunk_indices=`` to :func:`gdn2.fast.chunk_gdn2` share one table (so passing it is free; a table
+    built otherwise is compared with it on the device). An entry is used only while the offsets tensor
+    is alive and neither it nor the table has been modified (same object, same version counters).
+    """
     entry = _TABLES.get(id(cu_seqlens))
     if (entry is not None and entry[0]() is cu_seqlens and entry[1] == cu_seqlens._version
             and entry[2:4] == (chunk_size, T) and entry[4]._version == entry[5]):
@@ -99,14 +104,3 @@ def chunk_indices_of(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
             del _TABLES[key]
     _TABLES[id(cu_seqlens)] = (weakref.ref(cu_seqlens), cu_seqlens._version, chunk_size, T, table, table._version)
     return table
-
-
-def prepare_chunk_indices(cu_seqlens: Tensor, chunk_size: int, T: int) -> Tensor:
-    """Map every chunk of a packed batch to (sequence n, chunk i_t inside it), without a host sync.
-
-    Returns an int32 tensor [T // C + N, 2] on cu_seqlens' device: row j is the j-th chunk of the batch,
-    rows past the last chunk hold (-1, 0). It is the table that :func:`gdn2.fast.chunk_gdn2` builds and
-    caches for these offsets itself (the same object, while neither tensor is modified), so passing it
-    as ``chunk_indices=`` is optional and free; a table built otherwise is compared with it on the device.
-    """
-    return chunk_indices_of(cu_seqlens, chunk_size, T)

@@ -202,6 +202,17 @@ class SlidingWindowAttention(nn.Module):
         return self.o_proj(o.transpose(1, 2).reshape(B, T, D))
 
 
+def _check_token_ids(input_ids: object) -> Tensor:
+    """input_ids itself if it is a [B, T] integer tensor, else the named error."""
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+        shape = list(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a [B, T] tensor of token ids, got {shape} (one sequence: "
+                         "input_ids[None])")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
+    return input_ids
+
+
 class Block(nn.Module):
     """Pre-norm residual block: mixer (GDN2 or sliding-window attention), then SwiGLU."""
 
@@ -253,12 +264,7 @@ class GDN2LM(nn.Module):
         restarts its positions), so the logits of each document are those of the document alone. For
         training and scoring: without ``attention_mask`` and without a cache.
         """
-        if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
-            shape = list(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
-            raise ValueError(f"input_ids must be a [B, T] tensor of token ids, got {shape} (one sequence: "
-                             "input_ids[None])")
-        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-            raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}")
+        _check_token_ids(input_ids)
         # a value check reads the ids on the host: not while compiling or capturing a CUDA graph
         capturing = input_ids.is_cuda and torch.cuda.is_current_stream_capturing()
         if (input_ids.numel() and not torch.compiler.is_compiling() and not capturing
@@ -284,8 +290,8 @@ class GDN2LM(nn.Module):
         With ``cu_seqlens`` (packed documents, see :meth:`forward`), of every token given the earlier ones of
         its own document: a document's first token is never a target (nothing of it precedes it).
         """
-        T = input_ids.shape[1] if isinstance(input_ids, Tensor) and input_ids.dim() == 2 else None
-        if T is not None and T < 2:
+        T = _check_token_ids(input_ids).shape[1]
+        if T < 2:
             raise ValueError(f"input_ids has T = {T} token: nothing to predict")
         if cu_seqlens is None:
             logits = self(input_ids[:, :-1])
@@ -322,10 +328,7 @@ class GDN2LM(nn.Module):
         small batch then costs what its kernels take on the GPU, not what the host does to launch them.
         The layers update their states in place, so the graph reads and writes the same cache tensors.
         """
-        if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
-            shape = list(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
-            raise ValueError(f"input_ids must be a [B, T] tensor of byte ids, got {shape} "
-                             "(one prompt: input_ids[None])")
+        _check_token_ids(input_ids)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):

@@ -746,12 +746,17 @@ def test_pages_cite_no_outside_documents():
     assert not hits, "\n".join(hits)
 
 
-def test_new_csvs_are_listed_not_fatal(tmp_path):
-    """A CSV the performance page does not know (a layer benchmark, another card, another schema) is
-    plotted when it has the benchmark columns and listed, collapsed, under "Other results"."""
+def _bench_hook():
     spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_new_csvs_are_listed_not_fatal(tmp_path):
+    """A CSV the performance page does not know (a layer benchmark, another card, another schema) is
+    plotted when it has the benchmark columns and listed, collapsed, under "Other results"."""
+    bench = _bench_hook()
     for p in (ROOT / "benchmarks" / "results").glob("*.csv"):
         shutil.copy(p, tmp_path / p.name)
     (tmp_path / "layer-NVIDIA_H200.csv").write_text(
@@ -770,13 +775,6 @@ def test_new_csvs_are_listed_not_fatal(tmp_path):
     assert "In every row: mode = layer, peak_mib = 100, card = NVIDIA H200." in other and "| card" not in other
     assert "plots/layer-NVIDIA_H200-layer.svg" in other
     assert "NVIDIA H200" in bench.summary_markdown(results)
-
-
-def _bench_hook():
-    spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
 
 
 def _bars(svg: str, attr: str) -> dict[str, tuple[float, float]]:
@@ -821,9 +819,7 @@ def test_layer_plots_draw_the_csv_to_scale():
 
 def test_floors_are_for_the_card_of_the_csv():
     """Every floor on the performance page is computed for the card its CSV names (all H200 here)."""
-    spec = importlib.util.spec_from_file_location("gdn2_bench", ROOT / "docs" / "hooks" / "gdn2_bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_hook()
     results = bench.load_results(ROOT / "benchmarks" / "results")
     # timing CSVs only: a table of compiled kernels' resources names an architecture and has no floor
     cards = {(r.get("card") or "").strip() for rows in results.values() if bench._is_bench(rows) for r in rows}

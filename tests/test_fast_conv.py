@@ -264,7 +264,7 @@ def bad_calls():
         (lambda: short_conv(x, torch.randn(8, 9, device=DEVICE)), ValueError, "W \\(conv_size\\) must be in 1..8"),
         (lambda: short_conv(x, w.long()), TypeError, "weight must be a floating-point tensor"),
         (lambda: short_conv(x, w, cu.float()), TypeError, "cu_seqlens must be int32 or int64"),
-        (lambda: short_conv(x, w, cu[:1]), ValueError, r"cu_seqlens must be \[N \+ 1\]"),
+        (lambda: short_conv(x, w, cu[:1]), ValueError, r"cu_seqlens must hold N\+1 >= 2 offsets"),
         (lambda: short_conv(x.expand(2, 6, 8), w, cu), ValueError, "B = 1"),
         (lambda: short_conv(x, w, cu, h0), ValueError, r"initial_state must be \[N, D, W-1\] = \[2, 8, 3\]"),
         (lambda: short_conv(x, w, None, h0[..., :2]), ValueError, "initial_state must be"),

@@ -309,17 +309,17 @@ def test_gpu_float32_bound_rejects_tf32_products():
 
 
 def test_chunk_table_is_computed_once_per_offsets_tensor():
-    """The layers of a model called with one cu_seqlens share one chunk table, the one prepare_chunk_indices
-    gives; changing the offsets or the table in place, or new offsets, gives a fresh one."""
-    from gdn2.fast.utils import _chunk_table, chunk_indices_of, prepare_chunk_indices
+    """The layers of a model called with one cu_seqlens share one chunk table; changing the offsets or the
+    table in place, or new offsets, gives a fresh one."""
+    from gdn2.fast.utils import _chunk_table, prepare_chunk_indices
 
     cu = torch.tensor([0, 70, 71, 150], device=DEVICE)
-    first = chunk_indices_of(cu, 64, 150)
-    assert chunk_indices_of(cu, 64, 150) is first and prepare_chunk_indices(cu, 64, 150) is first
+    first = prepare_chunk_indices(cu, 64, 150)
+    assert prepare_chunk_indices(cu, 64, 150) is first
     cu[1] = 65
-    again = chunk_indices_of(cu, 64, 150)
+    again = prepare_chunk_indices(cu, 64, 150)
     assert again is not first and torch.equal(again, _chunk_table(cu, 64, 150))
-    assert chunk_indices_of(cu.clone(), 64, 150) is not again
+    assert prepare_chunk_indices(cu.clone(), 64, 150) is not again
     again[0, 0] = 7
-    fresh = chunk_indices_of(cu, 64, 150)
+    fresh = prepare_chunk_indices(cu, 64, 150)
     assert fresh is not again and torch.equal(fresh, _chunk_table(cu, 64, 150))
