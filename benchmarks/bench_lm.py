@@ -13,7 +13,8 @@ hidden size 2048, 24 blocks, bfloat16 parameters, AdamW), about 1.3 B parameters
 - ``ours-states``, ``ours-saved`` and ``ours-recompute`` (on request): ``ours`` with
   ``recompute="states"`` (the operator keeps all but its state pass's intermediates for its backward),
   ``recompute=False`` (every intermediate) and ``recompute=True`` (only its inputs); ``ours`` is the
-  default, ``"partial"``.
+  default, ``"partial"``; ``ours-ckpt``: ``ours`` with activation checkpointing
+  (``gradient_checkpointing=True``: each block's forward runs again in the backward, for a larger batch).
 
 A step is the forward, the cross-entropy loss, the backward and the optimizer step, on fresh random
 token ids; the time is the median of ``--steps`` timed steps after two warm-up steps (synchronised with
@@ -34,7 +35,8 @@ from torch import nn
 from gdn2 import GDN2LM, GDN2LMConfig
 
 #: impl → the GDN2 layers' ``recompute`` for our models
-RECOMPUTE = {"ours": "partial", "ours-states": "states", "ours-saved": False, "ours-recompute": True}
+RECOMPUTE = {"ours": "partial", "ours-states": "states", "ours-saved": False, "ours-recompute": True,
+             "ours-ckpt": "partial"}
 IMPLS = [*RECOMPUTE, "peer", "transformer"]
 FIELDS = ["card", "impl", "params_m", "batch", "seq_len", "step_ms", "tokens_per_s", "peak_gib", "peer_over_this"]
 
@@ -57,7 +59,7 @@ def build(impl: str, seq_len: int) -> GDN2LM:
     swa = tuple(range(layers)) if impl == "transformer" else tuple(range(3, layers, 4))
     config = GDN2LMConfig(vocab_size=32000, hidden_size=2048, num_layers=layers, num_heads=16, head_dim=128,
                           swa_layers=swa, swa_window=seq_len, swa_heads=16, backend="triton",
-                          recompute=RECOMPUTE.get(impl, "partial"))
+                          recompute=RECOMPUTE.get(impl, "partial"), gradient_checkpointing=impl == "ours-ckpt")
     model = GDN2LM(config)
     if impl == "peer":
         for block in model.blocks:

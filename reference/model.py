@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Integer, Shaped
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .cache import Cache, WindowState
 from .layer import GDN2, init_linear
@@ -47,6 +48,9 @@ class GDN2LMConfig:
     backend: str = "auto"
     #: what the GDN2 layers' Triton operator keeps for its backward (:class:`~gdn2.layer.GDN2`)
     recompute: bool | str = "partial"
+    #: train with activation checkpointing: each block keeps only its input for the backward, which runs
+    #: the block's forward again (about one more forward per step, for the memory of one block's activations)
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self.swa_layers = tuple(self.swa_layers)
@@ -64,6 +68,8 @@ class GDN2LMConfig:
             )
         if not self.mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise TypeError(f"gradient_checkpointing must be a bool, got {self.gradient_checkpointing!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -280,8 +286,14 @@ class GDN2LM(nn.Module):
             check_packed_offsets(cu_seqlens, input_ids.shape[1])
             cu_seqlens = cu_seqlens.to(input_ids.device)
         h = self.embed(input_ids)
+        # activation checkpointing applies to training only: a cache is state that a rerun would advance twice
+        checkpointing = (self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
+                         and cache is None and not use_cache)
         for block in self.blocks:
-            h = block(h, attention_mask, cache, use_cache, cu_seqlens)
+            if checkpointing:
+                h = checkpoint(block, h, attention_mask, None, False, cu_seqlens, use_reentrant=False)
+            else:
+                h = block(h, attention_mask, cache, use_cache, cu_seqlens)
         return self.norm(h) @ self.embed.weight.T
 
     def loss(self, input_ids: Integer[Tensor, "B T"], cu_seqlens: Tensor | None = None) -> Tensor:

@@ -69,6 +69,21 @@ def make_inputs(
     return out
 
 
+def saved_bytes(fn):
+    """``(fn(), bytes)``: the bytes of the tensors autograd keeps for the backward while ``fn`` runs.
+    Tensors kept under an activation checkpoint are dropped by it and not counted."""
+    total = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total
+
+
 def poison(x: Tensor) -> Tensor:
     """Fill with NaN (integers with a huge value) so an unwritten element fails loudly."""
     return x.fill_(float("nan")) if x.is_floating_point() else x.fill_(2**30)

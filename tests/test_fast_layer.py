@@ -13,7 +13,7 @@ import torch
 import gdn2
 import gdn2.fast
 
-from gdn2_testing import DEVICE, TOLERANCES, assert_close, gpu
+from gdn2_testing import DEVICE, TOLERANCES, assert_close, gpu, saved_bytes
 
 pytestmark = [
     pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
@@ -107,6 +107,25 @@ def test_recompute_reaches_the_operator_and_changes_no_gradient(monkeypatch):
             assert torch.equal(a, b), f"recompute={mode!r} changed a value"
     with pytest.raises(ValueError, match="recompute"):
         gdn2.GDN2(32, 2, head_dim=16, recompute="some")
+
+
+def test_gradient_checkpointing_reruns_the_kernels_to_the_same_gradients():
+    """A model of Triton layers trained with activation checkpointing (each block's forward, kernels
+    included, runs again in the backward) keeps a fraction of the activations and gives the loss and
+    every parameter gradient of the plain run, bit for bit, on a packed row."""
+    ids = torch.randint(0, 256, (1, 50), device=DEVICE)
+    cu = torch.tensor([0, 1, 31, 50], device=DEVICE)
+    runs, kept = [], []
+    for ckpt in (False, True):
+        torch.manual_seed(3)
+        lm = gdn2.GDN2LM(gdn2.GDN2LMConfig(hidden_size=32, num_layers=2, num_heads=2, head_dim=16,
+                                           backend="triton", gradient_checkpointing=ckpt)).to(DEVICE)
+        loss, saved = saved_bytes(lambda m=lm: m.loss(ids, cu_seqlens=cu))
+        runs.append([loss, *torch.autograd.grad(loss, list(lm.parameters()))])
+        kept.append(saved)
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    assert kept[1] < kept[0] / 3, kept
 
 
 def test_a_dtype_the_kernels_do_not_take_is_named():

@@ -13,7 +13,7 @@ from gdn2.cache import WindowState
 from gdn2.data import corpus_tensor
 from gdn2.train import TrainConfig, _batches, evaluate, train
 
-from gdn2_testing import TOLERANCES, assert_close
+from gdn2_testing import TOLERANCES, assert_close, saved_bytes
 
 TOL64 = TOLERANCES["reference-float64"][0]
 
@@ -200,18 +200,19 @@ def test_train_function_reports_a_drop_and_a_sample():
 
 
 @pytest.mark.parametrize(
-    "kw,match",
+    "kw,error,match",
     [
-        pytest.param({"num_layers": 0}, "num_layers", id="num_layers-0"),
-        pytest.param({"swa_layers": (5,)}, "swa_layers", id="swa-index-out-of-range"),
-        pytest.param({"swa_layers": (0,), "swa_heads": 3}, "swa_heads", id="swa-heads-rope"),
-        pytest.param({"swa_window": 0}, "swa_window", id="swa_window-0"),
-        pytest.param({"backend": "nope"}, "reference", id="backend-unknown"),
-        pytest.param({"recompute": "always"}, "recompute", id="recompute-unknown"),
+        pytest.param({"num_layers": 0}, ValueError, "num_layers", id="num_layers-0"),
+        pytest.param({"swa_layers": (5,)}, ValueError, "swa_layers", id="swa-index-out-of-range"),
+        pytest.param({"swa_layers": (0,), "swa_heads": 3}, ValueError, "swa_heads", id="swa-heads-rope"),
+        pytest.param({"swa_window": 0}, ValueError, "swa_window", id="swa_window-0"),
+        pytest.param({"backend": "nope"}, ValueError, "reference", id="backend-unknown"),
+        pytest.param({"recompute": "always"}, ValueError, "recompute", id="recompute-unknown"),
+        pytest.param({"gradient_checkpointing": 1}, TypeError, "gradient_checkpointing", id="checkpointing-not-bool"),
     ],
 )
-def test_bad_config(kw, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_config(kw, error, match):
+    with pytest.raises(error, match=match):
         GDN2LM(GDN2LMConfig(hidden_size=32, num_heads=2, head_dim=8, **kw))
 
 
@@ -219,6 +220,33 @@ def test_config_recompute_reaches_every_gdn2_layer():
     model = GDN2LM(GDN2LMConfig(hidden_size=32, num_heads=2, head_dim=8, num_layers=3, swa_layers=(1,),
                                 swa_heads=2, recompute=False))
     assert [getattr(b.mixer, "recompute", "attention") for b in model.blocks] == [False, "attention", False]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["batch", "packed-documents"])
+def test_gradient_checkpointing_keeps_less_and_changes_no_gradient(packed):
+    """With ``gradient_checkpointing`` each block keeps only its input and reruns its forward in the
+    backward: the same loss and the same gradient of every parameter, bit for bit, for a fraction of the
+    saved activations; in eval mode, without gradients or with a cache it does not checkpoint."""
+    ids = torch.randint(0, 256, (1, 40) if packed else (3, 21))
+    cu = torch.tensor([0, 9, 10, 27, 40]) if packed else None
+    runs = {}
+    for ckpt in (False, True):
+        model = tiny(seed=1, gradient_checkpointing=ckpt)
+        loss, saved = saved_bytes(lambda m=model: m.loss(ids, cu_seqlens=cu))
+        loss.backward()
+        runs[ckpt] = loss, {n: p.grad for n, p in model.named_parameters()}, saved
+    (loss0, grads0, saved0), (loss1, grads1, saved1) = runs[False], runs[True]
+    assert torch.equal(loss0, loss1)
+    for name, g in grads0.items():
+        assert torch.equal(g, grads1[name]), name
+    assert saved1 < saved0 / 3, (saved1, saved0)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids, cu_seqlens=cu), tiny(seed=1).eval()(ids, cu_seqlens=cu))
+    model.train()
+    _, saved_with_cache = saved_bytes(lambda: model(ids[:1, :5], cache=Cache(), use_cache=True))
+    _, saved_plain = saved_bytes(lambda: tiny(seed=1)(ids[:1, :5], cache=Cache(), use_cache=True))
+    assert saved_with_cache == saved_plain
 
 
 def test_bad_generate_and_input_arguments():
