@@ -68,7 +68,7 @@ def test_layer_compiles_fullgraph_triton_interpreted():
 
 
 def test_lm_compiles_fullgraph_reference():
-    """The LM's loss, dense and on packed documents."""
+    """The LM's loss, dense and on packed documents, and with activation checkpointing."""
     run("""
         import torch, gdn2
         from gdn2_testing import assert_close
@@ -93,6 +93,16 @@ def test_lm_compiles_fullgraph_reference():
         assert_close("packed loss", l2.detach(), l1.detach(), 1e-5)
         for (name, _), a, e in zip(lm.named_parameters(), g2, g1):
             assert_close("packed d" + name, a, e, 1e-4)
+        # with activation checkpointing (the blocks become checkpointed subgraphs)
+        lm.config.gradient_checkpointing = True
+        compiled = torch.compile(lm.loss, fullgraph=True, backend="aot_eager")
+        l1 = lm.loss(ids)
+        g1 = torch.autograd.grad(l1, list(lm.parameters()))
+        l2 = compiled(ids)
+        g2 = torch.autograd.grad(l2, list(lm.parameters()))
+        assert_close("checkpointed loss", l2.detach(), l1.detach(), 1e-5)
+        for (name, _), a, e in zip(lm.named_parameters(), g2, g1):
+            assert_close("checkpointed d" + name, a, e, 1e-4)
         print("ok")
     """)
 
