@@ -24,7 +24,7 @@ an exponential.
 import triton
 import triton.language as tl
 
-from .jit import chunk_bounds, exp_where, gate_value, offset_int
+from .jit import chunk_bounds, exp_where, gate_value, offset_int, softplus
 
 __all__ = ["chunk_bwd_local_wy_kernel", "chunk_bwd_local_pairwise_kernel"]
 
@@ -420,10 +420,8 @@ def chunk_bwd_local_pairwise_kernel(
             b_x = tl.load(g_raw + off_i, mask=m_ik, other=0.).to(tl.float32)
             if HAS_DT_BIAS:
                 b_x += b_bias[None, :]
-            b_ex = tl.exp(tl.minimum(b_x, 20.))
-            b_sp = tl.where(b_x > 20., b_x, tl.where(b_x < -15., b_ex, tl.log(1. + b_ex)))
             b_dx = tl.where(m_ik, -b_dg * b_decay_rate * tl.sigmoid(b_x), 0.)
-            b_dAl += tl.sum(tl.where(m_ik, -b_dg * b_decay_rate * b_sp, 0.), axis=0)
+            b_dAl += tl.sum(tl.where(m_ik, -b_dg * b_decay_rate * softplus(b_x), 0.), axis=0)
             b_ddt += tl.sum(b_dx, axis=0)
             b_dg = b_dx
         if L2NORM:

@@ -10,12 +10,15 @@ import sys
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import gdn2.fast
+from gdn2.fast.jit import gate
 from gdn2.ops import chunk_gdn2 as ref_chunk_gdn2
 from gdn2.ops import recurrent_gdn2
 
-from gdn2_testing import DEVICE, DT, TOLERANCES, assert_close, gpu, make_inputs
+from gdn2_testing import DEVICE, DT, TOLERANCES, assert_close, gate_parameters, gpu, make_inputs
 
 pytestmark = [
     pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
@@ -71,9 +74,27 @@ def test_chunk_options_together(dtype):
     inputs["g"] = torch.randn_like(inputs["g"])              # raw gate: any sign
     inputs["q"], inputs["k"] = 3 * inputs["q"], 0.2 * inputs["k"]
     cu = torch.tensor([0, 5, 5, 40, 77], device=DEVICE)
-    A_log = torch.rand(H, device=DEVICE, dtype=torch.float64).float()
-    dt_bias = torch.randn(H * K, device=DEVICE).float()
+    A_log, dt_bias = gate_parameters(H, K)
     check(inputs, DT[dtype], cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias)
+
+
+@triton.jit
+def _gate_kernel(x, A_log, out, n, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    tl.store(out + o, gate(tl.load(x + o, mask=o < n, other=0.0), tl.load(A_log)), mask=o < n)
+
+
+def test_in_op_gate_is_accurate_for_every_input():
+    """The kernels' gate g = −exp(A_log)·softplus(x) against float64 element by element, x from −87 (below,
+    softplus(x) ≈ e^x is no longer a normal float32) to 100: within a few roundings of float32, also where
+    e^x is too small to change 1 + e^x."""
+    x = torch.linspace(-87, 100, 4001, device=DEVICE)
+    A_log = torch.tensor([1.3], device=DEVICE)
+    out = torch.empty_like(x)
+    _gate_kernel[(1,)](x, A_log, out, x.numel(), BLOCK=4096)
+    exact = -torch.exp(A_log.double()) * torch.nn.functional.softplus(x.double())
+    rel = ((out.double() - exact).abs() / exact.abs()).max().item()
+    assert rel < 1e-6, f"largest relative error {rel:.2e}"
 
 
 def test_chunk_precomputed_chunk_indices_and_no_state():
@@ -240,8 +261,7 @@ def test_gpu_chunk_float32_and_options():
     inputs = make_inputs(1, 1193, H, 8, K, 128, N=5, dtype=torch.float64)
     cu = torch.tensor([0, 1, 64, 128, 193, 1193], device=DEVICE)
     inputs["g"] = torch.randn_like(inputs["g"])
-    A_log = torch.rand(H, device=DEVICE).float()
-    dt_bias = torch.randn(H * K, device=DEVICE).float()
+    A_log, dt_bias = gate_parameters(H, K)
     for dtype in (torch.float32, torch.bfloat16):
         check(inputs, dtype, oracle=ref_chunk_gdn2, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log,
               dt_bias=dt_bias)
