@@ -51,15 +51,23 @@ def make_inputs(
 ) -> dict[str, Tensor]:
     """Random operator inputs (never zeros): unit-norm keys, g in [g_min, 0), b in [0, b_max].
 
+    The log-decay has a rate per head and key channel, as a trained gate does: g = g_min·ρ·u with u
+    uniform in (0, 1] per token and ρ = 1 for half the channels, log-uniform in [e^-8, 1] for the
+    others. The first half forget within a few tokens (all of them with a strong g_min); some of the
+    others keep the state across chunks (γ of a 64-token chunk near 1), so a kernel that carries the state
+    from chunk to chunk wrongly fails. With ρ = 1 everywhere every channel's γ of a chunk would be about
+    e^(32·g_min), and the carried state would be lost to rounding.
+
     Without ``seed`` they are drawn from torch's generator, which tests/conftest.py seeds per test."""
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
     r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)
     u = lambda *s: torch.rand(*s, generator=gen, dtype=torch.float64)
     k = torch.nn.functional.normalize(r(B, T, H, K), dim=-1)
+    rate = torch.exp(-16 * (u(H, K) - 0.5).clamp_min(0))
     out = {
         "q": r(B, T, H, K), "k": k, "v": r(B, T, HV, V),
-        "g": g_min * u(B, T, H, K).clamp_min(1e-3), "b": b_max * u(B, T, H, K), "w": u(B, T, HV, V),
+        "g": g_min * rate * (1 - u(B, T, H, K)), "b": b_max * u(B, T, H, K), "w": u(B, T, HV, V),
     }
     out = {n: x.to(device=device, dtype=dtype if n in "qkv" else (torch.float32 if dtype != torch.float64 else dtype))
            for n, x in out.items()}
@@ -67,6 +75,17 @@ def make_inputs(
         out["initial_state"] = r(N or B, HV, K, V).to(device=device, dtype=torch.float32 if dtype != torch.float64
                                                        else torch.float64)
     return out
+
+
+def gate_parameters(H: int, K: int, generator: torch.Generator | None = None,
+                    device=DEVICE) -> tuple[Tensor, Tensor]:
+    """The in-op gate's float32 ``A_log`` [H] and ``dt_bias`` [H·K]: exp(A_log) in [1, 16] as the layer
+    initialises it, dt_bias spread over [−20, 24], so that x = g_raw + dt_bias meets every regime of
+    softplus (e^x far below 0, where log(1 + e^x) rounds away; log(1 + e^x); x above 20) and the
+    channels range from almost no decay to strong decay."""
+    A_log = torch.log(1 + 15 * torch.rand(H, generator=generator, dtype=torch.float64))
+    dt_bias = -20 + 44 * torch.rand(H * K, generator=generator, dtype=torch.float64)
+    return A_log.float().to(device), dt_bias.float().to(device)
 
 
 def saved_bytes(fn):

@@ -156,6 +156,20 @@ def test_triton_rejects_what_the_reference_rejects(op, change, match):
 
 
 @triton
+@pytest.mark.parametrize("op", ["chunk_gdn2", "fused_recurrent_gdn2"])
+def test_triton_flags_a_bad_initial_state_in_its_second_tile(op):
+    """K = 160: the chunk kernels hold the state as two tiles of rows (128 and 32); a NaN in a row of the
+    second is reported like one in the first."""
+    from gdn2.fast.checks import raise_pending
+
+    x = {n: t.float() for n, t in make_inputs(1, 20, 1, 1, 160, 16).items()}
+    x["initial_state"][0, 0, 140, 3] = float("nan")
+    with pytest.raises(ValueError, match="initial_state holds"):
+        getattr(gdn2.fast, op)(**x)
+        raise_pending()
+
+
+@triton
 def test_a_huge_finite_value_is_not_flagged():
     """The forward detects a bad q or k from ‖q‖², ‖k‖², which also overflow for a huge finite value;
     its second pass then finds every value finite, and nothing is raised. Nor for v and w at the largest

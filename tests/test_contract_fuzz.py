@@ -48,14 +48,16 @@ def test_gpu_contract_fuzzer(seeded):
 
 
 def test_fuzzer_draws_each_edge():
-    """The fuzzer's strategy reaches every kind of bad input it claims to (a draw of 300 calls)."""
+    """The fuzzer's strategy reaches every kind of bad input it claims to (a fixed draw of 300 calls:
+    a random one would miss a rare kind now and then)."""
     sys.path.insert(0, str(HERE))
     import contract_fuzz
     from hypothesis import HealthCheck, given, settings
 
     seen = set()
 
-    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
     @given(contract_fuzz.calls("cpu"))
     def collect(call):
         what = call[3]

@@ -18,7 +18,7 @@ from gdn2.ops.chunk_bwd import chunk_bwd_local as ref_bwd_local
 from gdn2.ops.chunk_bwd import chunk_bwd_state as ref_bwd_state
 from gdn2.tolerances import gate_term_sizes
 
-from gdn2_testing import DEVICE, DT, KIND, PATH, TOLERANCES, assert_close, gpu, make_inputs
+from gdn2_testing import DEVICE, DT, KIND, PATH, TOLERANCES, assert_close, gate_parameters, gpu, make_inputs
 
 pytestmark = [
     pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
@@ -65,12 +65,12 @@ def check_grads(inputs: dict, dtype: torch.dtype, oracle=recurrent_gdn2, final_s
 
 
 def with_gate(inputs: dict, H: int, K: int, seed: int = 0) -> dict:
-    """The same inputs with a raw gate (g ~ N(0, 1)) and the in-op gate's A_log, dt_bias."""
+    """The same inputs with a raw gate (g ~ N(0, 1)) and the in-op gate's A_log, dt_bias (see
+    ``gate_parameters``)."""
     gen = torch.Generator().manual_seed(seed)
     out = dict(inputs)
     out["g"] = torch.randn(inputs["g"].shape, generator=gen, dtype=torch.float64).to(DEVICE)
-    out["A_log"] = torch.log(1 + 15 * torch.rand(H, generator=gen, dtype=torch.float64)).to(DEVICE)
-    out["dt_bias"] = torch.randn(H * K, generator=gen, dtype=torch.float64).to(DEVICE)
+    out["A_log"], out["dt_bias"] = (x.double() for x in gate_parameters(H, K, gen))
     return out
 
 
@@ -119,6 +119,13 @@ def test_backward_all_options_together(recompute, logits):
     got = check_grads(inputs, torch.float32, cu_seqlens=cu, use_qk_l2norm_in_kernel=True, recompute=recompute,
                       **extra)
     assert set(got) == {"q", "k", "v", "g", "b", "w", "initial_state", "A_log", "dt_bias"}
+
+
+def test_backward_gate_parameters_of_a_dense_batch():
+    """Dense batch of two sequences of two chunks, in-op gate: the gradients of A_log and dt_bias sum the
+    partial sums of every chunk of every sequence (each program owns one row of them)."""
+    H, K = 2, 16
+    check_grads(with_gate(make_inputs(2, 70, H, 2, K, 16), H, K), torch.float32, use_qk_l2norm_in_kernel=True)
 
 
 @pytest.mark.parametrize("gate", [False, True], ids=["plain", "in-op-gate"])

@@ -7,7 +7,7 @@ import gdn2.fast
 from gdn2.fast.config import DecodeLaunch
 from gdn2.ops import recurrent_gdn2
 
-from gdn2_testing import DEVICE, DT, PATH, TOLERANCES, assert_close, gpu, make_inputs
+from gdn2_testing import DEVICE, DT, PATH, TOLERANCES, assert_close, gate_parameters, gpu, make_inputs
 
 pytestmark = [
     pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
@@ -33,6 +33,21 @@ def check(inputs, dtype, **kw):
     assert_close("ht", ht, ht_ref, tol)
 
 
+@pytest.mark.parametrize("T", [1, 7], ids=["decode", "prefill"])
+def test_inplace_final_state_is_written_over_the_initial_state(T):
+    """``inplace_final_state`` returns the initial state's own tensor, holding the final state the plain
+    call returns; the outputs are the same bit for bit (packed sequences, GVA)."""
+    low, _ = cast(make_inputs(1, 2 * T, 2, 4, 16, 16, N=2), torch.float32)
+    cu = torch.tensor([0, T, 2 * T], device=DEVICE)
+    h0 = low.pop("initial_state")
+    o, ht = gdn2.fast.fused_recurrent_gdn2(**low, initial_state=h0, output_final_state=True, cu_seqlens=cu)
+    state = h0.clone()
+    o2, ht2 = gdn2.fast.fused_recurrent_gdn2(**low, initial_state=state, output_final_state=True, cu_seqlens=cu,
+                                             inplace_final_state=True)
+    assert ht2 is state
+    assert torch.equal(state, ht) and torch.equal(o2, o) and not torch.equal(state, h0)
+
+
 @pytest.mark.parametrize(
     "B,T,H,HV,K,V,dtype",
     [
@@ -52,7 +67,7 @@ def test_decode_options_together():
     inputs["g"] = torch.randn_like(inputs["g"]) * 5
     inputs["b"], inputs["w"] = 2 * torch.randn_like(inputs["b"]), 2 * torch.randn_like(inputs["w"])
     check(inputs, torch.float32, cu_seqlens=torch.tensor([0, 4, 4, 12], device=DEVICE),
-          use_qk_l2norm_in_kernel=True, A_log=torch.rand(H, device=DEVICE), dt_bias=torch.randn(H * K, device=DEVICE),
+          use_qk_l2norm_in_kernel=True, **dict(zip(("A_log", "dt_bias"), gate_parameters(H, K))),
           use_gate_sigmoid_in_kernel=True, allow_neg_eigval=True)
 
 
@@ -123,7 +138,8 @@ def test_gpu_decode_matches_recurrence(B, T, H, HV, K, V):
 
 def layer_inputs(B, H, HV, K, V, dtype):
     x, _ = cast(make_inputs(B, 1, H, HV, K, V), dtype)
-    return dict(x, A_log=torch.rand(H, device=DEVICE), dt_bias=torch.randn(H * K, device=DEVICE))
+    A_log, dt_bias = gate_parameters(H, K)
+    return dict(x, A_log=A_log, dt_bias=dt_bias)
 
 
 def layer_call(x, **over):

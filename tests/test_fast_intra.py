@@ -10,7 +10,7 @@ from gdn2.fast import chunk_fwd
 from gdn2.fast.config import BackwardConfig, DecodeLaunch, DiagLaunch, ForwardConfig, StateLaunch, WYLaunch
 from gdn2.ops.chunk import chunk_forward, chunk_intra, chunk_local_cumsum, solve_unit_lower_blocked, to_chunks
 
-from gdn2_testing import DEVICE, DT, assert_close, make_inputs
+from gdn2_testing import DEVICE, DT, assert_close, gate_parameters, make_inputs
 
 pytestmark = [
     pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
@@ -63,8 +63,7 @@ def test_sequence_lengths_around_the_chunk(dtype):
     inputs["g"] = torch.randn_like(inputs["g"])
     inputs["q"], inputs["k"] = 3 * inputs["q"], 0.2 * inputs["k"]
     cu = torch.tensor([0, 1, 1, 64, 129, 200], device=DEVICE)
-    A_log = torch.rand(H, device=DEVICE, dtype=torch.float64).float()
-    dt_bias = torch.randn(H * K, device=DEVICE).float()
+    A_log, dt_bias = gate_parameters(H, K)
     check(inputs, DT[dtype], cu_seqlens=cu, use_qk_l2norm_in_kernel=True, A_log=A_log, dt_bias=dt_bias)
 
 
@@ -108,7 +107,7 @@ def test_offset_width_does_not_change_the_forward(monkeypatch):
     of the forward is bit-identical (packed rows with an empty and a one-token one, GVA, in-op gate)."""
     H, K = 2, 32
     low, _ = cast(make_inputs(1, 150, H, 4, K, 16, N=4), torch.float32)
-    low["A_log"], low["dt_bias"] = torch.rand(H, device=DEVICE), torch.randn(H * K, device=DEVICE)
+    low["A_log"], low["dt_bias"] = gate_parameters(H, K)
     cu = torch.tensor([0, 0, 1, 90, 150], device=DEVICE)
     assert not chunk_fwd.needs_int64(*low.values())
     runs = []

@@ -7,6 +7,7 @@ can cancel). On the CPU the kernels run through Triton's interpreter; the tests 
 layer's shape in bfloat16.
 """
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,32 @@ def test_matches_reference(dt, shape, launch):
     dtype = DT[dt]
     o, z, weight, dy = inputs(shape, dtype, torch.bfloat16 if dtype == torch.bfloat16 else torch.float32)
     check(o, z, weight, dy, dtype, launch=launch and NormLaunch(**launch))
+
+
+def test_writes_stay_inside_the_outputs(monkeypatch):
+    """Every buffer the two kernels write sits between NaN guards of a few tiles; rows of a last partial
+    tile and columns past V (V = 20 in tiles of 32) write nothing: the guards stay NaN, the outputs are
+    all written and finite."""
+    import gdn2.fast.norm
+
+    guarded = []
+
+    def empty(shape, dtype, device):
+        n, pad = math.prod(shape), 4096
+        buf = torch.full((n + 2 * pad,), float("nan"), dtype=dtype, device=device)
+        guarded.append((buf, pad, n))
+        return buf[pad:pad + n].view(shape)
+
+    monkeypatch.setattr(gdn2.fast.norm, "empty", empty)
+    o, z, weight, dy = inputs((3, 13, 20), torch.float32)
+    leaves = [x.requires_grad_() for x in (o, z, weight)]
+    y = gated_rms_norm(*leaves, 1e-5, launch=NormLaunch(BR=16, programs_per_sm=1))
+    grads = torch.autograd.grad(y, leaves, dy)
+    assert len(guarded) == 4                             # y; do, dz and the partial sums of dweight
+    for buf, pad, n in guarded:
+        assert buf[:pad].isnan().all() and buf[pad + n:].isnan().all(), "a kernel wrote outside its output"
+    for out in (y, *grads):
+        assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("dt", ["fp32", "fp16"])
