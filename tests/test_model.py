@@ -75,6 +75,24 @@ def test_padding_equals_unpadded_in_the_hybrid(side):
     out = model(ids, attention_mask=mask)
     assert_close("padded", out[0, valid], model(ids[:1, valid])[0], TOL64)
     assert_close("full row", out[1], model(ids[1:])[0], TOL64)
+    # the padded positions hold finite values too, so a loss over the valid ones trains: finite gradients
+    assert torch.isfinite(out).all()
+    (out[0, valid].sum() + out[1].sum()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_rope_rotates_each_pair_by_its_position():
+    """The attention's rotary embedding is a rotation (it keeps every norm), and a query-key score depends
+    only on the distance of their positions."""
+    from gdn2.model import _rope
+
+    q, k = torch.randn(2, 1, 1, 16, dtype=torch.float64).unbind(0)
+    pos = lambda p: torch.tensor([[p]])
+    assert torch.allclose(_rope(q, pos(5)).norm(), q.norm(), rtol=1e-6)
+    score = lambda m, n: (_rope(q, pos(m)) * _rope(k, pos(n))).sum()
+    assert torch.allclose(score(7, 3), score(11, 7), rtol=1e-5)
+    assert torch.allclose(score(3, 3), (q * k).sum(), rtol=1e-5)
+    assert not torch.allclose(score(7, 3), score(3, 7), rtol=1e-3)
 
 
 @pytest.mark.parametrize("block", [1024, 4], ids=["one-query-block", "query-blocks-of-4"])
@@ -243,6 +261,8 @@ def test_gradient_checkpointing_keeps_less_and_changes_no_gradient(packed):
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(ids, cu_seqlens=cu), tiny(seed=1).eval()(ids, cu_seqlens=cu))
+    _, saved_eval = saved_bytes(lambda: model(ids, cu_seqlens=cu))
+    assert saved_eval == saved_bytes(lambda: tiny(seed=1).eval()(ids, cu_seqlens=cu))[1]
     model.train()
     _, saved_with_cache = saved_bytes(lambda: model(ids[:1, :5], cache=Cache(), use_cache=True))
     _, saved_plain = saved_bytes(lambda: tiny(seed=1)(ids[:1, :5], cache=Cache(), use_cache=True))
