@@ -70,8 +70,8 @@ def _plain_call(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bi
             return False
         s, vs, dev = q.shape, v.shape, q.device
         if (len(s) != 4 or len(vs) != 4 or k.shape != s or g.shape != s or b.shape != s or w.shape != vs
-                or vs[:2] != s[:2] or vs[2] % s[2] or not 0 < s[3] <= MAX_HEAD_DIM or not 0 < vs[3] <= MAX_HEAD_DIM
-                or not (s[0] and s[1] and s[2])
+                or vs[:2] != s[:2] or not (s[0] and s[1] and s[2]) or vs[2] % s[2]
+                or not 0 < s[3] <= MAX_HEAD_DIM or not 0 < vs[3] <= MAX_HEAD_DIM
                 or q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype
                 or not (g.is_floating_point() and b.is_floating_point() and w.is_floating_point())
                 or not (q.is_cuda or (_INTERPRET and q.dtype != torch.bfloat16))

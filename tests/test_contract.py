@@ -314,6 +314,17 @@ def test_flags_must_be_bools(op, flag):
         op(**x, **{flag: 1})
 
 
+@pytest.mark.parametrize("op", [*REFERENCE_OPS, *TRITON_OPS])
+@pytest.mark.parametrize("axis", [2, 3], ids=["H", "K"])
+def test_an_empty_head_axis_is_named(op, axis):
+    """No key heads (H = 0) or an empty key axis is the contract's ValueError on every backend (H = 0 was a
+    ZeroDivisionError of the grouped-value check)."""
+    x = make_inputs(1, 6, 1, 1, 16, 16, dtype=torch.float32, initial_state=False)
+    x.update({n: x[n].narrow(axis, 0, 0) for n in "qkgb"})
+    with pytest.raises(ValueError, match="H, K and V must be positive"):
+        op(**x)
+
+
 # ---- the layer and the model ---------------------------------------------------------------------------
 def test_layers_without_an_index_keep_their_own_cache_entries():
     """Two layers built with layer_idx=None decode with one Cache as two separate entries."""

@@ -437,6 +437,14 @@ def _valid():
                      r"initial_state must have shape \[N, HV, K, V\]", id="h0-N"),
         pytest.param(lambda x: x.update(g=-x["g"]), ValueError, "g is a log-decay", id="g-positive"),
         pytest.param(lambda x: x.update(scale="1"), TypeError, "scale", id="scale-str"),
+        pytest.param(lambda x: x.update(v=x["v"].float()), TypeError, "share one dtype", id="v-dtype"),
+        pytest.param(lambda x: x.update(A_log=torch.zeros(2, dtype=torch.float64), g=x["g"] * 0,
+                                        dt_bias=torch.zeros(2, 2, 2, dtype=torch.float64)), ValueError,
+                     r"dt_bias must have shape \[H\*K\]", id="dt_bias-rank3"),
+        pytest.param(lambda x: x.update(initial_state=x["initial_state"].to("meta")), ValueError,
+                     "initial_state is on meta", id="h0-device"),
+        pytest.param(lambda x: x.update(cu_seqlens=torch.tensor([0])), ValueError, "N\\+1 >= 2 offsets",
+                     id="cu_seqlens-one-offset"),
     ],
 )
 @pytest.mark.parametrize("op", [recurrent_gdn2, chunk_gdn2, fused_recurrent_gdn2])

@@ -90,13 +90,13 @@ def check_inputs(
             f"v must have shape [B, T, HV, V] with B, T = {B}, {T} as in q, got {_shape(v)}"
         )
     HV, V = v.shape[2], v.shape[3]
+    if min(H, K, V) < 1:
+        raise ValueError(f"H, K and V must be positive, got H={H}, K={K}, V={V}")
     if HV % H != 0:
         raise ValueError(f"v has HV = {HV} value heads, which must be a multiple of H = {H} key heads (GVA)")
     _check_tensor("w", w, 4)
     if w.shape != v.shape:
         raise ValueError(f"w must have the shape of v [B, T, HV, V] = {_shape(v)}, got {_shape(w)}")
-    if min(H, K, V) < 1:
-        raise ValueError(f"H, K and V must be positive, got H={H}, K={K}, V={V}")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"q, k and v must share one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
     device = q.device
