@@ -60,6 +60,7 @@ def test_cache_holds_float32_state_and_conv_tails():
     assert state.recurrent_state.shape == (3, 4, 8, 8)                       # [N, HV, K, V]
     assert [s.shape for s in state.conv_state] == [(3, 16, 3), (3, 16, 3), (3, 32, 3)]  # [N, D, W-1]
     before = cache.num_bytes()
+    assert before == 4 * (3 * 4 * 8 * 8 + 3 * (16 + 16 + 32) * 3)              # every tensor, float32
     for _ in range(5):
         layer(torch.randn(3, 1, 32), cache=cache, use_cache=True)
     assert cache.num_bytes() == before
