@@ -84,6 +84,28 @@ def test_fused_layer_decoding_equals_one_call():
     assert_close("y", torch.cat(ys, 1), y_ref, TOLERANCES["triton-float32"][0])
 
 
+def test_fused_layer_continues_a_cache_with_several_tokens():
+    """Prefill, a call of several tokens that continues the cache (each of q, k and v from its own
+    convolution state), then one token: the reference's full forward. A call with the cache but without
+    use_cache reads it and changes nothing."""
+    fast, ref = pair(HV=4)
+    fast.eval()
+    x = torch.randn(2, 20, 32, device=DEVICE)
+    y_ref = ref(x.double())
+    cache = gdn2.Cache()
+    ys = [fast(x[:, :12], cache=cache, use_cache=True)]
+    snapshot = [t.clone() for t in (cache.get(fast.cache_key).recurrent_state, *cache.get(fast.cache_key).conv_state)]
+    peek = fast(x[:, 12:13], cache=cache, use_cache=False)
+    state = cache.get(fast.cache_key)
+    for t, t0 in zip((state.recurrent_state, *state.conv_state), snapshot):
+        assert torch.equal(t, t0), "a call without use_cache changed the cache"
+    ys.append(fast(x[:, 12:17], cache=cache, use_cache=True))
+    ys.append(fast(x[:, 17:20], cache=cache, use_cache=True))
+    tol = TOLERANCES["triton-float32"][0]
+    assert_close("y", torch.cat(ys, 1), y_ref, tol)
+    assert_close("peek", peek, y_ref[:, 12:13], tol)
+
+
 def test_recompute_reaches_the_operator_and_changes_no_gradient(monkeypatch):
     """GDN2(recompute=...) is what the layer's chunk operator is called with (what its forward keeps for
     the backward), and every mode gives the same output and gradients bit for bit."""
