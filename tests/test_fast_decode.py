@@ -46,6 +46,11 @@ def test_inplace_final_state_is_written_over_the_initial_state(T):
                                              inplace_final_state=True)
     assert ht2 is state
     assert torch.equal(state, ht) and torch.equal(o2, o) and not torch.equal(state, h0)
+    # a state that is not contiguous could only be written through a copy: refused, not silently kept
+    strided = h0.transpose(2, 3).contiguous().transpose(2, 3)
+    with pytest.raises(ValueError, match="inplace_final_state needs a contiguous initial_state"):
+        gdn2.fast.fused_recurrent_gdn2(**low, initial_state=strided, output_final_state=True, cu_seqlens=cu,
+                                       inplace_final_state=True)
 
 
 @pytest.mark.parametrize(

@@ -276,3 +276,16 @@ def test_fused_layer_runs_no_elementwise_pass_around_its_kernels():
     extra = sorted(set(seen) - GLUE_ALLOWED)
     assert not extra, f"elementwise ATen ops around the fused layer's kernels: {extra}"
     assert {"mm", "addmm"} <= set(seen)      # the recorder saw the products, so it saw the layer
+
+
+def test_shared_input_linear_gives_each_weight_its_own_gradient():
+    """An input without gradient and a frozen first weight (a frozen embedding, a partly frozen layer):
+    every other weight still gets its own gradient, and nothing is computed for the frozen ones."""
+    from gdn2.fast.projections import shared_input_linear
+
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    w0, w1 = torch.randn(4, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    y0, y1 = shared_input_linear(x, w0, w1)
+    dy = torch.randn_like(y1)
+    (g,) = torch.autograd.grad(y1, [w1], dy)
+    torch.testing.assert_close(g, dy.flatten(0, 1).t() @ x.flatten(0, 1), rtol=1e-12, atol=1e-12)
