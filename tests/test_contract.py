@@ -157,6 +157,25 @@ def test_triton_rejects_what_the_reference_rejects(op, change, match):
 
 @triton
 @pytest.mark.parametrize("op", ["chunk_gdn2", "fused_recurrent_gdn2"])
+@pytest.mark.parametrize("change,match", [
+    pytest.param(lambda x: x.update(v=x["v"][:, :5], w=x["w"][:, :5]), "v must have shape", id="v-T"),
+    pytest.param(lambda x: x.update(g=x["g"][:, :5]), "g must have the shape", id="g-T"),
+    pytest.param(lambda x: x.update(initial_state=x["initial_state"][:, :1]), "initial_state must have shape",
+                 id="h0-H-heads-not-HV"),
+    pytest.param(lambda x: x.update(initial_state=x["initial_state"][..., :8]), "initial_state must have shape",
+                 id="h0-V"),
+])
+def test_triton_names_a_shape_mismatch(op, change, match):
+    """Grouped value heads (HV = 2H): shapes that differ from the contract's in one place are named errors,
+    whichever of the Triton ops' checks (its quick one for plain calls, or the full one) sees them."""
+    x = {n: t.float() for n, t in make_inputs(1, 8, 1, 2, 16, 16).items()}
+    change(x)
+    with pytest.raises(ValueError, match=match):
+        getattr(gdn2.fast, op)(**x)
+
+
+@triton
+@pytest.mark.parametrize("op", ["chunk_gdn2", "fused_recurrent_gdn2"])
 def test_triton_flags_a_bad_initial_state_in_its_second_tile(op):
     """K = 160: the chunk kernels hold the state as two tiles of rows (128 and 32); a NaN in a row of the
     second is reported like one in the first."""
