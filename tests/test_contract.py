@@ -176,6 +176,17 @@ def test_triton_names_a_shape_mismatch(op, change, match):
 
 @triton
 @pytest.mark.parametrize("op", ["chunk_gdn2", "fused_recurrent_gdn2"])
+@pytest.mark.parametrize("name", ["g", "b", "w"])
+def test_triton_names_an_integer_gate(op, name):
+    """An integer g, b or w of the right shape is a TypeError naming it, not a kernel reading integers."""
+    x = {n: t.float() for n, t in make_inputs(1, 8, 1, 2, 16, 16).items()}
+    x[name] = x[name].round().to(torch.int32)
+    with pytest.raises(TypeError, match=f"{name} must have a floating dtype"):
+        getattr(gdn2.fast, op)(**x)
+
+
+@triton
+@pytest.mark.parametrize("op", ["chunk_gdn2", "fused_recurrent_gdn2"])
 def test_triton_flags_a_bad_initial_state_in_its_second_tile(op):
     """K = 160: the chunk kernels hold the state as two tiles of rows (128 and 32); a NaN in a row of the
     second is reported like one in the first."""
@@ -294,7 +305,8 @@ def test_chunk_reference_gradients_at_full_reset():
 # ---- empty calls ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("B,T", [(0, 5), (2, 0)], ids=["B0", "T0"])
 def test_calls_without_tokens(B, T):
-    """No tokens: an empty o and each sequence's initial state as its final state, on every op."""
+    """No tokens: an empty o and each sequence's initial state as its final state, on every op: a copy,
+    never the caller's tensor (which a later in-place update of the final state would change)."""
     x = make_inputs(max(B, 1), max(T, 1), 1, 2, 16, 16)
     x = {n: t[:B, :T] if n != "initial_state" else t[:B] for n, t in x.items()}
     ops = REFERENCE_OPS + ([] if gdn2.fast.unavailable_reason() else [gdn2.fast.chunk_gdn2,
@@ -304,6 +316,8 @@ def test_calls_without_tokens(B, T):
         o, h = op(**xs, output_final_state=True)
         assert o.shape == (B, T, 2, 16) and h.shape == (B, 2, 16, 16)
         assert torch.equal(h.double(), xs["initial_state"].double())
+        if B:
+            assert h.untyped_storage().data_ptr() != xs["initial_state"].untyped_storage().data_ptr()
 
 
 # ---- scale and flags -----------------------------------------------------------------------------------
