@@ -66,9 +66,12 @@ def test_fused_layer_with_padding_and_packing():
     check(fast, ref, torch.randn(1, 50, 32, device=DEVICE), "triton-float32", cu_seqlens=cu)
 
 
-def test_fused_layer_decoding_equals_one_call():
-    """Prefill, then one token at a time: the cache's states are updated in place and the outputs equal
-    the reference's full forward."""
+@pytest.mark.parametrize("steps", [(1,) * 8, (5, 3)], ids=["token-by-token", "several-tokens"])
+def test_fused_layer_decoding_equals_one_call(steps):
+    """Prefill 12 tokens, then the rest in calls of ``steps`` tokens: the outputs equal the reference's
+    full forward. Calls of one token update the cache's states in place; a call of several continues each
+    of q, k and v from its own convolution state. A call with the cache but without use_cache reads it and
+    changes nothing."""
     fast, ref = pair(HV=4)
     fast.eval()
     x = torch.randn(2, 20, 32, device=DEVICE)
@@ -76,31 +79,17 @@ def test_fused_layer_decoding_equals_one_call():
     cache = gdn2.Cache()
     ys = [fast(x[:, :12], cache=cache, use_cache=True)]
     state = cache.get(fast.cache_key)
-    recurrent, conv = state.recurrent_state.data_ptr(), [s.data_ptr() for s in state.conv_state]
-    for t in range(12, 20):
-        ys.append(fast(x[:, t:t + 1], cache=cache, use_cache=True))
-    assert cache.get(fast.cache_key).recurrent_state.data_ptr() == recurrent            # in place
-    assert [s.data_ptr() for s in cache.get(fast.cache_key).conv_state] == conv
-    assert_close("y", torch.cat(ys, 1), y_ref, TOLERANCES["triton-float32"][0])
-
-
-def test_fused_layer_continues_a_cache_with_several_tokens():
-    """Prefill, a call of several tokens that continues the cache (each of q, k and v from its own
-    convolution state), then one token: the reference's full forward. A call with the cache but without
-    use_cache reads it and changes nothing."""
-    fast, ref = pair(HV=4)
-    fast.eval()
-    x = torch.randn(2, 20, 32, device=DEVICE)
-    y_ref = ref(x.double())
-    cache = gdn2.Cache()
-    ys = [fast(x[:, :12], cache=cache, use_cache=True)]
-    snapshot = [t.clone() for t in (cache.get(fast.cache_key).recurrent_state, *cache.get(fast.cache_key).conv_state)]
+    tensors = (state.recurrent_state, *state.conv_state)
+    snapshot = [t.clone() for t in tensors]
     peek = fast(x[:, 12:13], cache=cache, use_cache=False)
-    state = cache.get(fast.cache_key)
-    for t, t0 in zip((state.recurrent_state, *state.conv_state), snapshot):
-        assert torch.equal(t, t0), "a call without use_cache changed the cache"
-    ys.append(fast(x[:, 12:17], cache=cache, use_cache=True))
-    ys.append(fast(x[:, 17:20], cache=cache, use_cache=True))
+    assert all(torch.equal(t, t0) for t, t0 in zip(tensors, snapshot)), "a call without use_cache changed the cache"
+    t = 12
+    for n in steps:
+        ys.append(fast(x[:, t:t + n], cache=cache, use_cache=True))
+        t += n
+    if steps[0] == 1:                                                                   # in place
+        state = cache.get(fast.cache_key)
+        assert [u.data_ptr() for u in (state.recurrent_state, *state.conv_state)] == [u.data_ptr() for u in tensors]
     tol = TOLERANCES["triton-float32"][0]
     assert_close("y", torch.cat(ys, 1), y_ref, tol)
     assert_close("peek", peek, y_ref[:, 12:13], tol)
