@@ -26,6 +26,11 @@ triton = pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=s
 REFERENCE_OPS = [recurrent_gdn2, chunk_gdn2, fused_recurrent_gdn2]
 
 
+def float32_inputs(*shape: int, **options) -> dict[str, torch.Tensor]:
+    """``make_inputs`` in float32, the dtype the Triton ops take on every device."""
+    return {n: t.float() for n, t in make_inputs(*shape, **options).items()}
+
+
 def isolated(code: str) -> str:
     """Run ``code`` in a fresh Python process (on the GPU where there is one, else through Triton's
     interpreter, as this process runs); return its stdout."""
@@ -76,7 +81,7 @@ def test_triton_checks_a_callers_chunk_table():
     from gdn2.fast.checks import raise_pending
     from gdn2.fast.utils import prepare_chunk_indices
 
-    x = {n: t.float() for n, t in make_inputs(1, 150, 1, 2, 16, 16, N=2).items()}
+    x = float32_inputs(1, 150, 1, 2, 16, 16, N=2)
     dev = x["q"].device
     cu = torch.tensor([0, 70, 150], dtype=torch.int32, device=dev)
     for t in x.values():
@@ -145,7 +150,7 @@ def test_reference_rejects_non_finite_inputs(op, name):
 def test_triton_rejects_what_the_reference_rejects(op, change, match):
     from gdn2.fast.checks import raise_pending
 
-    x = {n: t.float() for n, t in make_inputs(1, 80, 1, 2, 16, 16).items()}
+    x = float32_inputs(1, 80, 1, 2, 16, 16)
     change(x)
     with pytest.raises(ValueError, match=match):
         getattr(gdn2.fast, op)(**x)
@@ -168,7 +173,7 @@ def test_triton_rejects_what_the_reference_rejects(op, change, match):
 def test_triton_names_a_shape_mismatch(op, change, match):
     """Grouped value heads (HV = 2H): shapes that differ from the contract's in one place are named errors,
     whichever of the Triton ops' checks (its quick one for plain calls, or the full one) sees them."""
-    x = {n: t.float() for n, t in make_inputs(1, 8, 1, 2, 16, 16).items()}
+    x = float32_inputs(1, 8, 1, 2, 16, 16)
     change(x)
     with pytest.raises(ValueError, match=match):
         getattr(gdn2.fast, op)(**x)
@@ -179,7 +184,7 @@ def test_triton_names_a_shape_mismatch(op, change, match):
 @pytest.mark.parametrize("name", ["g", "b", "w"])
 def test_triton_names_an_integer_gate(op, name):
     """An integer g, b or w of the right shape is a TypeError naming it, not a kernel reading integers."""
-    x = {n: t.float() for n, t in make_inputs(1, 8, 1, 2, 16, 16).items()}
+    x = float32_inputs(1, 8, 1, 2, 16, 16)
     x[name] = x[name].round().to(torch.int32)
     with pytest.raises(TypeError, match=f"{name} must have a floating dtype"):
         getattr(gdn2.fast, op)(**x)
@@ -192,7 +197,7 @@ def test_triton_flags_a_bad_initial_state_in_its_second_tile(op):
     second is reported like one in the first."""
     from gdn2.fast.checks import raise_pending
 
-    x = {n: t.float() for n, t in make_inputs(1, 20, 1, 1, 160, 16).items()}
+    x = float32_inputs(1, 20, 1, 1, 160, 16)
     x["initial_state"][0, 0, 140, 3] = float("nan")
     with pytest.raises(ValueError, match="initial_state holds"):
         getattr(gdn2.fast, op)(**x)
@@ -206,7 +211,7 @@ def test_a_huge_finite_value_is_not_flagged():
     float32 value."""
     from gdn2.fast.checks import raise_pending
 
-    x = {n: t.float() for n, t in make_inputs(1, 40, 1, 2, 16, 16).items()}
+    x = float32_inputs(1, 40, 1, 2, 16, 16)
     x["q"][0, 5, 0, 3] = 1e30
     x["k"][0, 33, 0, 0] = -1e30
     x["v"][0, 7, 1, 2] = x["w"][0, 7, 1, 2] = torch.finfo(torch.float32).max
@@ -222,7 +227,7 @@ def test_only_the_forward_checks_values_not_the_backwards_rerun():
     from gdn2.fast.checks import raise_pending
     from gdn2.fast.chunk_fwd import chunk_gdn2_fwd
 
-    x = {n: t.float() for n, t in make_inputs(1, 80, 1, 2, 16, 16).items()}
+    x = float32_inputs(1, 80, 1, 2, 16, 16)
     x["k"][0, 70, 0, 2] = float("nan")
     args = [x[n] for n in "qkvgbw"] + [16**-0.5, x["initial_state"]]
     chunk_gdn2_fwd(*args, check=False, save=True, need_o=False)

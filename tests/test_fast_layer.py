@@ -269,7 +269,7 @@ def test_fused_layer_runs_no_elementwise_pass_around_its_kernels():
 
 def test_shared_input_linear_gives_each_weight_its_own_gradient():
     """An input without gradient and a frozen first weight (a frozen embedding, a partly frozen layer):
-    every other weight still gets its own gradient, and nothing is computed for the frozen ones."""
+    the trainable weight still gets its own gradient, dy1ᵀ x."""
     from gdn2.fast.projections import shared_input_linear
 
     x = torch.randn(3, 5, 8, dtype=torch.float64)
