@@ -106,8 +106,8 @@ def validated(fn):
     @functools.wraps(fn)
     def op(q, k, v, g, b, w, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, *,
            use_qk_l2norm_in_kernel=False, A_log=None, dt_bias=None, **extras):
-        if output_final_state.__class__ is not bool or use_qk_l2norm_in_kernel.__class__ is not bool:
-            name, flag = (("output_final_state", output_final_state) if output_final_state.__class__ is not bool
+        if not isinstance(output_final_state, bool) or not isinstance(use_qk_l2norm_in_kernel, bool):
+            name, flag = (("output_final_state", output_final_state) if not isinstance(output_final_state, bool)
                           else ("use_qk_l2norm_in_kernel", use_qk_l2norm_in_kernel))
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         if not _plain_call(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bias):

@@ -230,7 +230,7 @@ class GDN2(nn.Module):
         B, T, D = hidden_states.shape
         if D != self.hidden_size:
             raise ValueError(f"hidden_states must have last dim hidden_size = {self.hidden_size}, got {D}")
-        if use_cache.__class__ is not bool:
+        if not isinstance(use_cache, bool):
             raise TypeError(f"use_cache must be a bool, got {type(use_cache).__name__}")
         if cache is not None and not isinstance(cache, Cache):
             raise TypeError(f"cache must be a gdn2.Cache or None, got {type(cache).__name__}")
