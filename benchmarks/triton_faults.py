@@ -38,6 +38,10 @@ The cases (where the workaround lives, then what was seen with Triton 3.6 on an 
 - ``diag-3-stages-fp16``, ``diag-3-stages-bf16``: ``DiagLaunch.num_stages`` is 1. With 3 the diagonal
   intra kernel computed A 10-13% off where the strong-decay fallback runs (o off by 5-13%), in
   float16 and bfloat16; the interpreter, tf32 rounding emulated, is right at every setting.
+- ``wy-bf16-BV-below-BK``: ``chunk_fwd.forward_config`` never gives the WY kernel a value tile narrower
+  than its key tile. With bfloat16 operands, BK 32 and BV 16 (K = 20 or 32, V <= 16) hit an illegal
+  address; the sanitizer reported an invalid 512-byte shared-memory read at the U = A·(w⊙v) product
+  (found by the contract fuzzer on an H100 and an H200; K = 16 with BV 16, and BV 32, were ok).
 
 With ``--sanitizer`` each run is repeated under ``compute-sanitizer --tool memcheck`` (with PyTorch's
 caching allocator off, so that every tensor is its own allocation and an access past its end is
@@ -75,7 +79,7 @@ from pathlib import Path
 
 import torch
 
-from gdn2.fast.config import BackwardConfig, DiagLaunch, ForwardConfig, StateBwdLaunch, StateLaunch
+from gdn2.fast.config import BackwardConfig, DiagLaunch, ForwardConfig, StateBwdLaunch, StateLaunch, WYLaunch
 
 #: the kernels of gdn2.fast, as compute-sanitizer names them
 OUR_KERNELS = ("chunk_intra_diag_kernel", "chunk_intra_offdiag_kernel", "chunk_wy_fwd_kernel",
@@ -121,6 +125,8 @@ CASES = [
          ForwardConfig(diag=DiagLaunch(num_stages=3)), ForwardConfig(), fallback_mix=True),
     Case("diag-3-stages-bf16", "fwd", "bf16", (1, 200, 2, 2, 128, 128),
          ForwardConfig(diag=DiagLaunch(num_stages=3)), ForwardConfig(), g_min=-20.0),
+    Case("wy-bf16-BV-below-BK", "fwd", "bf16", (1, 70, 1, 1, 20, 12),
+         ForwardConfig(wy=WYLaunch(BK=32, BV=16)), ForwardConfig()),
 ]
 
 

@@ -119,10 +119,13 @@ def forward_config(config: ForwardConfig | None, K: int, V: int, N: int, HV: int
     BKH = s.BKH or min(BKp, 128)
     if 2 * BKH < K:
         raise ValueError(f"StateLaunch.BKH = {BKH} must be at least K / 2 = {K / 2}: the state is one or two tiles")
+    # The WY kernel's value tile is never narrower than its key tile: with bfloat16 operands a narrower one
+    # read shared memory out of bounds (a compiler fault, benchmarks/triton_faults.py: wy-bf16-BV-below-BK).
+    wy_BK = config.wy.BK or min(64, BKp)
     return ForwardConfig(
         diag=config.diag,
         offdiag=replace(config.offdiag, BK=config.offdiag.BK or min(32, BKp)),
-        wy=replace(config.wy, BK=config.wy.BK or min(64, BKp), BV=config.wy.BV or min(128, BVp)),
+        wy=replace(config.wy, BK=wy_BK, BV=config.wy.BV or max(min(128, BVp), wy_BK)),
         state=replace(s, BV=s.BV or BV, BKH=BKH, num_warps=s.num_warps or warps),
         precision=config.precision,
     )

@@ -122,8 +122,8 @@ def check_call(x: dict, kw: dict, dtype: torch.dtype, what: str, device: str, ve
         def run(call=call):
             out = call()
             if device == "cuda":
-                raise_pending()
                 torch.cuda.synchronize()      # a fault of this call is reported here, with its inputs
+                raise_pending()
             return out
 
         if verbose:

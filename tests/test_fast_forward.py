@@ -223,6 +223,27 @@ def test_state_kernel_width_rule():
     assert _state_block_v(512, 128, 256, save=True) == (16, 4)
 
 
+def test_wy_value_tile_is_never_narrower_than_key_tile():
+    """The WY kernel's tiles for every head size: BV >= BK (a narrower value tile faults with bfloat16
+    operands, benchmarks/triton_faults.py), each no wider than 128 and its head size rounded up."""
+    from gdn2.fast.chunk_fwd import forward_config
+
+    for K in range(1, 257):
+        for V in (1, 12, 16, 17, 32, 64, 100, 128, 256):
+            wy = forward_config(None, K, V, 1, 1, 2, False, torch.device("cpu")).wy
+            assert wy.BV >= wy.BK and wy.BK <= max(16, triton.next_power_of_2(K)), (K, V, wy)
+            assert wy.BV <= 128 and wy.BV >= min(128, triton.next_power_of_2(V)), (K, V, wy)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("K,V", [(20, 12), (32, 16), (128, 16), (64, 32)])
+def test_gpu_bf16_narrow_value_heads(K, V):
+    """bfloat16 where the value head is narrower than the key tile (the WY kernel's old fault), with GVA
+    and an initial state, against the recurrence."""
+    check(make_inputs(1, 70, 1, 2, K, V), torch.bfloat16)
+
+
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("BV,warps", [(16, 4), (32, 4), (64, 4), (128, 8)], ids=["BV16", "BV32", "BV64", "BV128-w8"])
