@@ -174,7 +174,7 @@ def short_conv_state_kernel(
     o_r = i_r.to(tl.int64) * BR + tl.arange(0, BR)
     o_w = tl.arange(0, WP)
     m_r = o_r < N * D
-    i_n, o_d = o_r // D, o_r % D
+    i_n, o_d = tl.minimum(o_r // D, N - 1), o_r % D                   # the grid's spare rows read row N − 1
     bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     p = (eos - bos - (W - 1))[:, None] + o_w[None, :]                 # position in the sequence of column j
     m = m_r[:, None] & (o_w < W - 1)[None, :]
@@ -327,7 +327,7 @@ def short_conv_bwd_h0_kernel(
     o_r = i_r.to(tl.int64) * BR + tl.arange(0, BR)
     o_w = tl.arange(0, WP)
     m_r = o_r < N * D
-    i_n, o_d = o_r // D, o_r % D
+    i_n, o_d = tl.minimum(o_r // D, N - 1), o_r % D                   # the grid's spare rows read row N − 1
     bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
     off_x = token_rows(i_n, bos, bos, stride_b, stride_t, IS_VARLEN) + o_d    # x at position 0
     off_h = o_r * (W - 1)

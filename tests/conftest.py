@@ -37,6 +37,20 @@ def seeded(request):
 
 
 @pytest.fixture(autouse=True)
+def kernels_stay_in_bounds():
+    """Under Triton's interpreter every load, store and atomic of every kernel a test runs must land inside
+    one of the kernel's tensor arguments (``bounds.checked_memory``): there an access outside them reads or
+    writes the heap without a sound, where a GPU would fault or corrupt memory."""
+    if os.environ.get("TRITON_INTERPRET") != "1" or os.environ.get("GDN2_UNCHECKED_BOUNDS") == "1":
+        yield
+        return
+    from bounds import checked_memory
+
+    with checked_memory():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def release_gpu_memory():
     """After each test, hand the GPU memory its tensors held back to the device: pytest-xdist runs many
     workers on one GPU, and each allocator would otherwise keep its largest test's peak until it exits."""
