@@ -88,9 +88,10 @@ def offset_int(x, OFF64: tl.constexpr):
 
 @triton.jit
 def exp_reduced(x):
-    """e^x in float32 to a few roundings for every x, by e^x = 2^n·e^r with n = round(x·log₂e) and
-    r = x − n·ln 2 (ln 2 in two parts, the first exact in any product with n), so |r| <= ln(2)/2. The GPU's
-    exp scales x by log₂e first; that product's rounding alone is a relative error of |x|·2^-24 in e^x."""
+    """e^x in float32 to a few roundings wherever e^x is a normal float32 (x >= −87), as 2^n·e^r with
+    n = round(x·log₂e) and r = x − n·ln 2 (ln 2 in two parts, the first exact in any product with n), so
+    |r| <= ln(2)/2. The GPU's exp scales x by log₂e first; that product's rounding alone is a relative
+    error of |x|·2^-24 in e^x."""
     n = tl.floor(x * 1.4426950408889634 + 0.5)
     r = (x - n * 0.693145751953125) - n * 1.4286068202862268e-06
     return tl.exp(r) * tl.exp2(n)

@@ -149,7 +149,8 @@ def check_call(x: dict, kw: dict, dtype: torch.dtype, what: str, device: str, ve
 
 
 def run(examples: int, seed_value: int, device: str, verbose: bool = False) -> None:
-    # one failure is reported, unshrunk past a fault: after an illegal memory access the device is unusable
+    # one failure is reported: after an illegal memory access the device is unusable, and the failures
+    # that follow are its echoes
     @seed(seed_value)
     @settings(max_examples=examples, deadline=None, derandomize=False, database=None,
               report_multiple_bugs=False, suppress_health_check=list(HealthCheck))
