@@ -402,6 +402,17 @@ def test_gpu_backward_matches_recurrence(B, T, H, HV, K, V):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("K,V", [(16, 16), (20, 12), (32, 16), (48, 80), (100, 100), (128, 16), (128, 32), (64, 256)],
+                         ids=lambda d: str(d))
+def test_gpu_bf16_every_tile_regime(K, V):
+    """bfloat16 forward and backward at head sizes whose tiles the launch rules size differently (one tile
+    narrower than the head or padded, a value tile narrower than the key tile, two state tiles): each
+    kernel compiles at each regime, where Triton has miscompiled single settings (benchmarks/triton_faults.py)."""
+    check_grads(make_inputs(1, 70, 1, 2, K, V, dtype=torch.float64), torch.bfloat16)
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("K,V,dtype", [(256, 256, "bf16"), (192, 64, "bf16"), (256, 256, "fp32"), (160, 64, "fp16")],
                          ids=["K256-V256", "K192-V64", "K256-V256-fp32", "K160-V64-fp16"])
 def test_gpu_backward_large_heads(K, V, dtype):
