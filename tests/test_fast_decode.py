@@ -135,6 +135,8 @@ def test_decode_does_not_mutate_inputs_and_checks_args():
         pytest.param(256, 1, 4, 4, 128, 128, id="B256-T1-H4-K128-V128-bf16"),
         pytest.param(1, 1, 16, 16, 128, 128, id="B1-T1-H16-K128-V128-bf16"),
         pytest.param(2, 64, 2, 4, 256, 256, id="B2-T64-H2-HV4-K256-V256-bf16"),
+        pytest.param(3, 5, 1, 2, 20, 12, id="B3-T5-H1-HV2-K20-V12-bf16-odd-heads"),
+        pytest.param(2, 3, 2, 2, 100, 48, id="B2-T3-H2-K100-V48-bf16-odd-heads"),
     ],
 )
 def test_gpu_decode_matches_recurrence(B, T, H, HV, K, V):
