@@ -2,9 +2,11 @@
 
 Under the interpreter a load or store outside every tensor argument reads or writes the process's own heap:
 nothing crashes, so such a bug passes the CPU tests and corrupts memory on the GPU. Inside
-``checked_memory()`` every launch records the byte range of each tensor argument's storage, and every load,
-store and atomic of an unmasked lane must fall inside one of them; otherwise an ``AssertionError`` names the
-kernel, the access and the first bad address.
+``checked_memory()`` every launch records, for each tensor argument, the bytes from its first element to
+its last through its strides (a view's own span, not its whole storage; the gaps between a strided
+view's rows lie inside the span and pass), and every load, store and atomic of an unmasked lane must
+fall inside one of them; otherwise an ``AssertionError`` names the kernel, the access and the first bad
+address.
 """
 
 import contextlib
@@ -23,10 +25,14 @@ def checked_memory() -> Iterator[None]:
                  ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")}
     init_args = ti.GridExecutor._init_args_hst
 
+    def extent(t) -> int:
+        """Bytes from a tensor's first element to the end of its last, through its strides."""
+        return (sum((n - 1) * st for n, st in zip(t.shape, t.stride())) + 1) * t.element_size()
+
     def record(self, args_dev, kwargs):
         args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
-        spans = sorted({(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-                        for t in [*args_hst, *kwargs_hst.values()] if hasattr(t, "untyped_storage")})
+        spans = sorted({(t.data_ptr(), extent(t)) for t in [*args_hst, *kwargs_hst.values()]
+                        if hasattr(t, "untyped_storage") and t.numel()})
         launch["name"] = getattr(self.fn, "__name__", "?")
         launch["starts"] = np.array([s for s, _ in spans], dtype=np.uint64)
         launch["ends"] = np.array([s + n for s, n in spans], dtype=np.uint64)

@@ -1,5 +1,6 @@
 """The interpreter's bounds check (tests/bounds.py), which every CPU test runs under: it passes accesses
-inside a kernel's tensor arguments, masked lanes included, and fails a load or a store one element past."""
+inside a kernel's tensor arguments, masked lanes included, and fails a load, a store or an atomic one
+element past an argument's end, also where its storage goes on."""
 
 import os
 
@@ -36,6 +37,13 @@ def test_one_element_past_the_end_fails(n_load, n_store, what):
     x, y = torch.randn(8), torch.zeros(8)
     with checked_memory(), pytest.raises(Exception, match=f"_copy_kernel: {what} of 1 lanes outside"):
         _copy_kernel[(1,)](x, y, n_load, n_store, BLOCK=16)
+
+
+def test_reading_past_a_view_into_its_storage_fails():
+    """A view's span is its own: the storage around it (another view's columns) is out of bounds."""
+    storage, y = torch.randn(32), torch.zeros(8)
+    with checked_memory(), pytest.raises(Exception, match="_copy_kernel: load of 1 lanes outside"):
+        _copy_kernel[(1,)](storage[8:16], y, 9, 8, BLOCK=16)
 
 
 def test_atomic_past_the_end_fails():
