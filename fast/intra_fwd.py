@@ -24,6 +24,7 @@ from .jit import (
     F_Q,
     F_V,
     F_W,
+    G_FLOOR,
     chunk_bounds,
     gate_value,
     load_gate,
@@ -350,7 +351,7 @@ def chunk_wy_fwd_kernel(
             # Each tile is loaded where it is first used and dies at its last use (the state of one
             # key tile is several [64, BK] float32 tiles; the fewer live at once, the fewer spill).
             b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
-            b_G = tl.cumsum(b_g, 0)                                            # G_r = Σ_{t≤r} g_t
+            b_G = tl.cumsum(tl.maximum(b_g, G_FLOOR), 0)                       # G_r = Σ_{t≤r} g_t
             if SAVE:
                 tl.store(G_out + off, b_G, mask=m)
             tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_g, 0)), mask=m_k)

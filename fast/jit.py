@@ -11,13 +11,19 @@ memory outside the tensors; the kernel that reads each sequence's offsets first
 import triton
 import triton.language as tl
 
-__all__ = ["EXP_MAX", "FLAG_BITS", "seq_bounds", "chunk_bounds", "offset_int", "softplus", "gate", "load_gate",
-           "gate_value", "exp_where", "nonfinite", "not_log_decay", "flag_bad_offsets", "raise_flags"]
+__all__ = ["EXP_MAX", "G_FLOOR", "FLAG_BITS", "seq_bounds", "chunk_bounds", "offset_int", "softplus", "gate",
+           "load_gate", "gate_value", "exp_where", "nonfinite", "not_log_decay", "flag_bad_offsets", "raise_flags"]
 
 #: largest exponent of a growing factor exp(G_a − G_s) in the anchored products of diagonal 16×16 blocks:
 #: e^60 ≈ 1e26 leaves float32 (and tf32/bf16, same exponent range) room for a [16, K] product. A token
 #: past it takes the exact element-by-element path. One value for the forward and the backward.
 EXP_MAX = 60.0
+
+#: log-decays below this count as it in the cumulative decay G that the backward takes differences of:
+#: e^-128 is exactly 0 in float32, as e^g is for every g below it, so a full reset (g = −inf, which the
+#: contract allows) leaves every G_r − G_s finite, where −inf − (−inf) would be NaN. Near 0 so that G
+#: keeps its precision after a reset (the reference's floor, in float64, can lie much lower).
+G_FLOOR: tl.constexpr = tl.constexpr(-128.0)
 
 #: bit of the flag word per input that can carry a bad value (the host's messages follow this order)
 FLAG_BITS = ("q", "k", "v", "g", "b", "w", "initial_state", "cu_seqlens", "chunk_indices")

@@ -349,6 +349,18 @@ def test_backward_diagonal_fast_path_and_fallback_in_one_call(monkeypatch, dtype
     check_grads(inputs, DT[dtype], use_qk_l2norm_in_kernel=l2norm)
 
 
+@pytest.mark.parametrize("recompute", ["partial", False])
+def test_backward_at_full_reset(recompute):
+    """g = −inf, a full reset that the contract allows (a whole token, then three channels over three
+    tokens, then a token of a later chunk): finite gradients equal to the float64 chunkwise reference's
+    (itself tested against the recurrence at a full reset)."""
+    x = make_inputs(1, 150, 1, 2, 16, 16)
+    x["g"][0, 7] = float("-inf")
+    x["g"][0, 20:23, 0, 3] = float("-inf")
+    x["g"][0, 100, 0, :8] = float("-inf")
+    check_grads(x, torch.float32, oracle=ref_chunk_gdn2, recompute=recompute)
+
+
 def test_backward_saturated_gates():
     """b at 0 or 2 (negative eigenvalues) and w at 0 or 1: finite gradients equal to the reference."""
     inputs = make_inputs(1, 60, 1, 1, 16, 16)
