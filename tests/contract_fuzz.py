@@ -8,7 +8,8 @@ them), gates at and beyond their edges (g = 0, g = −inf, g ≈ −3e38, g > 0,
 in-op gate with a huge A_log) and non-finite values in one input. The float64 recurrence decides the
 outcome: either it raises, and then every other path (the reference chunkwise op, the Triton chunk and
 decoding ops) must raise the same error class, or it returns, and then every other path must return
-within the tolerance table. The only other outcome allowed is a documented refusal of the Triton
+within the tolerance table, and the Triton chunk op's gradients must match autograd through the
+recurrence (calls without the in-op gate). The only other outcome allowed is a documented refusal of the Triton
 backend (bfloat16 under the interpreter), a TypeError. Run in a subprocess by
 ``tests/test_contract_fuzz.py``, so that a crash fails the test instead of killing the run.
 """
@@ -22,7 +23,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from gdn2.ops import chunk_gdn2, recurrent_gdn2
-from gdn2.tolerances import TOLERANCES, path_name
+from gdn2.tolerances import KIND, TOLERANCES, path_name
 
 BREAKS = ("none", "past-T", "not-from-0", "decreasing", "short-of-T")
 G_EDGES = ("none", "zero", "minus-inf", "huge-negative", "positive", "nan", "gate-huge-A_log")
@@ -146,6 +147,45 @@ def check_call(x: dict, kw: dict, dtype: torch.dtype, what: str, device: str, ve
             assert torch.equal(torch.isfinite(a.cpu()), finite), f"{name} {label}: finiteness differs; {what}"
             err = rel_rms(a.cpu()[finite], e.cpu()[finite])
             assert err <= bound, f"{name} {label}: rel-RMS {err:.2e} > {bound:.0e}; {what}"
+    if (expected[0] == "ok" and "A_log" not in kw and rounded["q"].numel()
+            and not (device == "cpu" and dtype == torch.bfloat16)):
+        check_gradients(rounded, exact, kw.get("cu_seqlens"), dtype, what, device)
+
+
+def check_gradients(rounded: dict, exact: dict, cu_seqlens, dtype: torch.dtype, what: str, device: str) -> None:
+    """The Triton chunk op's gradients against autograd through the float64 recurrence, for a call that
+    returned (without the in-op gate, whose parameters' gradients the test suite checks). dg_r sums the
+    signed terms q⊙dq − k⊙dk + … of every later token of its chunk, which cancel (to 0 for a token
+    before which the state is empty), so its error is measured against the size of those terms."""
+    import gdn2.fast
+
+    names = list(exact)
+    cu = {} if cu_seqlens is None else {"cu_seqlens": cu_seqlens}
+    gen = torch.Generator().manual_seed(1)
+
+    def grads(op, inputs):
+        leaves = {n: inputs[n].clone().requires_grad_() for n in names}
+        o, ht = op(**leaves, **cu, output_final_state=True)
+        do = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(device)
+        dht = torch.randn(ht.shape, generator=gen, dtype=torch.float64).to(device)
+        loss = (o.double() * do).sum() + (ht.double() * dht).sum()
+        return dict(zip(names, torch.autograd.grad(loss, list(leaves.values()))))
+
+    want = grads(recurrent_gdn2, exact)
+    gen.manual_seed(1)
+    got = grads(gdn2.fast.chunk_gdn2, rounded)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    tols = TOLERANCES[path_name("triton", dtype)]
+    for n in names:
+        a, e = got[n].double().cpu(), want[n].cpu()
+        assert torch.isfinite(a).all() and torch.isfinite(e).all(), f"d{n}: not finite; {what}"
+        scale = e.pow(2).mean()
+        if n == "g":
+            scale = scale + (exact["q"] * want["q"]).pow(2).mean().cpu() + (exact["k"] * want["k"]).pow(2).mean().cpu()
+        err = ((a - e).pow(2).mean() / scale.clamp_min(1e-60)).sqrt().item()
+        bound = tols[KIND["h0" if n == "initial_state" else n]]
+        assert err <= bound, f"triton chunk d{n}: relative RMS error {err:.2e} > {bound:.0e}; {what}"
 
 
 def run(examples: int, seed_value: int, device: str, verbose: bool = False) -> None:
