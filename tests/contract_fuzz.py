@@ -154,9 +154,9 @@ def check_call(x: dict, kw: dict, dtype: torch.dtype, what: str, device: str, ve
 
 def check_gradients(rounded: dict, exact: dict, cu_seqlens, dtype: torch.dtype, what: str, device: str) -> None:
     """The Triton chunk op's gradients against autograd through the float64 recurrence, for a call that
-    returned (without the in-op gate, whose parameters' gradients the test suite checks). dg_r sums the
-    signed terms q⊙dq − k⊙dk + … of every later token of its chunk, which cancel (to 0 for a token
-    before which the state is empty), so its error is measured against the size of those terms."""
+    returned (without the in-op gate, whose parameters' gradients the test suite checks). dg sums signed
+    terms (q⊙dq − k⊙dk + …) that cancel, to exactly 0 for a token before which the state is empty, so its
+    error is measured against the size of those terms."""
     import gdn2.fast
 
     names = list(exact)
@@ -179,7 +179,8 @@ def check_gradients(rounded: dict, exact: dict, cu_seqlens, dtype: torch.dtype, 
     tols = TOLERANCES[path_name("triton", dtype)]
     for n in names:
         a, e = got[n].double().cpu(), want[n].cpu()
-        assert torch.isfinite(a).all() and torch.isfinite(e).all(), f"d{n}: not finite; {what}"
+        assert torch.isfinite(e).all(), f"the recurrence's d{n} is not finite; {what}"
+        assert torch.isfinite(a).all(), f"triton chunk d{n}: not finite where the recurrence's is; {what}"
         scale = e.pow(2).mean()
         if n == "g":
             scale = scale + (exact["q"] * want["q"]).pow(2).mean().cpu() + (exact["k"] * want["k"]).pow(2).mean().cpu()
