@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 from gdn2.ops import chunk_gdn2, recurrent_gdn2
 from gdn2.tolerances import KIND, TOLERANCES, path_name
 
+from gdn2_testing import rel_rms
+
 BREAKS = ("none", "past-T", "not-from-0", "decreasing", "short-of-T")
 G_EDGES = ("none", "zero", "minus-inf", "huge-negative", "positive", "nan", "gate-huge-A_log")
 NONFINITE = ("none", "q-nan", "k-inf", "v-nan", "b-inf", "w-nan", "initial_state-inf")
@@ -96,13 +98,6 @@ def outcome(fn, **kwargs):
         return "ok", fn(**kwargs)
     except (ValueError, TypeError) as e:
         return "error", type(e)
-
-
-def rel_rms(a: torch.Tensor, e: torch.Tensor) -> float:
-    if a.numel() == 0:
-        return 0.0
-    a, e = a.double().cpu(), e.double().cpu()
-    return ((a - e).pow(2).mean().sqrt() / e.pow(2).mean().sqrt().clamp_min(1e-30)).item()
 
 
 def check_call(x: dict, kw: dict, dtype: torch.dtype, what: str, device: str, verbose: bool = False) -> None:
@@ -181,10 +176,10 @@ def check_gradients(rounded: dict, exact: dict, cu_seqlens, dtype: torch.dtype, 
         a, e = got[n].double().cpu(), want[n].cpu()
         assert torch.isfinite(e).all(), f"the recurrence's d{n} is not finite; {what}"
         assert torch.isfinite(a).all(), f"triton chunk d{n}: not finite where the recurrence's is; {what}"
-        scale = e.pow(2).mean()
-        if n == "g":
-            scale = scale + (exact["q"] * want["q"]).pow(2).mean().cpu() + (exact["k"] * want["k"]).pow(2).mean().cpu()
-        err = ((a - e).pow(2).mean() / scale.clamp_min(1e-60)).sqrt().item()
+        scale = None
+        if n == "g":                          # per element, the size of dg and of the terms it sums
+            scale = torch.stack([e, (exact["q"] * want["q"]).cpu(), (exact["k"] * want["k"]).cpu()]).norm(dim=0)
+        err = rel_rms(a, e, scale)
         bound = tols[KIND["h0" if n == "initial_state" else n]]
         assert err <= bound, f"triton chunk d{n}: relative RMS error {err:.2e} > {bound:.0e}; {what}"
 

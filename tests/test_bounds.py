@@ -54,9 +54,12 @@ def test_atomic_past_the_end_fails():
 def test_the_interpreter_is_restored_after_the_block():
     from triton.runtime import interpreter
 
-    before = (interpreter.InterpreterBuilder.create_masked_load, interpreter.InterpreterBuilder.create_masked_store,
-              interpreter.GridExecutor._init_args_hst)
+    def patched_points():
+        builder = interpreter.InterpreterBuilder
+        return (builder.create_masked_load, builder.create_masked_store, builder.create_atomic_rmw,
+                builder.create_atomic_cas, interpreter.GridExecutor._init_args_hst)
+
+    before = patched_points()
     with pytest.raises(RuntimeError), checked_memory():
         raise RuntimeError("leaving the block by an exception")
-    assert (interpreter.InterpreterBuilder.create_masked_load, interpreter.InterpreterBuilder.create_masked_store,
-            interpreter.GridExecutor._init_args_hst) == before
+    assert patched_points() == before
