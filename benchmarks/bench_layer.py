@@ -204,6 +204,9 @@ def main():
     ap.add_argument("--variants", nargs="?", const=",".join(VARIANTS), default=None, metavar="V1,V2,...",
                     help="time our layer under other default launch settings instead (launch_defaults.py; "
                          "'' is the defaults); without a list: VARIANTS")
+    ap.add_argument("--also", default="", metavar="V1,V2,...",
+                    help="also time our layer under these variants (as --variants names them) in the same "
+                         "run as the peer: rows ours[V]")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if args.variants is not None:
@@ -235,6 +238,10 @@ def run(args) -> None:
     print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
     wanted = set(args.shapes.split(",")) if args.shapes else None
     mods = layers(args)
+    also = [v for v in args.also.split(",") if v] if not args.warm else []
+    for v in also:                            # every variant valid before anything is timed
+        with launch_defaults.overridden(launch_defaults.parse(v)):
+            pass
     gen = torch.Generator().manual_seed(0)
     rows = []
     cases = [(f"{B}x{T}", B, T) for B, T in SHAPES] + [("varlen", 1, VARLEN_TOKENS)]
@@ -265,6 +272,17 @@ def run(args) -> None:
                 continue
             print(f"{shape} {name:14s} fwd {times[name][0]:8.3f} ms  train {times[name][1]:8.3f} ms  "
                   f"peak {times[name][2]:9.1f} MiB  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        for v in also:                        # our layer under other settings, beside the peer in this run
+            with launch_defaults.overridden(launch_defaults.parse(v)):
+                name = f"ours[{v}]"
+                try:
+                    times[name] = time_layer(*mods["ours"], x, cu)
+                except torch.OutOfMemoryError:
+                    print(f"{shape} {name}: out of memory")
+                    torch.cuda.empty_cache()
+                    continue
+            print(f"{shape} {name:14s} fwd {times[name][0]:8.3f} ms  train {times[name][1]:8.3f} ms  "
+                  f"peak {times[name][2]:9.1f} MiB", flush=True)
         if shape == "8x2048" and not args.no_compile:
             compiled = torch.compile(mods["ours"][0])
             try:

@@ -14,7 +14,8 @@
 #   warm          benchmarks/bench_layer.py --warm in $COMPILE_WORKERS processes  300  T_WARM
 #                 (default: the cores less 2): every kernel and autotune candidate
 #                 compiled into Triton's cache, nothing timed or tuned
-#   bench-layer   benchmarks/bench_layer.py (KEEP_PEER_TUNING=1: no retuning)   300  T_BLAYER
+#   bench-layer   benchmarks/bench_layer.py (KEEP_PEER_TUNING=1: no retuning;   300  T_BLAYER
+#                 LAYER_ALSO=V1,V2: its --also, our layer under those variants too)
 #   bench-lm      benchmarks/bench_lm.py (LM_IMPLS: its --impls)                400  T_BLMRUN
 #   variants      benchmarks/bench_layer.py --variants: our layer under other   300  T_VARIANTS
 #                 default launch settings and recompute modes (no peer)
@@ -114,7 +115,8 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
         step bench_lm_curves "${T_BLM:-500}" python3 benchmarks/bench_train.py --mode lm --out "$OUT" ;;
     bench-layer)
         optional bench_layer "${T_BLAYER:-300}" benchmarks/bench_layer.py --out "$OUT" \
-            ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ${KEEP_PEER_TUNING:+--keep-peer-tuning} ;;
+            ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ${KEEP_PEER_TUNING:+--keep-peer-tuning} \
+            ${LAYER_ALSO:+--also "$LAYER_ALSO"} ;;
     warm)
         optional warm "${T_WARM:-300}" benchmarks/bench_layer.py --warm --no-compile \
             --compile-workers "${COMPILE_WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}" \

@@ -12,6 +12,7 @@ import torch
 
 import gdn2
 import gdn2.fast
+from gdn2.tolerances import gate_term_sizes
 
 from gdn2_testing import DEVICE, TOLERANCES, assert_close, gpu, saved_bytes
 
@@ -34,19 +35,34 @@ def pair(D=32, H=2, K=16, HV=None, neg=False, dtype=torch.float32):
 
 
 def check(fast, ref, x, path, **kw):
-    """Outputs and every gradient of <y, dy> of the fast layer against the reference in float64."""
+    """Outputs and every gradient of <y, dy> of the fast layer against the reference in float64.
+
+    dA_log and ddt_bias sum signed terms over tokens, so (as in the operator's tests) their error is
+    measured against the size of those terms, from the reference's gate logits and their gradient."""
     dy = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
     x = x.to(next(fast.parameters()).dtype)                 # both layers see the same rounded input
-    results = {}
-    for name, layer, dt in (("fast", fast, x.dtype), ("ref", ref, torch.float64)):
-        xi = x.to(dt).detach().requires_grad_()
-        y = layer(xi, **kw)
-        grads = torch.autograd.grad(y, [xi, *layer.parameters()], dy.to(y.dtype))
-        results[name] = (y, dict(zip(["x", *dict(layer.named_parameters())], grads)))
+    results, raw = {}, {}
+
+    def keep_gate_logits(module, inputs, out):              # the reference's g_raw and, later, dL/dg_raw
+        raw["g"] = out.detach()
+        out.register_hook(lambda grad: raw.__setitem__("dg", grad))
+
+    hook = ref.f_proj.register_forward_hook(keep_gate_logits)
+    try:
+        for name, layer, dt in (("fast", fast, x.dtype), ("ref", ref, torch.float64)):
+            xi = x.to(dt).detach().requires_grad_()
+            y = layer(xi, **kw)
+            grads = torch.autograd.grad(y, [xi, *layer.parameters()], dy.to(y.dtype))
+            results[name] = (y, dict(zip(["x", *dict(layer.named_parameters())], grads)))
+    finally:
+        hook.remove()
+    H, K = ref.num_heads, ref.head_dim
+    sizes = gate_term_sizes(raw["g"].view(-1, 1, H, K), ref.A_log.detach(), ref.dt_bias.detach(),
+                            raw["dg"].view(-1, 1, H, K))
     tol = TOLERANCES[path]
     assert_close("y", results["fast"][0], results["ref"][0], tol[0])
     for name, g in results["fast"][1].items():
-        assert_close(f"d{name}", g, results["ref"][1][name], tol[1] if name == "x" else tol[2])
+        assert_close(f"d{name}", g, results["ref"][1][name], tol[1] if name == "x" else tol[2], sizes.get(name))
 
 
 @pytest.mark.parametrize("HV,neg", [(None, False), (4, True)], ids=["plain", "gva-neg-eigval"])
