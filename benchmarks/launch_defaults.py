@@ -59,9 +59,14 @@ def apply(settings: list[str]) -> str:
         defaults[side][i] = dataclasses.replace(defaults[side][i], **{field: _value(raw)})
     for side, cls in classes.items():
         cls.__init__.__defaults__ = tuple(defaults[side])
-    if recompute is not None:
-        layer.chunk_gdn2 = functools.partial(layer.chunk_gdn2, recompute=recompute)
+    if recompute is not None:               # the layer passes its own recompute: this one wins over it
+        layer.chunk_gdn2 = functools.partial(_forced_recompute, layer.chunk_gdn2, recompute)
     return ", ".join(settings)
+
+
+def _forced_recompute(op, forced, /, *args, **kwargs):
+    """``op`` with ``recompute=forced`` whatever the caller passed."""
+    return op(*args, **{**kwargs, "recompute": forced})
 
 
 @contextlib.contextmanager

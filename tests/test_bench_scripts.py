@@ -172,21 +172,25 @@ def test_resource_usage_compiles_every_kernel_for_sm90(tmp_path):
         assert 0 <= int(r["barriers"]) < int(r["sass_instructions"])
 
 
-def test_launch_variants_change_only_the_named_default():
+def test_launch_variants_change_only_the_named_default(monkeypatch):
     """``resources.py --set bwd.pairwise.num_warps=8`` and ``bench_layer.py --variants`` change what
-    ``BackwardConfig()`` holds for that stage and field only, and ``recompute=`` the layer's mode; the
-    drivers' defaults return after the block; a misspelt stage or field is an error that applies nothing."""
+    ``BackwardConfig()`` holds for that stage and field only, and ``recompute=`` the mode the layer's
+    operator runs, over the one the layer passes; the drivers' defaults return after the block; a misspelt
+    stage or field is an error that applies nothing."""
     launch_defaults = bench_module("launch_defaults")
     from gdn2.fast import layer
     from gdn2.fast.config import BackwardConfig, ForwardConfig
 
+    calls = []
+    monkeypatch.setattr(layer, "chunk_gdn2", lambda *args, **kwargs: calls.append(kwargs))
     before_b, before_f, before_op = BackwardConfig(), ForwardConfig(), layer.chunk_gdn2
     with launch_defaults.overridden(["bwd.pairwise.num_warps=8", "fwd.wy.BK=32", "recompute=True"]) as label:
         assert label == "bwd.pairwise.num_warps=8, fwd.wy.BK=32, recompute=True"
         after = BackwardConfig()
         assert after.pairwise.num_warps == 8 and after.local_wy == before_b.local_wy and after.state == before_b.state
         assert ForwardConfig().wy.BK == 32 and ForwardConfig().state == before_f.state
-        assert layer.chunk_gdn2.keywords == {"recompute": True}
+        layer.chunk_gdn2("q", recompute="partial", cu_seqlens=None)          # as the layer calls it
+        assert calls == [{"recompute": True, "cu_seqlens": None}]
     assert BackwardConfig() == before_b and ForwardConfig() == before_f and layer.chunk_gdn2 is before_op
     for bad, err in ((["fwd.wy.BK=32", "bwd.pairwise.num_warp=8"], TypeError),
                      (["bwd.pairwse.num_warps=8"], ValueError), (["bwd.state.BV=48"], ValueError),
