@@ -13,8 +13,9 @@ hidden size 2048, 24 blocks, bfloat16 parameters, AdamW), about 1.3 B parameters
 - ``ours-states``, ``ours-saved`` and ``ours-recompute`` (on request): ``ours`` with
   ``recompute="states"`` (the operator keeps all but its state pass's intermediates for its backward),
   ``recompute=False`` (every intermediate) and ``recompute=True`` (only its inputs); ``ours`` is the
-  default, ``"partial"``; ``ours-ckpt``: ``ours`` with activation checkpointing
-  (``gradient_checkpointing=True``: each block's forward runs again in the backward, for a larger batch).
+  LM config's default, ``"partial"`` (a layer's own default is ``"states"``); ``ours-ckpt``: ``ours``
+  with activation checkpointing (``gradient_checkpointing=True``: each block's forward runs again in the
+  backward, for a larger batch).
 
 A step is the forward, the cross-entropy loss, the backward and the optimizer step, on fresh random
 token ids; the time is the median of ``--steps`` timed steps after two warm-up steps (synchronised with

@@ -91,10 +91,11 @@ class GDN2(nn.Module):
             or "triton". Parameters and ``state_dict`` are the same under every backend.
         layer_idx: key of this layer's state in a :class:`~gdn2.cache.Cache`.
         recompute: what the Triton operator keeps from its forward for the backward: ``True`` only its
-            inputs (least memory), ``"partial"`` also the intra-chunk products, ``"states"`` all but the
-            chunk states, ``False`` everything (the fastest backward). Memory against time, the same
-            numbers bit for bit (docs page "The operator contract"); the reference backend's autograd
-            keeps what it needs and ignores it.
+            inputs (least memory), ``"partial"`` also the intra-chunk products, ``"states"`` (the layer's
+            default: its backward then reruns only the sequential state pass) all but the chunk states,
+            ``False`` everything. Memory against time, the same numbers bit for bit (docs pages "The
+            operator contract" and "The layer"); the reference backend's autograd keeps what it needs and
+            ignores it.
     """
 
     def __init__(
@@ -110,7 +111,7 @@ class GDN2(nn.Module):
         norm_eps: float = 1e-5,
         backend: str = "auto",
         layer_idx: int | None = None,
-        recompute: bool | str = "partial",
+        recompute: bool | str = "states",
     ) -> None:
         super().__init__()
         self.hidden_size = _positive_int("hidden_size", hidden_size)

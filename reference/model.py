@@ -46,7 +46,8 @@ class GDN2LMConfig:
     swa_heads: int = 4
     norm_eps: float = 1e-5
     backend: str = "auto"
-    #: what the GDN2 layers' Triton operator keeps for its backward (:class:`~gdn2.layer.GDN2`)
+    #: what the GDN2 layers' Triton operator keeps for its backward (:class:`~gdn2.layer.GDN2`); "partial"
+    #: rather than the layer's own default, "states", since a model keeps those bytes in every GDN2 layer
     recompute: bool | str = "partial"
     #: train with activation checkpointing: each block keeps only its input for the backward, which runs
     #: the block's forward again (about one more forward per step, for the memory of one block's activations)

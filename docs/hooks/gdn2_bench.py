@@ -449,8 +449,13 @@ def curves_plot(name: str, rows: list[dict[str, str]]) -> str | None:
 # ---- bar plots of the layer benchmark ------------------------------------------------------------------
 #: the layers of ``bench_layer.py`` drawn as bars (its operator rows, ``ours-op`` and ``peer-op``, are in the
 #: layer page's table)
-LAYER_IMPLS = ("ours", "peer", "sdpa", "ours-compiled")
-LAYER_STYLES = {"ours-compiled": Style("ours, torch.compile", "#9fa8da")}
+#: ``ours`` is the layer's default; a row ``ours[recompute=...]`` is our layer in another ``recompute`` mode,
+#: and the rows measured while "partial" was the default carry its name
+PARTIAL = "ours[recompute=partial]"
+LAYER_IMPLS = ("ours", PARTIAL, "peer", "sdpa", "ours-compiled", "ours-compiled[recompute=partial]")
+LAYER_STYLES = {"ours-compiled": Style("ours, torch.compile", "#9fa8da"),
+                PARTIAL: Style('ours, recompute="partial"', "#3949ab"),
+                "ours-compiled[recompute=partial]": Style('ours, recompute="partial", torch.compile', "#9fa8da")}
 LAYER_TITLES = {"fwd": "forward", "train": "train step (forward + backward)"}
 #: the profile's categories, bottom of the stack first, and their colours
 PROFILE_PARTS = {"mixing kernels": "#5c6bc0", "GEMMs": "#9e9e9e", "short convolution": "#00897b",
@@ -515,10 +520,12 @@ def layer_plot(name: str, rows: list[dict[str, str]], mode: str) -> str | None:
                      f'{v:.2f}</text>')
         s.append(f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{top + plot_h + 16}" text-anchor="middle">'
                  f'{esc(_shape_label(shape))}</text>')
-        ours, peer = t.get((shape, "ours")), t.get((shape, "peer"))
+        mine = "ours" if t.get((shape, "ours")) else PARTIAL
+        ours, peer = t.get((shape, mine)), t.get((shape, "peer"))
         if ours and peer:
             s.append(f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{top - 8}" text-anchor="middle" '
-                     f'font-weight="bold">{peer / ours:.2f}× the peer</text>')
+                     f'font-weight="bold">{peer / ours:.2f}× the peer{"" if mine == "ours" else " (partial)"}'
+                     '</text>')
     s.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" '
              f'stroke="currentColor" stroke-opacity="0.5"/>')
     s.append(f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">ms</text>')
