@@ -260,29 +260,22 @@ def run(args) -> None:
             warm(mods, x, cu, args)
             continue
         times = {}
-        for name, (module, kind) in mods.items():
+        # every layer, then ours under each --also variant, beside the peer in this run
+        entries = [(name, module, kind, "") for name, (module, kind) in mods.items()]
+        entries += [(f"ours[{v}]", *mods["ours"], v) for v in also]
+        for name, module, kind, variant in entries:
             if cu is not None and kind == "sdpa":
                 continue
             t0 = time.perf_counter()
-            try:
-                times[name] = time_layer(module, kind, x, cu)
-            except torch.OutOfMemoryError:
-                print(f"{shape} {name}: out of memory")
-                torch.cuda.empty_cache()
-                continue
-            print(f"{shape} {name:14s} fwd {times[name][0]:8.3f} ms  train {times[name][1]:8.3f} ms  "
-                  f"peak {times[name][2]:9.1f} MiB  ({time.perf_counter() - t0:.0f} s)", flush=True)
-        for v in also:                        # our layer under other settings, beside the peer in this run
-            with launch_defaults.overridden(launch_defaults.parse(v)):
-                name = f"ours[{v}]"
+            with launch_defaults.overridden(launch_defaults.parse(variant)):
                 try:
-                    times[name] = time_layer(*mods["ours"], x, cu)
+                    times[name] = time_layer(module, kind, x, cu)
                 except torch.OutOfMemoryError:
                     print(f"{shape} {name}: out of memory")
                     torch.cuda.empty_cache()
                     continue
             print(f"{shape} {name:14s} fwd {times[name][0]:8.3f} ms  train {times[name][1]:8.3f} ms  "
-                  f"peak {times[name][2]:9.1f} MiB", flush=True)
+                  f"peak {times[name][2]:9.1f} MiB  ({time.perf_counter() - t0:.0f} s)", flush=True)
         if shape == "8x2048" and not args.no_compile:
             compiled = torch.compile(mods["ours"][0])
             try:
