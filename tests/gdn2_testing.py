@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from gdn2.tolerances import KIND, TOLERANCES  # noqa: F401  (defined once in the package)
+from gdn2.tolerances import KIND, TOLERANCES, gate_term_sizes  # noqa: F401  (defined once in the package)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -42,6 +42,33 @@ def assert_all_close(results: dict[str, Tensor], expected: dict[str, Tensor], pa
     tols = TOLERANCES[path]
     for name, exp in expected.items():
         assert_close(name, results[name], exp, tols[KIND[name]])
+
+
+class GateTerms:
+    """Records a GDN2 layer's gate logits (its ``f_proj`` output) and their gradient, for judging dA_log and
+    ddt_bias against the size of their terms (:func:`gdn2.tolerances.gate_term_sizes`): they sum signed terms
+    over tokens, which can cancel. Use as a context manager around the layer's forward and backward;
+    ``sizes()`` then maps "A_log" and "dt_bias" to their scales (for ``assert_close``)."""
+
+    def __init__(self, layer) -> None:
+        self.layer, self.g, self.dg = layer, None, None
+
+    def _keep(self, module, inputs, out) -> None:
+        self.g = out.detach()
+        out.register_hook(lambda grad: setattr(self, "dg", grad))
+
+    def __enter__(self) -> "GateTerms":
+        self._handle = self.layer.f_proj.register_forward_hook(self._keep)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    def sizes(self) -> dict[str, Tensor]:
+        assert self.g is not None and self.dg is not None, "the layer ran no forward and backward in the block"
+        H, K = self.layer.num_heads, self.layer.head_dim
+        return gate_term_sizes(self.g.reshape(-1, 1, H, K), self.layer.A_log.detach(), self.layer.dt_bias.detach(),
+                               self.dg.reshape(-1, 1, H, K))
 
 
 def make_inputs(

@@ -12,9 +12,8 @@ import torch
 
 import gdn2
 import gdn2.fast
-from gdn2.tolerances import gate_term_sizes
 
-from gdn2_testing import DEVICE, TOLERANCES, assert_close, gpu, saved_bytes
+from gdn2_testing import DEVICE, TOLERANCES, GateTerms, assert_close, gpu, saved_bytes
 
 pytestmark = [
     pytest.mark.skipif(gdn2.fast.unavailable_reason() is not None, reason=str(gdn2.fast.unavailable_reason())),
@@ -41,24 +40,14 @@ def check(fast, ref, x, path, **kw):
     measured against the size of those terms, from the reference's gate logits and their gradient."""
     dy = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
     x = x.to(next(fast.parameters()).dtype)                 # both layers see the same rounded input
-    results, raw = {}, {}
-
-    def keep_gate_logits(module, inputs, out):              # the reference's g_raw and, later, dL/dg_raw
-        raw["g"] = out.detach()
-        out.register_hook(lambda grad: raw.__setitem__("dg", grad))
-
-    hook = ref.f_proj.register_forward_hook(keep_gate_logits)
-    try:
+    results = {}
+    with GateTerms(ref) as terms:
         for name, layer, dt in (("fast", fast, x.dtype), ("ref", ref, torch.float64)):
             xi = x.to(dt).detach().requires_grad_()
             y = layer(xi, **kw)
             grads = torch.autograd.grad(y, [xi, *layer.parameters()], dy.to(y.dtype))
             results[name] = (y, dict(zip(["x", *dict(layer.named_parameters())], grads)))
-    finally:
-        hook.remove()
-    H, K = ref.num_heads, ref.head_dim
-    sizes = gate_term_sizes(raw["g"].view(-1, 1, H, K), ref.A_log.detach(), ref.dt_bias.detach(),
-                            raw["dg"].view(-1, 1, H, K))
+    sizes = terms.sizes()
     tol = TOLERANCES[path]
     assert_close("y", results["fast"][0], results["ref"][0], tol[0])
     for name, g in results["fast"][1].items():
