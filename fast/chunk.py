@@ -102,7 +102,7 @@ def chunk_gdn2(
     reruns the whole forward; ``"partial"`` (the default) keeps A, A_qk, 1/‖q‖ and 1/‖k‖ (and the in-op
     gate's g) and the backward reruns stages (3)-(5) only; ``"states"`` keeps every intermediate but the
     state pass's (the chunk states and R; the gate's g is then not needed) and the backward reruns that
-    pass only; ``False`` keeps every intermediate.
+    pass only; ``False`` keeps every intermediate. A call autograd does not record keeps nothing.
     Cost: four launches forward, three backward, plus the forward's last two (``"partial"``), its last
     one (``"states"``) or all four (``True``) again.
     """
@@ -117,8 +117,12 @@ def chunk_gdn2(
         dt_bias = dt_bias.reshape(-1)
     q, k, v, g, b, w, A_log, dt_bias, initial_state = map(
         contiguous, (q, k, v, g, b, w, A_log, dt_bias, initial_state))
+    # a call autograd does not record has no backward to keep anything for: it runs the forward that
+    # writes no intermediates (inference under "states" or False would otherwise write them)
+    recorded = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, g, b, w, A_log, dt_bias, initial_state))
     return ChunkGDN2Function.apply(
         q, k, v, g, b, w, A_log, dt_bias, initial_state, cu_seqlens, chunk_indices,
         scale, bool(output_final_state), bool(use_qk_l2norm_in_kernel), b_scale,
-        RECOMPUTE[recompute],
+        RECOMPUTE[recompute] if recorded else "inputs",
     )

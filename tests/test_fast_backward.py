@@ -199,6 +199,31 @@ def test_backward_reruns_only_the_stages_not_kept(monkeypatch, recompute, launch
     assert [c.n for c in counted.values()] == [launches[0]] * 2 + list(launches[1:])
 
 
+@pytest.mark.parametrize("recompute", [True, "partial", "states", False])
+def test_unrecorded_call_keeps_nothing(monkeypatch, recompute):
+    """Under no_grad, or with no input that requires a gradient, every recompute mode runs the forward
+    that writes no intermediates (keep "inputs") and returns the same output; a recorded call keeps what
+    its mode names."""
+    from gdn2.fast import custom_op
+
+    seen = []
+    real = custom_op.chunk_gdn2_fwd
+
+    def recording(*args, save, **kwargs):
+        seen.append(save)
+        return real(*args, save=save, **kwargs)
+
+    monkeypatch.setattr(custom_op, "chunk_gdn2_fwd", recording)
+    low, _ = cast(make_inputs(1, 40, 1, 1, 16, 16), torch.float32)
+    with torch.no_grad():
+        o_off = gdn2.fast.chunk_gdn2(**low, recompute=recompute)[0]
+    o_plain = gdn2.fast.chunk_gdn2(**low, recompute=recompute)[0]                   # no input requires grad
+    leaves = {n: x.detach().clone().requires_grad_() for n, x in low.items()}
+    o_rec = gdn2.fast.chunk_gdn2(**leaves, recompute=recompute)[0]
+    assert seen == [False, False, {"states": "wy", False: True}.get(recompute, False)]
+    assert torch.equal(o_off, o_plain) and torch.equal(o_off, o_rec.detach())
+
+
 def test_offset_width_does_not_change_gradients(monkeypatch):
     """The local kernels' int32 and int64 offsets address the same elements: bit-identical gradients
     (packed rows with an empty one, GVA, the in-op gate and L2 norm)."""
