@@ -239,9 +239,7 @@ def run(args) -> None:
     wanted = set(args.shapes.split(",")) if args.shapes else None
     mods = layers(args)
     also = [v for v in args.also.split(",") if v] if not args.warm else []
-    for v in also:                            # every variant valid before anything is timed
-        with launch_defaults.overridden(launch_defaults.parse(v)):
-            pass
+    launch_defaults.validate(also)            # every variant valid before anything is timed
     gen = torch.Generator().manual_seed(0)
     rows = []
     cases = [(f"{B}x{T}", B, T) for B, T in SHAPES] + [("varlen", 1, VARLEN_TOKENS)]
@@ -319,9 +317,7 @@ def run_variants(args) -> None:
     card = torch.cuda.get_device_name()
     print(f"card: {card}; Triton {triton.__version__}, torch {torch.__version__}")
     variants = ["", *(v for v in args.variants.split(",") if v), ""]
-    for v in variants:                       # every variant valid before anything is timed
-        with launch_defaults.overridden(launch_defaults.parse(v)):
-            pass
+    launch_defaults.validate(variants)       # every variant valid before anything is timed
     module = gdn2.GDN2(D, H, head_dim=K, backend="triton").to("cuda", torch.bfloat16)
     gen = torch.Generator().manual_seed(0)
     shapes = args.shapes.split(",") if args.shapes else VARIANT_SHAPES

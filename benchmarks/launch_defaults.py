@@ -69,6 +69,13 @@ def _forced_recompute(op, forced, /, *args, **kwargs):
     return op(*args, **{**kwargs, "recompute": forced})
 
 
+def validate(variants: list[str]) -> None:
+    """Raise as :func:`apply` would for the first invalid variant ("a+b" settings each); applies nothing."""
+    for variant in variants:
+        with overridden(parse(variant)):
+            pass
+
+
 @contextlib.contextmanager
 def overridden(settings: list[str]):
     """``apply(settings)`` inside the block, the drivers' defaults again after it; yields the label."""

@@ -206,9 +206,9 @@ def test_layer_variants_are_valid_settings():
     bench_layer = bench_module("bench_layer")
     launch_defaults = bench_module("launch_defaults")
     assert bench_layer.VARIANTS[0] == "" and len(set(bench_layer.VARIANTS)) == len(bench_layer.VARIANTS)
-    for variant in bench_layer.VARIANTS:
-        with launch_defaults.overridden(launch_defaults.parse(variant)):
-            pass
+    launch_defaults.validate(list(bench_layer.VARIANTS))
+    with pytest.raises(ValueError):
+        launch_defaults.validate(["", "recompute=sometimes"])
 
 
 def test_lm_benchmark_peer_mixer_takes_what_a_block_passes():
