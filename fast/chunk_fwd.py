@@ -3,7 +3,6 @@
     chunk_intra_diag_kernel, chunk_intra_offdiag_kernel   (1) G, (2) T, A = (I + T)⁻¹ and A_qk   intra_fwd.py
     chunk_wy_fwd_kernel                                    (3) Y = A Ē, U = A Z, Q_γ, K_tail, γ_C  intra_fwd.py
     chunk_state_output_fwd_kernel                          (4) R, S_C and (5) O                    state_fwd.py
-    (or chunk_state_output_stacked_fwd_kernel, when the call keeps nothing for a backward)
 
 The chunk size is 64: the intra kernels are built from four 16×16 sub-chunks.
 """
@@ -20,7 +19,7 @@ from . import checks
 from .config import ForwardConfig
 from .intra_fwd import chunk_intra_diag_kernel, chunk_intra_offdiag_kernel, chunk_wy_fwd_kernel
 from .jit import EXP_MAX
-from .state_fwd import chunk_state_output_fwd_kernel, chunk_state_output_stacked_fwd_kernel
+from .state_fwd import chunk_state_output_fwd_kernel
 from .utils import empty, needs_int64, prepare_chunk_indices
 
 __all__ = ["CHUNK_SIZE", "ChunkForward", "INTRA", "WY", "SAVED", "chunk_gdn2_fwd", "forward_config"]
@@ -210,44 +209,34 @@ def chunk_gdn2_fwd(
             raise ValueError("kept= must come from a call with the same in-op gate (g_gate with A_log only)")
         g_log = g if g_gate is None else g_gate
 
-    # ---- stage (3). A forward that keeps nothing and needs o stacks the state walk's operands (its
-    # stacked form holds one key tile: K ≤ BKH)
-    st = cfg.state
-    BKH = st.BKH
-    stack = bool(st.stacked and not save and need_o and K <= BKH and (kept is None or kept.Y is None))
+    # ---- stage (3)
     if kept is not None and kept.Y is not None:
         G, Y, Qg, Kt, U, gC = (getattr(kept, f) for f in WY)
-    elif stack:
-        Y, Qg, Kt = empty((n_slots, H, 2 * BT, K), dt, dev), None, empty((B, T, H, K), dt, dev)   # Y holds P
-        U = empty((n_slots, HV, 2 * BT, V), dt, dev)                                               # U holds Z
     else:
         Y, Qg, Kt = (empty((B, T, H, K), dt, dev) for _ in range(3))
         U = empty((B, T, HV, V), dt, dev)
-    if kept is None or kept.Y is None:
         gC = empty((n_slots, H, K), f32, dev)
         G = empty((B, T, H, K), f32, dev) if save else None
         wy = cfg.wy   # no more programs per chunk than it has key tiles or value tiles
         wy = replace(wy, NP=max(1, min(wy.NP, max(triton.cdiv(K, wy.BK), (HV // H) * triton.cdiv(V, wy.BV)))))
         chunk_wy_fwd_kernel[(grid[0], grid[1], wy.NP)](
-            q, k, v, g_log, b, w, A, q_rstd, k_rstd, Aqk, Y, Qg, Kt, U, gC, G, flags,
+            q, k, v, g_log, b, w, A, q_rstd, k_rstd, Y, Qg, Kt, U, gC, G, flags,
             cu_seqlens, chunk_indices, scale, T, N,
-            H=H, HV=HV, K=K, V=V, SAVE=bool(save), STACK=stack, DOT_PREC=dot_prec, LOWP=lowp, CHECK=check,
-            **plain, **wy.meta())
+            H=H, HV=HV, K=K, V=V, SAVE=bool(save), DOT_PREC=dot_prec, LOWP=lowp, CHECK=check, **plain,
+            **wy.meta())
 
     # ---- stages (4)-(5)
     o = empty((B, T, HV, V), dt, dev) if need_o else None
     ht = empty((N, HV, K, V), f32, dev) if output_final_state else None
     h = empty((n_slots, HV, K, V), f32, dev) if save_states else None
     R = empty((B, T, HV, V), dt, dev) if save_states else None
-    common = dict(H=H, HV=HV, K=K, V=V, BT=BT, HAS_H0=initial_state is not None, STORE_FINAL=output_final_state,
-                  IS_VARLEN=is_varlen, DOT_PREC=dot_prec)
-    if stack:
-        chunk_state_output_stacked_fwd_kernel[(triton.cdiv(V, st.BV), N * HV)](
-            Y, Kt, U, gC, initial_state, o, ht, flags, cu_seqlens, T, N, **common, **st.meta())
-    else:
-        chunk_state_output_fwd_kernel[(triton.cdiv(V, st.BV), N * HV)](
-            Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, flags, cu_seqlens, T, N,
-            BK=BKH * triton.cdiv(K, BKH), STORE_O=need_o, SAVE=save_states, **common, **st.meta())
+    st = cfg.state
+    BKH = st.BKH
+    chunk_state_output_fwd_kernel[(triton.cdiv(V, st.BV), N * HV)](
+        Y, Qg, Kt, Aqk, U, gC, initial_state, o, ht, h, R, flags, cu_seqlens, T, N,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=BKH * triton.cdiv(K, BKH), HAS_H0=initial_state is not None,
+        STORE_O=need_o, STORE_FINAL=output_final_state, IS_VARLEN=is_varlen, SAVE=save_states, DOT_PREC=dot_prec,
+        **st.meta())
     checks.settle(flags)
     products = dict(A=A, Aqk=Aqk, q_rstd=q_rstd, k_rstd=k_rstd, g_gate=g_gate, chunk_indices=chunk_indices)
     if not save:

@@ -6,7 +6,6 @@ choice for this call".
 """
 
 from dataclasses import dataclass, fields
-from typing import ClassVar
 
 __all__ = ["Launch", "DiagLaunch", "OffDiagLaunch", "WYLaunch", "StateLaunch", "ForwardConfig",
            "StateBwdLaunch", "LocalWYLaunch", "PairwiseLaunch", "BackwardConfig", "DecodeLaunch", "NormLaunch",
@@ -19,20 +18,14 @@ def _pow2(x: int) -> bool:
 
 @dataclass(frozen=True)
 class Launch:
-    """What every launch has: warps per program and software-pipelining stages. Fields named in
-    ``SWITCHES`` are booleans the driver reads to pick a kernel, not launch arguments."""
+    """What every launch has: warps per program and software-pipelining stages."""
 
-    SWITCHES: ClassVar[tuple[str, ...]] = ()
     num_warps: int = 4
     num_stages: int = 1
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in self.SWITCHES:
-                if not isinstance(value, bool):
-                    raise TypeError(f"{type(self).__name__}.{f.name} must be a bool, got {value!r}")
-                continue
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -41,8 +34,8 @@ class Launch:
                 raise ValueError(f"{type(self).__name__}.{f.name} must be a power of two, got {value}")
 
     def meta(self) -> dict:
-        """The launch fields as keyword arguments of a kernel launch."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.SWITCHES}
+        """The fields as keyword arguments of a kernel launch."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -76,15 +69,12 @@ class WYLaunch(Launch):
 @dataclass(frozen=True)
 class StateLaunch(Launch):
     """``chunk_state_output_fwd_kernel``: value-column block BV and state-tile height BKH (None: the
-    width rule of ``chunk_fwd._state_block_v`` and BKH = min(128, K rounded up)). ``stacked``: a call that
-    keeps nothing for a backward runs ``chunk_state_output_stacked_fwd_kernel`` where K ≤ BKH."""
+    width rule of ``chunk_fwd._state_block_v`` and BKH = min(128, K rounded up))."""
 
-    SWITCHES: ClassVar[tuple[str, ...]] = ("stacked",)
     BV: int | None = None
     BKH: int | None = None
     num_warps: int | None = None
     num_stages: int = 2
-    stacked: bool = True
 
 
 @dataclass(frozen=True)

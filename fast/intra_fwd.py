@@ -310,16 +310,14 @@ def chunk_intra_offdiag_kernel(
 def chunk_wy_fwd_kernel(
     q, k, v, g, b, w,        # inputs: q, k, g, b [B, T, H, K]; v, w [B, T, HV, V]; g as the off-diagonal kernel's
     A, q_rstd, k_rstd,       # from the two kernels above
-    Aqk,                     # [B, T, H, 64] from the kernels above, read with STACK
     Y, Qg, Kt,               # out [B, T, H, K] (q's dtype): A (γ⊙b⊙k), scale·γ⊙q, exp(G_C − G)⊙k
-                             # (with STACK, Y is P [NSLOT, H, 128, K] and Qg is not written)
-    U,                       # out [B, T, HV, V] (q's dtype): A (w⊙v) (with STACK, Z [NSLOT, HV, 128, V])
+    U,                       # out [B, T, HV, V] (q's dtype): A (w⊙v)
     gC,                      # out [NSLOT, H, K] float32: γ_C = exp(G_C) per chunk slot
     G_out,                   # out [B, T, H, K] float32 with SAVE: G
     flags,                   # [1] int32: bits of the inputs holding bad values (jit.FLAG_BITS)
     cu_seqlens, chunk_indices, scale, T, N,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    IS_VARLEN: tl.constexpr, SAVE: tl.constexpr, STACK: tl.constexpr,
+    IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
     DOT_PREC: tl.constexpr, LOWP: tl.constexpr, NP: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr,
     CHECK: tl.constexpr,
 ):
@@ -329,11 +327,6 @@ def chunk_wy_fwd_kernel(
     Grid (chunks, B·H, NP). It is the only forward kernel that reads v and w, each element once, so it
     also flags (with CHECK) non-finite v and w (the diagonal kernel flags q, k, b and g).
     FLOPs per chunk 2·64²·(K + (HV/H)·V); bytes: the chunk's inputs once, its outputs once.
-
-    With STACK (a forward that keeps nothing for a backward) it writes the stacked operands of
-    ``chunk_state_output_stacked_fwd_kernel`` instead of Y, Q_γ and U: per chunk slot P = [−Y; Q_γ − A_qk Y]
-    and Z = [U; A_qk U], 128 rows each, every row written (rows past the sequence end are zeros, since
-    every factor of theirs was loaded as zero). That doubles the FLOPs and adds A_qk to the bytes read.
     """
     i_c, i_bh, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -349,12 +342,6 @@ def chunk_wy_fwd_kernel(
         b_rq = tl.load(q_rstd + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
         b_rk = tl.load(k_rstd + (t0 + o_t) * H + i_h, mask=m_t, other=0.0)
         off_row = (t0 * H + i_h) * K + o_t[:, None] * (H * K)
-        if STACK:
-            b_aqk = tl.load(Aqk + (t0 + o_t[:, None]) * (H * 64) + i_h * 64 + o_t[None, :], mask=m_t[:, None],
-                            other=0.0)
-            if not LOWP:
-                b_aqk = b_aqk.to(tl.float32)
-            off_P = (slot * H + i_h).to(tl.int64) * (128 * K) + o_t[:, None] * K      # rows r and 64 + r
         bad = tl.zeros([], tl.int32)
         for i_k in range(i_p, tl.cdiv(K, BK), NP):
             o_k = i_k * BK + tl.arange(0, BK)
@@ -370,9 +357,7 @@ def chunk_wy_fwd_kernel(
             tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_g, 0)), mask=m_k)
             b_gamma = tl.exp(b_G)
             b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
-            b_qg = b_gamma * b_q * (scale * b_rq)[:, None]
-            if not STACK:
-                tl.store(Qg + off, b_qg.to(Qg.dtype.element_ty), mask=m)
+            tl.store(Qg + off, (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty), mask=m)
             b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
             b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
             b_k = b_k * b_rk[:, None]
@@ -381,14 +366,7 @@ def chunk_wy_fwd_kernel(
                 b_Y = tl.dot(b_Al, b_e.to(Y.dtype.element_ty))
             else:
                 b_Y = tl.dot(b_A, b_e, input_precision=DOT_PREC)
-            if STACK:   # the state walk's Y is the stored one: Q_γ − A_qk Y subtracts that same Y
-                b_Yd = b_Y.to(Y.dtype.element_ty)
-                tl.store(Y + off_P + o_k[None, :], -b_Yd, mask=m_k[None, :])
-                b_Yq = b_Yd if LOWP else b_Yd.to(tl.float32)
-                b_qo = b_qg - tl.dot(b_aqk, b_Yq, input_precision=DOT_PREC)
-                tl.store(Y + off_P + 64 * K + o_k[None, :], b_qo.to(Y.dtype.element_ty), mask=m_k[None, :])
-            else:
-                tl.store(Y + off, b_Y.to(Y.dtype.element_ty), mask=m)
+            tl.store(Y + off, b_Y.to(Y.dtype.element_ty), mask=m)
             m_n = ((o_t + 1) < L)[:, None] & m_k[None, :]
             b_gn = tl.load(g + off + H * K, mask=m_n, other=0.0).to(tl.float32)  # g of row r + 1
             b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))                  # exp(G_C − G_r)
@@ -408,15 +386,7 @@ def chunk_wy_fwd_kernel(
                 b_U = tl.dot(b_Al, (b_w * b_v).to(U.dtype.element_ty))
             else:
                 b_U = tl.dot(b_A, b_w * b_v, input_precision=DOT_PREC)
-            if STACK:
-                off_Z = (slot * HV + i_hv).to(tl.int64) * (128 * V) + o_t[:, None] * V + o_v[None, :]
-                m_z = (o_v < V)[None, :]
-                b_Ud = b_U.to(U.dtype.element_ty)
-                tl.store(U + off_Z, b_Ud, mask=m_z)
-                b_ou = tl.dot(b_aqk, b_Ud if LOWP else b_Ud.to(tl.float32), input_precision=DOT_PREC)
-                tl.store(U + off_Z + 64 * V, b_ou.to(U.dtype.element_ty), mask=m_z)
-            else:
-                tl.store(U + off_v + o_v[None, :], b_U.to(U.dtype.element_ty), mask=m)
+            tl.store(U + off_v + o_v[None, :], b_U.to(U.dtype.element_ty), mask=m)
         if CHECK:
             raise_flags(flags, bad)
 # --8<-- [end:chunk_wy_fwd_kernel]

@@ -1,19 +1,8 @@
-"""Stages (4) and (5) of the chunk forward: state passing and output, one sequential kernel, in two forms.
+"""Stages (4) and (5) of the chunk forward: state passing and output, one sequential kernel.
 
 Reference: ``gdn2.ops.chunk_fwd.chunk_state_passing`` and ``chunk_output``. Fusing the two keeps the
 chunk start states S₀ on chip: the output reads S₀ while it is still in registers, so S₀ goes to
 memory only when a backward asks for it.
-
-    chunk_state_output_fwd_kernel          R = U − Y S₀, O = Q_γ S₀ + A_qk R, S ← Diag(γ_C) S₀ + K_tailᵀ R:
-                                           four products per chunk; optionally writes R and every S₀
-    chunk_state_output_stacked_fwd_kernel  [R; O] = Z + P S₀, S ← Diag(γ_C) S₀ + [K_tailᵀ 0] [R; O]: two
-                                           products per chunk, from P = [−Y; Q_γ − A_qk Y] and
-                                           Z = [U; A_qk U], which the WY kernel stacks (a forward that
-                                           keeps nothing for a backward, K ≤ 128)
-
-The walk is sequential over chunks, so its time is the chain of each chunk's products; the stacked
-form has half as many, since O = Q_γ S₀ + A_qk (U − Y S₀) = (Q_γ − A_qk Y) S₀ + A_qk U moves A_qk's
-products off the chain and into the WY kernel, which is parallel over chunks.
 """
 
 import triton
@@ -21,7 +10,7 @@ import triton.language as tl
 
 from .jit import F_H0, flag_bad_offsets, nonfinite, raise_flags, seq_bounds
 
-__all__ = ["chunk_state_output_fwd_kernel", "chunk_state_output_stacked_fwd_kernel"]
+__all__ = ["chunk_state_output_fwd_kernel"]
 
 
 # --8<-- [start:chunk_state_output_fwd_kernel]
@@ -144,79 +133,3 @@ def chunk_state_output_fwd_kernel(
         if BK > BKH:
             tl.store(ht + off_S + BKH * V, b_S2, mask=m_S2)
 # --8<-- [end:chunk_state_output_fwd_kernel]
-
-
-# --8<-- [start:chunk_state_output_stacked_fwd_kernel]
-@triton.jit
-def chunk_state_output_stacked_fwd_kernel(
-    P,                       # [NSLOT, H, 2·BT, K] from chunk_wy_fwd_kernel: rows −Y, then Q_γ − A_qk Y
-    Kt,                      # [B, T, H, K] from chunk_wy_fwd_kernel
-    Z,                       # [NSLOT, HV, 2·BT, V] from chunk_wy_fwd_kernel: rows U, then A_qk U
-    gC,                      # [NSLOT, H, K] float32 γ_C per chunk slot
-    h0,                      # initial state [N, HV, K, V] float32 (HAS_H0)
-    o,                       # out [B, T, HV, V] in q's dtype
-    ht,                      # out final state [N, HV, K, V] float32 (STORE_FINAL)
-    flags,                   # [1] int32: bad-input bits (jit.FLAG_BITS)
-    cu_seqlens,              # [N + 1] packed offsets (IS_VARLEN)
-    T, N,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BKH: tl.constexpr, BV: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr, DOT_PREC: tl.constexpr,
-):
-    """The walk of ``chunk_state_output_fwd_kernel`` (same grid, same state block [BKH, BV] in registers,
-    K ≤ BKH) with each chunk's two pairs of products stacked into two products of 2·BT rows:
-    X = Z + P S₀ ([2·BT, BV]: rows R, then O), then S ← Diag(γ_C) S₀ + [K_tailᵀ 0] X, whose zero
-    columns drop O (O's rows of X are zeroed as well, so nothing but R reaches the state). Both products
-    are on the chain; the output leaves it as a store. FLOPs per chunk 2·BV·(2·BT·K + K·2·BT), about the
-    unstacked kernel's; bytes per chunk and program: P (2·BT·K), K_tail, Z's block.
-    """
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
-    i_n, i_hv = i_nh // HV, i_nh % HV
-    i_h = i_hv // (HV // H)
-    bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-    if IS_VARLEN:
-        slot0 = bos // BT + i_n
-    else:
-        slot0 = i_n * tl.cdiv(T, BT)
-    NT = tl.cdiv(eos - bos, BT)
-
-    o_r = tl.arange(0, 2 * BT)                    # the stacked rows: 0 … BT − 1 for R, BT … 2·BT − 1 for O
-    is_r = o_r < BT
-    o_tr = tl.where(is_r, o_r, 0)                 # row r's token in the chunk (R's rows)
-    o_to = tl.where(is_r, 0, o_r - BT)            # row BT + t's token in the chunk (O's rows)
-    o_k = tl.arange(0, BKH)
-    m_k = o_k < K
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    off_S = (i_n * HV + i_hv).to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
-    m_S = m_k[:, None] & m_v[None, :]
-
-    bad = tl.zeros([], tl.int32)
-    b_S = tl.zeros([BKH, BV], tl.float32)
-    if HAS_H0:
-        b_S += tl.load(h0 + off_S, mask=m_S, other=0.0).to(tl.float32)
-        bad |= nonfinite(b_S) * F_H0
-    if IS_VARLEN:
-        if (i_v == 0) & (i_hv == 0):
-            bad |= flag_bad_offsets(cu_seqlens, i_n, N, T)
-    raise_flags(flags, bad)
-    for i_t in range(NT):
-        t0 = bos + i_t * BT
-        L = eos - t0
-        slot = slot0 + i_t
-        off_p = (slot * H + i_h).to(tl.int64) * (2 * BT * K) + o_r[:, None] * K + o_k[None, :]     # [2BT, BKH]
-        off_z = (slot * HV + i_hv).to(tl.int64) * (2 * BT * V) + o_r[:, None] * V + o_v[None, :]   # [2BT, BV]
-        off_ktT = (t0 * H + i_h) * K + o_tr[None, :] * (H * K) + o_k[:, None]                      # [BKH, 2BT]
-        b_p = tl.load(P + off_p, mask=m_k[None, :], other=0.0)
-        b_z = tl.load(Z + off_z, mask=m_v[None, :], other=0.0).to(tl.float32)
-        b_ktT = tl.load(Kt + off_ktT, mask=m_k[:, None] & (is_r & (o_r < L))[None, :], other=0.0)
-        b_gc = tl.load(gC + (slot * H + i_h) * K + o_k, mask=m_k, other=0.0)
-
-        b_x = tl.dot(b_p, b_S.to(b_p.dtype), acc=b_z, input_precision=DOT_PREC)   # [R; O] = Z + P S₀
-        m_o = (~is_r & (o_to < L))[:, None] & m_v[None, :]
-        tl.store(o + ((t0 + o_to[:, None]) * HV + i_hv) * V + o_v[None, :], b_x.to(o.dtype.element_ty), mask=m_o)
-        b_r = tl.where(is_r[:, None], b_x, 0.0).to(b_p.dtype)
-        b_S = b_S * b_gc[:, None] + tl.dot(b_ktT, b_r, input_precision=DOT_PREC)  # S_C = γ_C S₀ + K_tailᵀ R
-    if STORE_FINAL:
-        tl.store(ht + off_S, b_S, mask=m_S)
-# --8<-- [end:chunk_state_output_stacked_fwd_kernel]
