@@ -194,10 +194,51 @@ def test_launch_variants_change_only_the_named_default(monkeypatch):
     assert BackwardConfig() == before_b and ForwardConfig() == before_f and layer.chunk_gdn2 is before_op
     for bad, err in ((["fwd.wy.BK=32", "bwd.pairwise.num_warp=8"], TypeError),
                      (["bwd.pairwse.num_warps=8"], ValueError), (["bwd.state.BV=48"], ValueError),
-                     (["recompute=sometimes"], ValueError), (["fwd.wy.BK"], ValueError)):
+                     (["recompute=sometimes"], ValueError), (["fwd.wy.BK"], ValueError),
+                     (["conv.fwd.BT=64", "conv.fwd.BX=64"], TypeError), (["conv.mid.BT=64"], ValueError),
+                     (["conv.bwd.BD=48"], ValueError)):
         with pytest.raises(err), launch_defaults.overridden(bad):
             pass
         assert ForwardConfig() == before_f and BackwardConfig() == before_b
+
+
+def test_conv_launch_variants_replace_fields_of_the_rule():
+    """``conv.fwd.BT=64+conv.bwd.num_warps=2`` changes those fields of what the short convolution's launch
+    rules pick for each call and keeps the rest; the layer's convolution runs under it (its output
+    unchanged), and the rules return after the block."""
+    import dataclasses
+
+    import torch
+
+    launch_defaults = bench_module("launch_defaults")
+    from gdn2.fast import conv
+
+    class Recorded:
+        """The forward kernel, recording each launch's grid."""
+
+        def __init__(self, kernel):
+            self.kernel, self.grids = kernel, []
+
+        def __getitem__(self, grid):
+            self.grids.append(grid)
+            return self.kernel[grid]
+
+    rule_f, rule_b = conv.fwd_launch, conv.bwd_launch
+    dev = torch.device("cpu")
+    x, weight = torch.randn(2, 40, 24), torch.randn(24, 4)
+    y0 = conv.short_conv(x, weight)[0]
+    with launch_defaults.overridden(["conv.fwd.BT=64", "conv.bwd.num_warps=2"]) as label:
+        assert label == "conv.fwd.BT=64, conv.bwd.num_warps=2"
+        assert conv.fwd_launch(2048) == dataclasses.replace(rule_f(2048), BT=64)
+        assert conv.fwd_launch(24) == dataclasses.replace(rule_f(24), BT=64)      # the rule's BD for 24 channels
+        assert conv.bwd_launch(80, 24, 4, dev) == dataclasses.replace(rule_b(80, 24, 4, dev), num_warps=2)
+        recorded = Recorded(conv.short_conv_fwd_kernel)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(conv, "short_conv_fwd_kernel", recorded)
+            y1 = conv.short_conv(x, weight)[0]
+        assert recorded.grids == [(2, 1)]       # 80 tokens in two tiles of 64 (the rule's 32: three tiles)
+        assert torch.equal(y0, y1)
+    assert conv.fwd_launch is rule_f and conv.bwd_launch is rule_b
 
 
 def test_layer_variants_are_valid_settings():
