@@ -6,25 +6,26 @@ each one's shared memory against the H200's 232448 B per block.
 The launches are recorded by running the host code of ``chunk_gdn2_fwd`` / ``chunk_gdn2_bwd`` on
 CPU tensors with ``JITFunction.run`` replaced by a recorder (no kernel runs; later launches do not
 depend on values, and the host code never synchronises), then each is compiled with this machine's
-Triton for ``GPUTarget("cuda", 90, 32)``. A launch over the limit is what a GPU reports as
-``OutOfResources`` at run time. Compiling the float32 kernels at K = 256 takes minutes.
+Triton for ``GPUTarget("cuda", 90, 32)`` through ``JITFunction.run`` itself, so with the specialisation
+a GPU launch of the same arguments gets (the alignment of pointers and the divisibility of integers,
+which set the kernels' layouts and so their shared memory). A launch over the limit is what a GPU
+reports as ``OutOfResources`` at run time. Compiling the float32 kernels at K = 256 takes minutes.
 """
 
-import inspect
 import sys
+from pathlib import Path
 
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from triton.runtime.driver import driver
 from triton.runtime.jit import JITFunction
 
 from gdn2.fast import chunk_bwd, chunk_fwd
 from gdn2.fast.config import ForwardConfig, StateLaunch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from resources import CompileOnlyDriver  # noqa: E402  (benchmarks/resources.py: a driver for no GPU)
+
 SMEM_LIMIT = 232448
-_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int32: "i32",
-          torch.int64: "i64"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -54,27 +55,11 @@ def record(fn) -> list:
 
 
 def compile_launch(kernel: JITFunction, args: tuple, kwargs: dict):
-    names = list(inspect.signature(kernel.fn).parameters)
-    opts = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
-    bound = dict(zip(names, args))
-    bound.update(kwargs)
-    sig, consts = {}, {}
-    for i, n in enumerate(names):
-        a = bound.get(n, kernel.params[i].default if hasattr(kernel.params[i], "default") else None)
-        if (n in kwargs and kernel.params[i].is_constexpr) or a is None:
-            sig[n], consts[(i,)] = "constexpr", a
-        elif isinstance(a, torch.Tensor):
-            sig[n] = "*" + _TYPES[a.dtype]
-        elif isinstance(a, bool):
-            sig[n] = "i1"
-        elif isinstance(a, int):
-            sig[n] = "i32"
-        elif isinstance(a, float):
-            sig[n] = "fp32"
-        else:
-            sig[n], consts[(i,)] = "constexpr", a
-    src = ASTSource(fn=kernel, signature=sig, constexprs=consts)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+    """The compiled kernel of one recorded launch, for sm_90a, specialised as a GPU launch would be. The
+    process's Triton driver is the compile-only one from then on (callers run in a process of their own)."""
+    if not isinstance(driver._active, CompileOnlyDriver):      # not .active: that would start a GPU driver
+        driver.set_active(CompileOnlyDriver(90))
+    return JITFunction.run(kernel, *args, grid=(1,), warmup=True, **kwargs)
 
 
 def check(K: int, V: int, dtype: torch.dtype, T: int = 130, H: int = 1, HV: int = 2) -> bool:
@@ -102,7 +87,7 @@ def check(K: int, V: int, dtype: torch.dtype, T: int = 130, H: int = 1, HV: int 
         md = ck.metadata
         bad = md.shared > SMEM_LIMIT
         ok &= not bad
-        print(f"{'OVER ' if bad else '     '}K{K} V{V} {_TYPES[dtype]:4} {kernel.fn.__name__:36} "
+        print(f"{'OVER ' if bad else '     '}K{K} V{V} {str(dtype).removeprefix('torch.'):8} {kernel.fn.__name__:36} "
               f"{md.shared:7d} B shared, {md.num_warps} warps, {md.num_stages} stages", flush=True)
     return ok
 
