@@ -57,8 +57,7 @@ def record(fn) -> list:
 def compile_launch(kernel: JITFunction, args: tuple, kwargs: dict):
     """The compiled kernel of one recorded launch, for sm_90a, specialised as a GPU launch would be. The
     process's Triton driver is the compile-only one from then on (callers run in a process of their own)."""
-    if not isinstance(driver._active, CompileOnlyDriver):      # not .active: that would start a GPU driver
-        driver.set_active(CompileOnlyDriver(90))
+    driver.set_active(CompileOnlyDriver(90))
     return JITFunction.run(kernel, *args, grid=(1,), warmup=True, **kwargs)
 
 

@@ -28,7 +28,7 @@ FWD = ("chunk_intra_diag_kernel", "chunk_intra_offdiag_kernel", "chunk_wy_fwd_ke
     ],
 )
 def test_forward_launches_fit_h200_shared_memory(K, V, dtype, save, state_config, kernels):
-    shared = forward_shared(K, V, dtype, save, state_config, kernels)
+    shared = shared_in_subprocess(K, V, dtype, save, state_config, kernels)
     assert set(shared) == set(kernels), shared          # every kernel named was launched (and compiled)
     for name, nbytes in shared.items():
         assert nbytes <= SMEM_LIMIT, (name, nbytes)
@@ -38,11 +38,11 @@ def test_forward_launches_fit_h200_shared_memory(K, V, dtype, save, state_config
 def test_the_state_width_rule_stops_where_shared_memory_does(dtype, save):
     """At K = 256 the forward's width rule takes BV 16 when saving or in float32 (``chunk_fwd._state_block_v``)
     because BV 32 there needs more shared memory than an H200 has: the check sees that launch over."""
-    shared = forward_shared(256, 256, dtype, save, dict(BV=32), FWD[3:])
+    shared = shared_in_subprocess(256, 256, dtype, save, dict(BV=32), FWD[3:])
     assert shared[FWD[3]] > SMEM_LIMIT, shared
 
 
-def forward_shared(K, V, dtype, save, state_config, kernels) -> dict[str, int]:
+def shared_in_subprocess(K, V, dtype, save, state_config, kernels) -> dict[str, int]:
     """``launch_check.forward_shared`` in a process of its own, without the interpreter."""
     code = ("import json, sys; sys.path.insert(0, 'tests'); from launch_check import forward_shared; "
             f"print(json.dumps(forward_shared({K}, {V}, {dtype!r}, {save}, {state_config!r}, {kernels!r})))")
