@@ -24,7 +24,7 @@ an exponential.
 import triton
 import triton.language as tl
 
-from .jit import chunk_bounds, exp_where, gate_value, offset_int, softplus
+from .jit import G_FLOOR, chunk_bounds, exp_where, gate, gate_value, offset_int
 
 __all__ = ["chunk_bwd_local_wy_kernel", "chunk_bwd_local_pairwise_kernel"]
 
@@ -416,12 +416,18 @@ def chunk_bwd_local_pairwise_kernel(
         b_dg = tl.cumsum(b_dG, axis=0, reverse=True) + b_carry[None, :]
         b_carry += tl.sum(b_dG, axis=0)
         if GATE:
-            # g = −exp(A_log)·softplus(x), x = g_raw + dt_bias
+            # g = −exp(A_log)·softplus(x), x = g_raw + dt_bias. G counts a g at or below G_FLOOR as the
+            # floor, so such a g has no gradient: its dg is only what the reverse sum's cancelling terms
+            # leave, which the decay rate would multiply (to ±inf when e^A_log overflows). Above the floor
+            # the factor e^A_log·σ(x) is at most e^A_log·softplus(x) = |g| < −G_FLOOR, and is formed
+            # before it meets dg.
             b_x = tl.load(g_raw + off_i, mask=m_ik, other=0.).to(tl.float32)
             if HAS_DT_BIAS:
                 b_x += b_bias[None, :]
-            b_dx = tl.where(m_ik, -b_dg * b_decay_rate * tl.sigmoid(b_x), 0.)
-            b_dAl += tl.sum(tl.where(m_ik, -b_dg * b_decay_rate * softplus(b_x), 0.), axis=0)
+            b_gv = gate(b_x, b_A_log)
+            m_g = m_ik & (b_gv > G_FLOOR)
+            b_dx = tl.where(m_g, -b_dg * (b_decay_rate * tl.sigmoid(b_x)), 0.)
+            b_dAl += tl.sum(tl.where(m_g, b_dg * b_gv, 0.), axis=0)
             b_ddt += tl.sum(b_dx, axis=0)
             b_dg = b_dx
         if L2NORM:

@@ -9,7 +9,7 @@ in-op gate with a huge A_log) and non-finite values in one input. The float64 re
 outcome: either it raises, and then every other path (the reference chunkwise op, the Triton chunk and
 decoding ops) must raise the same error class, or it returns, and then every other path must return
 within the tolerance table, and the Triton chunk op's gradients must match autograd through the
-recurrence (calls without the in-op gate). The only other outcome allowed is a documented refusal of the Triton
+recurrence (A_log's too, with the in-op gate). The only other outcome allowed is a documented refusal of the Triton
 backend (bfloat16 under the interpreter), a TypeError. Run in a subprocess by
 ``tests/test_contract_fuzz.py``, so that a crash fails the test instead of killing the run.
 """
@@ -142,20 +142,25 @@ def check_call(x: dict, kw: dict, dtype: torch.dtype, what: str, device: str, ve
             assert torch.equal(torch.isfinite(a.cpu()), finite), f"{name} {label}: finiteness differs; {what}"
             err = rel_rms(a.cpu()[finite], e.cpu()[finite])
             assert err <= bound, f"{name} {label}: rel-RMS {err:.2e} > {bound:.0e}; {what}"
-    if (expected[0] == "ok" and "A_log" not in kw and rounded["q"].numel()
+    if (expected[0] == "ok" and rounded["q"].numel()
             and not (device == "cpu" and dtype == torch.bfloat16)):
-        check_gradients(rounded, exact, kw.get("cu_seqlens"), dtype, what, device)
+        check_gradients(rounded, exact, kw, low_kw, dtype, what, device)
 
 
-def check_gradients(rounded: dict, exact: dict, cu_seqlens, dtype: torch.dtype, what: str, device: str) -> None:
+def check_gradients(rounded: dict, exact: dict, kw: dict, low_kw: dict, dtype: torch.dtype, what: str,
+                    device: str) -> None:
     """The Triton chunk op's gradients against autograd through the float64 recurrence, for a call that
-    returned (without the in-op gate, whose parameters' gradients the test suite checks). dg sums signed
-    terms (q⊙dq − k⊙dk + …) that cancel, to exactly 0 for a token before which the state is empty, so its
-    error is measured against the size of those terms."""
+    returned (A_log's too, with the in-op gate). dg sums signed terms (q⊙dq − k⊙dk + …) that cancel, to
+    exactly 0 for a token before which the state is empty, so its error is measured against the size of
+    those terms; with the in-op gate (e^A_log = e^100 here, every decay 0) the gradients of the raw gate
+    and of A_log are those sums times the rate, which must not turn their rounding into ±inf or NaN."""
     import gdn2.fast
 
+    exact, rounded = dict(exact), dict(rounded)
+    if "A_log" in kw:
+        exact["A_log"], rounded["A_log"] = kw["A_log"], low_kw["A_log"]
     names = list(exact)
-    cu = {} if cu_seqlens is None else {"cu_seqlens": cu_seqlens}
+    cu = {} if kw.get("cu_seqlens") is None else {"cu_seqlens": kw["cu_seqlens"]}
     gen = torch.Generator().manual_seed(1)
 
     def grads(op, inputs):

@@ -333,6 +333,22 @@ def test_backward_strong_decay_is_finite_and_accurate(case):
     check_grads(inputs, torch.float32)
 
 
+@pytest.mark.parametrize("A_log", [20.0, 100.0])
+def test_backward_in_op_gate_at_decay_rates_past_the_floor(A_log):
+    """The in-op gate with e^A_log large enough that most log-decays fall below the floor of the cumulative
+    decay (e^20), or overflow float32 to −inf (e^100, as in the contract fuzzer): such a g has no
+    gradient (its decay is exactly 0), and the decay rate must not multiply the rounding left in its dg
+    (±inf or NaN at e^100, values up to 1e58 at e^80 before the rule). Every gradient is finite and equals
+    the float64 recurrence's; at e^100 those of the raw gate, A_log and dt_bias are exactly 0."""
+    H, K = 2, 16
+    inputs = with_gate(make_inputs(1, 70, H, 2, K, 16), H, K)
+    inputs["A_log"] = torch.full_like(inputs["A_log"], A_log)
+    got = check_grads(inputs, torch.float32, use_qk_l2norm_in_kernel=True)
+    if A_log == 100.0:
+        for name in ("g", "A_log", "dt_bias"):
+            assert not got[name].any(), f"d{name} is not 0 where every decay is"
+
+
 def mixed_decay_inputs(T: int, K: int) -> dict:
     """Moderate decay (logsigmoid of randn) with a few channels of a few tokens at −20 to −200 (chunk
     64): tokens 16..31 keep a fast-valid prefix 16..22 and a strong-decay suffix 23..31; in tokens
