@@ -16,11 +16,15 @@ timing is the median of ``triton.testing.do_bench`` after warm-up, on fresh rand
 is the forward and the backward of ⟨y, dy⟩ with gradients for the input and every parameter. Peak memory
 is the allocator's peak during one train step above what the inputs and parameters hold. The
 operator alone (``ours-op``, ``peer-op``: ``chunk_gdn2`` of ours and the peer on the same inputs) is
-timed too, at 8x2048 and on the packed row. A profile of our train step at 8x2048 splits its device
-time into the mixing kernels, the short convolution, the norm, the GEMMs and the rest (``mode=profile``).
+timed too, at 8x2048 and on the packed row. A profile of the train step at 8x2048 splits its device
+time into the mixing kernels, the short convolution, the norm, the GEMMs and the rest (``mode=profile``),
+for our layer and the peer's; a profile of the forward (``mode=profile-fwd``, at 8x2048 and 1x65536) does
+the same for one ``no_grad`` call and adds ``idle``: the timed forward less its device time, the share of
+the call the GPU waits for the host.
 
 Writes ``results/layer-<card>.csv``: card, mode (fwd, train, profile), shape, impl, ms, peak_mib,
-peer_over_this, sdpa_over_this (and for profile rows the category in ``impl`` and its share).
+peer_over_this, sdpa_over_this (and for profile rows the category in ``impl`` and its share: of the
+device time for ``profile``, of the timed forward for ``profile-fwd``).
 
 ``--variants`` times only our layer, forward and train step, under other default launch settings and
 ``recompute`` modes (``launch_defaults.py``; default: :data:`VARIANTS`, at 8x2048, 1x16384 and the
@@ -154,15 +158,53 @@ CATEGORIES = (("gated norm", ("gated_rms_norm", "layer_norm", "rms_norm_gated", 
               ("GEMMs", ("gemm", "sm90", "cutlass", "nvjet", "xmma", "cublas", "matmul")))
 
 
-def profile_rows(name: str, module, kind, x, card: str, shape: str) -> list[dict]:
-    """Device ms of one layer's train step by category (torch profiler, mean of 5 steps); impl is
-    ``<layer>:<category>`` and share is the category's part of the layer's device time."""
+def category(kernel: str) -> str:
+    """The category of a kernel's name: the first of :data:`CATEGORIES` one of whose keys it holds."""
+    key = kernel.lower()
+    return next((c for c, keys in CATEGORIES if any(k in key for k in keys)), "other")
+
+
+def categorise(events, steps: int) -> dict[str, float]:
+    """Device ms per step of each category from profiler averages (objects with ``key`` and
+    ``device_time_total`` in µs over ``steps`` steps)."""
+    totals: dict[str, float] = {}
+    for e in events:
+        if e.device_time_total > 0:
+            cat = category(e.key)
+            totals[cat] = totals.get(cat, 0.0) + e.device_time_total / steps / 1e3
+    return totals
+
+
+def profile_share_rows(name: str, totals: dict[str, float], card: str, shape: str,
+                       wall_ms: float | None = None) -> list[dict]:
+    """The CSV rows of one profile, largest first: ``mode=profile`` with each category's share of the
+    device time, or with ``wall_ms`` (the timed forward) ``mode=profile-fwd`` with ``idle`` = wall_ms
+    less the device time (not below 0) and each share of wall_ms."""
+    totals = dict(totals)
+    device = sum(totals.values())
+    if wall_ms is not None:
+        totals["idle"] = max(wall_ms - device, 0.0)
+    whole = device if wall_ms is None else max(wall_ms, device)
+    mode = "profile" if wall_ms is None else "profile-fwd"
+    return [dict(card=card, mode=mode, shape=shape, impl=f"{name}:{cat}", ms=round(ms, 4),
+                 share=round(ms / whole, 4))
+            for cat, ms in sorted(totals.items(), key=lambda kv: -kv[1])]
+
+
+def profile_rows(name: str, module, kind, x, card: str, shape: str, cu: torch.Tensor | None = None,
+                 wall_ms: float | None = None) -> list[dict]:
+    """Device ms of one layer's train step by category (torch profiler, mean of 5 steps), or with
+    ``wall_ms`` (its timed forward) of one ``no_grad`` forward (:func:`profile_share_rows`)."""
     x = x.detach().requires_grad_()
     dy = torch.randn_like(x)
     params = [p for p in module.parameters() if p.requires_grad]
 
     def step():
-        torch.autograd.grad(call(module, kind, x), [x, *params], dy)
+        if wall_ms is not None:
+            with torch.no_grad():
+                call(module, kind, x, cu)
+        else:
+            torch.autograd.grad(call(module, kind, x, cu), [x, *params], dy)
 
     for _ in range(2):
         step()
@@ -171,18 +213,10 @@ def profile_rows(name: str, module, kind, x, card: str, shape: str) -> list[dict
         for _ in range(5):
             step()
         torch.cuda.synchronize()
-    totals: dict[str, float] = {}
     for e in prof.key_averages():
-        if e.device_time_total <= 0:
-            continue
-        key = e.key.lower()
-        cat = next((c for c, keys in CATEGORIES if any(k in key for k in keys)), "other")
-        totals[cat] = totals.get(cat, 0.0) + e.device_time_total / 5 / 1e3
-        print(f"   {name:5s} {e.device_time_total / 5:9.1f} us  {cat:18s} {e.key[:80]}")
-    whole = sum(totals.values())
-    return [dict(card=card, mode="profile", shape=shape, impl=f"{name}:{cat}", ms=round(ms, 4),
-                 share=round(ms / whole, 4))
-            for cat, ms in sorted(totals.items(), key=lambda kv: -kv[1])]
+        if e.device_time_total > 0:
+            print(f"   {name:5s} {e.device_time_total / 5:9.1f} us  {category(e.key):18s} {e.key[:80]}")
+    return profile_share_rows(name, categorise(prof.key_averages(), 5), card, shape, wall_ms)
 
 
 def main():
@@ -290,10 +324,13 @@ def run(args) -> None:
                                  sdpa_over_this=round(times["sdpa"][i] / t[i], 3) if "sdpa" in times else ""))
         if shape in ("varlen", "8x2048", "1x16384"):
             rows += op_rows(x, cu, card, args)
-        if shape == "8x2048":
-            for name in ("ours", "peer"):
-                if name in mods:
-                    rows += profile_rows(name, *mods[name], x, card, shape)
+        for name in ("ours", "peer"):
+            if name not in mods or name not in times:
+                continue
+            if shape == "8x2048":
+                rows += profile_rows(name, *mods[name], x, card, shape)
+            if shape in ("8x2048", "1x65536"):
+                rows += profile_rows(name, *mods[name], x, card, shape, cu, wall_ms=times[name][0])
         del x
         torch.cuda.empty_cache()
         write_csv(Path(args.out) / f"layer-{card.replace(' ', '_')}.csv", rows, FIELDS)

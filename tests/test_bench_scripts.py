@@ -252,6 +252,30 @@ def test_layer_variants_are_valid_settings():
         launch_defaults.validate(["", "recompute=sometimes"])
 
 
+def test_layer_profile_rows():
+    """The layer profile's categories and shares: kernels sorted by name (the peer's l2norm is mixing, a
+    norm named rmsnorm is not; unknown kernels are "other"), and the forward's ``idle`` = the timed call
+    less its device time, its shares of that call (idle not below 0 when the profiler's sum exceeds it)."""
+    from types import SimpleNamespace as E
+
+    bench_layer = bench_module("bench_layer")
+    times = {"chunk_wy_fwd_kernel": 3000.0, "l2norm_fwd_kernel": 1000.0, "sm90_xmma_gemm_bf16": 4000.0,
+             "gated_rms_norm_fwd_kernel": 500.0, "short_conv_fwd_kernel": 1000.0, "elementwise_kernel": 500.0,
+             "cudaLaunchKernel": 0.0}
+    events = [E(key=k, device_time_total=us) for k, us in times.items()]
+    totals = bench_layer.categorise(events, steps=5)
+    assert totals == {"mixing kernels": 0.8, "GEMMs": 0.8, "gated norm": 0.1, "short convolution": 0.2,
+                      "other": 0.1}
+    train = bench_layer.profile_share_rows("ours", totals, "card", "8x2048")
+    assert [r["mode"] for r in train] == ["profile"] * 5 and "ours:idle" not in {r["impl"] for r in train}
+    assert sum(r["share"] for r in train) == pytest.approx(1.0, abs=1e-3)
+    fwd = {r["impl"]: r for r in bench_layer.profile_share_rows("ours", totals, "card", "8x2048", wall_ms=2.5)}
+    assert fwd["ours:idle"]["ms"] == pytest.approx(0.5) and fwd["ours:idle"]["share"] == pytest.approx(0.2)
+    assert fwd["ours:GEMMs"]["share"] == pytest.approx(0.32) and fwd["ours:GEMMs"]["mode"] == "profile-fwd"
+    short = {r["impl"]: r for r in bench_layer.profile_share_rows("ours", totals, "card", "8x2048", wall_ms=1.5)}
+    assert short["ours:idle"]["ms"] == 0.0 and sum(r["share"] for r in short.values()) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_lm_benchmark_peer_mixer_takes_what_a_block_passes():
     """bench_lm.py puts the peer's layer behind the mixer interface of gdn2's blocks: it must accept the
     arguments ``Block.forward`` passes a mixer (a GPU run found out too late otherwise)."""
