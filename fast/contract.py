@@ -13,7 +13,7 @@ import os
 import torch
 from torch import Tensor
 
-from gdn2.ops._contract import check_cu_seqlens_values, check_inputs
+from gdn2.ops._contract import check_cu_seqlens_values, check_inputs, empty_output
 
 from .utils import MAX_HEAD_DIM
 
@@ -85,9 +85,11 @@ def _plain_call(q, k, v, g, b, w, scale, initial_state, cu_seqlens, A_log, dt_bi
         return False
 
 
-def empty_result(q: Tensor, v: Tensor, initial_state: Tensor | None, output_final_state: bool, N: int):
-    """(o, final_state) of a call with no tokens: o is empty, each final state is its initial state."""
-    o = torch.empty(v.shape, dtype=q.dtype, device=q.device)
+def empty_result(q: Tensor, k: Tensor, v: Tensor, g: Tensor, b: Tensor, w: Tensor, A_log: Tensor | None,
+                 dt_bias: Tensor | None, initial_state: Tensor | None, output_final_state: bool, N: int):
+    """(o, final_state) of a call with no tokens: o is empty (every input gets a gradient of zeros,
+    ``gdn2.ops._contract.empty_output``), each final state is its initial state."""
+    o = empty_output(v, q, k, g, b, w, A_log, dt_bias, dtype=q.dtype)
     if not output_final_state:
         return o, None
     if initial_state is not None:
@@ -118,7 +120,7 @@ def validated(fn):
                 check_cu_seqlens_values(cu_seqlens, dims.T)
                 cu_seqlens = cu_seqlens.to(q.device)
             if dims.B * dims.T == 0 or dims.N == 0:
-                return empty_result(q, v, initial_state, output_final_state, dims.N)
+                return empty_result(q, k, v, g, b, w, A_log, dt_bias, initial_state, output_final_state, dims.N)
         return fn(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_seqlens,
                   use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, A_log=A_log, dt_bias=dt_bias, **extras)
 

@@ -56,8 +56,9 @@ class ShortConvolution(nn.Module):
             N, T, D = x.shape
             past = x.new_zeros(N, W - 1, D) if state is None else state.transpose(1, 2).to(x.dtype)
             ext = torch.cat([past, x], dim=1)                                   # [B, W-1+T, D]
+            # T = 0: nothing to convolve, but y still depends on x and the weight (gradients of zeros)
             y = (F.conv1d(ext.transpose(1, 2), self.weight.to(x.dtype), groups=D).transpose(1, 2) if T
-                 else torch.zeros_like(x))                                      # T = 0: nothing to convolve
+                 else x * 0 + self.weight.sum().to(x.dtype) * 0)
             new_state = ext[:, ext.shape[1] - (W - 1):].transpose(1, 2)         # [B, D, W-1]
             return F.silu(y), new_state.contiguous()
         return self._packed(x, state, cu_seqlens)

@@ -325,6 +325,27 @@ def test_calls_without_tokens(B, T):
             assert h.untyped_storage().data_ptr() != xs["initial_state"].untyped_storage().data_ptr()
 
 
+@pytest.mark.parametrize("B,T", [(0, 5), (2, 0)], ids=["B0", "T0"])
+def test_calls_without_tokens_give_every_input_a_zero_gradient(B, T):
+    """No tokens, with the in-op gate and the gates as logits: o depends on every input all the same, so
+    each gets a gradient of zeros, not none, on every op (a batch that is all padding must not leave a
+    parameter without a gradient: data-parallel training expects one on every rank)."""
+    H, K = 1, 16
+    x = make_inputs(max(B, 1), max(T, 1), H, 2, K, 16)
+    x = {n: t[:B, :T] if n != "initial_state" else t[:B] for n, t in x.items()}
+    x["A_log"], x["dt_bias"] = torch.zeros(H, dtype=torch.float64), torch.zeros(H * K, dtype=torch.float64)
+    ops = REFERENCE_OPS + ([] if gdn2.fast.unavailable_reason() else [gdn2.fast.chunk_gdn2,
+                                                                       gdn2.fast.fused_recurrent_gdn2])
+    for op in ops:
+        xs = {n: (t if op in REFERENCE_OPS else t.float()).clone().requires_grad_() for n, t in x.items()}
+        o, h = op(**xs, output_final_state=True, use_gate_sigmoid_in_kernel=True)
+        grads = torch.autograd.grad(o.sum() + h.sum(), list(xs.values()), allow_unused=True)
+        for n, g in zip(xs, grads):
+            assert g is not None, f"{op.__module__}.{op.__name__}: no gradient of {n}"
+            want = torch.ones_like(g) if n == "initial_state" else torch.zeros_like(g)
+            assert torch.equal(g, want), f"{op.__module__}.{op.__name__}: d{n}"
+
+
 # ---- scale and flags -----------------------------------------------------------------------------------
 TRITON_OPS = [pytest.param(gdn2.fast.chunk_gdn2, marks=triton, id="triton-chunk"),
               pytest.param(gdn2.fast.fused_recurrent_gdn2, marks=triton, id="triton-fused_recurrent")]

@@ -71,6 +71,20 @@ def test_fused_layer_with_padding_and_packing():
     check(fast, ref, torch.randn(1, 50, 32, device=DEVICE), "triton-float32", cu_seqlens=cu)
 
 
+@pytest.mark.parametrize("call", ["all-padding", "no-tokens"])
+def test_fused_layer_on_a_batch_without_tokens(call):
+    """Every token masked, or none there: zeros out, and every parameter gets a gradient of zeros (not
+    none), as on the reference layer."""
+    fast, _ = pair(HV=4)
+    T = 5 if call == "all-padding" else 0
+    x = torch.randn(2, T, 32, device=DEVICE, requires_grad=True)
+    y = fast(x, attention_mask=torch.zeros(2, T, device=DEVICE)) if T else fast(x)
+    assert y.shape == x.shape and not y.any()
+    grads = torch.autograd.grad(y.sum(), [x, *fast.parameters()], allow_unused=True)
+    for (name, _), g in zip([("x", x), *fast.named_parameters()], grads):
+        assert g is not None and not g.any(), f"d{name}: {g}"
+
+
 @pytest.mark.parametrize("steps", [(1,) * 8, (5, 3)], ids=["token-by-token", "several-tokens"])
 def test_fused_layer_decoding_equals_one_call(steps):
     """Prefill 12 tokens, then the rest in calls of ``steps`` tokens: the outputs equal the reference's

@@ -193,6 +193,25 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("call", ["all-padding", "no-tokens", "empty-packed"])
+def test_a_batch_without_tokens_gives_every_parameter_a_zero_gradient(call):
+    """A batch that is all padding (or has no tokens) returns zeros and gives every parameter a gradient of
+    zeros, as a batch with tokens does, not none: data-parallel training expects a gradient of every
+    parameter on every rank."""
+    layer = GDN2(32, 2, head_dim=8, backend="reference")
+    T = 0 if call == "no-tokens" else 6
+    x = torch.randn(1 if call == "empty-packed" else 2, T, 32, requires_grad=True)
+    kw = {"all-padding": dict(attention_mask=torch.zeros(2, T)), "no-tokens": {},
+          "empty-packed": dict(cu_seqlens=torch.tensor([0, 0]))}[call]
+    if call == "empty-packed":
+        x = x[:, :0].detach().requires_grad_()
+    y = layer(x, **kw)
+    assert y.shape == x.shape and not y.any()
+    grads = torch.autograd.grad(y.sum(), [x, *layer.parameters()], allow_unused=True)
+    for (name, _), g in zip([("x", x), *layer.named_parameters()], grads):
+        assert g is not None and not g.any(), f"d{name}: {g}"
+
+
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")])
 def test_low_precision_layer_keeps_dtype(dtype):
     layer = make_layer(dtype=dtype)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 __all__ = ["Dims", "check_inputs", "check_cu_seqlens", "check_packed_offsets", "check_cu_seqlens_values",
            "check_finite", "check_log_decay", "compute_dtype", "l2norm", "gate_from_raw", "erase_gate_scale",
-           "gates_from_logits", "split_sequences"]
+           "gates_from_logits", "split_sequences", "empty_output"]
 
 
 @dataclass(frozen=True)
@@ -250,3 +250,15 @@ def split_sequences(x: Tensor, cu_seqlens: Tensor | None) -> list[Tensor]:
         return list(x.unbind(0))
     bounds = cu_seqlens.tolist()
     return [x[0, s:e] for s, e in zip(bounds[:-1], bounds[1:])]
+
+
+def empty_output(v: Tensor, *inputs: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """o of a call without tokens: v's shape (no elements) in ``dtype``, computed from v and from every
+    other input that requires a gradient, so that each gets a gradient of zeros, as in a call with
+    tokens, and not none: data-parallel training (DDP) expects a gradient of every parameter on every
+    rank, and a batch that is all padding reaches the op as a call without tokens."""
+    o = (v * 0).to(dtype)
+    for x in inputs:
+        if x is not None and x.requires_grad:
+            o = o + x.sum().to(dtype) * 0
+    return o

@@ -11,7 +11,15 @@ from jaxtyping import Float, Integer
 from torch import Tensor
 
 from . import chunk_fwd
-from ._contract import check_log_decay, compute_dtype, erase_gate_scale, gate_from_raw, gates_from_logits, l2norm
+from ._contract import (
+    check_log_decay,
+    compute_dtype,
+    empty_output,
+    erase_gate_scale,
+    gate_from_raw,
+    gates_from_logits,
+    l2norm,
+)
 from ._typing import shape_checked
 from .chunk_bwd import chunk_bwd_local, chunk_bwd_state
 from .chunk_fwd import *  # noqa: F403  (the stage functions, importable from here too)
@@ -100,8 +108,7 @@ def chunk_gdn2(
     h0 = (torch.zeros(N, HV, K, V, dtype=dt, device=q.device) if initial_state is None
           else initial_state.to(dt))
     if B * T == 0 or N == 0:
-        o = (v * 0).to(q.dtype)
-        return o, (h0.clone() if output_final_state else None)
+        return empty_output(v, q, k, g, b, w, dtype=q.dtype), (h0.clone() if output_final_state else None)
     C = chunk_size
     key_side = [to_chunks(x.to(dt), cu_seqlens, C, H)[:, :, 0] for x in (q, k, g, b)]  # [N, H, NC, C, K]
     val_side = [to_chunks(x.to(dt), cu_seqlens, C, H) for x in (v, w)]                 # [N, H, Gr, NC, C, V]

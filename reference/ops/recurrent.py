@@ -16,6 +16,7 @@ from torch import Tensor
 from ._contract import (
     check_log_decay,
     compute_dtype,
+    empty_output,
     erase_gate_scale,
     gate_from_raw,
     gates_from_logits,
@@ -77,15 +78,16 @@ def _recurrent(q, k, v, g, b, w, scale, initial_state, output_final_state, cu_se
             o_n.append(o_t[0])
         outputs.append(torch.stack(o_n) if o_n else v_n.new_zeros(0, HV, V))
         finals.append(S[0])
-    if not outputs:                                # B = 0, or no packed sequence
-        o = v.new_zeros(v.shape)
+    if q.shape[0] * q.shape[1] == 0:               # no tokens: o still depends on every input
+        o = empty_output(v, q, k, g, b, w, dtype=v.dtype)
     elif cu_seqlens is None:
         o = torch.stack(outputs)                   # [B, T, HV, V]
     else:
         o = torch.cat(outputs)[None]               # [1, T, HV, V]
     final_state = None
     if output_final_state:                         # [N, HV, K, V]
-        final_state = torch.stack(finals) if finals else v.new_zeros(0, HV, K, V)
+        final_state = torch.stack(finals) if finals else (v.new_zeros(0, HV, K, V) if initial_state is None
+                                                          else initial_state.to(dt, copy=True))
     return o, final_state
 
 
