@@ -46,6 +46,7 @@ import torch.nn.functional as F
 import triton
 from bench import peer_ops, retune_peer, write_csv
 from torch import nn
+from triton.runtime.errors import OutOfResources
 from triton.testing import do_bench
 from triton_faults import rel_rms
 
@@ -306,6 +307,9 @@ def run(args) -> None:
                     print(f"{shape} {name}: out of memory")
                     torch.cuda.empty_cache()
                     continue
+                except OutOfResources as e:          # a variant's launch that needs more than the card has
+                    print(f"{shape} {name}: does not fit: {e}")
+                    continue
             print(f"{shape} {name:14s} fwd {times[name][0]:8.3f} ms  train {times[name][1]:8.3f} ms  "
                   f"peak {times[name][2]:9.1f} MiB  ({time.perf_counter() - t0:.0f} s)", flush=True)
         if shape == "8x2048" and not args.no_compile:
@@ -375,6 +379,9 @@ def run_variants(args) -> None:
                 except torch.OutOfMemoryError:
                     print(f"{shape} {name}: out of memory")
                     torch.cuda.empty_cache()
+                    continue
+                except OutOfResources as e:
+                    print(f"{shape} {name}: does not fit: {e}")
                     continue
             base, reference = base or t, reference or result
             err = max(rel_rms(a, e) for a, e in zip(result, reference))
