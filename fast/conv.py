@@ -121,24 +121,35 @@ def short_conv_fwd_kernel(
     W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
     ACTIVATION: tl.constexpr, HAS_H0: tl.constexpr, IS_VARLEN: tl.constexpr, OFF64: tl.constexpr,
 ):
-    """y for BT consecutive tokens of the flattened [B·T] token axis and BD channels.
+    """y for BT consecutive tokens and BD channels.
 
-    Grid: (cdiv(B·T, BT), cdiv(D, BD)). A tile may span sequences: each token finds its own sequence,
-    and tap s of token t reads x_{t−s} only inside it (the initial state or 0 before its start). The W
-    taps are W loads of [BT, BD] tiles shifted by one token each, so the program reads BT + W − 1
-    rows of x from memory and the other loads hit the cache. FLOPs: 2·W per output, plus the SiLU.
-    Bytes: x read once and y written once (2·D each per token in 16-bit), plus the W·D weight.
+    Grid: (B·cdiv(T, BT), cdiv(D, BD)) dense, each program inside one sequence (found by one scalar
+    division per program); (cdiv(T, BT), cdiv(D, BD)) packed, where a tile of the one row may span
+    sequences and each token finds its own. Tap s of token t reads x_{t−s} only inside t's sequence
+    (the initial state or 0 before its start). The W taps are W loads of [BT, BD] tiles shifted by one
+    token each, so the program reads BT + W − 1 rows of x from memory and the other loads hit the cache.
+    FLOPs: 2·W per output, plus the SiLU. Bytes: x read once and y written once (2·D each per token in
+    16-bit), plus the W·D weight.
     """
     i_t, i_d = tl.program_id(0), tl.program_id(1)
-    o_t = i_t.to(tl.int64) * BT + tl.arange(0, BT)
     o_d = i_d * BD + tl.arange(0, BD)
-    m_t = o_t < n_tokens
     m_d = o_d < D
+    if IS_VARLEN:
+        o_t = i_t.to(tl.int64) * BT + tl.arange(0, BT)                # token index in the one row
+        m_t = o_t < n_tokens
+        i_n = token_sequences(cu_seqlens, o_t, T, N, n_steps, IS_VARLEN)
+        bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
+        pos = o_t - bos                                               # position inside the sequence
+    else:
+        # a sequence index per token would be a 64-bit division per row (a subroutine of about 80
+        # instructions on the GPU) before any load could start
+        n_tiles = tl.cdiv(T, BT)
+        i_n = (i_t // n_tiles).to(tl.int64) + tl.zeros([BT], tl.int64)    # the program's sequence, per row
+        pos = (i_t % n_tiles).to(tl.int64) * BT + tl.arange(0, BT)
+        m_t = pos < T
+        o_t = i_n * T + pos                                           # token index in the flattened B·T
     m = m_t[:, None] & m_d[None, :]
-    i_n = token_sequences(cu_seqlens, o_t, T, N, n_steps, IS_VARLEN)
-    bos, eos = seq_bounds(cu_seqlens, i_n, T, IS_VARLEN)
-    pos = o_t - bos                                                   # position inside the sequence
-    off_x = offset_int(token_rows(i_n, bos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
+    off_x = offset_int(token_rows(i_n, o_t - pos, o_t, stride_b, stride_t, IS_VARLEN), OFF64)[:, None] + o_d[None, :]
     off_h = (i_n * D * (W - 1))[:, None] + (o_d * (W - 1))[None, :]
 
     b_a = tl.zeros([BT, BD], tl.float32)
@@ -409,9 +420,11 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
-def fwd_launch(D: int) -> ConvLaunch:
-    """The forward's launch: 32 tokens by up to 128 channels (fewer for narrow D), four warps."""
-    return ConvLaunch(BT=32, BD=min(128, _pow2_at_least(D, 16)), num_warps=4)
+def fwd_launch(D: int, T: int | None = None) -> ConvLaunch:
+    """The forward's launch: 32 tokens by up to 128 channels (fewer for narrow D), four warps; for dense
+    input of T < 32 tokens per sequence (a program stays inside one), the power of two >= T."""
+    BT = 32 if T is None else min(32, _pow2_at_least(T, 1))
+    return ConvLaunch(BT=BT, BD=min(128, _pow2_at_least(D, 16)), num_warps=4)
 
 
 def bwd_launch(n_tokens: int, D: int, W: int, device: torch.device, BD: int = 128) -> ConvBwdLaunch:
@@ -453,10 +466,11 @@ def conv_fwd(x: Tensor, weight: Tensor, cu_seqlens: Tensor | None, initial_state
     weight, h0 = weight.contiguous(), None if initial_state is None else initial_state.contiguous()
     y = empty((B, T, D), x.dtype, x.device)
     ht = empty((N, D, W - 1), x.dtype, x.device) if output_final_state else None
-    tile = launch or fwd_launch(D)
+    tile = launch or fwd_launch(D, None if cu_seqlens is not None else T)
     with _device(x):
         if B * T and D:
-            short_conv_fwd_kernel[(triton.cdiv(B * T, tile.BT), triton.cdiv(D, tile.BD))](
+            tiles = triton.cdiv(T, tile.BT) * (1 if cu_seqlens is not None else B)
+            short_conv_fwd_kernel[(tiles, triton.cdiv(D, tile.BD))](
                 x, weight, h0, y, cu_seqlens, x.stride(0), x.stride(1), T, N, D, B * T, _n_steps(N),
                 W=W, BT=tile.BT, BD=tile.BD, ACTIVATION=bool(activation), HAS_H0=h0 is not None,
                 IS_VARLEN=cu_seqlens is not None, OFF64=needs_int64(x, y), num_warps=tile.num_warps,

@@ -236,7 +236,7 @@ def test_conv_launch_variants_replace_fields_of_the_rule():
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(conv, "short_conv_fwd_kernel", recorded)
             y1 = conv.short_conv(x, weight)[0]
-        assert recorded.grids == [(2, 1)]       # 80 tokens in two tiles of 64 (the rule's 32: three tiles)
+        assert recorded.grids == [(2, 1)]       # two sequences of 40 tokens, a tile of 64 each (the rule's 32: two)
         assert torch.equal(y0, y1)
     assert conv.fwd_launch is rule_f and conv.bwd_launch is rule_b
 
