@@ -377,20 +377,21 @@ def short_conv_step_kernel(
     stride_n, N, D,
     W: tl.constexpr, BR: tl.constexpr, WP: tl.constexpr, ACTIVATION: tl.constexpr,
 ):
-    """One decoding step for BR rows (sequence n, channel d) of the N·D.
+    """One decoding step for BR channels of one sequence.
 
-    Grid: (cdiv(N·D, BR),). y = SiLU(weight[:, W−1] ⊙ x + Σ_{s>=1} weight[:, W−1−s] ⊙ state[:, W−1−s]),
-    summed in the forward kernel's order, so prefill then steps give the forward's y bit for bit. The
-    state is written back shifted by one with x appended, as a [BR, WP] tile (WP the next power of two
-    >= W−1). Every program owns its rows, and a barrier separates the loads of the old state from the
-    stores of the new one, which other threads of the program may hold. FLOPs: 2·W
-    per row; bytes: the state read and written once, x read and y written once.
+    Grid: (N, cdiv(D, BR)): a program's sequence is its grid index, not a 64-bit division per row.
+    y = SiLU(weight[:, W−1] ⊙ x + Σ_{s>=1} weight[:, W−1−s] ⊙ state[:, W−1−s]), summed in the forward
+    kernel's order, so prefill then steps give the forward's y bit for bit. The state is written back
+    shifted by one with x appended, as a [BR, WP] tile (WP the next power of two >= W−1). Every program
+    owns its rows, and a barrier separates the loads of the old state from the stores of the new one,
+    which other threads of the program may hold. FLOPs: 2·W per row; bytes: the state read and written
+    once, x read and y written once.
     """
-    i_r = tl.program_id(0)
-    o_r = i_r.to(tl.int64) * BR + tl.arange(0, BR)
+    i_n, i_d = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    o_d = i_d * BR + tl.arange(0, BR)
+    o_r = i_n * D + o_d                              # row (sequence, channel) of the state
     o_w = tl.arange(0, WP)
-    m_r = o_r < N * D
-    i_n, o_d = o_r // D, o_r % D
+    m_r = o_d < D
     m = m_r[:, None] & (o_w < W - 1)[None, :]
     off_s = o_r[:, None] * (W - 1) + o_w[None, :]
     b_x = tl.load(x + i_n * stride_n + o_d, mask=m_r, other=0.0)
@@ -543,7 +544,7 @@ def conv_step(x: Tensor, weight: Tensor, state: Tensor, activation: bool,
     rows = launch or ConvStepLaunch()
     if N * D:
         with _device(x):
-            short_conv_step_kernel[(triton.cdiv(N * D, rows.BR),)](
+            short_conv_step_kernel[(N, triton.cdiv(D, rows.BR))](
                 x2, weight, state, y, x2.stride(0), N, D, W=W, BR=rows.BR, WP=_pow2_at_least(W - 1),
                 ACTIVATION=bool(activation), num_warps=rows.num_warps, num_stages=rows.num_stages)
     return y

@@ -41,9 +41,10 @@ def gated_rms_norm_fwd_kernel(
     z,                       # [R / H, H, V] in 16 or 32 bits, strides (s_zr, s_zh, s_zv)
     weight,                  # [V]
     y,                       # out [R, V] contiguous, in o's dtype
-    R, H,                    # rows, and rows per step of the outer stride
+    R,                       # rows
     s_or, s_oh, s_ov, s_zr, s_zh, s_zv,
     eps,
+    H: tl.constexpr,         # rows per step of the outer stride (a constant: no 64-bit division per row)
     V: tl.constexpr, BR: tl.constexpr, BV: tl.constexpr,
 ):
     """y = o · r · weight · z σ(z) with r = 1/sqrt(mean(o²) + eps), for one tile of BR rows.
@@ -83,10 +84,11 @@ def gated_rms_norm_bwd_kernel(
     do,                      # out [R, V] contiguous, in o's dtype
     dz,                      # out [R, V] contiguous, in z's dtype
     dw,                      # out [programs, V] float32: this program's part of dweight
-    R, H,
+    R,
     s_dr, s_dh, s_dv, s_or, s_oh, s_ov, s_zr, s_zh, s_zv,
     eps,
     n_tiles,                 # cdiv(R, BR) row tiles, taken in turn by the grid's programs
+    H: tl.constexpr,         # rows per step of the outer stride (as in the forward)
     V: tl.constexpr, BR: tl.constexpr, BV: tl.constexpr,
 ):
     """do, dz and a partial dweight for the row tiles p, p + programs, … of program p.
@@ -176,8 +178,8 @@ def gated_rms_norm_fwd(o: Tensor, z: Tensor, weight: Tensor, eps: float, BR: int
     o3, z3 = _rows(o), _rows(z)
     with _device_ctx(o):
         gated_rms_norm_fwd_kernel[(triton.cdiv(R, BR),)](
-            o3, z3, weight, y, R, o3.shape[1], *o3.stride(), *z3.stride(), eps,
-            V=V, BR=BR, BV=triton.next_power_of_2(V), num_warps=num_warps, num_stages=num_stages)
+            o3, z3, weight, y, R, *o3.stride(), *z3.stride(), eps,
+            H=o3.shape[1], V=V, BR=BR, BV=triton.next_power_of_2(V), num_warps=num_warps, num_stages=num_stages)
     return y
 
 
@@ -202,8 +204,9 @@ def gated_rms_norm_bwd(dy: Tensor, o: Tensor, z: Tensor, weight: Tensor, eps: fl
     dy3, o3, z3 = _rows(dy), _rows(o), _rows(z)
     with _device_ctx(o):
         gated_rms_norm_bwd_kernel[(programs,)](
-            dy3, o3, z3, weight, do, dz, dw, R, o3.shape[1], *dy3.stride(), *o3.stride(), *z3.stride(), eps,
-            n_tiles, V=V, BR=BR, BV=triton.next_power_of_2(V), num_warps=num_warps, num_stages=num_stages)
+            dy3, o3, z3, weight, do, dz, dw, R, *dy3.stride(), *o3.stride(), *z3.stride(), eps,
+            n_tiles, H=o3.shape[1], V=V, BR=BR, BV=triton.next_power_of_2(V), num_warps=num_warps,
+            num_stages=num_stages)
     return do, dz, dw.sum(0).to(weight.dtype)
 
 
