@@ -28,6 +28,10 @@ class Launch:
             value = getattr(self, f.name)
             if value is None:
                 continue
+            if f.type in (bool, "bool"):
+                if not isinstance(value, bool):
+                    raise TypeError(f"{type(self).__name__}.{f.name} must be a bool, got {value!r}")
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{type(self).__name__}.{f.name} must be a positive int, got {value!r}")
             if (f.name.startswith("B") or f.name == "num_warps") and not _pow2(value):
@@ -59,11 +63,14 @@ class OffDiagLaunch(Launch):
 
 @dataclass(frozen=True)
 class WYLaunch(Launch):
-    """``chunk_wy_fwd_kernel``: key- and value-tile widths, and NP programs per chunk sharing its tiles."""
+    """``chunk_wy_fwd_kernel``: key- and value-tile widths, NP programs per chunk sharing its tiles, and
+    whether a key tile's five loads go out together before any of its work (LOADS_FIRST: one wait on
+    memory per tile instead of four, for more registers live at once) or each where it is first used."""
 
     BK: int | None = None
     BV: int | None = None
     NP: int = 1
+    LOADS_FIRST: bool = False
 
 
 @dataclass(frozen=True)

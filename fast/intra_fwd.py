@@ -319,7 +319,7 @@ def chunk_wy_fwd_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     IS_VARLEN: tl.constexpr, SAVE: tl.constexpr,
     DOT_PREC: tl.constexpr, LOWP: tl.constexpr, NP: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr,
-    CHECK: tl.constexpr,
+    CHECK: tl.constexpr, LOADS_FIRST: tl.constexpr,
 ):
     """One chunk, or one of NP programs of a chunk: per key tile G (a scan of g), Y, Q_γ, K_tail, γ_C;
     per value tile of each value head of the group, U. Program p of a chunk takes key tiles p, p + NP, …
@@ -348,28 +348,40 @@ def chunk_wy_fwd_kernel(
             m_k = o_k < K
             m = m_t[:, None] & m_k[None, :]
             off = off_row + o_k[None, :]
-            # Each tile is loaded where it is first used and dies at its last use (the state of one
-            # key tile is several [64, BK] float32 tiles; the fewer live at once, the fewer spill).
+            # By default each tile is loaded where it is first used and dies at its last use (the state
+            # of one key tile is several [64, BK] float32 tiles; the fewer live at once, the fewer spill),
+            # and the program waits on memory four times per tile: a store may alias a later load, so
+            # no load moves above one. LOADS_FIRST issues the five loads together.
+            m_n = ((o_t + 1) < L)[:, None] & m_k[None, :]
             b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
+            if LOADS_FIRST:
+                b_gn = tl.load(g + off + H * K, mask=m_n, other=0.0)          # g of row r + 1
+                b_q = tl.load(q + off, mask=m, other=0.0)
+                b_k = tl.load(k + off, mask=m, other=0.0)
+                b_b = tl.load(b + off, mask=m, other=0.0)
             b_G = tl.cumsum(tl.maximum(b_g, G_FLOOR), 0)                       # G_r = Σ_{t≤r} g_t
             if SAVE:
                 tl.store(G_out + off, b_G, mask=m)
             tl.store(gC + (slot * H + i_h) * K + o_k, tl.exp(tl.sum(b_g, 0)), mask=m_k)
             b_gamma = tl.exp(b_G)
-            b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
-            tl.store(Qg + off, (b_gamma * b_q * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty), mask=m)
-            b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
-            b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
-            b_k = b_k * b_rk[:, None]
+            if not LOADS_FIRST:
+                b_q = tl.load(q + off, mask=m, other=0.0)
+            tl.store(Qg + off, (b_gamma * b_q.to(tl.float32) * (scale * b_rq)[:, None]).to(Qg.dtype.element_ty),
+                     mask=m)
+            if not LOADS_FIRST:
+                b_k = tl.load(k + off, mask=m, other=0.0)
+                b_b = tl.load(b + off, mask=m, other=0.0)
+            b_b = b_b.to(tl.float32)
+            b_k = b_k.to(tl.float32) * b_rk[:, None]
             b_e = b_gamma * gate_value(b_b, m, SIGMOID, B_SCALE) * b_k
             if LOWP:
                 b_Y = tl.dot(b_Al, b_e.to(Y.dtype.element_ty))
             else:
                 b_Y = tl.dot(b_A, b_e, input_precision=DOT_PREC)
             tl.store(Y + off, b_Y.to(Y.dtype.element_ty), mask=m)
-            m_n = ((o_t + 1) < L)[:, None] & m_k[None, :]
-            b_gn = tl.load(g + off + H * K, mask=m_n, other=0.0).to(tl.float32)  # g of row r + 1
-            b_tail = tl.exp(tl.cumsum(b_gn, 0, reverse=True))                  # exp(G_C − G_r)
+            if not LOADS_FIRST:
+                b_gn = tl.load(g + off + H * K, mask=m_n, other=0.0)          # g of row r + 1
+            b_tail = tl.exp(tl.cumsum(b_gn.to(tl.float32), 0, reverse=True))   # exp(G_C − G_r)
             tl.store(Kt + off, (b_tail * b_k).to(Kt.dtype.element_ty), mask=m)
         NV: tl.constexpr = (V + BV - 1) // BV
         for i_gv in range(i_p, (HV // H) * NV, NP):

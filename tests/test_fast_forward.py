@@ -244,6 +244,25 @@ def test_gpu_bf16_narrow_value_heads(K, V):
     check(make_inputs(1, 70, 1, 2, K, V), torch.bfloat16)
 
 
+@pytest.mark.parametrize("dtype", [pytest.param("fp32", id="fp32"), pytest.param("bf16", marks=gpu, id="bf16")])
+def test_wy_kernel_load_order_changes_no_value(dtype):
+    """``WYLaunch.LOADS_FIRST`` moves the WY kernel's loads of a key tile before its work: every product of
+    the forward (with the in-op gate and logit gates, saving for a backward) is bit for bit the same."""
+    from gdn2.fast.chunk_fwd import WY, chunk_gdn2_fwd
+    from gdn2.fast.config import ForwardConfig, WYLaunch
+
+    H, K = 2, 32
+    x = make_inputs(1, 100, H, 4, K, 16)
+    x["g"] = torch.randn_like(x["g"])
+    low, _ = cast(x, DT[dtype])
+    A_log, dt_bias = gate_parameters(H, K)
+    kw = dict(scale=K ** -0.5, output_final_state=True, save=True, A_log=A_log, dt_bias=dt_bias, b_scale=2.0)
+    base = chunk_gdn2_fwd(**low, **kw)
+    first = chunk_gdn2_fwd(**low, **kw, config=ForwardConfig(wy=WYLaunch(LOADS_FIRST=True)))
+    for name in ("o", "final_state", *WY):
+        assert torch.equal(getattr(first, name), getattr(base, name)), name
+
+
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("BV,warps", [(16, 4), (32, 4), (64, 4), (128, 8)], ids=["BV16", "BV32", "BV64", "BV128-w8"])
