@@ -261,6 +261,8 @@ def test_wy_kernel_load_order_changes_no_value(dtype):
     first = chunk_gdn2_fwd(**low, **kw, config=ForwardConfig(wy=WYLaunch(LOADS_FIRST=True)))
     for name in ("o", "final_state", *WY):
         assert torch.equal(getattr(first, name), getattr(base, name)), name
+    with pytest.raises(TypeError, match="LOADS_FIRST must be a bool"):
+        WYLaunch(LOADS_FIRST=1)
 
 
 @pytest.mark.gpu
