@@ -211,16 +211,16 @@ def _off(b_r1, b_r2, b_kE, b_x, b_acc1, b_acc2, DT: tl.constexpr, LOWP: tl.const
 
 
 @triton.jit
-def _scaled_store(Aqk, t0, i_h, i: tl.constexpr, j: tl.constexpr, x, q_rstd, k_rstd, scale, L, o_s,
-                  H: tl.constexpr):
-    """Store scale·x·(1/‖q_r‖)(1/‖k_s‖) as block (i, j) of A_qk; return 1/‖k‖ of rows i and of columns j."""
-    m_i = i * 16 + o_s < L
-    b_rq = tl.load(q_rstd + (t0 + i * 16 + o_s) * H + i_h, mask=m_i, other=0.0)
-    b_rki = tl.load(k_rstd + (t0 + i * 16 + o_s) * H + i_h, mask=m_i, other=0.0)
-    b_rkj = tl.load(k_rstd + (t0 + j * 16 + o_s) * H + i_h, mask=j * 16 + o_s < L, other=0.0)
-    tl.store(_blk_ptr(Aqk, t0, i_h, i, j, o_s, H), (scale * x * b_rq[:, None] * b_rkj[None, :]).to(
-        Aqk.dtype.element_ty), mask=m_i[:, None])
-    return b_rki, b_rkj
+def _rstd(rstd, t0, i_h, i: tl.constexpr, L, o_s, H: tl.constexpr):
+    """1/‖x‖ of the rows of sub-chunk i (0 past the chunk's L rows)."""
+    return tl.load(rstd + (t0 + i * 16 + o_s) * H + i_h, mask=i * 16 + o_s < L, other=0.0)
+
+
+@triton.jit
+def _scaled_store(Aqk, t0, i_h, i: tl.constexpr, j: tl.constexpr, x, rq_i, rk_j, scale, L, o_s, H: tl.constexpr):
+    """Store scale·x·(1/‖q_r‖)(1/‖k_s‖) as block (i, j) of A_qk."""
+    tl.store(_blk_ptr(Aqk, t0, i_h, i, j, o_s, H), (scale * x * rq_i[:, None] * rk_j[None, :]).to(
+        Aqk.dtype.element_ty), mask=(i * 16 + o_s < L)[:, None])
 
 
 # --8<-- [start:chunk_intra_offdiag_kernel]
@@ -269,24 +269,29 @@ def chunk_intra_offdiag_kernel(
             T30, A30 = _off(bkr3, qr3, kE0, tot1 + tot2 + ga3, T30, A30, DT, LOWP, DOT_PREC)
             T31, A31 = _off(bkr3, qr3, kE1, tot2 + ga3, T31, A31, DT, LOWP, DOT_PREC)
             T32, A32 = _off(bkr3, qr3, kE2, ga3, T32, A32, DT, LOWP, DOT_PREC)
-        # A_qk blocks; the 1/‖k‖ of each sub-chunk for T
-        rk1, rk0 = _scaled_store(Aqk, t0, i_h, 1, 0, A10, q_rstd, k_rstd, scale, L, o_s, H)
-        rk2, _ = _scaled_store(Aqk, t0, i_h, 2, 0, A20, q_rstd, k_rstd, scale, L, o_s, H)
-        _scaled_store(Aqk, t0, i_h, 2, 1, A21, q_rstd, k_rstd, scale, L, o_s, H)
-        rk3, _ = _scaled_store(Aqk, t0, i_h, 3, 0, A30, q_rstd, k_rstd, scale, L, o_s, H)
-        _scaled_store(Aqk, t0, i_h, 3, 1, A31, q_rstd, k_rstd, scale, L, o_s, H)
-        _scaled_store(Aqk, t0, i_h, 3, 2, A32, q_rstd, k_rstd, scale, L, o_s, H)
+        # A_qk blocks, and the 1/‖k‖ of each sub-chunk for T: every norm is loaded before the first store
+        # (no load moves above a store, which might alias it: one wait on memory instead of six)
+        rq1, rq2, rq3 = _rstd(q_rstd, t0, i_h, 1, L, o_s, H), _rstd(q_rstd, t0, i_h, 2, L, o_s, H), \
+            _rstd(q_rstd, t0, i_h, 3, L, o_s, H)
+        rk0, rk1 = _rstd(k_rstd, t0, i_h, 0, L, o_s, H), _rstd(k_rstd, t0, i_h, 1, L, o_s, H)
+        rk2, rk3 = _rstd(k_rstd, t0, i_h, 2, L, o_s, H), _rstd(k_rstd, t0, i_h, 3, L, o_s, H)
+        m1, m2, m3 = (16 + o_s < L)[:, None], (32 + o_s < L)[:, None], (48 + o_s < L)[:, None]
+        X0 = tl.load(_blk_ptr(A, t0, i_h, 0, 0, o_s, H))
+        X1 = tl.load(_blk_ptr(A, t0, i_h, 1, 1, o_s, H), mask=m1, other=0.0)
+        X2 = tl.load(_blk_ptr(A, t0, i_h, 2, 2, o_s, H), mask=m2, other=0.0)
+        X3 = tl.load(_blk_ptr(A, t0, i_h, 3, 3, o_s, H), mask=m3, other=0.0)
+        _scaled_store(Aqk, t0, i_h, 1, 0, A10, rq1, rk0, scale, L, o_s, H)
+        _scaled_store(Aqk, t0, i_h, 2, 0, A20, rq2, rk0, scale, L, o_s, H)
+        _scaled_store(Aqk, t0, i_h, 2, 1, A21, rq2, rk1, scale, L, o_s, H)
+        _scaled_store(Aqk, t0, i_h, 3, 0, A30, rq3, rk0, scale, L, o_s, H)
+        _scaled_store(Aqk, t0, i_h, 3, 1, A31, rq3, rk1, scale, L, o_s, H)
+        _scaled_store(Aqk, t0, i_h, 3, 2, A32, rq3, rk2, scale, L, o_s, H)
         T10 *= rk1[:, None] * rk0[None, :]
         T20 *= rk2[:, None] * rk0[None, :]
         T21 *= rk2[:, None] * rk1[None, :]
         T30 *= rk3[:, None] * rk0[None, :]
         T31 *= rk3[:, None] * rk1[None, :]
         T32 *= rk3[:, None] * rk2[None, :]
-        m1, m2, m3 = (16 + o_s < L)[:, None], (32 + o_s < L)[:, None], (48 + o_s < L)[:, None]
-        X0 = tl.load(_blk_ptr(A, t0, i_h, 0, 0, o_s, H))
-        X1 = tl.load(_blk_ptr(A, t0, i_h, 1, 1, o_s, H), mask=m1, other=0.0)
-        X2 = tl.load(_blk_ptr(A, t0, i_h, 2, 2, o_s, H), mask=m2, other=0.0)
-        X3 = tl.load(_blk_ptr(A, t0, i_h, 3, 3, o_s, H), mask=m3, other=0.0)
         X10 = -tl.dot(X1, tl.dot(T10, X0, input_precision=DOT_PREC), input_precision=DOT_PREC)
         X21 = -tl.dot(X2, tl.dot(T21, X1, input_precision=DOT_PREC), input_precision=DOT_PREC)
         X32 = -tl.dot(X3, tl.dot(T32, X2, input_precision=DOT_PREC), input_precision=DOT_PREC)
