@@ -46,10 +46,13 @@ class Launch:
 class DiagLaunch(Launch):
     """``chunk_intra_diag_kernel``: key-tile width. One warp: the program waits on memory and on
     cross-warp scans, not on arithmetic. One stage: deeper pipelining computed wrong diagonal blocks
-    with Triton 3.6 where the per-column fallback runs (benchmarks/triton_faults.py)."""
+    with Triton 3.6 where the per-column fallback runs (benchmarks/triton_faults.py). PREFETCH loads the
+    next key tile before this one's work, by hand (the in-op gate's store of g would otherwise make
+    every tile wait for its loads)."""
 
     BK: int = 16
     num_warps: int = 1
+    PREFETCH: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .jit import (
     F_V,
     F_W,
     G_FLOOR,
+    apply_gate,
     chunk_bounds,
     gate_value,
     load_gate,
@@ -69,6 +70,7 @@ def chunk_intra_diag_kernel(
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, EXP_MAX: tl.constexpr,
     USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr, L2NORM: tl.constexpr, IS_VARLEN: tl.constexpr,
     DOT_PREC: tl.constexpr, SIGMOID: tl.constexpr, B_SCALE: tl.constexpr, CHECK: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """One 16-row sub-chunk i: T_ii, (A_qk)_ii, (I + T_ii)⁻¹. Grid (chunks·4, B·H) or (slots·4, H).
 
@@ -102,15 +104,30 @@ def chunk_intra_diag_kernel(
         b_sq = tl.zeros([16], tl.float32)
         b_sk = tl.zeros([16], tl.float32)
         b_bad = tl.zeros([16], tl.float32)       # with CHECK: 0 unless a value of b or g is bad
+        if PREFETCH:                             # the first key tile, raw
+            o_k = tl.arange(0, BK)
+            m = m_r[:, None] & (o_k < K)[None, :]
+            off = base + r[:, None] * (H * K) + o_k[None, :]
+            n_q, n_k = tl.load(q + off, mask=m, other=0.0), tl.load(k + off, mask=m, other=0.0)
+            n_b, n_g = tl.load(b + off, mask=m, other=0.0), tl.load(g + off, mask=m, other=0.0)
         for i_k in range(tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K
             off = base + r[:, None] * (H * K) + o_k[None, :]
             m = m_r[:, None] & m_k[None, :]
-            b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
-            b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
-            b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
-            b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+            if PREFETCH:
+                # this tile was loaded one step ago; the next one goes out now, before this tile's stores
+                b_q, b_k, b_b, b_g = n_q.to(tl.float32), n_k.to(tl.float32), n_b.to(tl.float32), n_g
+                m_n = m_r[:, None] & (o_k + BK < K)[None, :]
+                n_q, n_k = tl.load(q + off + BK, mask=m_n, other=0.0), tl.load(k + off + BK, mask=m_n, other=0.0)
+                n_b, n_g = tl.load(b + off + BK, mask=m_n, other=0.0), tl.load(g + off + BK, mask=m_n, other=0.0)
+                b_g = apply_gate(b_g, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE, HAS_DT_BIAS)
+            else:
+                b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
+                b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32)
+                b_b = tl.load(b + off, mask=m, other=0.0).to(tl.float32)
+                b_g = load_gate(g, off, m, i_h, o_k[None, :], m_k[None, :], A_log, dt_bias, K, USE_GATE,
+                                HAS_DT_BIAS)
             if CHECK:
                 b_bad += tl.sum(b_b * 0.0 + tl.where(b_g <= 0.0, 0.0, 1.0), 1)
             b_bk = gate_value(b_b, m, SIGMOID, B_SCALE) * b_k

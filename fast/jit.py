@@ -12,7 +12,8 @@ import triton
 import triton.language as tl
 
 __all__ = ["EXP_MAX", "G_FLOOR", "FLAG_BITS", "seq_bounds", "chunk_bounds", "offset_int", "softplus", "gate",
-           "load_gate", "gate_value", "exp_where", "nonfinite", "not_log_decay", "flag_bad_offsets", "raise_flags"]
+           "load_gate", "apply_gate", "gate_value", "exp_where", "nonfinite", "not_log_decay", "flag_bad_offsets",
+           "raise_flags"]
 
 #: largest exponent of a growing factor exp(G_a − G_s) in the anchored products of diagonal 16×16 blocks:
 #: e^60 ≈ 1e26 leaves float32 (and tf32/bf16, same exponent range) room for a [16, K] product. A token
@@ -125,7 +126,15 @@ def load_gate(g, off, mask, i_h, o_k, m_k, A_log, dt_bias, K: tl.constexpr,
               USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr):
     """A float32 tile of the log-decay g at offsets ``off``; with USE_GATE, the gate of the raw input
     (dt_bias of key channels ``o_k``). Masked entries are 0 (no decay)."""
-    b_g = tl.load(g + off, mask=mask, other=0.0).to(tl.float32)
+    return apply_gate(tl.load(g + off, mask=mask, other=0.0), mask, i_h, o_k, m_k, A_log, dt_bias, K,
+                      USE_GATE, HAS_DT_BIAS)
+
+
+@triton.jit
+def apply_gate(b_g, mask, i_h, o_k, m_k, A_log, dt_bias, K: tl.constexpr,
+               USE_GATE: tl.constexpr, HAS_DT_BIAS: tl.constexpr):
+    """:func:`load_gate` of a tile already loaded (masked entries 0), in float32."""
+    b_g = b_g.to(tl.float32)
     if USE_GATE:
         if HAS_DT_BIAS:
             b_g += tl.load(dt_bias + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)

@@ -245,22 +245,26 @@ def test_gpu_bf16_narrow_value_heads(K, V):
 
 
 @pytest.mark.parametrize("dtype", [pytest.param("fp32", id="fp32"), pytest.param("bf16", marks=gpu, id="bf16")])
-def test_wy_kernel_load_order_changes_no_value(dtype):
-    """``WYLaunch.LOADS_FIRST`` moves the WY kernel's loads of a key tile before its work: every product of
-    the forward (with the in-op gate and logit gates, saving for a backward) is bit for bit the same."""
-    from gdn2.fast.chunk_fwd import WY, chunk_gdn2_fwd
-    from gdn2.fast.config import ForwardConfig, WYLaunch
+def test_load_order_options_change_no_value(dtype):
+    """``WYLaunch.LOADS_FIRST`` moves the WY kernel's loads of a key tile before its work, and
+    ``DiagLaunch.PREFETCH`` loads the diagonal kernel's next key tile a step early (K = 40: a partial
+    last tile): every product of the forward (with the in-op gate and logit gates, saving for a
+    backward) is bit for bit the same."""
+    from gdn2.fast.chunk_fwd import INTRA, WY, chunk_gdn2_fwd
+    from gdn2.fast.config import DiagLaunch, ForwardConfig, WYLaunch
 
-    H, K = 2, 32
+    H, K = 2, 40
     x = make_inputs(1, 100, H, 4, K, 16)
     x["g"] = torch.randn_like(x["g"])
     low, _ = cast(x, DT[dtype])
     A_log, dt_bias = gate_parameters(H, K)
-    kw = dict(scale=K ** -0.5, output_final_state=True, save=True, A_log=A_log, dt_bias=dt_bias, b_scale=2.0)
+    kw = dict(scale=K ** -0.5, output_final_state=True, save=True, A_log=A_log, dt_bias=dt_bias, b_scale=2.0,
+              use_qk_l2norm_in_kernel=True)
     base = chunk_gdn2_fwd(**low, **kw)
-    first = chunk_gdn2_fwd(**low, **kw, config=ForwardConfig(wy=WYLaunch(LOADS_FIRST=True)))
-    for name in ("o", "final_state", *WY):
-        assert torch.equal(getattr(first, name), getattr(base, name)), name
+    for config in (ForwardConfig(wy=WYLaunch(LOADS_FIRST=True)), ForwardConfig(diag=DiagLaunch(PREFETCH=True))):
+        other = chunk_gdn2_fwd(**low, **kw, config=config)
+        for name in ("o", "final_state", *WY, *INTRA):
+            assert torch.equal(getattr(other, name), getattr(base, name)), (config, name)
     with pytest.raises(TypeError, match="LOADS_FIRST must be a bool"):
         WYLaunch(LOADS_FIRST=1)
 
