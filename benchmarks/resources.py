@@ -18,7 +18,8 @@ batch 8) and from the token count (the short convolution's backward); the CSV na
 Registers at the 255 ceiling with a non-zero stack mean spills. Writes
 ``results/resources-sm<arch>-triton<version>.csv``: card (the architecture), triton, call, kernel,
 num_warps, num_stages, registers, stack_bytes, shared_bytes, sass_instructions, barriers (``cuobjdump
--sass``: the instructions as written, a loop's body once; barriers, the BAR instructions among them).
+-sass``: the instructions as written, a loop's body once; barriers, the BAR instructions among them),
+loads_after_stores (a global store then a global load, in the SASS's order) and calls (subroutines).
 """
 
 import argparse
@@ -37,7 +38,7 @@ from triton.runtime.driver import driver
 from triton.runtime.jit import JITFunction
 
 FIELDS = ["card", "triton", "call", "kernel", "num_warps", "num_stages", "registers", "stack_bytes", "shared_bytes",
-          "sass_instructions", "barriers"]
+          "sass_instructions", "barriers", "loads_after_stores", "calls"]
 
 #: one SASS instruction in ``cuobjdump -sass``: its address comment, an optional predicate, the opcode
 _SASS_OP = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
@@ -85,7 +86,9 @@ class Recorder:
 def usage(kernel, cuobjdump: str) -> dict:
     """registers and stack_bytes of a compiled kernel, from its cubin; shared_bytes from its metadata; the
     instructions of its SASS and how many of them are barriers (each written once: a loop's body counts
-    once, however often it runs)."""
+    once, however often it runs); ``loads_after_stores``, how often a global load follows a global store
+    in that order (no load moves above a store that might alias it, so each is a wait on memory that
+    earlier loads could have hidden); ``calls``, subroutine calls (a 64-bit division, for one)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(kernel.asm["cubin"])
     try:
@@ -96,9 +99,12 @@ def usage(kernel, cuobjdump: str) -> dict:
         os.unlink(f.name)
     found = dict(re.findall(r"(REG|STACK):(\d+)", out))
     ops = _SASS_OP.findall(sass)
+    memory = [op[:3] for op in ops if op.startswith(("LDG", "STG"))]
     # the cubin's SHARED is the static part only; Triton's tiles live in dynamic shared memory
     return dict(registers=int(found["REG"]), stack_bytes=int(found["STACK"]), shared_bytes=kernel.metadata.shared,
-                sass_instructions=len(ops), barriers=sum(op.startswith("BAR.") for op in ops))
+                sass_instructions=len(ops), barriers=sum(op.startswith("BAR.") for op in ops),
+                loads_after_stores=sum(a == "STG" and b == "LDG" for a, b in zip(memory, memory[1:])),
+                calls=sum(op.startswith("CALL") for op in ops))
 
 
 def calls(batch: int, seq_len: int):
@@ -186,7 +192,8 @@ def main() -> None:
             spill = "  SPILLS" if row["stack_bytes"] and row["registers"] >= 255 else ""
             print(f"{name:20s} {kernel_name:36s} warps {row['num_warps']} stages {row['num_stages']}  reg "
                   f"{row['registers']:3d}  stack {row['stack_bytes']:5d} B  shared {row['shared_bytes']:6d} B  "
-                  f"SASS {row['sass_instructions']:5d} (BAR {row['barriers']:2d}){spill}", flush=True)
+                  f"SASS {row['sass_instructions']:5d} (BAR {row['barriers']:2d}, load after store "
+                  f"{row['loads_after_stores']}, CALL {row['calls']}){spill}", flush=True)
     path = Path(args.out) / f"resources-sm{args.arch}-triton{triton.__version__}{'-variant' if variant else ''}.csv"
     write_csv(path, rows, FIELDS)
     print(f"wrote {path}")

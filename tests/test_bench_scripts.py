@@ -170,6 +170,9 @@ def test_resource_usage_compiles_every_kernel_for_sm90(tmp_path):
     for r in rows:
         assert 0 < int(r["registers"]) <= 255 and int(r["stack_bytes"]) >= 0 and int(r["shared_bytes"]) >= 0
         assert 0 <= int(r["barriers"]) < int(r["sass_instructions"])
+        assert int(r["loads_after_stores"]) >= 0 and int(r["calls"]) >= 0
+    # the layer's short convolution finds each program's sequence without a 64-bit division per row
+    assert all(r["calls"] == "0" for r in rows if r["kernel"] == "short_conv_fwd_kernel")
 
 
 def test_launch_variants_change_only_the_named_default(monkeypatch):
