@@ -18,8 +18,9 @@ batch 8) and from the token count (the short convolution's backward); the CSV na
 Registers at the 255 ceiling with a non-zero stack mean spills. Writes
 ``results/resources-sm<arch>-triton<version>.csv``: card (the architecture), triton, call, kernel,
 num_warps, num_stages, registers, stack_bytes, shared_bytes, sass_instructions, barriers (``cuobjdump
--sass``: the instructions as written, a loop's body once; barriers, the BAR instructions among them),
-loads_after_stores (a global store then a global load, in the SASS's order) and calls (subroutines).
+-sass``: the instructions as written, a loop's body once; barriers, the BAR instructions among them); and
+``results/resources-sass-sm<arch>-triton<version>.csv``: card, triton, call, kernel, loads_after_stores (a
+global store then a global load, in the SASS's order) and calls (subroutines).
 """
 
 import argparse
@@ -38,7 +39,9 @@ from triton.runtime.driver import driver
 from triton.runtime.jit import JITFunction
 
 FIELDS = ["card", "triton", "call", "kernel", "num_warps", "num_stages", "registers", "stack_bytes", "shared_bytes",
-          "sass_instructions", "barriers", "loads_after_stores", "calls"]
+          "sass_instructions", "barriers"]
+#: the second CSV: the signs of a kernel waiting where it need not (a separate file keeps each table narrow)
+SIGN_FIELDS = ["card", "triton", "call", "kernel", "loads_after_stores", "calls"]
 
 #: one SASS instruction in ``cuobjdump -sass``: its address comment, an optional predicate, the opcode
 _SASS_OP = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
@@ -194,9 +197,11 @@ def main() -> None:
                   f"{row['registers']:3d}  stack {row['stack_bytes']:5d} B  shared {row['shared_bytes']:6d} B  "
                   f"SASS {row['sass_instructions']:5d} (BAR {row['barriers']:2d}, load after store "
                   f"{row['loads_after_stores']}, CALL {row['calls']}){spill}", flush=True)
-    path = Path(args.out) / f"resources-sm{args.arch}-triton{triton.__version__}{'-variant' if variant else ''}.csv"
-    write_csv(path, rows, FIELDS)
-    print(f"wrote {path}")
+    suffix = f"sm{args.arch}-triton{triton.__version__}{'-variant' if variant else ''}.csv"
+    for prefix, fields in (("resources", FIELDS), ("resources-sass", SIGN_FIELDS)):
+        path = Path(args.out) / f"{prefix}-{suffix}"
+        write_csv(path, [{f: r[f] for f in fields} for r in rows], fields)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
