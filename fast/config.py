@@ -28,7 +28,7 @@ class Launch:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            if f.type in (bool, "bool"):
+            if f.type is bool:
                 if not isinstance(value, bool):
                     raise TypeError(f"{type(self).__name__}.{f.name} must be a bool, got {value!r}")
                 continue
