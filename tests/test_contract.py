@@ -333,7 +333,8 @@ def test_calls_without_tokens_give_every_input_a_zero_gradient(B, T):
     H, K = 1, 16
     x = make_inputs(max(B, 1), max(T, 1), H, 2, K, 16)
     x = {n: t[:B, :T] if n != "initial_state" else t[:B] for n, t in x.items()}
-    x["A_log"], x["dt_bias"] = torch.zeros(H, dtype=torch.float64), torch.zeros(H * K, dtype=torch.float64)
+    x["A_log"] = torch.zeros(H, dtype=torch.float64, device=x["q"].device)
+    x["dt_bias"] = torch.zeros(H * K, dtype=torch.float64, device=x["q"].device)
     ops = REFERENCE_OPS + ([] if gdn2.fast.unavailable_reason() else [gdn2.fast.chunk_gdn2,
                                                                        gdn2.fast.fused_recurrent_gdn2])
     for op in ops:

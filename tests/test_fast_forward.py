@@ -249,7 +249,9 @@ def test_load_order_options_change_no_value(dtype):
     """``WYLaunch.LOADS_FIRST`` moves the WY kernel's loads of a key tile before its work, and
     ``DiagLaunch.PREFETCH`` loads the diagonal kernel's next key tile a step early (K = 40: a partial
     last tile): every product of the forward (with the in-op gate and logit gates, saving for a
-    backward) is bit for bit the same."""
+    backward) is the same, bit for bit in the interpreter; compiled for a GPU, the prefetching kernel's
+    other schedule may round differently (its A differed on an H100 in bfloat16), so there the products
+    must agree within the path's output tolerance."""
     from gdn2.fast.chunk_fwd import INTRA, WY, chunk_gdn2_fwd
     from gdn2.fast.config import DiagLaunch, ForwardConfig, WYLaunch
 
@@ -264,7 +266,11 @@ def test_load_order_options_change_no_value(dtype):
     for config in (ForwardConfig(wy=WYLaunch(LOADS_FIRST=True)), ForwardConfig(diag=DiagLaunch(PREFETCH=True))):
         other = chunk_gdn2_fwd(**low, **kw, config=config)
         for name in ("o", "final_state", *WY, *INTRA):
-            assert torch.equal(getattr(other, name), getattr(base, name)), (config, name)
+            a, e = getattr(other, name), getattr(base, name)
+            if DEVICE == "cpu":
+                assert torch.equal(a, e), (config, name)
+            else:
+                assert_close(f"{config} {name}", a, e, TOLERANCES[f"triton-{low['q'].dtype}".replace("torch.", "")][0])
     with pytest.raises(TypeError, match="LOADS_FIRST must be a bool"):
         WYLaunch(LOADS_FIRST=1)
 
