@@ -23,10 +23,10 @@ The cases (where the workaround lives, then what was seen with Triton 3.6 on an 
 - ``fwd-state-one-tile-K256``: ``chunk_fwd.forward_config`` holds the state as two 128-row tiles for
   K > 128. One 256-row tile (``StateLaunch(BKH=256)``) gave NaN outputs or an illegal address; the
   sanitizer reported an invalid shared-memory read in the K_tailᵀR product.
-- ``fwd-state-1-stage-K256``, ``fwd-state-1-stage-K128``: ``StateLaunch.num_stages`` defaults to 2.
-  With 1 the state kernel read shared memory out of bounds at K = 256 (the second tile's Y·S
-  product) and hit an illegal address at K = 128 (seen at 8×2K with BV 32, so this case fixes BV 32
-  in both settings).
+- ``fwd-state-1-stage-K256``, ``fwd-state-1-stage-K128``: ``StateLaunch.num_stages`` is 2 or 3
+  (``chunk_fwd._state_stages``). With 1 the state kernel read shared memory out of bounds at
+  K = 256 (the second tile's Y·S product) and hit an illegal address at K = 128 (seen at 8×2K with
+  BV 32, so this case fixes BV 32 in both settings).
 - ``bwd-state-BKH64-K64``, ``bwd-state-BKH256-K256``: ``chunk_bwd.chunk_bwd_state`` takes 128-row
   tiles on a GPU whatever K is (one masked tile for K ≤ 128, two above). 64-row tiles at K = 64 and
   one 256-row tile at K = 256 faulted.

@@ -107,6 +107,15 @@ def _state_block_v(programs: int, BVp: int, K: int, save: bool = False, itemsize
     return bv, 8 if bv == 128 else 4
 
 
+def _state_stages(BV: int, K: int, itemsize: int) -> int:
+    """Pipeline stages of the state kernel. Its loads do not depend on the state, so the next chunk's can
+    be in flight while the current chunk's products run. With two stages the compiler issues them after
+    those products; three issue them a step ahead. The third buffer fits the shared memory of an H100
+    or H200 only for 16-bit inputs with K <= 128 at BV <= 32 (tests/test_fast_launch_limits.py), the
+    launches of few long sequences, where the walk's latency is most of the kernel's time."""
+    return 3 if itemsize <= 2 and K <= 128 and BV <= 32 else 2
+
+
 def forward_config(config: ForwardConfig | None, K: int, V: int, N: int, HV: int, itemsize: int, save: bool,
                    device: torch.device) -> ForwardConfig:
     """``config`` (or the defaults) with every None field replaced by the rule's choice for this call."""
@@ -126,7 +135,8 @@ def forward_config(config: ForwardConfig | None, K: int, V: int, N: int, HV: int
         diag=config.diag,
         offdiag=replace(config.offdiag, BK=config.offdiag.BK or min(32, BKp)),
         wy=replace(config.wy, BK=wy_BK, BV=config.wy.BV or max(min(128, BVp), wy_BK)),
-        state=replace(s, BV=s.BV or BV, BKH=BKH, num_warps=s.num_warps or warps),
+        state=replace(s, BV=s.BV or BV, BKH=BKH, num_warps=s.num_warps or warps,
+                      num_stages=s.num_stages or _state_stages(s.BV or BV, K, itemsize)),
         precision=config.precision,
     )
 

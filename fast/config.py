@@ -79,12 +79,13 @@ class WYLaunch(Launch):
 @dataclass(frozen=True)
 class StateLaunch(Launch):
     """``chunk_state_output_fwd_kernel``: value-column block BV and state-tile height BKH (None: the
-    width rule of ``chunk_fwd._state_block_v`` and BKH = min(128, K rounded up))."""
+    width rule of ``chunk_fwd._state_block_v`` and BKH = min(128, K rounded up)); pipeline stages (None:
+    the rule of ``chunk_fwd._state_stages``)."""
 
     BV: int | None = None
     BKH: int | None = None
     num_warps: int | None = None
-    num_stages: int = 2
+    num_stages: int | None = None
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,25 @@ def test_state_kernel_width_rule():
     assert _state_block_v(512, 128, 256, save=True) == (16, 4)
 
 
+def test_state_kernel_stage_rule():
+    """Three stages for the state kernel only where the third buffer fits the card's shared memory: 16-bit
+    inputs, K <= 128, BV <= 32 (tests/test_fast_launch_limits.py); an explicit setting wins."""
+    from gdn2.fast.chunk_fwd import _state_stages, forward_config
+    from gdn2.fast.config import ForwardConfig, StateLaunch
+
+    assert _state_stages(16, 128, 2) == 3 and _state_stages(32, 64, 2) == 3
+    assert _state_stages(64, 128, 2) == 2 and _state_stages(128, 128, 2) == 2
+    assert _state_stages(16, 129, 2) == 2 and _state_stages(16, 256, 2) == 2
+    assert _state_stages(16, 128, 4) == 2
+    cpu = torch.device("cpu")
+    # 1×64K at H 16 (16 programs) takes BV 16 and three stages; 8×2K (128 programs) BV 128 and two
+    assert forward_config(None, 128, 128, 1, 16, 2, True, cpu).state.num_stages == 3
+    assert forward_config(None, 128, 128, 8, 16, 2, True, cpu).state.num_stages == 2
+    assert forward_config(None, 128, 128, 1, 16, 4, False, cpu).state.num_stages == 2
+    explicit = ForwardConfig(state=StateLaunch(num_stages=2))
+    assert forward_config(explicit, 128, 128, 1, 16, 2, True, cpu).state.num_stages == 2
+
+
 def test_wy_value_tile_is_never_narrower_than_key_tile():
     """The WY kernel's tiles for every head size: BV >= BK (a narrower value tile faults with bfloat16
     operands, benchmarks/triton_faults.py), each no wider than 128 and its head size rounded up."""

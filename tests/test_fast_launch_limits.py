@@ -25,7 +25,7 @@ FWD = ("chunk_intra_diag_kernel", "chunk_intra_offdiag_kernel", "chunk_wy_fwd_ke
         pytest.param(256, 256, "bf16", True, None, FWD[3:], id="K256-bf16-save-state"),
         pytest.param(128, 128, "bf16", True, dict(BV=128, num_warps=8), FWD[3:], id="K128-bf16-save-state-BV128"),
         pytest.param(128, 128, "bf16", False, None, FWD, id="K128-bf16-intra-and-state"),
-        # three stages at the narrow widths that few sequences take (an option, StateLaunch.num_stages),
+        # three stages at the narrow widths that few sequences take (chunk_fwd._state_stages),
         # saving: their largest launches
         pytest.param(128, 128, "bf16", True, dict(BV=16, num_stages=3), FWD[3:], id="K128-save-BV16-3-stages"),
         pytest.param(128, 128, "bf16", True, dict(BV=32, num_stages=3), FWD[3:], id="K128-save-BV32-3-stages"),
