@@ -110,9 +110,9 @@ def _state_block_v(programs: int, BVp: int, K: int, save: bool = False, itemsize
 def _state_stages(BV: int, K: int, itemsize: int) -> int:
     """Pipeline stages of the state kernel. Its loads do not depend on the state, so the next chunk's can
     be in flight while the current chunk's products run. With two stages the compiler issues them after
-    those products; three issue them a step ahead. The third buffer fits the shared memory of an H100
-    or H200 only for 16-bit inputs with K <= 128 at BV <= 32 (tests/test_fast_launch_limits.py), the
-    launches of few long sequences, where the walk's latency is most of the kernel's time."""
+    those products; three issue them a step ahead. Three are taken where the third buffer is held within
+    an H100's or H200's shared memory by tests/test_fast_launch_limits.py: 16-bit inputs with K <= 128 at
+    BV <= 32, the launches of few long sequences, where the walk's latency is most of the kernel's time."""
     return 3 if itemsize <= 2 and K <= 128 and BV <= 32 else 2
 
 

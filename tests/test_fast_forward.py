@@ -224,8 +224,8 @@ def test_state_kernel_width_rule():
 
 
 def test_state_kernel_stage_rule():
-    """Three stages for the state kernel only where the third buffer fits the card's shared memory: 16-bit
-    inputs, K <= 128, BV <= 32 (tests/test_fast_launch_limits.py); an explicit setting wins."""
+    """Three stages for the state kernel only where tests/test_fast_launch_limits.py holds the third buffer
+    within the card's shared memory: 16-bit inputs, K <= 128, BV <= 32; an explicit setting wins."""
     from gdn2.fast.chunk_fwd import _state_stages, forward_config
     from gdn2.fast.config import ForwardConfig, StateLaunch
 
