@@ -56,14 +56,14 @@ D, H, K = 2048, 16, 128
 SHAPES = [(8, 2048), (4, 4096), (1, 16384), (1, 65536)]
 VARLEN_TOKENS = 16384
 FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "sdpa_over_this", "share"]
-#: what --variants times besides the defaults (""): the recompute modes; the WY kernel's load order (one
-#: wait on memory per key tile instead of four) and the diagonal kernel's prefetch; the WY kernel's
-#: key-tile width and warps (narrower tiles hold fewer registers, so more programs share an SM); the
-#: off-diagonal kernel at 2 warps (no spills when compiled for sm_90: resources.py --set); the state
-#: kernels' widths, whose rules count programs (sequences × value heads), not the tokens of each
-#: sequence, and their stages
-VARIANTS = ("", "recompute=True", "recompute=states", "recompute=False", "fwd.wy.LOADS_FIRST=True",
-            "fwd.diag.PREFETCH=True", "fwd.wy.LOADS_FIRST=True+fwd.diag.PREFETCH=True",
+#: what --variants times besides the defaults (""): the recompute modes; the WY kernel's load order (each
+#: load where first used: four waits on memory per key tile instead of one) and the diagonal kernel's
+#: prefetch; the WY kernel's key-tile width and warps (narrower tiles hold fewer registers, so more
+#: programs share an SM); the off-diagonal kernel at 2 warps (no spills when compiled for sm_90:
+#: resources.py --set); the state kernels' widths, whose rules count programs (sequences × value heads),
+#: not the tokens of each sequence, and their stages
+VARIANTS = ("", "recompute=True", "recompute=states", "recompute=False", "fwd.wy.LOADS_FIRST=False",
+            "fwd.diag.PREFETCH=True",
             "fwd.wy.BK=32", "fwd.wy.BK=16",
             "fwd.wy.BK=32+fwd.wy.num_warps=8", "fwd.wy.num_warps=8",
             "fwd.offdiag.num_warps=2", "fwd.state.BV=32+fwd.state.num_warps=4",

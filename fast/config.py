@@ -67,13 +67,14 @@ class OffDiagLaunch(Launch):
 @dataclass(frozen=True)
 class WYLaunch(Launch):
     """``chunk_wy_fwd_kernel``: key- and value-tile widths, NP programs per chunk sharing its tiles, and
-    whether a key tile's five loads go out together before any of its work (LOADS_FIRST: one wait on
-    memory per tile instead of four, for more registers live at once) or each where it is first used."""
+    whether a key tile's five loads go out together before any of its work (LOADS_FIRST, the default: one
+    wait on memory per tile instead of four, for more registers live at once) or each where it is first
+    used (False: fewer tiles live at once, for a compiler that would spill them)."""
 
     BK: int | None = None
     BV: int | None = None
     NP: int = 1
-    LOADS_FIRST: bool = False
+    LOADS_FIRST: bool = True
 
 
 @dataclass(frozen=True)

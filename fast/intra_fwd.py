@@ -370,10 +370,10 @@ def chunk_wy_fwd_kernel(
             m_k = o_k < K
             m = m_t[:, None] & m_k[None, :]
             off = off_row + o_k[None, :]
-            # By default each tile is loaded where it is first used and dies at its last use (the state
-            # of one key tile is several [64, BK] float32 tiles; the fewer live at once, the fewer spill),
-            # and the program waits on memory four times per tile: a store may alias a later load, so
-            # no load moves above one. LOADS_FIRST issues the five loads together.
+            # A store may alias a later load, so no load moves above one: loaded where first used, each
+            # tile dies at its last use (the fewest [64, BK] float32 tiles live at once) but the program
+            # waits on memory four times per tile. LOADS_FIRST (the default) issues the five loads
+            # together, one wait per tile.
             m_n = ((o_t + 1) < L)[:, None] & m_k[None, :]
             b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
             if LOADS_FIRST:

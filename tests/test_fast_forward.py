@@ -265,7 +265,7 @@ def test_gpu_bf16_narrow_value_heads(K, V):
 
 @pytest.mark.parametrize("dtype", [pytest.param("fp32", id="fp32"), pytest.param("bf16", marks=gpu, id="bf16")])
 def test_load_order_options_change_no_value(dtype):
-    """``WYLaunch.LOADS_FIRST`` moves the WY kernel's loads of a key tile before its work, and
+    """``WYLaunch.LOADS_FIRST`` (on by default) moves the WY kernel's loads of a key tile before its work, and
     ``DiagLaunch.PREFETCH`` loads the diagonal kernel's next key tile a step early (K = 40: a partial
     last tile): every product of the forward (with the in-op gate and logit gates, saving for a
     backward) is the same, bit for bit in the interpreter; compiled for a GPU, the prefetching kernel's
@@ -282,7 +282,7 @@ def test_load_order_options_change_no_value(dtype):
     kw = dict(scale=K ** -0.5, output_final_state=True, save=True, A_log=A_log, dt_bias=dt_bias, b_scale=2.0,
               use_qk_l2norm_in_kernel=True)
     base = chunk_gdn2_fwd(**low, **kw)
-    for config in (ForwardConfig(wy=WYLaunch(LOADS_FIRST=True)), ForwardConfig(diag=DiagLaunch(PREFETCH=True))):
+    for config in (ForwardConfig(wy=WYLaunch(LOADS_FIRST=False)), ForwardConfig(diag=DiagLaunch(PREFETCH=True))):
         other = chunk_gdn2_fwd(**low, **kw, config=config)
         for name in ("o", "final_state", *WY, *INTRA):
             a, e = getattr(other, name), getattr(base, name)
