@@ -15,11 +15,16 @@ column slice of a wider projection output (as the layer passes it), weight float
 
 Decoding: ``short_conv_step`` for N sequences, one call, and the module on one token with its state.
 Every time is the median of ``triton.testing.do_bench`` on fresh random inputs (never zeros).
+
+Writes ``results/conv-<card>.csv``: card, shape (B×T, or N sequences for ``step``), what (fwd, bwd,
+fwdbwd, step), launch (``default``, or the swept launch setting), ours_us, torch_us, floor_us.
 """
 
 import argparse
+from pathlib import Path
 
 import torch
+from bench import write_csv
 from triton.testing import do_bench
 
 from gdn2.conv import ShortConvolution
@@ -29,6 +34,15 @@ from gdn2.fast.conv import bwd_launch, conv_bwd, conv_fwd, short_conv, short_con
 SHAPES = [(8, 2048), (4, 4096), (1, 16384), (1, 65536)]
 D, W = 3 * 2048, 4
 STEP_N = [1, 16, 256]
+FIELDS = ["card", "shape", "what", "launch", "ours_us", "torch_us", "floor_us"]
+#: every timed row of this run (the CSV)
+ROWS: list[dict] = []
+
+
+def record(shape: str, what: str, launch: object, ours: float, ref: float | None, floor: float | None) -> None:
+    ROWS.append(dict(card=torch.cuda.get_device_name(), shape=shape, what=what, launch=str(launch or "default"),
+                     ours_us=round(ours, 2), torch_us="" if ref is None else round(ref, 2),
+                     floor_us="" if floor is None else round(floor, 2)))
 
 
 def copy_bandwidth() -> float:
@@ -79,6 +93,7 @@ def bench_shape(B: int, T: int, bw: float) -> dict:
                  None, 3 * n / bw * 1e6)]
     rows.append(("fwdbwd", time_us(ours_fwdbwd), time_us(torch_fwdbwd), 5 * n / bw * 1e6))
     for what, ours, ref, floor in rows:
+        record(f"{B}x{T}", what, None, ours, ref, floor)
         ratio = f"{ref / ours:10.2f}" if ref else f"{'':>10}"
         print(f"{B:>3}×{T:<5} {what:>7} {ours:9.1f} {ref or float('nan'):9.1f} {floor:9.1f} {ratio}")
     return x
@@ -101,6 +116,7 @@ def sweep_launches(x: dict) -> None:
         try:
             us = time_fwd(x, launch)
             timed["fwd"].append((us, launch))
+            record(f"{B}x{T}", "fwd", launch, us, None, None)
             print(f"  fwd {launch or 'default'}: {us:.1f} us")
         except Exception as e:  # a launch that does not compile or run is reported, not fatal
             print(f"  fwd {launch}: failed ({type(e).__name__})")
@@ -111,6 +127,7 @@ def sweep_launches(x: dict) -> None:
         try:
             us = time_bwd(x, launch)
             timed["bwd"].append((us, launch))
+            record(f"{B}x{T}", "bwd", launch, us, None, None)
             print(f"  bwd {launch or rule}: {us:.1f} us")
         except Exception as e:
             print(f"  bwd {launch}: failed ({type(e).__name__})")
@@ -128,12 +145,14 @@ def bench_step(N: int) -> None:
     with torch.no_grad():
         ours = time_us(lambda: short_conv_step(x, weight, state))
         ref = time_us(lambda: conv(x, state))
+    record(str(N), "step", None, ours, ref, None)
     print(f"{N:>5} {ours:9.1f} {ref:9.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="also time other launch settings at 4×4096")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     bw = copy_bandwidth()
     print(f"{torch.cuda.get_device_name()}: copy {bw / 1e12:.2f} TB/s; D = {D}, W = {W}, bfloat16")
@@ -146,6 +165,9 @@ def main() -> None:
     print(f"{'N':>5} {'step_us':>9} {'torch_us':>9}")
     for N in STEP_N:
         bench_step(N)
+    path = Path(args.out) / f"conv-{torch.cuda.get_device_name().replace(' ', '_')}.csv"
+    write_csv(path, ROWS, FIELDS)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ run_one() {  # run_one STEP (its shapes in STEP_SHAPES)
         optional variants "${T_VARIANTS:-300}" benchmarks/bench_layer.py --variants --out "$OUT" \
             ${STEP_SHAPES:+--shapes "$STEP_SHAPES"} ;;
     conv)
-        step bench_conv "${T_CONV:-300}" python3 benchmarks/bench_conv.py --sweep ;;
+        step bench_conv "${T_CONV:-300}" python3 benchmarks/bench_conv.py --sweep --out "$OUT" ;;
     bench-lm)
         optional bench_lm "${T_BLMRUN:-400}" benchmarks/bench_lm.py --out "$OUT" ${LM_IMPLS:+--impls "$LM_IMPLS"} ;;
     bench)
