@@ -21,6 +21,9 @@ if _WORKERS > 1:
 
 #: the run's base seed: fresh draws each run unless GDN2_TEST_SEED repeats a run
 BASE_SEED = int(os.environ.get("GDN2_TEST_SEED") or random.SystemRandom().randrange(2**31))
+# pytest-xdist's workers start from this process's environment: one base seed for the whole run, the one
+# the header prints (the controller imports this file before it starts them)
+os.environ["GDN2_TEST_SEED"] = str(BASE_SEED)
 
 
 def pytest_report_header(config):
