@@ -59,12 +59,13 @@ FIELDS = ["card", "mode", "shape", "impl", "ms", "peak_mib", "peer_over_this", "
 #: what --variants times besides the defaults (""): the recompute modes; the WY kernel's load order (each
 #: load where first used: four waits on memory per key tile instead of one) and the diagonal kernel's
 #: prefetch; the WY kernel's key-tile width and warps (narrower tiles hold fewer registers, so more
-#: programs share an SM); the off-diagonal kernel at 2 warps (no spills when compiled for sm_90:
-#: resources.py --set); the state kernels' widths, whose rules count programs (sequences × value heads),
-#: not the tokens of each sequence, and their stages
+#: programs share an SM), and two programs per chunk, each one key tile and one value tile; the
+#: off-diagonal kernel at 2 warps (no spills when compiled for sm_90: resources.py --set); the state
+#: kernels' widths, whose rules count programs (sequences × value heads), not the tokens of each
+#: sequence, and their stages
 VARIANTS = ("", "recompute=True", "recompute=states", "recompute=False", "fwd.wy.LOADS_FIRST=False",
             "fwd.diag.PREFETCH=True",
-            "fwd.wy.BK=32", "fwd.wy.BK=16",
+            "fwd.wy.BK=32", "fwd.wy.BK=16", "fwd.wy.NP=2+fwd.wy.BV=64",
             "fwd.wy.BK=32+fwd.wy.num_warps=8", "fwd.wy.num_warps=8",
             "fwd.offdiag.num_warps=2", "fwd.state.BV=32+fwd.state.num_warps=4",
             "fwd.state.BV=64+fwd.state.num_warps=4", "fwd.state.num_stages=3", "bwd.state.num_stages=3",
