@@ -695,6 +695,8 @@ def test_derivation_page_has_a_figure(page):
 
 
 def _macros():
+    """docs/hooks/gdn2_macros.py as a module (it imports mkdocs: the docs extra)."""
+    _need(_has_mkdocs(), 'the docs extra (pip install -e ".[docs]")')
     spec = importlib.util.spec_from_file_location("gdn2_macros", ROOT / "docs" / "hooks" / "gdn2_macros.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -702,7 +704,6 @@ def _macros():
 
 
 def test_macros_read_the_csvs():
-    pytest.importorskip("mkdocs")
     m = _macros()
     page = ('{{ csv("fwd-NVIDIA_H200", "shape=8x2048,impl=ours", "ms", ".4f") }} / '
             '{{ ratio("benchmarks/results/fwd-NVIDIA_H200.csv", "impl=peer", "impl=ours", where="shape=8x2048") }} / '
@@ -837,7 +838,6 @@ def test_floors_are_for_the_card_of_the_csv():
 
 
 def test_macros_in_code_are_shown_not_expanded():
-    pytest.importorskip("mkdocs")
     m = _macros()
     text = 'write `{{ csv("x", "a=1", "ms") }}` to cite, e.g. {{ card("fwd-NVIDIA_H200") }}'
     assert m.expand(text) == 'write `{{ csv("x", "a=1", "ms") }}` to cite, e.g. NVIDIA H200'
