@@ -35,14 +35,13 @@ SHAPES = [(8, 2048), (4, 4096), (1, 16384), (1, 65536)]
 D, W = 3 * 2048, 4
 STEP_N = [1, 16, 256]
 FIELDS = ["card", "shape", "what", "launch", "ours_us", "torch_us", "floor_us"]
-#: every timed row of this run (the CSV)
+#: every timed row of this run (the CSV, less its card column)
 ROWS: list[dict] = []
 
 
 def record(shape: str, what: str, launch: object, ours: float, ref: float | None, floor: float | None) -> None:
-    ROWS.append(dict(card=torch.cuda.get_device_name(), shape=shape, what=what, launch=str(launch or "default"),
-                     ours_us=round(ours, 2), torch_us="" if ref is None else round(ref, 2),
-                     floor_us="" if floor is None else round(floor, 2)))
+    ROWS.append(dict(shape=shape, what=what, launch=str(launch or "default"), ours_us=round(ours, 2),
+                     torch_us="" if ref is None else round(ref, 2), floor_us="" if floor is None else round(floor, 2)))
 
 
 def copy_bandwidth() -> float:
@@ -155,7 +154,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     bw = copy_bandwidth()
-    print(f"{torch.cuda.get_device_name()}: copy {bw / 1e12:.2f} TB/s; D = {D}, W = {W}, bfloat16")
+    card = torch.cuda.get_device_name()
+    print(f"{card}: copy {bw / 1e12:.2f} TB/s; D = {D}, W = {W}, bfloat16")
     print(f"{'B×T':>9} {'what':>7} {'ours_us':>9} {'torch_us':>9} {'floor_us':>9} {'torch/ours':>10}")
     for B, T in SHAPES:
         x = bench_shape(B, T, bw)
@@ -165,8 +165,8 @@ def main() -> None:
     print(f"{'N':>5} {'step_us':>9} {'torch_us':>9}")
     for N in STEP_N:
         bench_step(N)
-    path = Path(args.out) / f"conv-{torch.cuda.get_device_name().replace(' ', '_')}.csv"
-    write_csv(path, ROWS, FIELDS)
+    path = Path(args.out) / f"conv-{card.replace(' ', '_')}.csv"
+    write_csv(path, [dict(card=card, **row) for row in ROWS], FIELDS)
     print(f"wrote {path}")
 
 

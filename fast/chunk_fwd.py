@@ -126,6 +126,7 @@ def forward_config(config: ForwardConfig | None, K: int, V: int, N: int, HV: int
     BV, warps = _state_block_v(N * HV, BVp, K, save, itemsize, n_sm)
     s = config.state
     BKH = s.BKH or min(BKp, 128)
+    state_BV = s.BV or BV
     if 2 * BKH < K:
         raise ValueError(f"StateLaunch.BKH = {BKH} must be at least K / 2 = {K / 2}: the state is one or two tiles")
     # The WY kernel's value tile is never narrower than its key tile: with bfloat16 operands a narrower one
@@ -135,8 +136,8 @@ def forward_config(config: ForwardConfig | None, K: int, V: int, N: int, HV: int
         diag=config.diag,
         offdiag=replace(config.offdiag, BK=config.offdiag.BK or min(32, BKp)),
         wy=replace(config.wy, BK=wy_BK, BV=config.wy.BV or max(min(128, BVp), wy_BK)),
-        state=replace(s, BV=s.BV or BV, BKH=BKH, num_warps=s.num_warps or warps,
-                      num_stages=s.num_stages or _state_stages(s.BV or BV, K, itemsize)),
+        state=replace(s, BV=state_BV, BKH=BKH, num_warps=s.num_warps or warps,
+                      num_stages=s.num_stages or _state_stages(state_BV, K, itemsize)),
         precision=config.precision,
     )
 
