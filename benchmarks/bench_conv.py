@@ -2,6 +2,7 @@
 
     python benchmarks/bench_conv.py            # about a minute on an H200
     python benchmarks/bench_conv.py --sweep    # also time other launch settings (gdn2.fast.config)
+    python benchmarks/bench_conv.py --sweep fwd   # the forward's launch settings only
 
 A layer's q, k and v side by side: D = 3·2048 channels (H = HV = 16, K = V = 128), W = 4, bfloat16, x a
 column slice of a wider projection output (as the layer passes it), weight float32. For each B×T:
@@ -106,10 +107,11 @@ def time_bwd(x: dict, launch: ConvBwdLaunch | None) -> float:
     return time_us(lambda: conv_bwd(x["dy"], None, x["x"], x["weight"], None, None, True, launch=launch))
 
 
-def sweep_launches(x: dict) -> None:
+def sweep_launches(x: dict, what: str = "all") -> None:
     B, T = x["x"].shape[:2]
     print(f"sweep at {B}×{T} (default first):")
-    fwd = [ConvLaunch(BT=BT, BD=BD, num_warps=nw) for BT in (16, 32, 64) for BD in (64, 128, 256) for nw in (2, 4, 8)]
+    fwd = [ConvLaunch(BT=BT, BD=BD, num_warps=nw, CHANNELS_FIRST=first) for first in (False, True)
+           for BT in (16, 32, 64) for BD in (64, 128, 256) for nw in (2, 4, 8)]
     timed: dict[str, list[tuple[float, object]]] = {"fwd": [], "bwd": []}
     for launch in [None] + fwd:
         try:
@@ -121,8 +123,8 @@ def sweep_launches(x: dict) -> None:
             print(f"  fwd {launch}: failed ({type(e).__name__})")
     rule = bwd_launch(B * T, D, W, x["x"].device)
     bwd = [ConvBwdLaunch(BD=BD, num_warps=nw, tokens=tokens) for BD in (64, 128, 256) for nw in (1, 2, 4)
-           for tokens in (None, 16, 64, 256) if BD >= 32 * nw]
-    for launch in [None] + bwd:
+           for tokens in (None, 16, 64, 256) if BD >= 32 * nw] if what == "all" else []
+    for launch in [None] + bwd if what == "all" else []:
         try:
             us = time_bwd(x, launch)
             timed["bwd"].append((us, launch))
@@ -150,7 +152,8 @@ def bench_step(N: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", action="store_true", help="also time other launch settings at 4×4096")
+    parser.add_argument("--sweep", nargs="?", const="all", choices=("all", "fwd"), default=None,
+                        help="also time other launch settings at 4×4096 (fwd: the forward's only)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     bw = copy_bandwidth()
@@ -160,7 +163,7 @@ def main() -> None:
     for B, T in SHAPES:
         x = bench_shape(B, T, bw)
         if args.sweep and (B, T) == (4, 4096):
-            sweep_launches(x)
+            sweep_launches(x, args.sweep)
         del x
     print(f"{'N':>5} {'step_us':>9} {'torch_us':>9}")
     for N in STEP_N:

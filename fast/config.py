@@ -160,10 +160,13 @@ class DecodeLaunch(Launch):
 
 @dataclass(frozen=True)
 class ConvLaunch(Launch):
-    """``short_conv_fwd_kernel``: BT tokens by BD channels per program."""
+    """``short_conv_fwd_kernel``: BT tokens by BD channels per program, and the grid's order
+    (CHANNELS_FIRST: consecutive programs take the channel tiles of one token tile, so the programs in
+    flight read whole rows of x; else the token tiles of one channel tile)."""
 
     BT: int = 32
     BD: int = 128
+    CHANNELS_FIRST: bool = False
 
 
 @dataclass(frozen=True)

@@ -118,20 +118,25 @@ def short_conv_fwd_kernel(
     stride_b, stride_t, T, N, D,
     n_tokens,                # B·T
     n_steps,                 # ⌈log₂ N⌉: rounds of the packed binary search
-    W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, CHANNELS_FIRST: tl.constexpr,
     ACTIVATION: tl.constexpr, HAS_H0: tl.constexpr, IS_VARLEN: tl.constexpr, OFF64: tl.constexpr,
 ):
     """y for BT consecutive tokens and BD channels.
 
     Grid: (B·cdiv(T, BT), cdiv(D, BD)) dense, each program inside one sequence (found by one scalar
     division per program); (cdiv(T, BT), cdiv(D, BD)) packed, where a tile of the one row may span
-    sequences and each token finds its own. Tap s of token t reads x_{t−s} only inside t's sequence
+    sequences and each token finds its own. CHANNELS_FIRST: the same tiles on a grid of one axis,
+    the channel tile varying fastest. Tap s of token t reads x_{t−s} only inside t's sequence
     (the initial state or 0 before its start). The W taps are W loads of [BT, BD] tiles shifted by one
     token each, so the program reads BT + W − 1 rows of x from memory and the other loads hit the cache.
     FLOPs: 2·W per output, plus the SiLU. Bytes: x read once and y written once (2·D each per token in
     16-bit), plus the W·D weight.
     """
-    i_t, i_d = tl.program_id(0), tl.program_id(1)
+    if CHANNELS_FIRST:
+        n_d = tl.cdiv(D, BD)
+        i_t, i_d = tl.program_id(0) // n_d, tl.program_id(0) % n_d
+    else:
+        i_t, i_d = tl.program_id(0), tl.program_id(1)
     o_d = i_d * BD + tl.arange(0, BD)
     m_d = o_d < D
     if IS_VARLEN:
@@ -470,10 +475,11 @@ def conv_fwd(x: Tensor, weight: Tensor, cu_seqlens: Tensor | None, initial_state
     tile = launch or fwd_launch(D, None if cu_seqlens is not None else T)
     with _device(x):
         if B * T and D:
-            tiles = triton.cdiv(T, tile.BT) * (1 if cu_seqlens is not None else B)
-            short_conv_fwd_kernel[(tiles, triton.cdiv(D, tile.BD))](
+            tiles, n_d = triton.cdiv(T, tile.BT) * (1 if cu_seqlens is not None else B), triton.cdiv(D, tile.BD)
+            short_conv_fwd_kernel[(tiles * n_d,) if tile.CHANNELS_FIRST else (tiles, n_d)](
                 x, weight, h0, y, cu_seqlens, x.stride(0), x.stride(1), T, N, D, B * T, _n_steps(N),
-                W=W, BT=tile.BT, BD=tile.BD, ACTIVATION=bool(activation), HAS_H0=h0 is not None,
+                W=W, BT=tile.BT, BD=tile.BD, CHANNELS_FIRST=tile.CHANNELS_FIRST, ACTIVATION=bool(activation),
+                HAS_H0=h0 is not None,
                 IS_VARLEN=cu_seqlens is not None, OFF64=needs_int64(x, y), num_warps=tile.num_warps,
                 num_stages=tile.num_stages)
         if ht is not None and ht.numel():

@@ -207,6 +207,24 @@ def test_launch_settings_do_not_change_results():
 
 
 @pytest.mark.parametrize("cu_seqlens", [None, [0, 3, 3, 29, 50]], ids=["dense", "packed"])
+def test_grid_order_does_not_change_results(cu_seqlens):
+    """Channel tiles fastest (one grid axis) and token tiles fastest (two) compute every output with the
+    same products in the same order: y is bit-identical, with tiles that cut rows, channels and
+    sequences (three channel tiles of 16 over 36 channels, tiles of 16 tokens over 50, an initial state).
+    The default order is checked against the float64 module by the tests above."""
+    B, N = (1, 4) if cu_seqlens else (3, None)
+    cu = None if cu_seqlens is None else torch.tensor(cu_seqlens, device=DEVICE)
+    inputs = conv_inputs(B, 50, 36, 4, N=N, pad=3)
+    x, weight, h0 = inputs["x"].float(), inputs["weight"].float(), inputs["initial_state"].float()
+    ys = [conv_fwd(x, weight, cu, h0, False, True, launch=ConvLaunch(BT=16, BD=16, CHANNELS_FIRST=first))[0]
+          for first in (False, True)]
+    assert torch.equal(ys[1], ys[0])
+    assert torch.allclose(ys[0], reference(x, weight, cu, h0)[0].float(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="CHANNELS_FIRST must be a bool"):
+        ConvLaunch(CHANNELS_FIRST=1)
+
+
+@pytest.mark.parametrize("cu_seqlens", [None, [0, 3, 3, 29, 50]], ids=["dense", "packed"])
 def test_offset_width_does_not_change_results(monkeypatch, cu_seqlens):
     """The forward's int32 and int64 offset tiles address the same elements: y and the final state are
     bit-identical with either (a strided x, an initial state, packed rows with an empty one). The backward
