@@ -3,6 +3,10 @@
     python benchmarks/bench_conv.py            # about a minute on an H200
     python benchmarks/bench_conv.py --sweep    # also time other launch settings (gdn2.fast.config)
     python benchmarks/bench_conv.py --sweep fwd   # the forward's launch settings only
+    python benchmarks/bench_conv.py --sweep layer # the forward's, on the layer's own call only
+
+``--sweep`` times the forward's launches at 4×4096 and on one of the layer's own calls (one
+2048-channel projection, contiguous, a packed row of 16384 tokens: shape ``packed16384x2048``).
 
 A layer's q, k and v side by side: D = 3·2048 channels (H = HV = 16, K = V = 128), W = 4, bfloat16, x a
 column slice of a wider projection output (as the layer passes it), weight float32. For each B×T:
@@ -100,24 +104,38 @@ def bench_shape(B: int, T: int, bw: float) -> dict:
 
 
 def time_fwd(x: dict, launch: ConvLaunch | None) -> float:
-    return time_us(lambda: conv_fwd(x["x"], x["weight"], None, None, False, True, launch=launch))
+    return time_us(lambda: conv_fwd(x["x"], x["weight"], x.get("cu"), None, False, True, launch=launch))
+
+
+def layer_call_inputs(tokens: int = 16384, channels: int = 2048) -> dict:
+    """One of the layer's three calls on a packed row: a contiguous [1, tokens, 2048] projection output
+    split into documents of 64 to 4096 tokens (a fixed draw)."""
+    gen = torch.Generator().manual_seed(0)
+    cuts = [0]
+    while cuts[-1] < tokens:
+        cuts.append(min(tokens, cuts[-1] + int(torch.randint(64, 4097, (1,), generator=gen))))
+    return {"x": torch.randn(1, tokens, channels, device="cuda", dtype=torch.bfloat16),
+            "weight": torch.randn(channels, W, device="cuda") / W ** 0.5,
+            "cu": torch.tensor(cuts, dtype=torch.int32, device="cuda")}
 
 
 def time_bwd(x: dict, launch: ConvBwdLaunch | None) -> float:
     return time_us(lambda: conv_bwd(x["dy"], None, x["x"], x["weight"], None, None, True, launch=launch))
 
 
-def sweep_launches(x: dict, what: str = "all") -> None:
+def sweep_launches(x: dict, what: str = "all", shape: str | None = None) -> None:
     B, T = x["x"].shape[:2]
-    print(f"sweep at {B}×{T} (default first):")
+    shape = shape or f"{B}x{T}"
+    print(f"sweep at {shape} (default first):")
     fwd = [ConvLaunch(BT=BT, BD=BD, num_warps=nw, CHANNELS_FIRST=first) for first in (False, True)
-           for BT in (16, 32, 64) for BD in (64, 128, 256) for nw in (2, 4, 8)]
+           for BT in (8, 16, 32, 64) for BD in (64, 128, 256) for nw in (1, 2, 4, 8)
+           if BT * BD >= 32 * nw * 8 and (BT, nw) != (64, 1) and (shape == f"{B}x{T}" or (BT <= 32 and nw <= 4))]
     timed: dict[str, list[tuple[float, object]]] = {"fwd": [], "bwd": []}
     for launch in [None] + fwd:
         try:
             us = time_fwd(x, launch)
             timed["fwd"].append((us, launch))
-            record(f"{B}x{T}", "fwd", launch, us, None, None)
+            record(shape, "fwd", launch, us, None, None)
             print(f"  fwd {launch or 'default'}: {us:.1f} us")
         except Exception as e:  # a launch that does not compile or run is reported, not fatal
             print(f"  fwd {launch}: failed ({type(e).__name__})")
@@ -128,7 +146,7 @@ def sweep_launches(x: dict, what: str = "all") -> None:
         try:
             us = time_bwd(x, launch)
             timed["bwd"].append((us, launch))
-            record(f"{B}x{T}", "bwd", launch, us, None, None)
+            record(shape, "bwd", launch, us, None, None)
             print(f"  bwd {launch or rule}: {us:.1f} us")
         except Exception as e:
             print(f"  bwd {launch}: failed ({type(e).__name__})")
@@ -152,21 +170,26 @@ def bench_step(N: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", nargs="?", const="all", choices=("all", "fwd"), default=None,
-                        help="also time other launch settings at 4×4096 (fwd: the forward's only)")
+    parser.add_argument("--sweep", nargs="?", const="all", choices=("all", "fwd", "layer"), default=None,
+                        help="also time other launch settings at 4×4096 and on the layer's call (fwd: the "
+                             "forward's only; layer: the forward's on the layer's call only, nothing else)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     bw = copy_bandwidth()
     card = torch.cuda.get_device_name()
     print(f"{card}: copy {bw / 1e12:.2f} TB/s; D = {D}, W = {W}, bfloat16")
     print(f"{'B×T':>9} {'what':>7} {'ours_us':>9} {'torch_us':>9} {'floor_us':>9} {'torch/ours':>10}")
-    for B, T in SHAPES:
+    for B, T in SHAPES if args.sweep != "layer" else []:
         x = bench_shape(B, T, bw)
         if args.sweep and (B, T) == (4, 4096):
             sweep_launches(x, args.sweep)
         del x
+    if args.sweep:      # the layer's own call: one 2048-channel projection, contiguous, on a packed row
+        call = layer_call_inputs()
+        print(f"the layer's call: floor {4 * call['x'].numel() / bw * 1e6:.1f} us")
+        sweep_launches(call, "fwd", "packed16384x2048")
     print(f"{'N':>5} {'step_us':>9} {'torch_us':>9}")
-    for N in STEP_N:
+    for N in STEP_N if args.sweep != "layer" else []:
         bench_step(N)
     path = Path(args.out) / f"conv-{card.replace(' ', '_')}.csv"
     write_csv(path, [dict(card=card, **row) for row in ROWS], FIELDS)

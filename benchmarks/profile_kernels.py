@@ -1,0 +1,104 @@
+"""Every kernel of one call of our layer (and the peer's), in launch order, with its device time.
+
+    python benchmarks/profile_kernels.py [--shape varlen|BxT] [--train] [--no-peer] [--gemms]
+
+A diagnostic for finding where a layer's call spends its device time kernel by kernel (``bench_layer.py``
+sums them by category): hidden size 2048, 16 heads of 128, bfloat16, the shapes of ``bench_layer.py``
+(``varlen``: its packed row of 16384 tokens). Each row is the mean over 5 calls of one launch position:
+its µs and the kernel's name; the last row the sum. ``--train`` profiles a train step instead of a
+``no_grad`` forward. ``--gemms`` also times the layer's low-rank projections three ways (as two GEMMs
+that each read x, as one GEMM of both weights, and the up-projection with its bias on a column slice of
+that product against a contiguous input), the median of ``triton.testing.do_bench``. Prints only.
+"""
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from bench_layer import D, VARLEN_TOKENS, call, layers, random_lengths
+from triton.testing import do_bench
+
+STEPS = 5
+
+
+def kernel_times(module, kind: str, x: torch.Tensor, cu: torch.Tensor | None, train: bool) -> list[tuple[str, float]]:
+    """(name, mean µs) of each launch position of one call, in launch order."""
+    x = x.detach().requires_grad_(train)
+    params = [p for p in module.parameters() if p.requires_grad]
+    dy = torch.randn_like(x)
+
+    def step():
+        if train:
+            torch.autograd.grad(call(module, kind, x, cu), [x, *params], dy)
+        else:
+            with torch.no_grad():
+                call(module, kind, x, cu)
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(STEPS):
+            step()
+        torch.cuda.synchronize()
+    kernels = [(e.name, e.time_range.elapsed_us()) for e in prof.events()
+               if e.device_type == torch.autograd.DeviceType.CUDA]
+    per = len(kernels) // STEPS
+    if per * STEPS != len(kernels):
+        print(f"  {len(kernels)} kernels over {STEPS} calls: not the same launches each call; listing them all")
+        return kernels
+    return [(kernels[i][0], sum(kernels[i + s * per][1] for s in range(STEPS)) / STEPS) for i in range(per)]
+
+
+def gemm_probes(tokens: int) -> None:
+    """The low-rank projections' GEMMs at ``tokens`` tokens, µs."""
+    x = torch.randn(tokens, D, device="cuda", dtype=torch.bfloat16)
+    wf, wg = (torch.randn(128, D, device="cuda", dtype=torch.bfloat16) / D ** 0.5 for _ in range(2))
+    up = torch.randn(D, 128, device="cuda", dtype=torch.bfloat16) / 128 ** 0.5
+    bias = torch.randn(D, device="cuda", dtype=torch.bfloat16)
+    both = torch.cat([wf, wg])
+    low = F.linear(x, both)
+
+    def us(fn) -> float:
+        return do_bench(fn, return_mode="median") * 1e3
+
+    print(f"low-rank GEMMs at {tokens} tokens, µs:")
+    print(f"  two down-projections, each reading x:      {us(lambda: (F.linear(x, wf), F.linear(x, wg))):8.1f}")
+    print(f"  one down-projection of both weights:       {us(lambda: F.linear(x, both)):8.1f}")
+    print(f"  the same with the weights' concatenation:  {us(lambda: F.linear(x, torch.cat([wf, wg]))):8.1f}")
+    print(f"  up-projection + bias, contiguous input:    {us(lambda: F.linear(low[:, 128:].contiguous(), up, bias)):8.1f}"
+          " (includes the copy)")
+    contiguous = low[:, 128:].contiguous()
+    print(f"  up-projection + bias, contiguous input:    {us(lambda: F.linear(contiguous, up, bias)):8.1f}")
+    print(f"  up-projection + bias, column slice input:  {us(lambda: F.linear(low[:, 128:], up, bias)):8.1f}")
+    print(f"  up-projection, no bias, column slice:      {us(lambda: F.linear(low[:, :128], up)):8.1f}")
+    print(f"  up-projection, no bias, contiguous:        {us(lambda: F.linear(contiguous, up)):8.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="varlen", help="'varlen' (the packed row) or BxT")
+    ap.add_argument("--train", action="store_true", help="a train step instead of a no_grad forward")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--gemms", action="store_true", help="also time the low-rank projections' GEMMs")
+    args = ap.parse_args()
+    args.no_compile = True
+    torch.manual_seed(0)
+    B, T = (1, VARLEN_TOKENS) if args.shape == "varlen" else map(int, args.shape.split("x"))
+    x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16)
+    cu = random_lengths(T, torch.Generator().manual_seed(0)) if args.shape == "varlen" else None
+    print(f"{torch.cuda.get_device_name()}, {args.shape}, {'train step' if args.train else 'forward'}")
+    for name, (module, kind) in layers(args).items():
+        if kind == "sdpa":
+            continue
+        rows = kernel_times(module, kind, x, cu, args.train)
+        print(f"{name}: {len(rows)} launches")
+        for kernel, us in rows:
+            print(f"  {us:9.1f}  {kernel[:110]}")
+        print(f"  {sum(us for _, us in rows):9.1f}  total")
+    if args.gemms:
+        gemm_probes(B * T)
+
+
+if __name__ == "__main__":
+    main()
