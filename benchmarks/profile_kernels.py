@@ -15,7 +15,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from bench_layer import D, VARLEN_TOKENS, call, layers, random_lengths
+from bench_layer import VARLEN_TOKENS, D, call, layers, random_lengths
 from triton.testing import do_bench
 
 STEPS = 5
@@ -66,8 +66,8 @@ def gemm_probes(tokens: int) -> None:
     print(f"  two down-projections, each reading x:      {us(lambda: (F.linear(x, wf), F.linear(x, wg))):8.1f}")
     print(f"  one down-projection of both weights:       {us(lambda: F.linear(x, both)):8.1f}")
     print(f"  the same with the weights' concatenation:  {us(lambda: F.linear(x, torch.cat([wf, wg]))):8.1f}")
-    print(f"  up-projection + bias, contiguous input:    {us(lambda: F.linear(low[:, 128:].contiguous(), up, bias)):8.1f}"
-          " (includes the copy)")
+    copied = us(lambda: F.linear(low[:, 128:].contiguous(), up, bias))
+    print(f"  up-projection + bias, copied slice:        {copied:8.1f} (the copy included)")
     contiguous = low[:, 128:].contiguous()
     print(f"  up-projection + bias, contiguous input:    {us(lambda: F.linear(contiguous, up, bias)):8.1f}")
     print(f"  up-projection + bias, column slice input:  {us(lambda: F.linear(low[:, 128:], up, bias)):8.1f}")
