@@ -2,8 +2,8 @@
 
     q, k, v   three projections, each through the Triton short convolution + SiLU (one read, one write)
     b, w      two projections handed to the operator as logits (their sigmoid is applied in its kernels)
-    g, z      two low-rank down-projections, each a contiguous output of the shared-input products,
-              then their up-projections (z's bias added by its GEMM)
+    g, z      two low-rank down-projections as one product (x read once for both; each bottleneck a
+              column slice of it), then their up-projections (z's bias added by its GEMM)
     x         read by seven products whose backward accumulates x's gradient in one buffer
               (``projections.shared_input_linear``: no elementwise additions of the gradients)
     o         chunk_gdn2 (or fused_recurrent_gdn2 when decoding), the fused gated RMSNorm, the output projection
@@ -52,16 +52,17 @@ def layer_forward(layer: GDN2, hidden_states: Tensor, attention_mask: Tensor | N
 
     f_down, f_up = layer.f_proj
     g_down, g_up = layer.g_proj
-    # everything that reads x: q, k, v, b, w and the bottlenecks of g and z. Each is its own contiguous
-    # output: a bottleneck sliced from a shared product would make z's bias a separate elementwise pass
-    # (F.linear adds a bias in its GEMM only for contiguous input) and its backward a zero fill, two
-    # slice copies and an add
+    # everything that reads x: q, k, v, b, w, each its own contiguous output, and the bottlenecks of g and
+    # z, two column slices of one product: a product of V columns is bound by its read of x, so the two
+    # share that read. The up-projections take the slices as 2-D matrices (row stride 2·V), which the
+    # GEMMs read in place, z's bias added in its GEMM.
     weights = (layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight, layer.b_proj.weight,
-               layer.w_proj.weight, f_down.weight, g_down.weight)
-    if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
+               layer.w_proj.weight, (f_down.weight, g_down.weight))
+    if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in (*weights[:-1], *weights[-1]))):
         q_in, k_in, v_in, b_logit, w_logit, f_low, g_low = shared_input_linear(x, *weights)
     else:
-        q_in, k_in, v_in, b_logit, w_logit, f_low, g_low = (F.linear(x, w) for w in weights)
+        q_in, k_in, v_in, b_logit, w_logit = (F.linear(x, w) for w in weights[:-1])
+        f_low, g_low = F.linear(x, torch.cat(weights[-1])).split(f_down.weight.shape[0], dim=-1)
     conv_states, ins = None, (q_in, k_in, v_in)
     if not layer.use_short_conv:
         q, k, v = (F.silu(y) for y in ins)
@@ -80,8 +81,8 @@ def layer_forward(layer: GDN2, hidden_states: Tensor, attention_mask: Tensor | N
     v = v.view(Bx, Tx, HV, V)
     b_logit = b_logit.view(Bx, Tx, H, K)
     w_logit = w_logit.view(Bx, Tx, HV, V)
-    g_raw = F.linear(f_low, f_up.weight).view(Bx, Tx, H, K)
-    z = F.linear(g_low, g_up.weight, g_up.bias).view(Bx, Tx, HV, V)
+    g_raw = F.linear(f_low.flatten(0, 1), f_up.weight).view(Bx, Tx, H, K)
+    z = F.linear(g_low.flatten(0, 1), g_up.weight, g_up.bias).view(Bx, Tx, HV, V)
 
     extras = dict(use_qk_l2norm_in_kernel=True, A_log=layer.A_log, dt_bias=layer.dt_bias,
                   use_gate_sigmoid_in_kernel=True, allow_neg_eigval=layer.allow_neg_eigval)

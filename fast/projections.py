@@ -6,6 +6,14 @@ backward writes the first product ``dY_0 W_0`` and accumulates every other into 
 ``addmm_`` (β = 1): the GEMMs add as they write, and no elementwise pass remains. Each output stays
 its own contiguous tensor, so the kernels that read them need no copy.
 
+A group of weights (a tuple among the arguments) is one product with the group's weights stacked: x is
+read once for all of them, and the group's outputs are column slices of that product (rows of
+``stride(-2)`` = the group's width, columns contiguous). This is for narrow outputs, such as the
+layer's two low-rank bottlenecks: a product of a few columns reads all of x for few FLOPs, so it is
+bound by that read, and two of them read x twice. In the backward the group's gradients are joined
+(one copy of the group's few columns) for one product into x's gradient and one for the stacked
+weights' gradient, whose rows are each weight's.
+
 The products run in the dtype autocast chooses (or the input's): the cast input and weights are what
 the backward uses, as ``F.linear`` under autocast would; gradients return in each argument's dtype.
 """
@@ -19,39 +27,82 @@ __all__ = ["shared_input_linear"]
 
 class SharedInputLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+    def forward(ctx, sizes: tuple[int, ...], x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
         device = x.device.type
         dt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         xc = x.to(dt)
-        wc = [w.to(dt) for w in weights]
-        ctx.save_for_backward(xc, *wc)
+        stacked = []
+        at = 0
+        for n in sizes:          # each group's weights stacked (a group of one is the weight itself)
+            group = [w.to(dt) for w in weights[at:at + n]]
+            stacked.append(group[0] if n == 1 else torch.cat(group))
+            at += n
+        ctx.save_for_backward(xc, *stacked)
         ctx.set_materialize_grads(False)      # an unused output's gradient arrives as None, not zeros
         ctx.dtypes = (x.dtype, *(w.dtype for w in weights))
+        ctx.sizes = sizes
+        ctx.rows = [w.shape[0] for w in weights]
+        outs = []
+        at = 0
         with torch.autocast(device, enabled=False):
-            return tuple(F.linear(xc, w) for w in wc)
+            for n, w in zip(sizes, stacked):
+                y = F.linear(xc, w)
+                edges = [0]
+                for r in ctx.rows[at:at + n]:
+                    edges.append(edges[-1] + r)
+                outs += [y] if n == 1 else [y[..., a:b] for a, b in zip(edges, edges[1:])]
+                at += n
+        return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        xc, *wc = ctx.saved_tensors
+        xc, *stacked = ctx.saved_tensors
         x2 = xc.reshape(-1, xc.shape[-1])
         dx = None
         dws: list[Tensor | None] = []
-        for i, (w, dy) in enumerate(zip(wc, grads)):
-            if dy is None:
-                dws.append(None)
+        at = 0
+        for n, w in zip(ctx.sizes, stacked):
+            group, rows = grads[at:at + n], ctx.rows[at:at + n]
+            needs_w = ctx.needs_input_grad[2 + at:2 + at + n]
+            at += n
+            if all(g is None for g in group):
+                dws += [None] * n
                 continue
-            dy2 = dy.to(w.dtype).reshape(-1, w.shape[0])
-            if ctx.needs_input_grad[0]:
+            parts = [(g if g is not None else xc.new_zeros(xc.shape[:-1] + (r,))).to(w.dtype).reshape(-1, r)
+                     for g, r in zip(group, rows)]
+            dy2 = parts[0] if n == 1 else torch.cat(parts, dim=1)        # [tokens, the group's rows]
+            if ctx.needs_input_grad[1]:
                 if dx is None:
                     dx = dy2 @ w                                   # [tokens, D]
                 else:
                     dx.addmm_(dy2, w)                              # accumulated by the GEMM, no add pass
-            dws.append((dy2.t() @ x2).to(ctx.dtypes[1 + i]) if ctx.needs_input_grad[1 + i] else None)
+            dw = dy2.t() @ x2 if any(needs_w) else None            # the group's weights' rows, stacked
+            first = len(dws)
+            dws += [dw[a - r:a].to(ctx.dtypes[1 + first + j]) if need and g is not None else None
+                    for j, (need, g, r, a) in enumerate(zip(needs_w, group, rows, _ends(rows)))]
         if dx is not None:
             dx = dx.reshape(xc.shape).to(ctx.dtypes[0])
-        return (dx, *dws)
+        return (None, dx, *dws)
 
 
-def shared_input_linear(x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
-    """``tuple(F.linear(x, w) for w in weights)`` (no biases), with one gradient buffer for ``x``."""
-    return SharedInputLinear.apply(x, *weights)
+def _ends(rows: list[int]) -> list[int]:
+    """The running sums of ``rows``: where each weight's rows end in the stacked weight."""
+    out, at = [], 0
+    for r in rows:
+        at += r
+        out.append(at)
+    return out
+
+
+def shared_input_linear(x: Tensor, *weights: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """``tuple(F.linear(x, w) for w in weights)`` (no biases), with one gradient buffer for ``x``. An
+    argument that is a tuple of weights is one product of x with them stacked, whose outputs (one per
+    weight of the tuple, in order, among the others) are column slices of that product."""
+    flat, sizes = [], []
+    for w in weights:
+        group = w if isinstance(w, tuple) else (w,)
+        if not group:
+            raise ValueError("shared_input_linear: a group of weights must hold at least one weight")
+        flat += group
+        sizes.append(len(group))
+    return SharedInputLinear.apply(tuple(sizes), x, *flat)

@@ -199,11 +199,15 @@ def test_gpu_fused_layer_packed_and_decoding():
 
 
 # ---- the input projections -----------------------------------------------------------------------
+@pytest.mark.parametrize("grouped", [False, True], ids=["separate", "grouped"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bfloat16-autocast"])
-def test_shared_input_linear_equals_separate_projections(autocast):
+def test_shared_input_linear_equals_separate_projections(autocast, grouped):
     """One gradient buffer for the input, accumulated by the products: the outputs and every gradient
     equal separate ``F.linear`` calls under autograd (exactly in float64), with an unused output (None
-    gradient) and a weight without gradient.
+    gradient) and a weight without gradient. ``grouped``: the last three weights are one product of
+    them stacked, whose outputs are column slices; its products sum in another order, so its outputs
+    equal the separate ones up to rounding (in float64 to 1e-12; under autocast within one rounding to
+    bfloat16 of the float32 product, 2u relative to Σ|x||W|).
 
     Under autocast both run their products in bfloat16 but round in different places (autograd
     rounds each product and each sum; ``addmm_`` rounds each running sum), so both are held to the
@@ -218,10 +222,17 @@ def test_shared_input_linear_equals_separate_projections(autocast):
     ws = [torch.randn(n, 24, dtype=dt, requires_grad=n != 5) for n in (16, 8, 5, 12)]
     dys = [torch.randn(2, 7, w.shape[0]) for w in ws]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        ours = shared_input_linear(x, *ws)
+        ours = shared_input_linear(x, *((ws[0], tuple(ws[1:])) if grouped else ws))
         ref = [torch.nn.functional.linear(x, w) for w in ws]
-    for a, r in zip(ours, ref):
-        assert a.dtype == r.dtype and torch.equal(a, r)
+    for a, r, w in zip(ours, ref, ws):
+        assert a.dtype == r.dtype and a.shape == r.shape
+        if not grouped:
+            assert torch.equal(a, r)
+        elif not autocast:
+            torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+        else:
+            bound = 2 * 2.0 ** -8 * (x.detach().abs().double() @ w.detach().abs().double().t())
+            assert ((a.double() - r.double()).abs() <= bound).all()
     used = [0, 1, 2]                                        # the last output takes no part in the loss
     g_ours = torch.autograd.grad([ours[i] for i in used], [x, ws[0], ws[1], ws[3]],
                                  [dys[i].to(ours[i].dtype) for i in used], allow_unused=True)
@@ -250,21 +261,23 @@ def test_shared_input_linear_equals_separate_projections(autocast):
 
 
 # ---- what runs around the kernels ----------------------------------------------------------------
-#: ATen ops the fused layer's train step may run on token-sized tensors: the products, views, and the
-#: one reduction that is a gradient of its own (z's bias: the sum of dz over the tokens)
+#: ATen ops the fused layer's train step may run on token-sized tensors: the products, views, the one
+#: reduction that is a gradient of its own (z's bias: the sum of dz over the tokens), and the two joins
+#: of the low-rank pair (its weights stacked for one product; its gradients, 2·V columns per token)
 GLUE_ALLOWED = {"mm", "addmm", "addmm_", "t", "view", "_unsafe_view", "reshape", "expand", "detach", "alias",
-                "sum"}
+                "slice", "sum", "cat"}
 
 
 def test_fused_layer_runs_no_elementwise_pass_around_its_kernels():
     """Forward and backward of the fused layer: every ATen op that touches a token-sized tensor is a
     product or a view, besides the kernels' own custom ops. A projection whose output needs a copy, a
     bias added by its own pass, or gradients summed by autograd would each show up here as an
-    elementwise op (copy_, add, fill, slice_backward)."""
+    elementwise op (copy_, add, fill, slice_backward). The one copy allowed joins the low-rank pair:
+    its two weights, and its two gradients of V columns per token."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     B, T, D = 1, 40, 32
-    seen = []
+    seen, joined = [], []
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -273,9 +286,12 @@ def test_fused_layer_runs_no_elementwise_pass_around_its_kernels():
                        if isinstance(a, torch.Tensor)]
             if func.namespace == "aten" and any(t.numel() >= B * T * 16 for t in tensors):
                 seen.append(func.__name__.split(".")[0])
+                if seen[-1] == "cat":
+                    joined.append(tuple(out.shape))
             return out
 
     fast, _ = pair(D=D)
+    V = fast.head_v_dim
     x = torch.randn(B, T, D, device=DEVICE, requires_grad=True)
     dy = torch.randn(B, T, D, device=DEVICE)
     with Record():
@@ -284,6 +300,7 @@ def test_fused_layer_runs_no_elementwise_pass_around_its_kernels():
     extra = sorted(set(seen) - GLUE_ALLOWED)
     assert not extra, f"elementwise ATen ops around the fused layer's kernels: {extra}"
     assert {"mm", "addmm"} <= set(seen)      # the recorder saw the products, so it saw the layer
+    assert all(shape in ((2 * V, D), (B * T, 2 * V)) for shape in joined), joined
 
 
 def test_shared_input_linear_gives_each_weight_its_own_gradient():
