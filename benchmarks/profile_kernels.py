@@ -1,6 +1,7 @@
 """Every kernel of one call of our layer (and the peer's), in launch order, with its device time.
 
     python benchmarks/profile_kernels.py [--shape varlen|BxT] [--train] [--no-peer] [--gemms]
+    python benchmarks/profile_kernels.py --variants V1,V2,... [--shape ...] [--train]
 
 A diagnostic for finding where a layer's call spends its device time kernel by kernel (``bench_layer.py``
 sums them by category): hidden size 2048, 16 heads of 128, bfloat16, the shapes of ``bench_layer.py``
@@ -8,15 +9,21 @@ sums them by category): hidden size 2048, 16 heads of 128, bfloat16, the shapes 
 its µs and the kernel's name; the last row the sum. ``--train`` profiles a train step instead of a
 ``no_grad`` forward. ``--gemms`` also times the layer's low-rank projections three ways (as two GEMMs
 that each read x, as one GEMM of both weights, and the up-projection with its bias on a column slice of
-that product against a contiguous input), the median of ``triton.testing.do_bench``. Prints only.
+that product against a contiguous input), the median of ``triton.testing.do_bench``. ``--variants``
+profiles only our layer, under the defaults and under each variant (``launch_defaults.py``), and prints
+each kernel's µs per call summed over its launches, one column per variant: a kernel's own time in the
+layer, which the layer's whole time shows only within its noise. Prints only.
 """
 
 import argparse
 
+import launch_defaults
 import torch
 import torch.nn.functional as F
-from bench_layer import VARLEN_TOKENS, D, call, layers, random_lengths
+from bench_layer import VARLEN_TOKENS, D, H, K, call, layers, random_lengths
 from triton.testing import do_bench
+
+import gdn2
 
 STEPS = 5
 
@@ -81,6 +88,8 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="a train step instead of a no_grad forward")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--gemms", action="store_true", help="also time the low-rank projections' GEMMs")
+    ap.add_argument("--variants", default="", metavar="V1,V2,...",
+                    help="only our layer, its kernels by name under the defaults and each variant")
     args = ap.parse_args()
     args.no_compile = True
     torch.manual_seed(0)
@@ -88,6 +97,9 @@ def main() -> None:
     x = torch.randn(B, T, D, device="cuda", dtype=torch.bfloat16)
     cu = random_lengths(T, torch.Generator().manual_seed(0)) if args.shape == "varlen" else None
     print(f"{torch.cuda.get_device_name()}, {args.shape}, {'train step' if args.train else 'forward'}")
+    if args.variants:
+        compare_variants(args, x, cu)
+        return
     for name, (module, kind) in layers(args).items():
         if kind == "sdpa":
             continue
@@ -98,6 +110,27 @@ def main() -> None:
         print(f"  {sum(us for _, us in rows):9.1f}  total")
     if args.gemms:
         gemm_probes(B * T)
+
+
+def compare_variants(args, x: torch.Tensor, cu: torch.Tensor | None) -> None:
+    """Our layer's kernels by name, µs per call, under the defaults and each variant."""
+    variants = ["", *(v for v in args.variants.split(",") if v)]
+    launch_defaults.validate(variants)
+    module = gdn2.GDN2(D, H, head_dim=K, backend="triton").to("cuda", torch.bfloat16)
+    columns = []
+    for v in variants:
+        with launch_defaults.overridden(launch_defaults.parse(v)):
+            by_name: dict[str, float] = {}
+            for kernel, us in kernel_times(module, "ours", x, cu, args.train):
+                by_name[kernel] = by_name.get(kernel, 0.0) + us
+        columns.append(by_name)
+    names = list(dict.fromkeys(k for c in columns for k in c))
+    for i, v in enumerate(variants):
+        print(f"[{i}] {v or 'defaults'}")
+    print(" ".join(f"{f'[{i}]':>9}" for i in range(len(variants))) + "  kernel")
+    for name in names:
+        print(" ".join(f"{c.get(name, 0.0):9.1f}" for c in columns) + f"  {name[:90]}")
+    print(" ".join(f"{sum(c.values()):9.1f}" for c in columns) + "  total")
 
 
 if __name__ == "__main__":
