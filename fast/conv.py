@@ -427,10 +427,13 @@ def _sm_count(device: torch.device) -> int:
 
 
 def fwd_launch(D: int, T: int | None = None) -> ConvLaunch:
-    """The forward's launch: 32 tokens by up to 128 channels (fewer for narrow D), four warps; for dense
-    input of T < 32 tokens per sequence (a program stays inside one), the power of two >= T."""
-    BT = 32 if T is None else min(32, _pow2_at_least(T, 1))
-    return ConvLaunch(BT=BT, BD=min(128, _pow2_at_least(D, 16)), num_warps=4)
+    """The forward's launch: 8 tokens by up to 128 channels (fewer for narrow D), two warps; for dense
+    input of T < 8 tokens per sequence (a program stays inside one), the power of two >= T. Small
+    programs: each holds a few registers for a short time, so many are in flight on every SM, and the
+    kernel is bound by memory, which wants as many loads in flight as the SMs can hold
+    (``benchmarks/profile_kernels.py --variants``: the kernel inside the layer under other launches)."""
+    BT = 8 if T is None else min(8, _pow2_at_least(T, 1))
+    return ConvLaunch(BT=BT, BD=min(128, _pow2_at_least(D, 16)), num_warps=2)
 
 
 def bwd_launch(n_tokens: int, D: int, W: int, device: torch.device, BD: int = 128) -> ConvBwdLaunch:
