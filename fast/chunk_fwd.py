@@ -91,7 +91,10 @@ def _state_block_v(programs: int, BVp: int, K: int, save: bool = False, itemsize
 
     A program walks its sequence's chunks in order and its shared memory leaves one program per SM, so
     the time is about waves × chunks × per-chunk latency, and the per-chunk latency grows with BV:
-    16-bit inputs take the narrowest BV whose programs fit in one wave, BV 128 (8 warps) when none does.
+    16-bit inputs take the narrowest BV whose programs fit in one wave. When none does: BV 64 (4 warps)
+    while there are at most two waves' worth of (sequence, value head) pairs, as on a packed row of a
+    few documents, where a wave and a bit of BV 128's long steps cost more than BV 64's shorter ones
+    (``benchmarks/profile_kernels.py --variants``); else BV 128 (8 warps).
     float32 inputs take BV 64 or 32 when there are many programs, else 16. K > 128 takes at most 32,
     and 16 when saving or in float32: wider blocks need more shared memory than an H200 has
     (tests/test_fast_launch_limits.py)."""
@@ -103,7 +106,9 @@ def _state_block_v(programs: int, BVp: int, K: int, save: bool = False, itemsize
                 return bv, 4
         return 16, 4
     widths = [bv for bv in (16, 32, 64, 128) if bv <= BVp]
-    bv = next((bv for bv in widths if programs * triton.cdiv(BVp, bv) <= n_sm), widths[-1])
+    bv = next((bv for bv in widths if programs * triton.cdiv(BVp, bv) <= n_sm), None)
+    if bv is None:
+        bv = 64 if 64 in widths and programs <= 2 * n_sm else widths[-1]
     return bv, 8 if bv == 128 else 4
 
 

@@ -207,14 +207,19 @@ def test_gpu_chunk_large_heads(K, V, dtype):
 
 def test_state_kernel_width_rule():
     """The state kernel's V-block rule: the narrowest width whose programs fit in one wave of SMs (16-bit
-    inputs), BV 128 with 8 warps when none does; float32 and K > 128 keep their shared-memory limits."""
+    inputs); when none does, BV 64 up to two waves' worth of (sequence, value head) pairs, else BV 128
+    with 8 warps; float32 and K > 128 keep their shared-memory limits."""
     from gdn2.fast.chunk_fwd import _state_block_v
 
     assert _state_block_v(16, 128, 128) == (16, 4)          # 1×16K, H 16: 128 programs at BV 16
     assert _state_block_v(32, 128, 128) == (32, 4)          # 2×8K
     assert _state_block_v(64, 128, 128) == (64, 4)          # 4×4K
     assert _state_block_v(128, 128, 128) == (128, 8)        # 8×2K: one wave at BV 128
-    assert _state_block_v(512, 128, 128) == (128, 8)        # no width fits one wave
+    assert _state_block_v(144, 128, 128) == (64, 4)         # packed row, 9 documents: past one wave
+    assert _state_block_v(264, 128, 128) == (64, 4)         # up to two waves' worth of pairs
+    assert _state_block_v(265, 128, 128) == (128, 8)        # more: no width fits one wave
+    assert _state_block_v(512, 128, 128) == (128, 8)
+    assert _state_block_v(144, 32, 128) == (32, 4)          # never wider than V
     assert _state_block_v(128, 64, 128) == (64, 4)          # never wider than V
     assert _state_block_v(16, 128, 128, itemsize=4) == (16, 4)
     assert _state_block_v(128, 128, 128, itemsize=4) == (32, 4)
