@@ -4,7 +4,7 @@
     b, w      two projections handed to the operator as logits (their sigmoid is applied in its kernels)
     g, z      two low-rank down-projections as one product (x read once for both; each bottleneck a
               column slice of it), then their up-projections (z's bias added by its GEMM)
-    x         read by seven products whose backward accumulates x's gradient in one buffer
+    x         read by six products whose backward accumulates x's gradient in one buffer
               (``projections.shared_input_linear``: no elementwise additions of the gradients)
     o         chunk_gdn2 (or fused_recurrent_gdn2 when decoding), the fused gated RMSNorm, the output projection
 
