@@ -325,6 +325,23 @@ def test_gpu_state_kernel_widths(BV, warps):
 
 @pytest.mark.gpu
 @gpu
+def test_gpu_packed_row_past_one_wave_takes_bv64_by_rule():
+    """A packed row of more (sequence, value head) pairs than the card has SMs, within two waves (9
+    documents × 16 value heads on a card of 132): the width rule's own launch, BV 64 with 4 warps, against
+    the float64 recurrence. Documents of uneven lengths, one shorter than a chunk."""
+    from gdn2.fast.chunk_fwd import _sm_count, forward_config
+
+    HV = 16
+    N = _sm_count(torch.cuda.current_device()) // HV + 1              # N·HV in (n_sm, 2·n_sm]
+    lengths = [40 + (97 * n) % 150 for n in range(N)]
+    cu = torch.tensor([0] + lengths, device=DEVICE).cumsum(0)
+    config = forward_config(None, 128, 128, N, HV, 2, False, torch.device(DEVICE))
+    assert (config.state.BV, config.state.num_warps) == (64, 4)
+    check(make_inputs(1, sum(lengths), 4, HV, 128, 128, N=N, dtype=torch.float64), torch.bfloat16, cu_seqlens=cu)
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("T", [4096, 16384])
 def test_gpu_chunk_long_matches_float64_chunk(T):
     """Long sequences against gdn2.ops.chunk_gdn2 in float64 (tested equal to the recurrence)."""
