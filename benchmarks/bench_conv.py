@@ -141,8 +141,8 @@ def sweep_launches(x: dict, what: str = "all", shape: str | None = None) -> None
             print(f"  fwd {launch}: failed ({type(e).__name__})")
     rule = bwd_launch(B * T, D, W, x["x"].device)
     bwd = [ConvBwdLaunch(BD=BD, num_warps=nw, tokens=tokens) for BD in (64, 128, 256) for nw in (1, 2, 4)
-           for tokens in (None, 16, 64, 256) if BD >= 32 * nw] if what == "all" else []
-    for launch in [None] + bwd if what == "all" else []:
+           for tokens in (None, 16, 64, 256) if BD >= 32 * nw]
+    for launch in ([None] + bwd) if what == "all" else []:
         try:
             us = time_bwd(x, launch)
             timed["bwd"].append((us, launch))

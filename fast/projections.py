@@ -47,10 +47,7 @@ class SharedInputLinear(torch.autograd.Function):
         with torch.autocast(device, enabled=False):
             for n, w in zip(sizes, stacked):
                 y = F.linear(xc, w)
-                edges = [0]
-                for r in ctx.rows[at:at + n]:
-                    edges.append(edges[-1] + r)
-                outs += [y] if n == 1 else [y[..., a:b] for a, b in zip(edges, edges[1:])]
+                outs += [y] if n == 1 else y.split(ctx.rows[at:at + n], dim=-1)
                 at += n
         return tuple(outs)
 
@@ -76,22 +73,14 @@ class SharedInputLinear(torch.autograd.Function):
                     dx = dy2 @ w                                   # [tokens, D]
                 else:
                     dx.addmm_(dy2, w)                              # accumulated by the GEMM, no add pass
-            dw = dy2.t() @ x2 if any(needs_w) else None            # the group's weights' rows, stacked
+            # the group's weights' gradients: rows of one product, split
+            pieces = (dy2.t() @ x2).split(rows) if any(needs_w) else [None] * n
             first = len(dws)
-            dws += [dw[a - r:a].to(ctx.dtypes[1 + first + j]) if need and g is not None else None
-                    for j, (need, g, r, a) in enumerate(zip(needs_w, group, rows, _ends(rows)))]
+            dws += [p.to(ctx.dtypes[1 + first + j]) if need and g is not None else None
+                    for j, (need, g, p) in enumerate(zip(needs_w, group, pieces))]
         if dx is not None:
             dx = dx.reshape(xc.shape).to(ctx.dtypes[0])
         return (None, dx, *dws)
-
-
-def _ends(rows: list[int]) -> list[int]:
-    """The running sums of ``rows``: where each weight's rows end in the stacked weight."""
-    out, at = [], 0
-    for r in rows:
-        at += r
-        out.append(at)
-    return out
 
 
 def shared_input_linear(x: Tensor, *weights: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:

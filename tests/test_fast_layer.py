@@ -265,7 +265,7 @@ def test_shared_input_linear_equals_separate_projections(autocast, grouped):
 #: reduction that is a gradient of its own (z's bias: the sum of dz over the tokens), and the two joins
 #: of the low-rank pair (its weights stacked for one product; its gradients, 2·V columns per token)
 GLUE_ALLOWED = {"mm", "addmm", "addmm_", "t", "view", "_unsafe_view", "reshape", "expand", "detach", "alias",
-                "slice", "sum", "cat"}
+                "split_with_sizes", "sum", "cat"}
 
 
 def test_fused_layer_runs_no_elementwise_pass_around_its_kernels():
